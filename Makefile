@@ -1,0 +1,66 @@
+# bluecore-sidecar: the few verbs a newcomer needs. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUF := tools/node_modules/.bin/buf
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo run test check lint typecheck e2e bench clean lock
+
+help: ## list the make targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements-dev.lock
+	@echo "==> creating $(VENV) and installing pinned Python packages (requirements-dev.lock)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(STAMP) ## create .venv with the pinned dependencies
+
+$(BUF): tools/package.json tools/package-lock.json
+	@echo "==> installing pinned buf and ts-proto (npm ci --prefix tools)"
+	@npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: venv ## run the sidecar against the built-in Bluecore sandbox with the sample events
+	@$(PY) -m bluecore_sidecar.demo
+
+run: venv ## run the sidecar in the foreground (needs BLUECORE_NAMESPACE)
+	@$(VENV)/bin/bluecore-sidecar serve
+
+test: venv check ## static checks, then the whole pytest suite
+	@echo "==> pytest"
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+check: lint typecheck ## ruff, mypy, buf lint/format, stub freshness, Dockerfile and manifests
+
+lint: venv
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff check server tests bench tools
+	@$(VENV)/bin/ruff format --check server tests bench tools
+
+typecheck: venv
+	@echo "==> mypy --strict"
+	@$(VENV)/bin/mypy
+
+bench: venv ## load benchmark: sidecar vs. a bare forwarder (see bench/README.md)
+	@$(PY) bench/run.py $(BENCH_ARGS)
+
+lock: venv ## re-pin requirements*.lock from pyproject.toml
+	@$(VENV)/bin/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-find-links -o requirements.lock pyproject.toml
+	@$(VENV)/bin/pip-compile --quiet --strip-extras --extra dev --allow-unsafe --no-emit-find-links -o requirements-dev.lock pyproject.toml
+
+clean: ## remove the venv, caches and build output
+	rm -rf $(VENV) .cache build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis tools/node_modules
+
+include $(wildcard mk/*.mk)

@@ -1,0 +1,224 @@
+"""Composition root and lifecycle: config -> telemetry -> session -> servicers -> servers.
+
+:func:`running_sidecar` builds everything and pairs each part with its teardown in one
+``AsyncExitStack``; tests start the sidecar through it exactly as ``serve`` does. Shutdown
+order: health NOT_SERVING and refuse new calls -> let in-flight calls finish within the grace
+-> stop the gRPC server -> close the HTTP session -> flush spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+import grpc
+from aiohttp import web
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .config import Settings, split_address
+from .delivery import DedupTable, Deliverer, OutcomeBus
+from .service import DeliveryService, Lifecycle
+from .telemetry import LOGGER_NAME, Metrics, OutcomeRecorder, configure_tracing
+from .upstream import UpstreamClient
+
+SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name
+#: Largest gRPC message accepted: room for a full batch, far below a memory risk.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+log = logging.getLogger(LOGGER_NAME)
+
+
+@dataclasses.dataclass(slots=True)
+class Sidecar:
+    """A running sidecar: where it listens and how to stop it."""
+
+    grpc_address: str
+    ops_url: str
+    settings: Settings
+    lifecycle: Lifecycle
+    health: health.aio.HealthServicer
+    metrics: Metrics
+    bus: OutcomeBus
+    _server: grpc.aio.Server
+    _stopped: bool = False
+
+    async def drain(self) -> None:
+        """Stop taking work, let in-flight deliveries finish within the grace, stop serving."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.settings.shutdown_grace.total_seconds()
+        self.lifecycle.draining = True
+        await self.health.enter_graceful_shutdown()
+        log.info("draining", extra={"fields": {"in_flight": self.lifecycle.in_flight}})
+        finished = await self.lifecycle.wait_idle(grace)
+        self.bus.close_all()
+        if not finished:
+            log.warning(
+                "grace period over with calls in flight",
+                extra={"fields": {"in_flight": self.lifecycle.in_flight}},
+            )
+        await self._server.stop(grace=1.0)
+
+
+@contextlib.asynccontextmanager
+async def running_sidecar(
+    settings: Settings,
+    env: Mapping[str, str],
+    *,
+    span_exporter: SpanExporter | None = None,
+) -> AsyncIterator[Sidecar]:
+    """Start the sidecar on ``settings``' addresses (port 0: any free port); stop it on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        provider = configure_tracing(env, span_exporter)
+        if provider is not None:
+            stack.callback(_flush, provider)
+        tracer = (provider or trace.NoOpTracerProvider()).get_tracer("bluecore_sidecar")
+        metrics = Metrics()
+
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
+            raise_for_status=False,
+        )
+        stack.push_async_callback(session.close)
+        client = UpstreamClient(
+            session,
+            settings.api_url,
+            settings.retry,
+            max_concurrency=settings.max_concurrency,
+            secrets=(settings.namespace,),
+            observer=metrics,
+            tracer=tracer,
+        )
+        bus = OutcomeBus(settings.watch_buffer)
+        deliverer = Deliverer(
+            rules=settings.rules,
+            gates=settings.gates,
+            client=client,
+            dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
+            bus=bus,
+            observer=OutcomeRecorder(metrics, log),
+            tracer=tracer,
+            max_event_bytes=settings.max_event_bytes,
+        )
+        lifecycle = Lifecycle()
+
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
+            DeliveryService(
+                deliverer,
+                bus,
+                lifecycle,
+                batch_limit=settings.batch_limit,
+                default_deadline=settings.default_deadline,
+                tracer=tracer,
+            ),
+            server,
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = server.add_insecure_port(settings.grpc_address)
+        if port == 0:
+            raise OSError(f"cannot listen on SIDECAR_GRPC_ADDRESS {settings.grpc_address}")
+        host, _ = split_address(settings.grpc_address)
+        await server.start()
+        stack.push_async_callback(server.stop, 0)
+
+        sidecar = Sidecar(
+            grpc_address=_join(host, port),
+            ops_url="",
+            settings=settings,
+            lifecycle=lifecycle,
+            health=health_servicer,
+            metrics=metrics,
+            bus=bus,
+            _server=server,
+        )
+        sidecar.ops_url = await _start_ops(stack, sidecar)
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={"fields": {"grpc_address": sidecar.grpc_address, "ops_url": sidecar.ops_url}},
+        )
+        stack.push_async_callback(sidecar.drain)
+        yield sidecar
+
+
+async def _start_ops(stack: contextlib.AsyncExitStack, sidecar: Sidecar) -> str:
+    """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        if sidecar.lifecycle.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics(_: web.Request) -> web.Response:
+        sidecar.metrics.in_flight.set(sidecar.lifecycle.in_flight)
+        body = generate_latest(sidecar.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    host, port = split_address(sidecar.settings.ops_address)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    server = site._server  # aiohttp exposes the bound socket only here
+    assert server is not None
+    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+    return f"http://{_join(shown, bound)}"
+
+
+async def serve(settings: Settings, env: Mapping[str, str]) -> int:
+    """Run until SIGTERM or SIGINT, then drain and return the exit code (0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_sidecar(settings, env) as sidecar:
+        await stop.wait()
+        log.info("signal received, shutting down")
+        await sidecar.drain()
+    log.info("stopped")
+    return 0
+
+
+def _flush(provider: TracerProvider) -> None:
+    provider.force_flush(5_000)
+    provider.shutdown()
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,297 @@
+"""Command line: ``bluecore-sidecar serve | sandbox | preview | send | watch``.
+
+``serve`` and ``sandbox`` run servers; ``preview`` decides on an event file locally; ``send``
+and ``watch`` are gRPC clients of a running sidecar. Exit codes: 0 success, 1 an event was not
+delivered (send) or would not be sent (preview), 2 bad usage, configuration or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from google.protobuf import json_format
+
+from .config import Settings
+from .errors import ConfigError
+from .telemetry import configure_logging
+
+Status = delivery_pb2.DeliveryStatus
+#: Statuses ``send`` counts as success: delivered now, earlier, or safely queued.
+SUCCESS = frozenset(
+    {
+        Status.DELIVERY_STATUS_DELIVERED,
+        Status.DELIVERY_STATUS_SKIPPED_DUPLICATE,
+        Status.DELIVERY_STATUS_QUEUED,
+    }
+)
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+
+
+class UsageError(Exception):
+    """Bad input from the person at the terminal; printed as one line, exit 2."""
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point of the ``bluecore-sidecar`` console script."""
+    env = os.environ if env is None else env
+    args = _parser(env).parse_args(argv)
+    try:
+        return int(args.run(args, env))
+    except ConfigError as exc:
+        print(f"bluecore-sidecar: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"bluecore-sidecar: {exc}", file=sys.stderr)
+        return 2
+    except grpc.aio.AioRpcError as exc:
+        print(
+            f"bluecore-sidecar: the sidecar answered {exc.code().name}: {exc.details()}",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bluecore-sidecar",
+        description="Deliver Datafly Signal events to the Bluecore Events API over gRPC.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    default_target = env.get("SIDECAR_GRPC_ADDRESS") or "127.0.0.1:50051"
+
+    serve = commands.add_parser("serve", help="run the sidecar (configured by environment)")
+    serve.set_defaults(run=_serve)
+
+    sandbox = commands.add_parser("sandbox", help="run the fake Bluecore Events API")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8085)
+    sandbox.add_argument(
+        "--token",
+        action="append",
+        dest="tokens",
+        help="accept only this namespace token (repeatable); default: any non-empty token",
+    )
+    sandbox.set_defaults(run=_sandbox)
+
+    preview = commands.add_parser(
+        "preview", help="show the decision and Bluecore body for an event file; sends nothing"
+    )
+    preview.add_argument("event", type=Path, help="Signal-style JSON event ('-' for stdin)")
+    preview.add_argument("--json", action="store_true", help="print one JSON object")
+    preview.set_defaults(run=_preview)
+
+    send = commands.add_parser("send", help="send events to a running sidecar")
+    send.add_argument("events", nargs="*", type=Path, help="JSON event files")
+    send.add_argument("--batch", type=Path, help="a JSON-lines file: one event per line")
+    send.add_argument("--target", default=default_target, help="sidecar address (HOST:PORT)")
+    send.add_argument("--timeout", type=float, default=10.0, help="deadline per call, seconds")
+    send.set_defaults(run=_send)
+
+    watch = commands.add_parser("watch", help="print delivery outcomes live")
+    watch.add_argument("--target", default=default_target, help="sidecar address (HOST:PORT)")
+    watch.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        help="only this status, e.g. DELIVERED or FAILED_RETRYABLE (repeatable)",
+    )
+    watch.add_argument("--json", action="store_true", help="one JSON object per line")
+    watch.set_defaults(run=_watch)
+    return parser
+
+
+def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .app import serve  # noqa: PLC0415 - keeps client commands light to start
+
+    settings = Settings.from_env(env)
+    configure_logging(settings.log_level)
+    return asyncio.run(serve(settings, env))
+
+
+def _sandbox(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .sandbox import serve_sandbox  # noqa: PLC0415
+
+    serve_sandbox(args.host, args.port, tokens=args.tokens)
+    return 0
+
+
+def _preview(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from .delivery import DedupTable, Deliverer, OutcomeBus  # noqa: PLC0415
+
+    settings = Settings.from_env(_with_placeholder_namespace(env))
+    event = _parse_event(_read_text(args.event), str(args.event))
+    deliverer = Deliverer(
+        rules=settings.rules,
+        gates=settings.gates,
+        client=None,
+        dedup=DedupTable(settings.dedup_window, 1),
+        bus=OutcomeBus(1),
+        max_event_bytes=settings.max_event_bytes,
+    )
+    result, bodies = deliverer.preview(event)
+    would_send = result.status == Status.DELIVERY_STATUS_DELIVERED
+    if args.json:
+        print(
+            json.dumps(
+                {"result": _result_dict(result), "bodies": [json.loads(b) for b in bodies]},
+                indent=2,
+            )
+        )
+    else:
+        verdict = "WOULD SEND" if would_send else _short(result.status)
+        mapped = result.bluecore_event or "-"
+        print(f"decision: {verdict}  {result.datafly_event or '?'} -> {mapped}")
+        if result.reason:
+            print(f"reason:   {result.reason}: {result.detail}")
+        for number, body in enumerate(bodies, 1):
+            label = f"body {number} of {len(bodies)}" if len(bodies) > 1 else "body"
+            print(f"{label} (token redacted):")
+            print(json.dumps(json.loads(body), indent=2))
+    return 0 if would_send else 1
+
+
+def _send(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    events = [_parse_event(_read_text(path), str(path)) for path in args.events]
+    if args.batch is not None:
+        events.extend(_read_jsonl(args.batch))
+    if not events:
+        raise UsageError("send needs event files or --batch FILE.jsonl")
+    return asyncio.run(_send_all(args.target, events, args.timeout))
+
+
+async def _send_all(target: str, events: list[delivery_pb2.DataflyEvent], timeout: float) -> int:
+    failures = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        if len(events) == 1:
+            response = await stub.Deliver(
+                delivery_pb2.DeliverRequest(event=events[0]), timeout=timeout
+            )
+            results = [response.result]
+        else:
+            batch = await stub.DeliverBatch(
+                delivery_pb2.DeliverBatchRequest(events=events), timeout=timeout
+            )
+            results = list(batch.results)
+    for result in results:
+        print(json.dumps(_result_dict(result)), flush=True)
+        failures += result.status not in SUCCESS
+    return 1 if failures else 0
+
+
+def _watch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    statuses = []
+    for name in args.status:
+        full = name.upper()
+        if not full.startswith("DELIVERY_STATUS_"):
+            full = "DELIVERY_STATUS_" + full
+        if full not in Status.keys():  # noqa: SIM118 - an enum wrapper, not a dict
+            choices = ", ".join(_short(v) for v in Status.values() if v)
+            raise UsageError(f"unknown status {name!r}; choose from {choices}")
+        statuses.append(Status.Value(full))
+    return asyncio.run(_watch_stream(args.target, statuses, args.json))
+
+
+async def _watch_stream(target: str, statuses: list[int], as_json: bool) -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        request = delivery_pb2.WatchDeliveriesRequest(statuses=statuses)  # type: ignore[arg-type]
+        if not as_json:
+            print(
+                f"{'time':8}  {'message id':24}  {'event':22}  {'bluecore':16}  "
+                f"{'status':18}  {'http':>4}  {'try':>3}  {'ms':>7}  reason",
+                flush=True,
+            )
+        dropped = 0
+        async for item in stub.WatchDeliveries(request):
+            result = item.result
+            if as_json:
+                print(json.dumps({**_result_dict(result), "dropped": item.dropped}), flush=True)
+                continue
+            if item.dropped > dropped:
+                print(f"... {item.dropped - dropped} outcomes dropped (watcher too slow)")
+                dropped = item.dropped
+            ms = result.latency.ToTimedelta().total_seconds() * 1000
+            print(
+                f"{datetime.now(UTC):%H:%M:%S}  {result.message_id[:24]:24}  "
+                f"{result.datafly_event[:22]:22}  {result.bluecore_event[:16]:16}  "
+                f"{_short(result.status):18}  {result.http_status or '':>4}  "
+                f"{result.attempts:>3}  {ms:7.1f}  {result.reason}",
+                flush=True,
+            )
+    return 0
+
+
+def _with_placeholder_namespace(env: Mapping[str, str]) -> Mapping[str, str]:
+    """Preview redacts the token anyway, so it runs without one configured."""
+    if env.get("BLUECORE_NAMESPACE") or env.get("BLUECORE_NAMESPACE_FILE"):
+        return env
+    return {**env, "BLUECORE_NAMESPACE": "preview-namespace"}
+
+
+def _read_text(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read(MAX_INPUT_BYTES + 1)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            text = handle.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text") from None
+    if len(text) > MAX_INPUT_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB")
+    return text
+
+
+def _parse_event(text: str, origin: str) -> delivery_pb2.DataflyEvent:
+    """Parse one Signal-style JSON event (camelCase; unknown fields ignored)."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{origin}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    return _event_from_object(raw, origin)
+
+
+def _event_from_object(raw: Any, origin: str) -> delivery_pb2.DataflyEvent:
+    if not isinstance(raw, dict):
+        raise UsageError(f"{origin}: an event must be a JSON object")
+    event = delivery_pb2.DataflyEvent()
+    try:
+        json_format.ParseDict(raw, event, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise UsageError(f"{origin}: not a Datafly event: {exc}") from None
+    if not event.message_id:
+        event.message_id = str(uuid.uuid4())
+    return event
+
+
+def _read_jsonl(path: Path) -> Iterator[delivery_pb2.DataflyEvent]:
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
+        if line.strip():
+            yield _parse_event(line, f"{path}:{number}")
+
+
+def _result_dict(result: delivery_pb2.DeliveryResult) -> dict[str, Any]:
+    return json_format.MessageToDict(result, preserving_proto_field_name=True)
+
+
+def _short(status: int) -> str:
+    return Status.Name(status).removeprefix("DELIVERY_STATUS_")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

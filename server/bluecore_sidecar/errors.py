@@ -1,0 +1,96 @@
+"""The sidecar's own exceptions, and the one place that turns them into gRPC errors.
+
+Per-event outcomes are never exceptions: they are ``DeliveryResult`` data. Exceptions are
+for configuration mistakes and for requests that are unusable as a whole::
+
+    SidecarError
+    ├── ConfigError            a setting is missing or malformed (start-up stops, exit 2)
+    ├── RequestError           an RPC request as a whole is unusable
+    │   ├── InvalidRequest        -> INVALID_ARGUMENT (no event, empty or oversized batch)
+    │   ├── Unavailable           -> UNAVAILABLE (shutting down)
+    │   └── Exhausted             -> RESOURCE_EXHAUSTED (a bounded queue is full)
+    └── UpstreamError          one HTTP attempt against Bluecore failed (wraps aiohttp errors)
+        ├── UpstreamTimeout       the attempt's timeout elapsed
+        └── UpstreamConnectionError  connecting, sending or reading failed
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+#: The ``ErrorInfo.domain`` of every error this sidecar raises (AIP-193).
+ERROR_DOMAIN = "bluecore-sidecar.datafly.dev"
+
+
+class SidecarError(Exception):
+    """Base of every exception the sidecar raises on purpose."""
+
+
+class ConfigError(SidecarError):
+    """A setting is missing or malformed; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable} {problem}")
+        self.variable = variable
+
+
+class RequestError(SidecarError):
+    """A whole RPC request is unusable. ``reason`` is an UPPER_SNAKE ``ErrorInfo.reason``."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, reason: str, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.metadata = metadata
+
+
+class InvalidRequest(RequestError):
+    """The request is malformed (INVALID_ARGUMENT)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unavailable(RequestError):
+    """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Exhausted(RequestError):
+    """A bounded resource is full (RESOURCE_EXHAUSTED)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class UpstreamError(SidecarError):
+    """One HTTP attempt against Bluecore failed without an HTTP answer."""
+
+    reason = "UPSTREAM_ERROR"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The attempt's timeout elapsed before Bluecore answered."""
+
+    reason = "UPSTREAM_TIMEOUT"
+
+
+class UpstreamConnectionError(UpstreamError):
+    """Connecting to Bluecore, sending the body or reading the answer failed."""
+
+    reason = "UPSTREAM_CONNECTION_ERROR"
+
+
+def to_rpc_status(error: RequestError) -> grpc.Status:
+    """Build the ``google.rpc.Status`` (with an ``ErrorInfo`` detail) for ``error``."""
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+    )
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    return rpc_status.to_status(status)

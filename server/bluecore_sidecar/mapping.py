@@ -1,0 +1,665 @@
+"""Pure mapping of Datafly Signal events to Bluecore Events API request bodies.
+
+No I/O and no clock: `resolve_bluecore_event` finds the Bluecore event for a `DataflyEvent`
+(the alias table below, plus operator overrides), and `build_requests` turns the event into the
+exact JSON bodies to POST, or a `Skip` saying why it cannot become a valid Bluecore event.
+
+The table is data: `_TRACK_ALIASES` maps normalised Datafly names to Bluecore events and
+`_SPECS` maps each Bluecore event to the function that builds its event-specific properties.
+
+Rules worth knowing when reading the code (see also docs/decisions.md):
+
+* Email: the first *valid* of `traits.email`, `context.traits.email`, `properties.email`,
+  trimmed and lower-cased. Valid means: printable, no whitespace, exactly one `@`, a non-empty
+  local part and a domain of at least two non-empty dot-separated labels. Invalid values are
+  ignored as if absent.
+* Numbers: protobuf `Struct` numbers are doubles. Quantities that are whole numbers are sent
+  as JSON integers; prices and totals stay floats. Numeric strings (`"39.90"`) become numbers;
+  anything else (`"abc"`, `"1,5"`, `"NaN"`, booleans, objects), non-finite or negative values
+  are rejected with a reason naming the field, never its value.
+* Products come from the first non-empty `properties.products` or `properties.items` (a list,
+  or a single object), else from the flat properties. Entries that are not objects or have no
+  id are dropped; duplicates are merged by id (first occurrence keeps its position, price and
+  text fields; quantities are summed, a missing quantity counting as 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias
+
+from datafly.bluecore.v1 import delivery_pb2
+from google.protobuf import struct_pb2
+
+from bluecore_sidecar import skip as sk
+from bluecore_sidecar.skip import Skip
+
+JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
+
+# Datafly aliases (already normalised) -> Bluecore event, for `track` events. Segment Title
+# Case and snake_case normalise to the same key; GA4 names and Bluecore's own names are here too.
+_TRACK_ALIASES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "productviewed": "viewed_product",
+        "viewitem": "viewed_product",
+        "viewedproduct": "viewed_product",
+        "productssearched": "search",
+        "productsearched": "search",
+        "search": "search",
+        "viewsearchresults": "search",
+        "productadded": "add_to_cart",
+        "addtocart": "add_to_cart",
+        "productremoved": "remove_from_cart",
+        "removefromcart": "remove_from_cart",
+        "productaddedtowishlist": "wishlist",
+        "addtowishlist": "wishlist",
+        "wishlist": "wishlist",
+        "ordercompleted": "purchase",
+        "purchase": "purchase",
+        "signedup": "optin",
+        "signup": "optin",
+        "optin": "optin",
+        "unsubscribed": "unsubscribe",
+        "unsubscribe": "unsubscribe",
+    }
+)
+
+# Event types mapped by `type` rather than by name.
+_TYPE_EVENTS: Final[Mapping[str, str]] = MappingProxyType(
+    {"page": "viewed_page", "identify": "identify"}
+)
+
+_EMAIL_RE: Final = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+_NUMBER_RE: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_NAME_STRIP_RE: Final = re.compile(r"[\s_\-]+")
+_CAMEL_RE: Final = re.compile(r"([a-z0-9])([A-Z])")
+_ACRONYM_RE: Final = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_NON_ALNUM_RE: Final = re.compile(r"[^0-9A-Za-z]+")
+_MAX_EMAIL_LENGTH: Final = 254
+_MAX_EXACT_INT: Final = 2**53
+
+# Text fields kept on a product, in body order, with the keys they are read from.
+_PRODUCT_TEXT_BEFORE_NUMBERS: Final = (("name", ("name", "item_name")),)
+_PRODUCT_TEXT_AFTER_NUMBERS: Final = (
+    ("url", ("url",)),
+    ("image", ("image_url", "image")),
+    ("category", ("category", "item_category")),
+    ("brand", ("brand", "item_brand")),
+    ("variant", ("variant", "item_variant")),
+)
+# GA4 items carry `item_id`; it is always tried after the configured id fields.
+_GA4_ID_FIELD: Final = "item_id"
+
+
+def _empty_event_map() -> Mapping[str, str | None]:
+    return MappingProxyType({})
+
+
+def normalise_event_name(name: str) -> str:
+    """Lower-case `name` and remove whitespace, underscores and hyphens.
+
+    `Order Completed`, `order_completed` and `ORDER-COMPLETED` all become `ordercompleted`.
+    """
+    return _NAME_STRIP_RE.sub("", name).lower()
+
+
+def snake_case(key: str) -> str:
+    """Convert an attribute name to Bluecore's lowercase snake_case.
+
+    `firstName`, `First Name`, `first-name` and `FIRST_NAME` all become `first_name`.
+    """
+    spaced = _ACRONYM_RE.sub(r"\1_\2", _CAMEL_RE.sub(r"\1_\2", key))
+    return _NON_ALNUM_RE.sub("_", spaced).strip("_").lower()
+
+
+@dataclass(frozen=True, slots=True)
+class MappingRules:
+    """Operator-configurable mapping settings. Construction normalises and validates them."""
+
+    namespace: str
+    """The Bluecore namespace token, sent as `properties.token` on every body."""
+    product_id_fields: tuple[str, ...] = ("product_id", "sku", "id")
+    """Product keys tried in order for the Bluecore product `id` (then GA4 `item_id`)."""
+    event_map: Mapping[str, str | None] = field(default_factory=_empty_event_map)
+    """Overrides: Datafly name (or `page` / `identify`) -> Bluecore event, `None` to drop."""
+    customer_attributes: tuple[str, ...] = ("first_name", "last_name")
+    """Traits copied into `customer`, matched after conversion to snake_case."""
+    max_purchase_products: int = 30
+    """Most unique product ids in one purchase (and most requests one event fans out to)."""
+
+    def __post_init__(self) -> None:
+        if not self.namespace.strip():
+            raise ValueError("namespace must not be empty")
+        if self.max_purchase_products < 1:
+            raise ValueError("max_purchase_products must be at least 1")
+        overrides: dict[str, str | None] = {}
+        for name, target in self.event_map.items():
+            key = normalise_event_name(name)
+            if not key:
+                raise ValueError("event_map has an empty event name")
+            if target is not None and not target.strip():
+                raise ValueError(f"event_map value for {name!r} must be an event name or null")
+            overrides[key] = None if target is None else target.strip()
+        ids = tuple(f.strip() for f in self.product_id_fields if f.strip())
+        attributes = tuple(dict.fromkeys(snake_case(a) for a in self.customer_attributes))
+        object.__setattr__(self, "event_map", MappingProxyType(overrides))
+        object.__setattr__(self, "product_id_fields", ids)
+        object.__setattr__(
+            self, "customer_attributes", tuple(a for a in attributes if a and a != "email")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BluecoreRequest:
+    """One POST to the Bluecore Events API."""
+
+    event: str
+    """Bluecore event name, e.g. `purchase`."""
+    body: Mapping[str, Any]
+    """The complete JSON body, token included. Only JSON types, every number finite."""
+
+    def redacted_json(self) -> str:
+        """The body as compact JSON with `properties.token` replaced by `***`."""
+        body = dict(self.body)
+        props = body.get("properties")
+        if isinstance(props, Mapping) and "token" in props:
+            body["properties"] = {**props, "token": "***"}
+        return _dumps(body)
+
+    def to_json_bytes(self) -> bytes:
+        """The body exactly as it goes on the wire (UTF-8 JSON, token included)."""
+        return _dumps(self.body).encode("utf-8")
+
+
+def _dumps(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class _Reject(Exception):  # noqa: N818 -- internal control flow, not an error type
+    """Raised inside builders to abandon the event with a `Skip`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.skip = sk.skip(reason, detail)
+
+
+# --- reading Struct values ------------------------------------------------------------------
+
+
+def _value(struct: struct_pb2.Struct, key: str) -> struct_pb2.Value | None:
+    """The value at `key`, or None when absent or JSON null. Never mutates `struct`."""
+    value = struct.fields.get(key)
+    if value is None or value.WhichOneof("kind") in (None, "null_value"):
+        return None
+    return value
+
+
+def _format_number(number: float) -> str:
+    if number.is_integer() and abs(number) < _MAX_EXACT_INT:
+        return str(int(number))
+    return repr(number)
+
+
+def _text(value: struct_pb2.Value | None) -> str | None:
+    """A non-empty trimmed string, or a finite number rendered as text; else None."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value.strip() or None
+    if kind == "number_value" and math.isfinite(value.number_value):
+        return _format_number(value.number_value)
+    return None
+
+
+def _first_text(struct: struct_pb2.Struct, keys: Iterable[str]) -> str | None:
+    for key in keys:
+        text = _text(_value(struct, key))
+        if text is not None:
+            return text
+    return None
+
+
+def _amount(value: struct_pb2.Value | None, path: str, reason: str) -> float | None:
+    """A finite, non-negative number (numeric strings accepted); None when absent or blank.
+
+    Raises `_Reject(reason)` for anything else. The detail names `path`, never the value.
+    """
+    if value is None:
+        return None
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+    elif kind == "string_value":
+        text = value.string_value.strip()
+        if not text:
+            return None
+        if not _NUMBER_RE.fullmatch(text):
+            raise _Reject(reason, f"{path} is not a number")
+        number = float(text)
+    else:
+        raise _Reject(reason, f"{path} is not a number")
+    if not math.isfinite(number):
+        raise _Reject(reason, f"{path} is not a finite number")
+    if number < 0:
+        raise _Reject(reason, f"{path} is negative")
+    return number
+
+
+def _json_number(number: float) -> int | float:
+    """Whole numbers become JSON integers (quantity 1, not 1.0)."""
+    if number.is_integer() and abs(number) < _MAX_EXACT_INT:
+        return int(number)
+    return number
+
+
+# --- identity -------------------------------------------------------------------------------
+
+
+def _valid_email(value: struct_pb2.Value | None) -> str | None:
+    if value is None or value.WhichOneof("kind") != "string_value":
+        return None
+    email = value.string_value.strip().lower()
+    if len(email) > _MAX_EMAIL_LENGTH or not email.isprintable():
+        return None
+    return email if _EMAIL_RE.fullmatch(email) else None
+
+
+def _email_sources(
+    event: delivery_pb2.DataflyEvent,
+) -> tuple[tuple[str, struct_pb2.Struct], ...]:
+    return (
+        ("traits.email", event.traits),
+        ("context.traits.email", event.context.traits),
+        ("properties.email", event.properties),
+    )
+
+
+def _find_email(event: delivery_pb2.DataflyEvent) -> tuple[str | None, str | None]:
+    """(the email, None) or (None, the path of the first present but invalid email)."""
+    invalid: str | None = None
+    for path, struct in _email_sources(event):
+        value = _value(struct, "email")
+        email = _valid_email(value)
+        if email is not None:
+            return email, None
+        if value is not None and invalid is None:
+            invalid = path
+    return None, invalid
+
+
+def extract_email(event: delivery_pb2.DataflyEvent) -> str | None:
+    """The first valid email of `traits`, `context.traits`, `properties` (trimmed, lower-cased)."""
+    return _find_email(event)[0]
+
+
+def _attribute(value: struct_pb2.Value) -> JSON:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value.strip() or None
+    if kind == "number_value" and math.isfinite(value.number_value):
+        return _json_number(value.number_value)
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # objects, lists, null and non-finite numbers are not attributes
+
+
+def _attributes_by_snake(struct: struct_pb2.Struct) -> dict[str, struct_pb2.Value]:
+    """Trait values by snake_case name. An exact snake_case key beats a converted one."""
+    found: dict[str, struct_pb2.Value] = {}
+    for key in sorted(struct.fields, key=lambda k: (snake_case(k) != k, k)):
+        found.setdefault(snake_case(key), struct.fields[key])
+    return found
+
+
+def _customer(
+    event: delivery_pb2.DataflyEvent, rules: MappingRules, email: str | None
+) -> dict[str, JSON]:
+    customer: dict[str, JSON] = {}
+    if email is not None:
+        customer["email"] = email
+    if not rules.customer_attributes:
+        return customer
+    sources = [_attributes_by_snake(event.traits), _attributes_by_snake(event.context.traits)]
+    for name in rules.customer_attributes:
+        for source in sources:
+            value = source.get(name)
+            attribute = None if value is None else _attribute(value)
+            if attribute is not None:
+                customer[name] = attribute
+                break
+    return customer
+
+
+# --- products -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Product:
+    id: str
+    price: float | None
+    quantity: float | None
+    before: dict[str, str]
+    after: dict[str, str]
+
+    def render(self) -> dict[str, JSON]:
+        out: dict[str, JSON] = {"id": self.id}
+        out.update(self.before)
+        if self.price is not None:
+            out["price"] = self.price
+        if self.quantity is not None:
+            out["quantity"] = _json_number(self.quantity)
+        out.update(self.after)
+        return out
+
+
+def _product_id(struct: struct_pb2.Struct, rules: MappingRules) -> str | None:
+    fields = rules.product_id_fields
+    if _GA4_ID_FIELD not in fields:
+        fields = (*fields, _GA4_ID_FIELD)
+    return _first_text(struct, fields)
+
+
+def _product(struct: struct_pb2.Struct, rules: MappingRules, path: str) -> _Product | None:
+    """The product described by `struct`, or None when it has no id."""
+    product_id = _product_id(struct, rules)
+    if product_id is None:
+        return None
+
+    def texts(table: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, str]:
+        found = {name: _first_text(struct, keys) for name, keys in table}
+        return {name: text for name, text in found.items() if text is not None}
+
+    return _Product(
+        id=product_id,
+        price=_amount(_value(struct, "price"), f"{path}.price", sk.INVALID_PRICE),
+        quantity=_amount(_value(struct, "quantity"), f"{path}.quantity", sk.INVALID_QUANTITY),
+        before=texts(_PRODUCT_TEXT_BEFORE_NUMBERS),
+        after=texts(_PRODUCT_TEXT_AFTER_NUMBERS),
+    )
+
+
+def _products(props: struct_pb2.Struct, rules: MappingRules) -> list[_Product]:
+    """Every product with an id, in order (not merged). Rejects when none is left."""
+    for key in ("products", "items"):
+        value = _value(props, key)
+        if value is None:
+            continue
+        kind = value.WhichOneof("kind")
+        if kind == "struct_value":
+            entries: list[struct_pb2.Value] = [value]
+        elif kind == "list_value":
+            entries = list(value.list_value.values)
+        else:
+            raise _Reject(sk.INVALID_PRODUCTS, f"properties.{key} is not a list of products")
+        if not entries:
+            continue
+        products: list[_Product] = []
+        not_objects = 0
+        for index, entry in enumerate(entries):
+            if entry.WhichOneof("kind") != "struct_value":
+                not_objects += 1
+                continue
+            product = _product(entry.struct_value, rules, f"properties.{key}[{index}]")
+            if product is not None:
+                products.append(product)
+        if not products:
+            raise _Reject(
+                sk.NO_VALID_PRODUCTS,
+                f"none of the {len(entries)} entries of properties.{key} is a product with an id"
+                f" ({not_objects} not objects; id fields tried: {_id_fields_text(rules)})",
+            )
+        return products
+    product = _product(props, rules, "properties")
+    if product is None:
+        raise _Reject(
+            sk.NO_VALID_PRODUCTS,
+            f"no products or items, and the properties have no product id"
+            f" (id fields tried: {_id_fields_text(rules)})",
+        )
+    return [product]
+
+
+def _id_fields_text(rules: MappingRules) -> str:
+    fields = rules.product_id_fields
+    if _GA4_ID_FIELD not in fields:
+        fields = (*fields, _GA4_ID_FIELD)
+    return ", ".join(fields)
+
+
+def _merge(products: list[_Product]) -> list[_Product]:
+    """One product per id, in first-seen order; quantities summed (missing counts as 1)."""
+    merged: dict[str, _Product] = {}
+    for product in products:
+        first = merged.get(product.id)
+        if first is None:
+            merged[product.id] = _Product(
+                id=product.id,
+                price=product.price,
+                quantity=product.quantity,
+                before=dict(product.before),
+                after=dict(product.after),
+            )
+            continue
+        quantity = (first.quantity if first.quantity is not None else 1.0) + (
+            product.quantity if product.quantity is not None else 1.0
+        )
+        if not math.isfinite(quantity):
+            raise _Reject(sk.INVALID_QUANTITY, "the summed quantity of a product is not finite")
+        first.quantity = quantity
+        if first.price is None:
+            first.price = product.price
+        for name, text in product.before.items():
+            first.before.setdefault(name, text)
+        for name, text in product.after.items():
+            first.after.setdefault(name, text)
+    return list(merged.values())
+
+
+def _limit(count: int, rules: MappingRules, what: str) -> None:
+    if count > rules.max_purchase_products:
+        raise _Reject(
+            sk.TOO_MANY_PRODUCTS,
+            f"{what} has {count} unique product ids; the limit is {rules.max_purchase_products}",
+        )
+
+
+# --- per-event builders: each returns the event-specific properties of every request ----------
+
+_Extra: TypeAlias = dict[str, JSON]
+
+
+def _build_page(event: delivery_pb2.DataflyEvent, _rules: MappingRules) -> list[_Extra]:
+    page = event.context.page
+    url = _text(_value(event.properties, "url")) or page.url.strip()
+    title = _text(_value(event.properties, "title")) or page.title.strip()
+    if not url:
+        raise _Reject(sk.MISSING_PAGE_URL, "neither properties.url nor context.page.url is set")
+    extra: _Extra = {"url": url}
+    if title:
+        extra["title"] = title
+    return [extra]
+
+
+def _build_search(event: delivery_pb2.DataflyEvent, _rules: MappingRules) -> list[_Extra]:
+    term = _first_text(event.properties, ("query", "search_term", "keywords"))
+    if term is None:
+        raise _Reject(
+            sk.MISSING_SEARCH_TERM, "none of properties.query, search_term, keywords is set"
+        )
+    return [{"search_term": term}]
+
+
+def _build_one_product_each(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> list[_Extra]:
+    products = _merge(_products(event.properties, rules))
+    _limit(len(products), rules, "the event")
+    return [{"products": [product.render()]} for product in products]
+
+
+def _build_purchase(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> list[_Extra]:
+    props = event.properties
+    order_id = _first_text(props, ("order_id", "transaction_id"))
+    if order_id is None:
+        raise _Reject(sk.MISSING_ORDER_ID, "properties.order_id is not set")
+    lines = _products(props, rules)
+    products = _merge(lines)
+    _limit(len(products), rules, "the purchase")
+    total = _total(props, lines)
+    return [
+        {
+            "order_id": order_id,
+            "total": total,
+            "products": [product.render() for product in products],
+        }
+    ]
+
+
+def _total(props: struct_pb2.Struct, lines: list[_Product]) -> float:
+    """`total`, else `revenue`, else `value`, else the sum of price x quantity of the lines."""
+    for key in ("total", "revenue", "value"):
+        amount = _amount(_value(props, key), f"properties.{key}", sk.INVALID_TOTAL)
+        if amount is not None:
+            return amount
+    total = 0.0
+    for line in lines:
+        if line.price is None:
+            raise _Reject(
+                sk.MISSING_TOTAL,
+                "no properties.total, revenue or value, and a product has no price to sum",
+            )
+        total += line.price * (line.quantity if line.quantity is not None else 1.0)
+    if not math.isfinite(total):
+        raise _Reject(sk.INVALID_TOTAL, "the sum of price x quantity is not finite")
+    # Sums of binary floats pick up noise (0.1 * 3 = 0.30000000000000004); no currency needs
+    # more than six decimals.
+    return round(total, 6)
+
+
+def _build_nothing(_event: delivery_pb2.DataflyEvent, _rules: MappingRules) -> list[_Extra]:
+    return [{}]
+
+
+@dataclass(frozen=True, slots=True)
+class _EventSpec:
+    needs_email: bool
+    build: Callable[[delivery_pb2.DataflyEvent, MappingRules], list[_Extra]]
+
+
+_SPECS: Final[Mapping[str, _EventSpec]] = MappingProxyType(
+    {
+        "viewed_page": _EventSpec(needs_email=False, build=_build_page),
+        "viewed_product": _EventSpec(needs_email=False, build=_build_one_product_each),
+        "search": _EventSpec(needs_email=False, build=_build_search),
+        "add_to_cart": _EventSpec(needs_email=False, build=_build_one_product_each),
+        "remove_from_cart": _EventSpec(needs_email=False, build=_build_one_product_each),
+        "wishlist": _EventSpec(needs_email=False, build=_build_one_product_each),
+        "purchase": _EventSpec(needs_email=True, build=_build_purchase),
+        "optin": _EventSpec(needs_email=True, build=_build_nothing),
+        "unsubscribe": _EventSpec(needs_email=True, build=_build_nothing),
+        "identify": _EventSpec(needs_email=True, build=_build_nothing),
+    }
+)
+# Operator overrides may name Bluecore events this table does not know (custom events): they
+# get the identity properties only.
+_GENERIC_SPEC: Final = _EventSpec(needs_email=False, build=_build_nothing)
+
+#: Bluecore events with a dedicated builder. Others (from overrides) carry identity only.
+KNOWN_BLUECORE_EVENTS: Final = frozenset(_SPECS)
+
+
+# --- public entry points --------------------------------------------------------------------
+
+
+def resolve_event(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> tuple[str, str] | Skip:
+    """(Datafly label, Bluecore event), or a SKIPPED_UNMAPPED `Skip` saying why not.
+
+    The label is the track event name (trimmed) or the type (`page`, `identify`). An empty
+    `type` with a non-empty `event` is treated as `track`. Operator overrides in
+    `rules.event_map` are looked up by the normalised label before the built-in table.
+    """
+    kind = event.type.strip().lower()
+    name = event.event.strip()
+    if not kind and name:
+        kind = "track"
+    if kind == "track":
+        if not name:
+            return sk.skip(sk.MISSING_EVENT_NAME, "track event has an empty event name")
+        label = name
+        default = _TRACK_ALIASES.get(normalise_event_name(name))
+    elif kind in _TYPE_EVENTS:
+        label = kind
+        default = _TYPE_EVENTS[kind]
+    else:
+        detail = "event type is empty" if not kind else "event type is not track, page or identify"
+        return Skip(sk.UNMAPPED, sk.UNSUPPORTED_TYPE, detail, datafly_event=event.type.strip())
+    key = normalise_event_name(label)
+    if key in rules.event_map:
+        target = rules.event_map[key]
+        if target is None:
+            return Skip(
+                sk.UNMAPPED, sk.EVENT_DISABLED, "the configured event map drops this event", label
+            )
+        return label, target
+    if default is None:
+        return Skip(
+            sk.UNMAPPED, sk.UNMAPPED_EVENT, "no Bluecore event is mapped to this event name", label
+        )
+    return label, default
+
+
+def resolve_bluecore_event(
+    event: delivery_pb2.DataflyEvent, rules: MappingRules
+) -> tuple[str, str | None]:
+    """(Datafly label, Bluecore event or None when the event is not mapped)."""
+    resolved = resolve_event(event, rules)
+    if isinstance(resolved, Skip):
+        return resolved.datafly_event, None
+    return resolved
+
+
+def build_requests(
+    event: delivery_pb2.DataflyEvent, bluecore_event: str, rules: MappingRules
+) -> tuple[BluecoreRequest, ...] | Skip:
+    """The Bluecore requests for `event`, or a REJECTED_INVALID `Skip`.
+
+    Every body is `{"event": ..., "properties": {"token", "distinct_id", ["customer"], ...}}`.
+    Checks run in this order: identity, email (for the events that need one), then the
+    event's own fields. Returns one request, or one per product for single-product events.
+    """
+    email, invalid_path = _find_email(event)
+    anonymous_id = event.anonymous_id.strip()
+    why_no_email = f"{invalid_path} is not a valid email" if invalid_path else "no email is set"
+    if email is None and not anonymous_id:
+        return sk.skip(sk.MISSING_IDENTITY, f"no anonymous id and {why_no_email}")
+    spec = _SPECS.get(bluecore_event, _GENERIC_SPEC)
+    if spec.needs_email and email is None:
+        return sk.skip(sk.MISSING_EMAIL, f"{bluecore_event} needs an email: {why_no_email}")
+    # identify links the anonymous id to the email; every other event is keyed on the email.
+    identify = bluecore_event == "identify"
+    distinct_id = (anonymous_id or email) if identify else (email or anonymous_id)
+    try:
+        extras = spec.build(event, rules)
+    except _Reject as reject:
+        return reject.skip
+
+    customer = _customer(event, rules, email)
+
+    def body(extra: _Extra) -> dict[str, JSON]:
+        properties: dict[str, JSON] = {"token": rules.namespace, "distinct_id": distinct_id}
+        if customer:
+            properties["customer"] = dict(customer)  # a copy per request: bodies never alias
+        properties.update(extra)
+        return {"event": bluecore_event, "properties": properties}
+
+    requests = tuple(BluecoreRequest(event=bluecore_event, body=body(extra)) for extra in extras)
+    for request in requests:
+        try:
+            request.to_json_bytes()
+        except ValueError:  # a non-finite number slipped through; never send invalid JSON
+            return sk.skip(sk.INVALID_BODY, "the body contains a value that is not valid JSON")
+    return requests

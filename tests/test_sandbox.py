@@ -219,6 +219,18 @@ async def test_only_configured_tokens_are_accepted(session: aiohttp.ClientSessio
     assert "otherstore" not in bad[1]["message"]
 
 
+async def test_configured_token_status_wins_over_the_accepted_token_check(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with run_sandbox(tokens=["bluestore"]) as sandbox:
+        sandbox.set_token_status("otherstore", 429)
+        status, answer, _ = await post(
+            session, sandbox.url, body("viewed_page", token="otherstore")
+        )
+
+    assert (status, answer["error"]) == (429, "token_status")
+
+
 async def test_body_over_one_mebibyte_is_413(
     sandbox: BluecoreSandbox, session: aiohttp.ClientSession
 ) -> None:

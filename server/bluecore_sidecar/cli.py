@@ -77,7 +77,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
     sandbox = commands.add_parser("sandbox", help="run the fake Bluecore Events API")
     sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8085)
+    sandbox.add_argument("--port", type=int, default=8089)
     sandbox.add_argument(
         "--token",
         action="append",

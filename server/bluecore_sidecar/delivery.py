@@ -22,7 +22,7 @@ from opentelemetry import trace
 from .decision import Send, Skip, decide
 from .gates import GatePolicy
 from .mapping import MappingRules
-from .upstream import SendOutcome, UpstreamClient, Verdict
+from .upstream import DEADLINE_MARGIN, SendOutcome, UpstreamClient, Verdict
 
 Status = delivery_pb2.DeliveryStatus
 DeliveryResult = delivery_pb2.DeliveryResult
@@ -289,7 +289,8 @@ class Deliverer:
     ) -> DeliveryResult:
         first = entry.result
         if first is None and entry.waiters is not None:
-            remaining = deadline - self._clock()
+            # Keep the same margin as upstream sends, so the answer beats the caller's deadline.
+            remaining = deadline - DEADLINE_MARGIN - self._clock()
             try:
                 first = await asyncio.wait_for(asyncio.shield(entry.waiters), max(remaining, 0))
             except TimeoutError:

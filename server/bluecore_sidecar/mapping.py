@@ -119,10 +119,14 @@ def snake_case(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class MappingRules:
-    """Operator-configurable mapping settings. Construction normalises and validates them."""
+    """Operator-configurable mapping settings. Construction normalises and validates them.
 
-    namespace: str
-    """The Bluecore namespace token, sent as `properties.token` on every body."""
+    An empty `namespace` is accepted here (settings objects are built before the secret is
+    read); requiring it is the job of configuration loading.
+    """
+
+    namespace: str = field(repr=False)
+    """The Bluecore namespace token, sent as `properties.token` on every body. Not in repr."""
     product_id_fields: tuple[str, ...] = ("product_id", "sku", "id")
     """Product keys tried in order for the Bluecore product `id` (then GA4 `item_id`)."""
     event_map: Mapping[str, str | None] = field(default_factory=_empty_event_map)
@@ -133,8 +137,6 @@ class MappingRules:
     """Most unique product ids in one purchase (and most requests one event fans out to)."""
 
     def __post_init__(self) -> None:
-        if not self.namespace.strip():
-            raise ValueError("namespace must not be empty")
         if self.max_purchase_products < 1:
             raise ValueError("max_purchase_products must be at least 1")
         overrides: dict[str, str | None] = {}
@@ -163,6 +165,10 @@ class BluecoreRequest:
     body: Mapping[str, Any]
     """The complete JSON body, token included. Only JSON types, every number finite."""
 
+    def __repr__(self) -> str:
+        # The token is a write credential: a stray log of a request must not leak it.
+        return f"BluecoreRequest(event={self.event!r}, body={self.redacted_json()})"
+
     def redacted_json(self) -> str:
         """The body as compact JSON with `properties.token` replaced by `***`."""
         body = dict(self.body)
@@ -180,7 +186,7 @@ def _dumps(body: Mapping[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-class _Reject(Exception):  # noqa: N818 -- internal control flow, not an error type
+class _Reject(Exception):  # internal control flow, never leaves this module
     """Raised inside builders to abandon the event with a `Skip`."""
 
     def __init__(self, reason: str, detail: str) -> None:

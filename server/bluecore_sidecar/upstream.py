@@ -64,7 +64,8 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    # isdigit() alone accepts "²" (float() then raises) and other scripts' digits.
+    if text.isascii() and text.isdigit():
         return float(text)
     try:
         when = parsedate_to_datetime(text)
@@ -197,7 +198,8 @@ class UpstreamClient:
                     last, detail=f"{last.detail}; gave up after {attempts} attempts"
                 )
             delay = backoff_delay(policy, attempts, last.retry_after, self._rand)
-            if last.http_status == 429:
+            if last.http_status == 429 or last.retry_after is not None:
+                # Bluecore's "slow down" / "come back later" holds for the whole namespace.
                 self.throttle.pause_for(delay)
             if self._clock() + delay >= deadline - DEADLINE_MARGIN:
                 return dataclasses.replace(

@@ -1,0 +1,120 @@
+"""Shared fixtures: the real sandbox and the real sidecar on port 0, and a generated client.
+
+The sidecar is started through :func:`bluecore_sidecar.app.running_sidecar`, the same factory
+``bluecore-sidecar serve`` uses; only the addresses and the upstream URL differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from google.protobuf import json_format
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from bluecore_sidecar.app import Sidecar, running_sidecar
+from bluecore_sidecar.config import Settings
+from bluecore_sidecar.sandbox import BluecoreSandbox, run_sandbox
+from bluecore_sidecar.telemetry import configure_logging
+
+NAMESPACE = "test-namespace-s3cr3t"
+EMAIL = "jane@example.com"
+
+
+def make_event(**fields: Any) -> delivery_pb2.DataflyEvent:
+    """A DataflyEvent from Signal-style camelCase JSON fields.
+
+    Defaults give a deliverable ``Product Viewed`` with consent and an email, so a test names
+    only what it is about.
+    """
+    raw: dict[str, Any] = {
+        "messageId": "msg-1",
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": "anon-1",
+        "properties": {"product_id": "SKU123", "price": 39.9},
+        "traits": {"email": EMAIL},
+        "context": {"consent": {"marketing": True}},
+    }
+    raw.update(fields)
+    event = delivery_pb2.DataflyEvent()
+    json_format.ParseDict(raw, event)
+    return event
+
+
+def test_settings(api_url: str, **overrides: Any) -> Settings:
+    """Settings for a sidecar on free loopback ports talking to ``api_url``."""
+    env = {
+        "BLUECORE_NAMESPACE": NAMESPACE,
+        "BLUECORE_API_URL": api_url,
+        "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
+        "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
+        "SIDECAR_RETRY_BASE": "10ms",
+        "SIDECAR_RETRY_CAP": "50ms",
+        "SIDECAR_ATTEMPT_TIMEOUT": "2s",
+        "SIDECAR_SHUTDOWN_GRACE": "5s",
+    }
+    settings = Settings.from_env(env)
+    return dataclasses.replace(settings, **overrides) if overrides else settings
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[BluecoreSandbox]:
+    async with run_sandbox(tokens=[NAMESPACE]) as running:
+        yield running
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[io.StringIO]:
+    """Everything the sidecar logs during the test, as JSON lines."""
+    stream = io.StringIO()
+    logger = configure_logging("DEBUG", stream)
+    yield stream
+    logger.handlers.clear()
+    logger.setLevel(logging.WARNING)
+
+
+SidecarFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_sidecar(
+    sandbox: BluecoreSandbox, span_exporter: InMemorySpanExporter
+) -> AsyncIterator[SidecarFactory]:
+    """Start sidecars with setting overrides; all are stopped at the end of the test."""
+    from contextlib import AsyncExitStack
+
+    async with AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> Sidecar:
+            settings = test_settings(sandbox.url, **overrides)
+            return await stack.enter_async_context(
+                running_sidecar(settings, {}, span_exporter=span_exporter)
+            )
+
+        yield start
+
+
+@pytest.fixture
+async def sidecar(start_sidecar: SidecarFactory) -> Sidecar:
+    return await start_sidecar()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def stub(sidecar: Sidecar) -> AsyncIterator[delivery_pb2_grpc.DeliveryServiceStub]:
+    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
+        yield delivery_pb2_grpc.DeliveryServiceStub(channel)

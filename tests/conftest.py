@@ -6,6 +6,7 @@ The sidecar is started through :func:`bluecore_sidecar.app.running_sidecar`, the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
@@ -14,14 +15,13 @@ from typing import Any
 
 import grpc
 import pytest
-from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
-from google.protobuf import json_format
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.config import Settings
 from bluecore_sidecar.sandbox import BluecoreSandbox, run_sandbox
 from bluecore_sidecar.telemetry import configure_logging
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from google.protobuf import json_format
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 NAMESPACE = "test-namespace-s3cr3t"
 EMAIL = "jane@example.com"
@@ -96,12 +96,10 @@ async def start_sidecar(
     sandbox: BluecoreSandbox, span_exporter: InMemorySpanExporter
 ) -> AsyncIterator[SidecarFactory]:
     """Start sidecars with setting overrides; all are stopped at the end of the test."""
-    from contextlib import AsyncExitStack
+    async with contextlib.AsyncExitStack() as stack:
 
-    async with AsyncExitStack() as stack:
-
-        async def start(**overrides: Any) -> Sidecar:
-            settings = test_settings(sandbox.url, **overrides)
+        async def start(api_url: str | None = None, **overrides: Any) -> Sidecar:
+            settings = test_settings(api_url or sandbox.url, **overrides)
             return await stack.enter_async_context(
                 running_sidecar(settings, {}, span_exporter=span_exporter)
             )

@@ -1,0 +1,213 @@
+"""``python -m bluecore_sidecar serve`` as a real process: SIGTERM drain, config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import grpc
+import pytest
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .conftest import EMAIL, NAMESPACE, make_event
+
+Status = delivery_pb2.DeliveryStatus
+SERVICE = "datafly.bluecore.v1.DeliveryService"
+
+pytestmark = pytest.mark.slow
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any sidecar, Bluecore or OpenTelemetry settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BLUECORE_", "SIDECAR_", "OTEL_"))
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def serve_env(api_url: str, **extra: str) -> dict[str, str]:
+    return clean_env(
+        BLUECORE_API_URL=api_url,
+        SIDECAR_GRPC_ADDRESS="127.0.0.1:0",
+        SIDECAR_OPS_ADDRESS="127.0.0.1:0",
+        SIDECAR_SHUTDOWN_GRACE="10s",
+        SIDECAR_RETRY_BASE="10ms",
+        SIDECAR_RETRY_CAP="50ms",
+        **extra,
+    )
+
+
+class Served:
+    """A running ``serve`` process, where it listens, and everything it wrote to stderr."""
+
+    def __init__(self, process: asyncio.subprocess.Process, serving: dict[str, object]) -> None:
+        self.process = process
+        self.grpc_address = str(serving["grpc_address"])
+        self.ops_url = str(serving["ops_url"])
+        self.stderr: list[str] = []
+
+    async def finish(self, timeout: float = 15.0) -> int:
+        """Wait for the exit code, collecting the rest of stderr."""
+        assert self.process.stderr is not None
+        async with asyncio.timeout(timeout):
+            rest = await self.process.stderr.read()
+            code = await self.process.wait()
+        self.stderr.extend(rest.decode().splitlines())
+        return code
+
+
+@contextlib.asynccontextmanager
+async def serve(env: Mapping[str, str]) -> AsyncIterator[Served]:
+    """Start ``serve`` and wait for its "serving" log line (which names the bound addresses)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bluecore_sidecar",
+        "serve",
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    early: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                raw = await process.stderr.readline()
+                if not raw:
+                    raise AssertionError(f"serve exited before serving: {early}")
+                line = raw.decode().rstrip("\n")
+                early.append(line)
+                entry = json.loads(line)
+                if entry.get("message") == "serving":
+                    break
+        served = Served(process, entry)
+        served.stderr.extend(early)
+        yield served
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def health(address: str, service: str = "") -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=2
+        )
+    return int(reply.status)
+
+
+async def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(sandbox):
+    sandbox.delay(1.5)
+    async with serve(serve_env(sandbox.url, BLUECORE_NAMESPACE=NAMESPACE)) as served:
+        assert await health(served.grpc_address) == health_pb2.HealthCheckResponse.SERVING
+        async with grpc.aio.insecure_channel(served.grpc_address) as channel:
+            stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+            in_flight = asyncio.ensure_future(
+                stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+            )
+            async with asyncio.timeout(5):
+                while True:
+                    if sandbox.received:
+                        break
+                    await asyncio.sleep(0.01)
+
+            served.process.send_signal(signal.SIGTERM)
+
+            async with asyncio.timeout(5):
+                while True:
+                    status = await health(served.grpc_address, SERVICE)
+                    if status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                        break
+                    await asyncio.sleep(0.02)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Deliver(
+                    delivery_pb2.DeliverRequest(event=make_event(messageId="late")), timeout=5
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+            reply = await in_flight
+        assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED
+        assert reply.result.attempts == 1
+
+        assert await served.finish() == 0
+    assert len(sandbox.received) == 1
+    output = "\n".join(served.stderr)
+    assert NAMESPACE not in output
+    assert EMAIL not in output
+    messages = [json.loads(line)["message"] for line in served.stderr if line.strip()]
+    assert "delivery outcome" in messages
+    assert messages[-1] == "stopped"
+
+
+async def test_namespace_file_is_used_and_never_printed(sandbox, tmp_path):
+    secret_file = tmp_path / "namespace"
+    secret_file.write_text(NAMESPACE + "\n", encoding="utf-8")
+    env = serve_env(sandbox.url, BLUECORE_NAMESPACE_FILE=str(secret_file))
+    async with serve(env) as served:
+        async with grpc.aio.insecure_channel(served.grpc_address) as channel:
+            stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+            reply = await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+        assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED
+        served.process.send_signal(signal.SIGTERM)
+        assert await served.finish() == 0
+        stdout = await served.process.stdout.read() if served.process.stdout else b""
+    assert [r.body["properties"]["token"] for r in sandbox.received] == [NAMESPACE]
+    assert NAMESPACE not in "\n".join(served.stderr)
+    assert NAMESPACE not in stdout.decode()
+
+
+def run_serve(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bluecore_sidecar", "serve"],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "variable"),
+    [
+        ({}, "BLUECORE_NAMESPACE"),
+        (
+            {"BLUECORE_NAMESPACE": NAMESPACE, "SIDECAR_RETRY_MAX_ATTEMPTS": "lots"},
+            "SIDECAR_RETRY_MAX_ATTEMPTS",
+        ),
+        ({"BLUECORE_NAMESPACE_FILE": "/nonexistent/namespace"}, "BLUECORE_NAMESPACE_FILE"),
+    ],
+)
+def test_a_config_error_exits_2_with_one_line(extra, variable):
+    done = run_serve(clean_env(**extra))
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in done.stderr
+    assert NAMESPACE not in done.stderr
+    assert done.stdout == ""
+
+
+def test_a_bad_namespace_file_content_is_not_echoed(tmp_path: Path):
+    secret_file = tmp_path / "namespace"
+    secret_file.write_text("has spaces s3cr3t", encoding="utf-8")
+    done = run_serve(clean_env(BLUECORE_NAMESPACE_FILE=str(secret_file)))
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1
+    assert "BLUECORE_NAMESPACE_FILE" in done.stderr
+    assert "s3cr3t" not in done.stderr + done.stdout

@@ -42,7 +42,7 @@ test: venv check ## static checks, then the whole pytest suite
 	@echo "==> pytest"
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-check: lint typecheck ## ruff, mypy, buf lint/format, stub freshness, Dockerfile and manifests
+check: lint typecheck proto-lint proto-breaking stubs-check ## ruff, mypy, contract lint and compatibility, stub freshness, Dockerfile, manifests
 
 lint: venv
 	@echo "==> ruff"
@@ -52,6 +52,8 @@ lint: venv
 typecheck: venv
 	@echo "==> mypy --strict"
 	@$(VENV)/bin/mypy
+
+e2e: clients-e2e jaeger-e2e ## Go/Java/TypeScript/Python clients against a live sidecar; traces in a real Jaeger
 
 bench: venv ## load benchmark: sidecar vs. a bare forwarder (see bench/README.md)
 	@$(PY) bench/run.py $(BENCH_ARGS)

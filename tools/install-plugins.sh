@@ -99,9 +99,16 @@ maven_exe() {
     command -v mvn >/dev/null || { echo "install-plugins: mvn is required for ${name}" >&2; exit 1; }
     say "${name} ${version}: mvn dependency:copy ${coords}:${version}:exe:${MAVEN_CLASSIFIER}"
     mkdir -p "${CACHE}/maven"
-    mvn -B -q org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
+    # Maven's output is shown only when it fails (it is noise otherwise).
+    local out
+    if ! out="$(mvn -B -q -Dstyle.color=never \
+      org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
       "-Dartifact=${coords}:${version}:exe:${MAVEN_CLASSIFIER}" \
-      "-DoutputDirectory=${CACHE}/maven" -Dmdep.overWriteReleases=true
+      "-DoutputDirectory=${CACHE}/maven" -Dmdep.overWriteReleases=true 2>&1)"; then
+      printf '%s\n' "${out}" >&2
+      echo "install-plugins: could not fetch ${coords}:${version}:exe:${MAVEN_CLASSIFIER} from Maven Central" >&2
+      exit 1
+    fi
     chmod +x "${file}"
   fi
   link "${name}" "../maven/$(basename "${file}")"

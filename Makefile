@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
-	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@# setuptools warns on every editable install of a src layout; the warning is not actionable here
+	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 venv: $(STAMP) ## create .venv with the pinned dependencies
@@ -46,8 +47,8 @@ check: lint typecheck proto-lint proto-breaking stubs-check ## ruff, mypy, contr
 
 lint: venv
 	@echo "==> ruff"
-	@$(VENV)/bin/ruff check server tests bench tools
-	@$(VENV)/bin/ruff format --check server tests bench tools
+	@$(VENV)/bin/ruff check server tests bench tools deploy
+	@$(VENV)/bin/ruff format --check server tests bench tools deploy
 
 typecheck: venv
 	@echo "==> mypy --strict"

@@ -29,7 +29,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .config import Settings, split_address
 from .delivery import DedupTable, Deliverer, OutcomeBus
 from .service import DeliveryService, Lifecycle
-from .telemetry import LOGGER_NAME, Metrics, OutcomeRecorder, configure_tracing
+from .telemetry import (
+    LOGGER_NAME,
+    Metrics,
+    OutcomeRecorder,
+    configure_tracing,
+    http_trace_configs,
+)
 from .upstream import UpstreamClient
 
 SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name
@@ -83,7 +89,8 @@ async def running_sidecar(
     async with contextlib.AsyncExitStack() as stack:
         provider = configure_tracing(env, span_exporter)
         if provider is not None:
-            stack.callback(_flush, provider)
+            # Off the event loop: an exporter may wait on a collector for up to seconds.
+            stack.push_async_callback(asyncio.to_thread, _flush, provider)
         tracer = (provider or trace.NoOpTracerProvider()).get_tracer("bluecore_sidecar")
         metrics = Metrics()
 
@@ -94,6 +101,7 @@ async def running_sidecar(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
             raise_for_status=False,
+            trace_configs=http_trace_configs(provider),
         )
         stack.push_async_callback(session.close)
         client = UpstreamClient(
@@ -103,7 +111,6 @@ async def running_sidecar(
             max_concurrency=settings.max_concurrency,
             secrets=(settings.namespace,),
             observer=metrics,
-            tracer=tracer,
         )
         bus = OutcomeBus(settings.watch_buffer)
         deliverer = Deliverer(
@@ -116,6 +123,7 @@ async def running_sidecar(
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
         )
+        metrics.in_flight.set_function(lambda: deliverer.in_flight)
         lifecycle = Lifecycle()
 
         server = grpc.aio.server(
@@ -180,7 +188,6 @@ async def _start_ops(stack: contextlib.AsyncExitStack, sidecar: Sidecar) -> str:
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
-        sidecar.metrics.in_flight.set(sidecar.lifecycle.in_flight)
         body = generate_latest(sidecar.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

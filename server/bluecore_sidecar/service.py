@@ -11,12 +11,14 @@ from datetime import timedelta
 import grpc
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .delivery import Deliverer, OutcomeBus
 from .errors import InvalidRequest, RequestError, Unavailable, to_rpc_status
 
 _SERVICE = "datafly.bluecore.v1.DeliveryService"
+_W3C = TraceContextTextMapPropagator()
 
 
 class Lifecycle:
@@ -169,7 +171,9 @@ def _server_span(
     carrier = {
         key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
     }
-    parent = propagate.extract(carrier)
+    # Only W3C trace context: the caller's baggage could carry anything, and what is in the
+    # context is injected into the requests to Bluecore.
+    parent = _W3C.extract(carrier)
     token = otel_context.attach(parent)
     try:
         with tracer.start_as_current_span(

@@ -11,16 +11,33 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import types
+import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import aiohttp
+import yarl
 from datafly.bluecore.v1 import delivery_pb2
 from opentelemetry import trace
+from opentelemetry.instrumentation._semconv import _StabilityMode
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.version import __version__ as sdk_version
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import __version__
+from .errors import ConfigError
+from .redaction import scrub
 
 LOGGER_NAME = "bluecore_sidecar"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -56,50 +73,225 @@ def configure_logging(level: str, stream: TextIO | None = None) -> logging.Logge
     return logger
 
 
+#: Samplers accepted in ``OTEL_TRACES_SAMPLER`` (the SDK's names; ``jaeger_remote`` is not).
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
 def configure_tracing(
     env: Mapping[str, str], exporter: SpanExporter | None = None
 ) -> TracerProvider | None:
-    """Build a tracer provider from ``OTEL_*`` settings, or return None when tracing is off.
+    """Build a tracer provider from the ``OTEL_*`` values in ``env``, or None when tracing is off.
 
-    Tracing is on when an exporter is given (tests) or when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set and ``OTEL_SDK_DISABLED`` is not true. The
-    protocol follows ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL``: ``grpc`` (default) or
-    ``http/protobuf``. Sampling follows ``OTEL_TRACES_SAMPLER``, read by the SDK.
+    Everything is read from ``env`` (never from ``os.environ`` behind the caller's back):
+
+    * off when ``OTEL_SDK_DISABLED=true``, when ``OTEL_TRACES_EXPORTER`` is ``none``, or when
+      it asks for ``otlp`` (the default) and neither ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` nor
+      ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: unlike the SDK we do not guess ``localhost:4317``,
+      so an unconfigured sidecar pays for no tracing at all;
+    * ``OTEL_TRACES_EXPORTER`` is a comma list of ``otlp`` and ``console`` (spans as JSON on
+      stderr, for debugging); ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`` is ``grpc`` (default)
+      or ``http/protobuf``; ``..._HEADERS``, ``..._INSECURE`` and ``..._COMPRESSION`` apply;
+    * sampling follows ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default
+      ``parentbased_always_on``); the resource takes ``OTEL_RESOURCE_ATTRIBUTES`` and
+      ``OTEL_SERVICE_NAME`` (default ``bluecore-sidecar``).
+
+    ``exporter`` (tests) replaces the configured exporters and is called synchronously as each
+    span ends. A bad value raises :class:`ConfigError` naming the variable.
     """
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    if _flag(env, "OTEL_SDK_DISABLED"):
         return None
-    if exporter is None:
-        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"
-        )
-        if not endpoint:
-            return None
-        protocol = (
-            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "grpc"
-        ).strip()
-        exporter = _otlp_exporter(protocol)
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "bluecore-sidecar"})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    processors: list[SpanProcessor] = []
+    if exporter is not None:
+        processors.append(SimpleSpanProcessor(exporter))
+    else:
+        names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
+        for name in filter(None, names):
+            if name == "otlp":
+                otlp = _otlp_exporter(env)
+                if otlp is not None:
+                    processors.append(BatchSpanProcessor(otlp))
+            elif name == "console":
+                processors.append(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+            elif name != "none":
+                raise ConfigError(
+                    "OTEL_TRACES_EXPORTER", f"{name!r} is not supported; use otlp, console or none"
+                )
+    if not processors:
+        return None
+    provider = TracerProvider(resource=_resource(env), sampler=_sampler(env))
+    for processor in processors:
+        provider.add_span_processor(processor)
     return provider
 
 
-def _otlp_exporter(protocol: str) -> SpanExporter:
+def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    """The OTLP span exporter ``env`` asks for, or None when no endpoint is set."""
+    endpoint = _signal(env, "ENDPOINT")
+    if not endpoint:
+        return None
+    specific = bool(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip())
+    protocol = (_signal(env, "PROTOCOL") or "grpc").lower()
+    headers = _parse_pairs(_signal(env, "HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS")
+    compression = _compression(_signal(env, "COMPRESSION"))
     if protocol == "grpc":
+        import grpc  # noqa: PLC0415 - exporters load only when tracing is on
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as GrpcExporter,
         )
 
-        return GrpcExporter()
+        insecure_text = _signal(env, "INSECURE")
+        insecure = (
+            insecure_text.lower() == "true"
+            if insecure_text
+            else urllib.parse.urlsplit(endpoint).scheme == "http"
+        )
+        return GrpcExporter(
+            endpoint=endpoint,
+            insecure=insecure,
+            headers=headers or None,
+            compression={"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(
+                compression
+            ),
+        )
     if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http import (  # noqa: PLC0415
+            Compression as HttpCompression,
+        )
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as HttpExporter,
         )
 
-        return HttpExporter()
-    raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL {protocol!r} must be grpc or http/protobuf")
+        # The generic endpoint is a base URL; the per-signal one is used as it is.
+        url = endpoint if specific else endpoint.rstrip("/") + "/v1/traces"
+        return HttpExporter(
+            endpoint=url,
+            headers=headers or None,
+            compression=HttpCompression(compression) if compression else None,
+        )
+    raise ConfigError(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", f"{protocol!r} is not supported; use grpc or http/protobuf"
+    )
+
+
+def _signal(env: Mapping[str, str], key: str) -> str:
+    """``OTEL_EXPORTER_OTLP_TRACES_<key>``, falling back to ``OTEL_EXPORTER_OTLP_<key>``."""
+    value = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{key}", "").strip()
+    return value or env.get(f"OTEL_EXPORTER_OTLP_{key}", "").strip()
+
+
+def _compression(text: str) -> str:
+    text = text.lower()
+    if text in ("", "none"):
+        return ""
+    if text in ("gzip", "deflate"):
+        return text
+    raise ConfigError("OTEL_EXPORTER_OTLP_COMPRESSION", f"{text!r} must be gzip or none")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() == "true"
+
+
+def _parse_pairs(text: str, name: str) -> dict[str, str]:
+    """``k1=v1,k2=v2`` (values percent-encoded, as the OTel spec says) as a dict."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            # The value may be a credential: name the variable, never echo the text.
+            raise ConfigError(name, "must be a comma-separated list of key=value pairs")
+        pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+    return pairs
+
+
+def _resource(env: Mapping[str, str]) -> Resource:
+    attributes: dict[str, str] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": sdk_version,
+        "service.version": __version__,
+    }
+    attributes.update(
+        _parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
+    )
+    service = env.get("OTEL_SERVICE_NAME", "").strip()
+    attributes["service.name"] = service or attributes.get("service.name") or "bluecore-sidecar"
+    return Resource(attributes)
+
+
+def _sampler(env: Mapping[str, str]) -> sampling.Sampler:
+    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    if name not in _SAMPLERS:
+        raise ConfigError("OTEL_TRACES_SAMPLER", f"{name!r} must be one of {', '.join(_SAMPLERS)}")
+    if name.endswith("always_on"):
+        root: sampling.Sampler = sampling.ALWAYS_ON
+    elif name.endswith("always_off"):
+        root = sampling.ALWAYS_OFF
+    else:
+        arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip() or "1.0"
+        try:
+            ratio = float(arg)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError("OTEL_TRACES_SAMPLER_ARG", f"{arg!r} must be a ratio from 0 to 1")
+        root = sampling.TraceIdRatioBased(ratio)
+    return sampling.ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceConfig]:
+    """aiohttp hooks for one CLIENT span per HTTP attempt, or none when tracing is off.
+
+    The spans come from ``opentelemetry-instrumentation-aiohttp-client`` on our own provider
+    (no global one), with the stable HTTP semantic conventions: span name ``POST``,
+    ``http.request.method``, ``url.full`` (query and userinfo removed: no secret can ride in
+    them), ``server.address``, ``http.response.status_code`` and ``error.type`` with an error
+    status for 4xx, 5xx and transport failures. A second hook adds
+    ``http.request.resend_count`` from the ``trace_request_ctx`` the caller passes with the
+    request (see :func:`attempt_context`).
+    """
+    if provider is None:
+        return []
+    instrumented = create_trace_config(
+        url_filter=_url_without_secrets,
+        tracer_provider=provider,
+        meter_provider=NoOpMeterProvider(),
+        # The stable names (http.request.method, url.full, ...) rather than the old ones.
+        sem_conv_opt_in_mode=_StabilityMode.HTTP,
+    )
+    resend = aiohttp.TraceConfig()
+    resend.on_request_start.append(_set_resend_count)
+    # Order matters: the instrumentation's hook makes its span current, then ours annotates it.
+    return [instrumented, resend]
+
+
+def attempt_context(attempt: int) -> dict[str, int]:
+    """The ``trace_request_ctx`` for try number ``attempt`` (1 for the first try)."""
+    return {_RESEND_COUNT: attempt - 1}
+
+
+_RESEND_COUNT = "http.request.resend_count"
+
+
+def _url_without_secrets(url: yarl.URL) -> str:
+    return str(url.with_user(None).with_query(None).with_fragment(None))
+
+
+async def _set_resend_count(
+    _session: aiohttp.ClientSession,
+    trace_config_ctx: types.SimpleNamespace,
+    _params: aiohttp.TraceRequestStartParams,
+) -> None:
+    request_ctx = trace_config_ctx.trace_request_ctx
+    if isinstance(request_ctx, Mapping) and _RESEND_COUNT in request_ctx:
+        trace.get_current_span().set_attribute(_RESEND_COUNT, request_ctx[_RESEND_COUNT])
 
 
 def current_trace_id() -> str:
@@ -160,7 +352,11 @@ class Metrics:
 
 
 class OutcomeRecorder:
-    """Logs one JSON line and updates metrics for every outcome (delivery.OutcomeObserver)."""
+    """Logs one JSON line and updates metrics for every outcome (delivery.OutcomeObserver).
+
+    Free-form fields (message id, Datafly event name, detail) are scrubbed of email-shaped
+    text: they come from the caller or from Bluecore, and a log line is kept for a long time.
+    """
 
     def __init__(self, metrics: Metrics, logger: logging.Logger) -> None:
         self._metrics = metrics
@@ -180,12 +376,12 @@ class OutcomeRecorder:
             "delivery outcome",
             extra={
                 "fields": {
-                    "message_id": result.message_id,
-                    "datafly_event": result.datafly_event,
+                    "message_id": scrub(result.message_id),
+                    "datafly_event": scrub(result.datafly_event),
                     "bluecore_event": result.bluecore_event,
                     "status": status,
                     "reason": result.reason,
-                    "detail": result.detail,
+                    "detail": scrub(result.detail),
                     "http_status": result.http_status,
                     "attempts": result.attempts,
                     "latency_ms": round(latency * 1000, 2),

@@ -19,10 +19,11 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import aiohttp
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 
 from .errors import UpstreamConnectionError, UpstreamError, UpstreamTimeout
 from .redaction import excerpt
+from .telemetry import attempt_context
 
 #: Statuses Bluecore may answer that are worth another try.
 RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 425, 429, *range(500, 600)})
@@ -146,7 +147,6 @@ class UpstreamClient:
         max_concurrency: int,
         secrets: Sequence[str] = (),
         observer: SendObserver | None = None,
-        tracer: trace.Tracer | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -156,7 +156,6 @@ class UpstreamClient:
         self._limit = asyncio.Semaphore(max_concurrency)
         self._secrets = tuple(secrets)
         self._observer: SendObserver = observer or _NullObserver()
-        self._tracer = tracer or trace.NoOpTracer()
         self._rand = rand
         self._clock = clock
         self.throttle = Throttle(clock)
@@ -218,43 +217,38 @@ class UpstreamClient:
         )
 
     async def _attempt(self, body: bytes, number: int, seconds: float) -> SendOutcome:
+        # The CLIENT span of this try (and the traceparent header) come from the aiohttp
+        # instrumentation on the session (telemetry.http_trace_configs); the try number rides
+        # along in the request's trace context so the span carries the resend count.
         headers = {"Content-Type": "application/json"}
-        with self._tracer.start_as_current_span(
-            "POST",
-            kind=trace.SpanKind.CLIENT,
-            attributes={
-                "http.request.method": "POST",
-                "url.full": self._url,
-                "http.request.resend_count": number - 1,
-            },
-        ) as span:
-            propagate.inject(headers)
-            try:
-                async with self._limit:
-                    status, retry_after, answer = await self._post(body, headers, seconds)
-            except UpstreamError as exc:
-                span.set_status(trace.StatusCode.ERROR, exc.reason)
-                span.set_attribute("error.type", exc.reason)
-                self._observer.on_attempt(None, exc.reason, True)
-                return SendOutcome(Verdict.RETRY, 0, number, exc.reason, str(exc))
-            span.set_attribute("http.response.status_code", status)
-            verdict = classify(status, self._policy)
-            self._observer.on_attempt(status, None, verdict is Verdict.RETRY)
-            if verdict is Verdict.DELIVERED:
-                return SendOutcome(verdict, status, number, "", "accepted by Bluecore")
-            span.set_status(trace.StatusCode.ERROR, f"HTTP {status}")
-            span.set_attribute("error.type", str(status))
-            detail = f"Bluecore answered {status}"
-            if answer:
-                detail += f": {answer}"
-            return SendOutcome(verdict, status, number, f"HTTP_{status}", detail, retry_after)
+        try:
+            async with self._limit:
+                status, retry_after, answer = await self._post(body, headers, seconds, number)
+        except UpstreamError as exc:
+            self._observer.on_attempt(None, exc.reason, True)
+            return SendOutcome(Verdict.RETRY, 0, number, exc.reason, str(exc))
+        verdict = classify(status, self._policy)
+        self._observer.on_attempt(status, None, verdict is Verdict.RETRY)
+        if verdict is Verdict.DELIVERED:
+            return SendOutcome(verdict, status, number, "", "accepted by Bluecore")
+        detail = f"Bluecore answered {status}"
+        if answer:
+            detail += f": {answer}"
+        return SendOutcome(verdict, status, number, f"HTTP_{status}", detail, retry_after)
 
     async def _post(
-        self, body: bytes, headers: dict[str, str], seconds: float
+        self, body: bytes, headers: dict[str, str], seconds: float, attempt: int
     ) -> tuple[int, float | None, str]:
         try:
             async with asyncio.timeout(seconds):
-                async with self._session.post(self._url, data=body, headers=headers) as response:
+                async with self._session.post(
+                    self._url,
+                    data=body,
+                    headers=headers,
+                    # A 307/308 would re-post the body, namespace token included, elsewhere.
+                    allow_redirects=False,
+                    trace_request_ctx=attempt_context(attempt),
+                ) as response:
                     text = await response.text(errors="replace")
                     retry_after = parse_retry_after(
                         response.headers.get("Retry-After"), datetime.now(UTC)

@@ -1,0 +1,88 @@
+"""Structured logs: one JSON line per outcome, carrying the trace id, never a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from bluecore_sidecar.telemetry import configure_logging
+from datafly.bluecore.v1 import delivery_pb2
+
+from .conftest import EMAIL, NAMESPACE, make_event
+
+Status = delivery_pb2.DeliveryStatus
+
+
+def outcome_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return [line for line in lines if line["message"] == "delivery outcome"]
+
+
+async def test_one_json_line_per_outcome_with_trace_id(captured_logs, stub, sandbox):
+    sandbox.fail_next(1, 503)
+    delivered = await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+    sandbox.fail_next(1, 400)
+    refused = await stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId="m-2")), timeout=10
+    )
+
+    ok, failed = outcome_lines(captured_logs)
+    assert ok["level"] == "INFO"
+    assert {k: ok[k] for k in ok if k not in ("time", "latency_ms", "logger")} == {
+        "level": "INFO",
+        "message": "delivery outcome",
+        "message_id": "msg-1",
+        "datafly_event": "Product Viewed",
+        "bluecore_event": "viewed_product",
+        "status": "DELIVERED",
+        "reason": "",
+        "detail": "accepted by Bluecore",
+        "http_status": 202,
+        "attempts": 2,
+        "trace_id": delivered.result.trace_id,
+    }
+    assert isinstance(ok["latency_ms"], float)
+    assert ok["latency_ms"] >= 0
+    assert failed["level"] == "WARNING"
+    assert failed["status"] == "FAILED_PERMANENT"
+    assert failed["reason"] == "HTTP_400"
+    assert failed["attempts"] == 1
+    assert failed["trace_id"] == refused.result.trace_id
+    assert len(refused.result.trace_id) == 32
+
+
+async def test_logs_carry_no_token_and_no_email(captured_logs, stub, sandbox):
+    sandbox.fail_next(1, 400)
+    await stub.Deliver(
+        delivery_pb2.DeliverRequest(
+            event=make_event(messageId=f"from-{EMAIL}", type="identify", traits={"email": EMAIL})
+        ),
+        timeout=10,
+    )
+    await stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId="m-2", event=f"Hi {EMAIL}")),
+        timeout=10,
+    )
+    text = captured_logs.getvalue()
+    assert len(outcome_lines(captured_logs)) == 2
+    assert NAMESPACE not in text
+    assert EMAIL not in text
+    assert "@" not in text
+
+
+async def test_log_level_hides_successes_at_warning(stub, sandbox):
+    """SIDECAR_LOG_LEVEL=WARNING keeps failures and drops the routine lines."""
+    stream = io.StringIO()
+    logger = configure_logging("WARNING", stream)
+    try:
+        await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+        sandbox.fail_next(1, 400)
+        await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="m-2")), timeout=10
+        )
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["level"], line["message_id"]) for line in lines] == [("WARNING", "m-2")]

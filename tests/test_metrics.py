@@ -1,0 +1,92 @@
+"""Prometheus metrics on the ops address, scraped over HTTP like Prometheus does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from datafly.bluecore.v1 import delivery_pb2
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import EMAIL, NAMESPACE, make_event
+
+Status = delivery_pb2.DeliveryStatus
+
+
+async def scrape(ops_url: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    """The raw exposition text and every sample as {(name, sorted labels): value}."""
+    async with aiohttp.ClientSession() as session, session.get(f"{ops_url}/metrics") as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        text = await response.text()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    return text, samples
+
+
+async def test_metrics_count_outcomes_upstream_codes_retries_and_dedup(sidecar, stub, sandbox):
+    sandbox.fail_next(1, 503)
+    first = await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+    again = await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+    sandbox.fail_next(1, 400)
+    refused = await stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId="m-2")), timeout=10
+    )
+    skipped = await stub.Deliver(
+        delivery_pb2.DeliverRequest(
+            event=make_event(messageId="m-3", context={"consent": {"marketing": False}})
+        ),
+        timeout=10,
+    )
+    assert [r.result.status for r in (first, again, refused, skipped)] == [
+        Status.DELIVERY_STATUS_DELIVERED,
+        Status.DELIVERY_STATUS_SKIPPED_DUPLICATE,
+        Status.DELIVERY_STATUS_FAILED_PERMANENT,
+        Status.DELIVERY_STATUS_SKIPPED_NO_CONSENT,
+    ]
+
+    text, samples = await scrape(sidecar.ops_url)
+
+    def deliveries(status: str, event: str) -> float:
+        key = (("bluecore_event", event), ("status", status))
+        return samples[("bluecore_sidecar_deliveries_total", key)]
+
+    assert deliveries("DELIVERED", "viewed_product") == 1
+    assert deliveries("SKIPPED_DUPLICATE", "viewed_product") == 1
+    assert deliveries("FAILED_PERMANENT", "viewed_product") == 1
+    assert deliveries("SKIPPED_NO_CONSENT", "viewed_product") == 1
+    responses = "bluecore_sidecar_upstream_responses_total"
+    assert samples[(responses, (("code", "503"),))] == 1
+    assert samples[(responses, (("code", "202"),))] == 1
+    assert samples[(responses, (("code", "400"),))] == 1
+    assert samples[("bluecore_sidecar_upstream_retries_total", ())] == 1
+    assert samples[("bluecore_sidecar_dedup_hits_total", ())] == 1
+    assert samples[("bluecore_sidecar_deliveries_in_flight", ())] == 0
+    latency = "bluecore_sidecar_delivery_latency_seconds_count"
+    assert samples[(latency, (("status", "DELIVERED"),))] == 1
+    assert sum(v for (name, _), v in samples.items() if name == latency) == 4
+    assert NAMESPACE not in text
+    assert EMAIL not in text
+
+
+async def test_in_flight_gauge_counts_deliveries_waiting_on_bluecore(sidecar, stub, sandbox):
+    """A delivery held up by a slow Bluecore shows as in flight until it finishes."""
+    sandbox.delay(30, count=1)
+    call = asyncio.ensure_future(
+        stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=20)
+    )
+    gauge = ("bluecore_sidecar_deliveries_in_flight", ())
+    seen = 0.0
+    async with asyncio.timeout(10):
+        while seen != 1:
+            _, samples = await scrape(sidecar.ops_url)
+            seen = samples[gauge]
+            await asyncio.sleep(0.02)
+    await sandbox.stop()  # releases the held answer (202)
+    reply = await call
+    assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED
+    _, samples = await scrape(sidecar.ops_url)
+    assert samples[gauge] == 0

@@ -1,0 +1,332 @@
+"""Tracing details, asserted on an in-memory exporter: tree, kinds, attributes, sampling, no PII."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import grpc
+import pytest
+from bluecore_sidecar.app import running_sidecar
+from bluecore_sidecar.errors import ConfigError
+from bluecore_sidecar.telemetry import configure_tracing
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from .conftest import EMAIL, NAMESPACE, make_event, test_settings
+
+Status = delivery_pb2.DeliveryStatus
+
+CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
+SERVER_SPAN = "datafly.bluecore.v1.DeliveryService/Deliver"
+
+
+def by_name(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+def children(exporter: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:
+    return sorted(
+        (
+            span
+            for span in exporter.get_finished_spans()
+            if span.parent is not None and span.parent.span_id == parent.context.span_id
+        ),
+        key=lambda span: span.start_time or 0,
+    )
+
+
+async def test_deliver_continues_the_callers_trace_with_one_client_span_per_try(
+    stub, sandbox, span_exporter
+):
+    """SERVER span -> delivery span -> one CLIENT span per HTTP try, in the caller's trace."""
+    sandbox.fail_next(1, 503)
+    reply = await stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId="retried-1")),
+        timeout=10,
+        metadata=(("traceparent", TRACEPARENT),),
+    )
+    assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED
+    assert reply.result.trace_id == CALLER_TRACE_ID
+
+    [server] = by_name(span_exporter, SERVER_SPAN)
+    assert server.kind is SpanKind.SERVER
+    assert format(server.context.trace_id, "032x") == CALLER_TRACE_ID
+    assert server.parent is not None
+    assert server.parent.is_remote
+    assert format(server.parent.span_id, "016x") == CALLER_SPAN_ID
+    assert server.attributes["rpc.system"] == "grpc"
+    assert server.attributes["rpc.method"] == "Deliver"
+
+    [deliver] = children(span_exporter, server)
+    assert deliver.name == "bluecore.deliver"
+    assert deliver.kind is SpanKind.INTERNAL
+    assert dict(deliver.attributes) == {
+        "datafly.message_id": "retried-1",
+        "datafly.event": "Product Viewed",
+        "bluecore.event": "viewed_product",
+        "delivery.status": "DELIVERED",
+        "delivery.attempts": 2,
+        "delivery.duplicate": False,
+        "http.response.status_code": 202,
+    }
+    assert deliver.status.status_code is StatusCode.UNSET
+    assert [event.name for event in deliver.events] == ["retry.backoff"]
+    assert deliver.events[0].attributes["attempt"] == 1
+
+    first, second = children(span_exporter, deliver)
+    for span in (first, second):
+        assert span.name == "POST"
+        assert span.kind is SpanKind.CLIENT
+        assert span.attributes["http.request.method"] == "POST"
+        assert span.attributes["url.full"] == sandbox.url
+    assert first.attributes["http.request.resend_count"] == 0
+    assert first.attributes["http.response.status_code"] == 503
+    assert first.attributes["error.type"] == "503"
+    assert first.status.status_code is StatusCode.ERROR
+    assert second.attributes["http.request.resend_count"] == 1
+    assert second.attributes["http.response.status_code"] == 202
+    assert second.status.status_code is StatusCode.UNSET
+
+    # Bluecore sees the trace too: each try carries the traceparent of its own CLIENT span.
+    sent = [request.headers.get("traceparent", "") for request in sandbox.received]
+    assert sent == [
+        f"00-{CALLER_TRACE_ID}-{span.context.span_id:016x}-01" for span in (first, second)
+    ]
+
+
+async def test_permanent_failure_marks_delivery_and_try_as_errors(stub, sandbox, span_exporter):
+    """A 400 is one try, an ERROR CLIENT span and an ERROR delivery span with the reason."""
+    sandbox.fail_next(1, 400)
+    reply = await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+    assert reply.result.status == Status.DELIVERY_STATUS_FAILED_PERMANENT
+
+    [deliver] = by_name(span_exporter, "bluecore.deliver")
+    assert deliver.status.status_code is StatusCode.ERROR
+    assert deliver.status.description == "HTTP_400"
+    assert deliver.attributes["delivery.status"] == "FAILED_PERMANENT"
+    assert deliver.attributes["delivery.reason"] == "HTTP_400"
+    assert deliver.attributes["delivery.attempts"] == 1
+    [attempt] = children(span_exporter, deliver)
+    assert attempt.status.status_code is StatusCode.ERROR
+    assert attempt.attributes["http.response.status_code"] == 400
+    assert reply.result.trace_id == format(deliver.context.trace_id, "032x")
+
+
+async def test_skipped_event_has_a_delivery_span_and_no_client_span(stub, span_exporter):
+    """A consent skip is decided without HTTP: the delivery span says why."""
+    event = make_event(context={"consent": {"marketing": False}})
+    reply = await stub.Deliver(delivery_pb2.DeliverRequest(event=event), timeout=10)
+    assert reply.result.status == Status.DELIVERY_STATUS_SKIPPED_NO_CONSENT
+
+    [deliver] = by_name(span_exporter, "bluecore.deliver")
+    assert deliver.attributes["delivery.status"] == "SKIPPED_NO_CONSENT"
+    assert deliver.attributes["delivery.reason"] == reply.result.reason
+    assert deliver.attributes["delivery.attempts"] == 0
+    assert children(span_exporter, deliver) == []
+    assert by_name(span_exporter, "POST") == []
+
+
+async def test_batch_has_one_delivery_span_per_event_under_the_rpc(stub, span_exporter):
+    """DeliverBatch shows each event as its own child of the RPC span."""
+    events = [make_event(messageId=f"batch-{n}") for n in range(3)]
+    reply = await stub.DeliverBatch(delivery_pb2.DeliverBatchRequest(events=events), timeout=10)
+    assert [r.status for r in reply.results] == [Status.DELIVERY_STATUS_DELIVERED] * 3
+
+    [server] = by_name(span_exporter, "datafly.bluecore.v1.DeliveryService/DeliverBatch")
+    assert server.attributes["datafly.batch_size"] == 3
+    delivered = children(span_exporter, server)
+    assert [span.name for span in delivered] == ["bluecore.deliver"] * 3
+    assert sorted(span.attributes["datafly.message_id"] for span in delivered) == [
+        "batch-0",
+        "batch-1",
+        "batch-2",
+    ]
+    for span in delivered:
+        [attempt] = children(span_exporter, span)
+        assert attempt.name == "POST"
+    assert {r.trace_id for r in reply.results} == {format(server.context.trace_id, "032x")}
+
+
+async def test_no_token_or_email_in_any_span_name_attribute_event_or_resource(
+    stub, sandbox, span_exporter
+):
+    """The namespace token and emails never reach a span, even from a free-form field."""
+    sandbox.fail_next(1, 503)
+    events = [
+        make_event(messageId=f"id-of-{EMAIL}"),
+        make_event(messageId="identify-1", type="identify", traits={"email": EMAIL}),
+        make_event(messageId="custom-1", event=f"Signed up {EMAIL}"),
+    ]
+    await stub.DeliverBatch(delivery_pb2.DeliverBatchRequest(events=events), timeout=10)
+
+    spans = span_exporter.get_finished_spans()
+    assert len(spans) >= 5
+    dumped = "\n".join(span.to_json() for span in spans)
+    assert NAMESPACE not in dumped
+    assert EMAIL not in dumped
+    assert "@" not in dumped
+    message_ids = {span.attributes.get("datafly.message_id") for span in spans}
+    assert "<email>" in message_ids  # the email-shaped id is scrubbed, not dropped
+
+
+async def test_url_attribute_drops_query_and_credentials(sandbox, span_exporter):
+    """Whatever sits in the API URL's query or userinfo stays out of ``url.full``."""
+    host_part = sandbox.url.removeprefix("http://")
+    # Settings refuse credentials in BLUECORE_API_URL; the span filter is a second line.
+    url = f"http://user:pw@{host_part}?api_key=hidden"
+    settings = dataclasses.replace(test_settings(sandbox.url), api_url=url)
+    async with (
+        running_sidecar(settings, {}, span_exporter=span_exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+    [attempt] = by_name(span_exporter, "POST")
+    assert attempt.attributes["url.full"] == sandbox.url
+    assert "hidden" not in attempt.to_json()
+
+
+async def test_sampler_comes_from_the_given_environment(sandbox):
+    """OTEL_TRACES_SAMPLER in the env mapping decides: always_off exports nothing."""
+    exporter = InMemorySpanExporter()
+    env = {"OTEL_TRACES_SAMPLER": "always_off"}
+    async with (
+        running_sidecar(test_settings(sandbox.url), env, span_exporter=exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        reply = await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+    assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED
+    assert exporter.get_finished_spans() == ()
+    assert len(reply.result.trace_id) == 32  # the trace id exists even when not sampled
+
+
+async def test_parent_based_ratio_follows_a_sampled_caller(sandbox):
+    """parentbased_traceidratio at 0 still records a call whose caller sampled it."""
+    exporter = InMemorySpanExporter()
+    env = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"}
+    async with (
+        running_sidecar(test_settings(sandbox.url), env, span_exporter=exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="sampled")),
+            timeout=10,
+            metadata=(("traceparent", TRACEPARENT),),
+        )
+        await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="unsampled")), timeout=10
+        )
+    ids = {span.attributes.get("datafly.message_id") for span in exporter.get_finished_spans()}
+    assert ids == {None, "sampled"}  # the sampled call's spans only (None: server, POST)
+
+
+async def test_tracing_off_when_no_endpoint_is_configured(sandbox):
+    """With no OTEL endpoint nothing is traced and no traceparent goes to Bluecore.
+
+    A caller's own trace id is still echoed in the result, so its trace can be found.
+    """
+    async with (
+        running_sidecar(test_settings(sandbox.url), {}) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        plain = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="plain")), timeout=10
+        )
+        traced = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="traced-caller")),
+            timeout=10,
+            metadata=(("traceparent", TRACEPARENT),),
+        )
+    assert plain.result.status == Status.DELIVERY_STATUS_DELIVERED
+    assert plain.result.trace_id == ""
+    assert traced.result.trace_id == CALLER_TRACE_ID
+    assert [r.headers.get("traceparent") for r in sandbox.received] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"OTEL_SERVICE_NAME": "sidecar"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_SDK_DISABLED": "true"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_TRACES_EXPORTER": "none"},
+    ],
+)
+def test_configure_tracing_is_off_without_endpoint_or_when_disabled(env):
+    assert configure_tracing(env) is None
+
+
+def test_configure_tracing_reads_sampler_and_resource_from_the_mapping():
+    provider = configure_tracing(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+            "OTEL_SERVICE_NAME": "sidecar-eu",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,k8s.pod.name=web%2D1",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        }
+    )
+    assert provider is not None
+    try:
+        assert "TraceIdRatioBased{0.1}" in provider.sampler.get_description()
+        assert provider.sampler.get_description().startswith("ParentBased")
+        attributes = provider.resource.attributes
+        assert attributes["service.name"] == "sidecar-eu"
+        assert attributes["deployment.environment"] == "prod"
+        assert attributes["k8s.pod.name"] == "web-1"
+    finally:
+        provider.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}, "_ARG"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"),
+        ({"OTEL_EXPORTER_OTLP_HEADERS": "api-key"}, "OTEL_EXPORTER_OTLP_HEADERS"),
+    ],
+)
+def test_bad_tracing_settings_stop_start_up_naming_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        configure_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", **env})
+
+
+async def test_console_exporter_writes_spans_to_stderr(sandbox, capsys):
+    """OTEL_TRACES_EXPORTER=console prints each span as JSON on stderr, for debugging."""
+    env = {"OTEL_TRACES_EXPORTER": "console"}
+    async with (
+        running_sidecar(test_settings(sandbox.url), env) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
+    err = capsys.readouterr().err
+    names = {span["name"] for span in json_objects(err) if "context" in span}
+    assert {"bluecore.deliver", "POST", SERVER_SPAN} <= names
+
+
+def json_objects(text: str) -> list[dict[str, object]]:
+    """Every JSON object embedded in ``text`` (the console exporter pretty-prints)."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, object]] = []
+    index = text.find("{")
+    while index != -1:
+        try:
+            value, end = decoder.raw_decode(text, index)
+        except json.JSONDecodeError:
+            end = index + 1
+        else:
+            if isinstance(value, dict):
+                found.append(value)
+        index = text.find("{", end)
+    return found

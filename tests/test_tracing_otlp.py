@@ -1,0 +1,211 @@
+"""Proof over the wire: spans leave through the real OTLP exporters into in-process receivers.
+
+The receivers implement the OTLP collector protocol (gRPC ``TraceService/Export`` and
+HTTP/protobuf ``POST /v1/traces``) on port 0, so what is asserted here is what a collector or
+Jaeger would store: the span tree, kinds, parentage, the caller's trace id, the attributes and
+the resource, and the absence of the namespace token and emails from every byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+from aiohttp import web
+from bluecore_sidecar.app import running_sidecar
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from .conftest import EMAIL, NAMESPACE, make_event, test_settings
+
+DeliveryStatus = delivery_pb2.DeliveryStatus
+
+CALLER_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN_ID = "b7ad6b7169203331"
+TRACEPARENT = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"
+SERVICE = "bluecore-sidecar-under-test"
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    """Keeps every export request it receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+
+    async def Export(self, request, context):
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def spans(self) -> list[Span]:
+        return [
+            span
+            for request in self.requests
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        ]
+
+    def resources(self) -> list[dict[str, object]]:
+        return [
+            attributes(resource_spans.resource.attributes)
+            for request in self.requests
+            for resource_spans in request.resource_spans
+        ]
+
+    def raw(self) -> bytes:
+        return b"".join(request.SerializeToString() for request in self.requests)
+
+
+@contextlib.asynccontextmanager
+async def grpc_collector() -> AsyncIterator[tuple[Collector, str]]:
+    collector = Collector()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield collector, f"http://127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+@contextlib.asynccontextmanager
+async def http_collector() -> AsyncIterator[tuple[Collector, str]]:
+    collector = Collector()
+
+    async def export(request: web.Request) -> web.Response:
+        assert request.content_type == "application/x-protobuf"
+        message = trace_service_pb2.ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        collector.requests.append(message)
+        reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=reply, content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", export)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield collector, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def attributes(items) -> dict[str, object]:
+    return {item.key: value_of(item.value) for item in items}
+
+
+def value_of(value: AnyValue) -> object:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind else None
+
+
+async def deliver_two(sandbox, env: dict[str, str]) -> list[delivery_pb2.DeliveryResult]:
+    """One delivery that succeeds after a 503, one refused for good; then stop (flush)."""
+    async with (
+        running_sidecar(test_settings(sandbox.url), env) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        sandbox.fail_next(1, 503)
+        retried = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="otlp-retried")),
+            timeout=10,
+            metadata=(("traceparent", TRACEPARENT),),
+        )
+        sandbox.fail_next(1, 400)
+        failed = await stub.Deliver(
+            delivery_pb2.DeliverRequest(
+                event=make_event(messageId="otlp-failed", type="identify", traits={"email": EMAIL})
+            ),
+            timeout=10,
+        )
+    return [retried.result, failed.result]
+
+
+def assert_exported_tree(collector: Collector, results: list[delivery_pb2.DeliveryResult]) -> None:
+    retried, failed = results
+    assert retried.status == DeliveryStatus.DELIVERY_STATUS_DELIVERED
+    assert retried.trace_id == CALLER_TRACE_ID
+    assert failed.status == DeliveryStatus.DELIVERY_STATUS_FAILED_PERMANENT
+
+    spans = collector.spans()
+    in_caller_trace = [s for s in spans if s.trace_id.hex() == CALLER_TRACE_ID]
+    [server] = [s for s in in_caller_trace if s.kind == Span.SPAN_KIND_SERVER]
+    assert server.name == "datafly.bluecore.v1.DeliveryService/Deliver"
+    assert server.parent_span_id.hex() == CALLER_SPAN_ID
+    [deliver] = [s for s in in_caller_trace if s.parent_span_id == server.span_id]
+    assert deliver.name == "bluecore.deliver"
+    assert deliver.kind == Span.SPAN_KIND_INTERNAL
+    assert attributes(deliver.attributes) == {
+        "datafly.message_id": "otlp-retried",
+        "datafly.event": "Product Viewed",
+        "bluecore.event": "viewed_product",
+        "delivery.status": "DELIVERED",
+        "delivery.attempts": 2,
+        "delivery.duplicate": False,
+        "http.response.status_code": 202,
+    }
+    assert [event.name for event in deliver.events] == ["retry.backoff"]
+    tries = sorted(
+        (s for s in in_caller_trace if s.parent_span_id == deliver.span_id),
+        key=lambda s: s.start_time_unix_nano,
+    )
+    assert [(s.name, s.kind) for s in tries] == [("POST", Span.SPAN_KIND_CLIENT)] * 2
+    assert [attributes(s.attributes)["http.request.resend_count"] for s in tries] == [0, 1]
+    assert [attributes(s.attributes)["http.response.status_code"] for s in tries] == [503, 202]
+    assert [s.status.code for s in tries] == [Status.STATUS_CODE_ERROR, Status.STATUS_CODE_UNSET]
+    assert len(in_caller_trace) == 4
+
+    failed_trace = [s for s in spans if s.trace_id.hex() == failed.trace_id]
+    [failed_deliver] = [s for s in failed_trace if s.name == "bluecore.deliver"]
+    assert failed_deliver.status.code == Status.STATUS_CODE_ERROR
+    assert attributes(failed_deliver.attributes)["delivery.reason"] == "HTTP_400"
+    [failed_try] = [s for s in failed_trace if s.kind == Span.SPAN_KIND_CLIENT]
+    assert failed_try.status.code == Status.STATUS_CODE_ERROR
+    # A call without a traceparent starts a trace of its own: its server span is the root.
+    [failed_server] = [s for s in failed_trace if s.kind == Span.SPAN_KIND_SERVER]
+    assert failed_server.parent_span_id == b""
+
+    for resource in collector.resources():
+        assert resource["service.name"] == SERVICE
+        assert resource["deployment.environment"] == "test"
+    raw = collector.raw()
+    assert NAMESPACE.encode() not in raw
+    assert EMAIL.encode() not in raw
+    texts = [str(value) for resource in collector.resources() for value in resource.values()]
+    for span in spans:
+        texts += [span.name, span.status.message]
+        texts += [str(v) for v in attributes(span.attributes).values()]
+        for event in span.events:
+            texts += [event.name, *(str(v) for v in attributes(event.attributes).values())]
+    assert not [text for text in texts if "@" in text]
+
+
+async def test_spans_reach_an_otlp_grpc_collector_as_one_tree(sandbox):
+    async with grpc_collector() as (collector, endpoint):
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_SERVICE_NAME": SERVICE,
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        }
+        results = await deliver_two(sandbox, env)
+    assert_exported_tree(collector, results)
+
+
+async def test_spans_reach_an_otlp_http_protobuf_collector_as_one_tree(sandbox):
+    async with http_collector() as (collector, endpoint):
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_SERVICE_NAME": SERVICE,
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        }
+        results = await deliver_two(sandbox, env)
+    assert_exported_tree(collector, results)

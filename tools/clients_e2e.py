@@ -7,8 +7,8 @@ each example against the sidecar and checks, through the sandbox's control API, 
 received the seed's ``purchase`` body once per example, and that the example's W3C trace id
 came back in its DeliveryResult and went on to Bluecore in the request's ``traceparent``. A
 second sidecar, configured so that the event is not delivered, checks that each example then
-exits non-zero. First of all it checks that the snippets in docs/clients.md (and in README.md's
-"Call it from your language", if present) are still cut from these examples.
+exits non-zero. First of all it checks that the snippets in README.md's section "Call it from
+your language" are still cut from these examples.
 
     python tools/clients_e2e.py               # build, run, check (make clients-e2e)
     python tools/clients_e2e.py --build-only  # compile only (make clients-build)
@@ -139,7 +139,7 @@ def clients() -> list[Client]:
     ]
 
 
-DOCS = ROOT / "docs" / "clients.md"
+DOCS = ROOT / "README.md"
 EXAMPLES = {
     "go": STUBS / "go" / "examples" / "deliver" / "main.go",
     "java": STUBS
@@ -169,37 +169,31 @@ def client_section(path: Path) -> str:
 def check_docs() -> list[str]:
     """Problems with the client snippets: each must be cut from its example, in order.
 
-    Looks at docs/clients.md and at the same section if README.md carries it. Every
-    non-blank line of a ``go``/``java``/``ts``/``python`` block must appear, stripped of
-    indentation, among the example's lines and after the previous one, so the docs show code
-    that CI compiles and runs. docs/clients.md must show every language.
+    Every non-blank line of a ``go``/``java``/``ts``/``python`` block in README.md's section
+    must appear, stripped of indentation, among the example's lines and after the previous
+    one, so the docs show code that CI compiles and runs. Every language must be shown.
     """
     problems: list[str] = []
-    for doc in (DOCS, ROOT / "README.md"):
-        seen: set[str] = set()
-        for lang, body in FENCE.findall(client_section(doc)):
-            if lang not in EXAMPLES:
+    seen: set[str] = set()
+    for lang, body in FENCE.findall(client_section(DOCS)):
+        if lang not in EXAMPLES:
+            continue
+        seen.add(lang)
+        example = EXAMPLES[lang]
+        lines = [line.strip() for line in example.read_text(encoding="utf-8").splitlines()]
+        position = 0
+        for wanted in (line.strip() for line in body.splitlines()):
+            if not wanted:
                 continue
-            seen.add(lang)
-            example = EXAMPLES[lang]
-            lines = [line.strip() for line in example.read_text(encoding="utf-8").splitlines()]
-            position = 0
-            for wanted in (line.strip() for line in body.splitlines()):
-                if not wanted:
-                    continue
-                try:
-                    position = lines.index(wanted, position) + 1
-                except ValueError:
-                    problems.append(
-                        f"{doc.relative_to(ROOT)}: {lang} snippet line not found (in order) "
-                        f"in {example.relative_to(ROOT)}: {wanted}"
-                    )
-                    break
-        if doc == DOCS:
-            problems.extend(
-                f"no {lang} snippet in {doc.relative_to(ROOT)}"
-                for lang in sorted(set(EXAMPLES) - seen)
-            )
+            try:
+                position = lines.index(wanted, position) + 1
+            except ValueError:
+                problems.append(
+                    f"README.md: {lang} snippet line not found (in order) "
+                    f"in {example.relative_to(ROOT)}: {wanted}"
+                )
+                break
+    problems.extend(f"no {lang} snippet in README.md" for lang in sorted(set(EXAMPLES) - seen))
     return problems
 
 

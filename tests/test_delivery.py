@@ -356,6 +356,25 @@ async def test_a_hung_upstream_times_out_each_attempt(start_sidecar, sandbox):
     assert len(sandbox.received) == 2
 
 
+async def test_a_backlog_behind_the_concurrency_limit_ends_before_the_deadline(
+    start_sidecar, sandbox
+):
+    """With one upstream slot held by a slow request, a second call still answers in time."""
+    sandbox.delay(1.5, count=1)  # shorter than the 2 s try limit: the slow call is not retried
+    sidecar = await start_sidecar(max_concurrency=1)
+    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        slow = asyncio.ensure_future(deliver(stub, make_event(messageId="slow")))
+        while not sandbox.received:
+            await asyncio.sleep(0.01)
+        queued = await deliver(stub, make_event(messageId="queued"), timeout=1.0)
+        assert (await slow).status == Status.DELIVERY_STATUS_DELIVERED
+    assert queued.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
+    assert queued.reason == "CONCURRENCY_LIMIT"
+    assert queued.attempts == 0
+    assert [r.body["properties"]["distinct_id"] for r in sandbox.received] == [EMAIL]
+
+
 async def test_a_connection_reset_is_retried(stub, sandbox):
     sandbox.reset_next(1)
     result = await deliver(stub, make_event())

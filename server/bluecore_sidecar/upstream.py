@@ -221,12 +221,29 @@ class UpstreamClient:
         # instrumentation on the session (telemetry.http_trace_configs); the try number rides
         # along in the request's trace context so the span carries the resend count.
         headers = {"Content-Type": "application/json"}
+        started = self._clock()
         try:
-            async with self._limit:
-                status, retry_after, answer = await self._post(body, headers, seconds, number)
+            # Waiting for a free slot counts against this try's time too, so a backlog
+            # behind SIDECAR_MAX_CONCURRENCY can never hold a caller past its deadline.
+            async with asyncio.timeout(seconds):
+                await self._limit.acquire()
+        except TimeoutError:
+            return SendOutcome(
+                Verdict.RETRY,
+                0,
+                number - 1,
+                "CONCURRENCY_LIMIT",
+                f"no free upstream slot within {seconds:.2f}s "
+                "(SIDECAR_MAX_CONCURRENCY requests already in flight)",
+            )
+        try:
+            left = max(seconds - (self._clock() - started), 0.001)
+            status, retry_after, answer = await self._post(body, headers, left, number)
         except UpstreamError as exc:
             self._observer.on_attempt(None, exc.reason, True)
             return SendOutcome(Verdict.RETRY, 0, number, exc.reason, str(exc))
+        finally:
+            self._limit.release()
         verdict = classify(status, self._policy)
         self._observer.on_attempt(status, None, verdict is Verdict.RETRY)
         if verdict is Verdict.DELIVERED:

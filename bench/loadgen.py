@@ -1,0 +1,186 @@
+"""Load generator: many concurrent Deliver or DeliverBatch calls from one grpc.aio client.
+
+It runs as its own process so it never shares a GIL with the server under test. Protocol with
+the driver (``bench/run.py``), one JSON object per stdout line:
+
+1. builds every request up front (a unique ``message_id`` per event), connects and sends the
+   warm-up calls, then prints ``{"ready": true}``;
+2. waits for a line on stdin, runs the measured calls with ``--concurrency`` calls in flight,
+   printing ``{"progress": N}`` every two seconds;
+3. prints ``{"result": {...}}``: wall time, per-call latencies summarised, outcome counts and
+   its own CPU seconds, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from google.protobuf import json_format
+
+Status = delivery_pb2.DeliveryStatus
+
+#: Example files that are meant not to be delivered (they demonstrate skips and rejections).
+_NOT_DELIVERABLE_PREFIXES = ("skip_", "reject_")
+
+
+def load_events(directory: Path) -> list[delivery_pb2.DataflyEvent]:
+    """The deliverable example events, parsed the way a Signal JSON event is parsed."""
+    events = []
+    for path in sorted(directory.glob("*.json")):
+        if path.name.startswith(_NOT_DELIVERABLE_PREFIXES):
+            continue
+        event = delivery_pb2.DataflyEvent()
+        json_format.Parse(path.read_text(), event, ignore_unknown_fields=True)
+        events.append(event)
+    if not events:
+        raise SystemExit(f"loadgen: no deliverable events in {directory}")
+    return events
+
+
+def build_requests(
+    events: list[delivery_pb2.DataflyEvent], mode: str, calls: int, batch_size: int, prefix: str
+) -> list[delivery_pb2.DeliverRequest] | list[delivery_pb2.DeliverBatchRequest]:
+    """``calls`` requests cycling through ``events``, each event with a fresh message id."""
+    serial = 0
+
+    def next_event() -> delivery_pb2.DataflyEvent:
+        nonlocal serial
+        event = delivery_pb2.DataflyEvent()
+        event.CopyFrom(events[serial % len(events)])
+        event.message_id = f"{prefix}-{serial}"
+        serial += 1
+        return event
+
+    if mode == "deliver":
+        return [delivery_pb2.DeliverRequest(event=next_event()) for _ in range(calls)]
+    return [
+        delivery_pb2.DeliverBatchRequest(events=[next_event() for _ in range(batch_size)])
+        for _ in range(calls)
+    ]
+
+
+def emit(obj: object) -> None:
+    """One JSON line to the driver."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list (0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+async def run_calls(
+    stub: delivery_pb2_grpc.DeliveryServiceStub,
+    mode: str,
+    requests: list[delivery_pb2.DeliverRequest] | list[delivery_pb2.DeliverBatchRequest],
+    concurrency: int,
+    timeout: float,
+    progress: bool,
+) -> tuple[list[float], collections.Counter[str], float]:
+    """Send ``requests`` with ``concurrency`` in flight; latencies (s), outcomes, wall (s)."""
+    latencies: list[float] = []
+    outcomes: collections.Counter[str] = collections.Counter()
+    pending = iter(requests)
+    method = stub.Deliver if mode == "deliver" else stub.DeliverBatch
+
+    async def worker() -> None:
+        for request in pending:
+            began = time.perf_counter()
+            try:
+                response = await method(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                outcomes[f"RPC_{exc.code().name}"] += 1
+                continue
+            latencies.append(time.perf_counter() - began)
+            results = [response.result] if mode == "deliver" else response.results
+            for result in results:
+                outcomes[Status.Name(result.status).removeprefix("DELIVERY_STATUS_")] += 1
+
+    async def reporter() -> None:
+        while True:
+            await asyncio.sleep(2)
+            emit({"progress": len(latencies)})
+
+    started = time.perf_counter()
+    ticker = asyncio.create_task(reporter()) if progress else None
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+    return latencies, outcomes, time.perf_counter() - started
+
+
+def cpu_seconds() -> float:
+    """User plus system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def main(args: argparse.Namespace) -> None:
+    """Warm up, report ready, wait for the go line, measure, report."""
+    events = load_events(args.events)
+    size = args.batch_size if args.mode == "batch" else 1
+    measured = build_requests(events, args.mode, args.calls, size, f"{args.prefix}-m")
+    warmup = build_requests(events, args.mode, args.warmup, size, f"{args.prefix}-w")
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        await asyncio.wait_for(channel.channel_ready(), args.timeout)
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        _, warm_outcomes, _ = await run_calls(
+            stub, args.mode, warmup, args.concurrency, args.timeout, progress=False
+        )
+        emit({"ready": True, "warmup_outcomes": dict(warm_outcomes)})
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        if not line.strip():
+            return  # the driver went away
+        cpu_before = cpu_seconds()
+        latencies, outcomes, wall = await run_calls(
+            stub, args.mode, measured, args.concurrency, args.timeout, progress=True
+        )
+        cpu = cpu_seconds() - cpu_before
+    latencies.sort()
+    emit(
+        {
+            "result": {
+                "mode": args.mode,
+                "calls": len(measured),
+                "events": len(measured) * size,
+                "completed_calls": len(latencies),
+                "wall_s": wall,
+                "p50_ms": percentile(latencies, 50) * 1000,
+                "p90_ms": percentile(latencies, 90) * 1000,
+                "p99_ms": percentile(latencies, 99) * 1000,
+                "max_ms": (latencies[-1] if latencies else 0.0) * 1000,
+                "outcomes": dict(outcomes),
+                "loadgen_cpu_s": cpu,
+            }
+        }
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", required=True, help="HOST:PORT of the DeliveryService")
+    parser.add_argument("--mode", choices=("deliver", "batch"), required=True)
+    parser.add_argument("--calls", type=int, required=True, help="measured calls")
+    parser.add_argument("--warmup", type=int, default=0, help="calls before the measured ones")
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
+    parser.add_argument("--prefix", required=True, help="message_id prefix, unique per phase")
+    parser.add_argument("--events", type=Path, required=True, help="directory of example events")
+    asyncio.run(main(parser.parse_args()))

@@ -27,6 +27,24 @@ NAMESPACE = "test-namespace-s3cr3t"
 EMAIL = "jane@example.com"
 
 
+def seed_purchase_body(token: str) -> dict[str, Any]:
+    """The Bluecore body of the seed's "Order Completed" example, with ``token`` in it."""
+    return {
+        "event": "purchase",
+        "properties": {
+            "token": token,
+            "distinct_id": "jane@example.com",
+            "customer": {"email": "jane@example.com"},
+            "order_id": "ORD-1001",
+            "total": 49.90,
+            "products": [
+                {"id": "SKU123", "price": 39.90, "quantity": 1},
+                {"id": "SKU456", "price": 10.00, "quantity": 1},
+            ],
+        },
+    }
+
+
 def make_event(**fields: Any) -> delivery_pb2.DataflyEvent:
     """A DataflyEvent from Signal-style camelCase JSON fields.
 

@@ -14,6 +14,8 @@ from bluecore_sidecar.mapping import MappingRules
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import json_format
 
+from .conftest import seed_purchase_body
+
 S = delivery_pb2
 RULES = MappingRules(namespace="bluestore")
 POLICY = GatePolicy()
@@ -242,20 +244,7 @@ def test_order_completed_example_is_the_seed_example() -> None:
     raw = json.loads((EXAMPLES / "order_completed.json").read_text())
     result = decide(parse(raw), RULES, POLICY, NOW)
     assert isinstance(result, Send)
-    assert json.loads(result.requests[0].redacted_json()) == {
-        "event": "purchase",
-        "properties": {
-            "token": "***",
-            "distinct_id": "jane@example.com",
-            "customer": {"email": "jane@example.com"},
-            "order_id": "ORD-1001",
-            "total": 49.90,
-            "products": [
-                {"id": "SKU123", "price": 39.90, "quantity": 1},
-                {"id": "SKU456", "price": 10.00, "quantity": 1},
-            ],
-        },
-    }
+    assert json.loads(result.requests[0].redacted_json()) == seed_purchase_body("***")
 
 
 def test_identify_example_links_the_anonymous_id_and_keeps_only_allow_listed_traits() -> None:

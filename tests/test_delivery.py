@@ -27,7 +27,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from .conftest import EMAIL, NAMESPACE, make_event, test_settings
+from .conftest import EMAIL, NAMESPACE, make_event, seed_purchase_body, test_settings
 
 Status = delivery_pb2.DeliveryStatus
 Stub = delivery_pb2_grpc.DeliveryServiceStub
@@ -41,20 +41,7 @@ NOT_DELIVERABLE = {
 DELIVERABLE = sorted(p.name for p in EXAMPLES.glob("*.json") if p.name not in NOT_DELIVERABLE)
 
 # The seed's "Order Completed is delivered to Bluecore as" body, with our test namespace.
-SEED_PURCHASE_BODY = {
-    "event": "purchase",
-    "properties": {
-        "token": NAMESPACE,
-        "distinct_id": "jane@example.com",
-        "customer": {"email": "jane@example.com"},
-        "order_id": "ORD-1001",
-        "total": 49.90,
-        "products": [
-            {"id": "SKU123", "price": 39.90, "quantity": 1},
-            {"id": "SKU456", "price": 10.00, "quantity": 1},
-        ],
-    },
-}
+SEED_PURCHASE_BODY = seed_purchase_body(NAMESPACE)
 
 
 def example(name: str) -> delivery_pb2.DataflyEvent:

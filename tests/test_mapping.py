@@ -21,6 +21,8 @@ from bluecore_sidecar.mapping import (
 from bluecore_sidecar.skip import REASONS, Skip
 from datafly.bluecore.v1 import delivery_pb2
 
+from .conftest import seed_purchase_body
+
 TOKEN = "bluestore"
 RULES = MappingRules(namespace=TOKEN)
 INVALID = delivery_pb2.DELIVERY_STATUS_REJECTED_INVALID
@@ -436,22 +438,7 @@ def test_seed_order_completed_example_produces_exactly_the_seed_body() -> None:
     result = build(message)
     assert not isinstance(result, Skip)
     [request] = result
-    seed = json.loads(
-        """{
-          "event": "purchase",
-          "properties": {
-            "token": "bluestore",
-            "distinct_id": "jane@example.com",
-            "customer": { "email": "jane@example.com" },
-            "order_id": "ORD-1001",
-            "total": 49.90,
-            "products": [
-              { "id": "SKU123", "price": 39.90, "quantity": 1 },
-              { "id": "SKU456", "price": 10.00, "quantity": 1 }
-            ]
-          }
-        }"""
-    )
+    seed = seed_purchase_body("bluestore")
     assert request.body == seed
     assert json.loads(request.to_json_bytes()) == seed
     products = request.body["properties"]["products"]

@@ -457,6 +457,30 @@ async def test_deliver_without_an_event_is_invalid_argument(stub):
     assert error_info(caught.value).reason == "EVENT_MISSING"
 
 
+async def test_a_10_mb_event_is_refused_whole_by_the_message_size_limit(stub, sandbox):
+    """Over gRPC's 8 MiB receive limit the call fails RESOURCE_EXHAUSTED; nothing is sent."""
+    event = make_event(properties={"product_id": "SKU123", "blob": "x" * (10 * 1024 * 1024)})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await deliver(stub, event)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in (caught.value.details() or "")
+    assert sandbox.received == []
+
+
+async def test_an_event_over_the_event_size_limit_is_rejected_inside_a_batch(stub, sandbox):
+    """A 100 KB event in a batch is REJECTED_INVALID (EVENT_TOO_LARGE); its neighbour goes."""
+    big = make_event(messageId="big", properties={"product_id": "SKU1", "blob": "x" * 100_000})
+    reply = await stub.DeliverBatch(
+        delivery_pb2.DeliverBatchRequest(events=[big, make_event(messageId="small")]), timeout=10
+    )
+    statuses = [(r.message_id, r.status, r.reason) for r in reply.results]
+    assert statuses == [
+        ("big", Status.DELIVERY_STATUS_REJECTED_INVALID, "EVENT_TOO_LARGE"),
+        ("small", Status.DELIVERY_STATUS_DELIVERED, ""),
+    ]
+    assert len(sandbox.received) == 1
+
+
 async def test_preview_without_an_event_is_invalid_argument(stub):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Preview(delivery_pb2.PreviewRequest(), timeout=10)

@@ -1,7 +1,8 @@
 """Observability: OpenTelemetry tracing, Prometheus metrics and JSON logs.
 
-Tracing is configured from the standard ``OTEL_*`` variables by the OpenTelemetry SDK itself;
-with no exporter endpoint set it stays off (a no-op tracer costs almost nothing). Metrics live
+Tracing is configured from the standard ``OTEL_*`` variables, read from the same environment
+mapping as the rest of the settings; with no exporter endpoint set it stays off (a no-op tracer
+costs almost nothing). Metrics live
 in a per-process :class:`Metrics` registry served on the ops port. Logs are one JSON object per
 line. None of them ever carries the namespace token or an email address.
 """
@@ -192,7 +193,7 @@ def _compression(text: str) -> str:
         return ""
     if text in ("gzip", "deflate"):
         return text
-    raise ConfigError("OTEL_EXPORTER_OTLP_COMPRESSION", f"{text!r} must be gzip or none")
+    raise ConfigError("OTEL_EXPORTER_OTLP_COMPRESSION", f"{text!r} must be gzip, deflate or none")
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -371,6 +372,8 @@ class OutcomeRecorder:
         if dedup_hit:
             self._metrics.dedup_hits.inc()
         level = logging.WARNING if status.startswith(("FAILED", "REJECTED")) else logging.INFO
+        if not self._logger.isEnabledFor(level):
+            return
         self._logger.log(
             level,
             "delivery outcome",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,8 @@ Status = delivery_pb2.DeliveryStatus
 DeliveryResult = delivery_pb2.DeliveryResult
 
 MAX_MESSAGE_ID_LENGTH = 256
+
+_log = logging.getLogger("bluecore_sidecar")
 
 
 class OutcomeObserver(Protocol):
@@ -271,6 +274,16 @@ class Deliverer:
         result = DeliveryResult(message_id=message_id)
         try:
             result = await self._decide_and_send(event, deadline, started)
+        except Exception as exc:  # noqa: BLE001 - one broken event must never fail a call or batch
+            # Only the type is logged: an exception's text may quote event data.
+            _log.error("unexpected error", extra={"fields": {"error_type": type(exc).__name__}})
+            result = self._result(
+                event,
+                Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+                started,
+                reason="INTERNAL_ERROR",
+                detail=f"the sidecar hit an unexpected {type(exc).__name__}; see its log",
+            )
         finally:
             # Runs on cancellation too, so waiters are never left hanging.
             if not result.status:

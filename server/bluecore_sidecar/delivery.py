@@ -346,9 +346,13 @@ class Deliverer:
         if self._client is None:
             raise RuntimeError("this Deliverer was built for previews only")
         client = self._client
-        outcomes = await asyncio.gather(
-            *(client.send(request.to_json_bytes(), deadline) for request in decision.requests)
-        )
+        if len(decision.requests) == 1:
+            # The common case needs no task of its own.
+            outcomes = [await client.send(decision.requests[0].to_json_bytes(), deadline)]
+        else:
+            outcomes = await asyncio.gather(
+                *(client.send(request.to_json_bytes(), deadline) for request in decision.requests)
+            )
         outcome = _combine(outcomes)
         status = {
             Verdict.DELIVERED: Status.DELIVERY_STATUS_DELIVERED,

@@ -225,8 +225,11 @@ class UpstreamClient:
         try:
             # Waiting for a free slot counts against this try's time too, so a backlog
             # behind SIDECAR_MAX_CONCURRENCY can never hold a caller past its deadline.
-            async with asyncio.timeout(seconds):
-                await self._limit.acquire()
+            if self._limit.locked():
+                async with asyncio.timeout(seconds):
+                    await self._limit.acquire()
+            else:
+                await self._limit.acquire()  # a free slot: taken without waiting
         except TimeoutError:
             return SendOutcome(
                 Verdict.RETRY,

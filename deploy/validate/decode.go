@@ -1,7 +1,8 @@
 // Package validate checks the Kubernetes manifests in deploy/kubernetes offline: every file
 // and every rendered kustomization is decoded strictly into the real Kubernetes API types,
 // and the pods that run bluecore-sidecar are checked against what the sidecar itself reads
-// and serves. The tests in this package are the entry point (make k8s-validate).
+// and serves. deploy/docker-compose.yml is checked the same way (compose.go). The tests in
+// this package are the entry point (make k8s-validate).
 package validate
 
 import (

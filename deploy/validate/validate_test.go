@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,7 +43,25 @@ func python(t *testing.T) string {
 	return abs
 }
 
+// factsCache remembers sidecar_facts.py's answers: they depend only on its arguments and input
+// (the files it is told to read are per-test temporary files or repository files, which do not
+// change during a run), and each run starts a Python interpreter, which the many compose and
+// manifest variants would otherwise pay for again and again.
+var factsCache sync.Map
+
 func runFacts(py string, stdin []byte, args ...string) ([]byte, error) {
+	key := py + "\x00" + strings.Join(args, " ") + "\x00" + string(stdin)
+	if out, ok := factsCache.Load(key); ok {
+		return out.([]byte), nil
+	}
+	out, err := runFactsUncached(py, stdin, args...)
+	if err == nil {
+		factsCache.Store(key, out)
+	}
+	return out, err
+}
+
+func runFactsUncached(py string, stdin []byte, args ...string) ([]byte, error) {
 	cmd := exec.Command(py, append([]string{"sidecar_facts.py"}, args...)...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
@@ -63,13 +82,14 @@ func loadFacts(t *testing.T) Facts {
 		t.Fatal(err)
 	}
 	var raw struct {
-		EnvVars  []string `json:"env_vars"`
-		OTELVars []string `json:"otel_vars"`
+		EnvVars     []string `json:"env_vars"`
+		OTELVars    []string `json:"otel_vars"`
+		SandboxPath string   `json:"sandbox_events_path"`
 	}
 	if err := json.Unmarshal(out, &raw); err != nil {
 		t.Fatal(err)
 	}
-	facts := Facts{EnvVars: map[string]bool{}, OTELVars: map[string]bool{}}
+	facts := Facts{EnvVars: map[string]bool{}, OTELVars: map[string]bool{}, SandboxEventsPath: raw.SandboxPath}
 	for _, name := range raw.EnvVars {
 		facts.EnvVars[name] = true
 	}
@@ -85,6 +105,9 @@ func loadFacts(t *testing.T) Facts {
 	if !facts.OTELVars["OTEL_EXPORTER_OTLP_ENDPOINT"] {
 		t.Fatalf("the OpenTelemetry SDK list lacks OTEL_EXPORTER_OTLP_ENDPOINT; got %v", raw.OTELVars)
 	}
+	if !strings.HasPrefix(facts.SandboxEventsPath, "/") {
+		t.Fatalf("the sandbox's events path %q is not a path", facts.SandboxEventsPath)
+	}
 	facts.Parse = func(env map[string]string) (Settings, error) {
 		in, err := json.Marshal(env)
 		if err != nil {
@@ -99,6 +122,7 @@ func loadFacts(t *testing.T) Facts {
 			Error        string  `json:"error"`
 			GRPCAddress  string  `json:"grpc_address"`
 			OpsAddress   string  `json:"ops_address"`
+			APIURL       string  `json:"api_url"`
 			GraceSeconds float64 `json:"shutdown_grace_seconds"`
 		}
 		if err := json.Unmarshal(out, &res); err != nil {
@@ -110,8 +134,36 @@ func loadFacts(t *testing.T) Facts {
 		return Settings{
 			GRPCAddress:   res.GRPCAddress,
 			OpsAddress:    res.OpsAddress,
+			APIURL:        res.APIURL,
 			ShutdownGrace: time.Duration(res.GraceSeconds * float64(time.Second)),
 		}, nil
+	}
+	facts.ParseCommand = func(args []string) (CLICommand, error) {
+		if args == nil {
+			args = []string{}
+		}
+		in, err := json.Marshal(args)
+		if err != nil {
+			return CLICommand{}, err
+		}
+		out, err := runFacts(py, in, "argv")
+		if err != nil {
+			return CLICommand{}, err
+		}
+		var res struct {
+			OK      bool   `json:"ok"`
+			Error   string `json:"error"`
+			Command string `json:"command"`
+			Host    string `json:"host"`
+			Port    int    `json:"port"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil {
+			return CLICommand{}, err
+		}
+		if !res.OK {
+			return CLICommand{}, errors.New(res.Error)
+		}
+		return CLICommand{Name: res.Command, Host: res.Host, Port: res.Port}, nil
 	}
 	return facts
 }
@@ -222,6 +274,13 @@ func TestSidecarServesEveryProbePath(t *testing.T) {
 			t.Errorf("no manifest probes %s", p)
 		}
 	}
+	// The compose file's healthcheck asks the same server; its paths must answer 200 too.
+	facts := loadFacts(t)
+	for _, p := range composeHealthcheckPaths(t, facts) {
+		if !containsString(paths, p) {
+			paths = append(paths, p)
+		}
+	}
 
 	token := filepath.Join(t.TempDir(), "namespace")
 	if err := os.WriteFile(token, []byte(placeholderToken+"\n"), 0o600); err != nil {
@@ -279,6 +338,14 @@ func TestSidecarServesEveryProbePath(t *testing.T) {
 	}
 	if code, err := get("/no-such-path"); err != nil || code != http.StatusNotFound {
 		t.Errorf("GET /no-such-path: status %d, error %v; want 404", code, err)
+	}
+	// Run the compose healthcheck's own command against this sidecar: it must pass, and the
+	// same command asking a path that answers 404 must fail (a check that cannot fail).
+	if err := runComposeHealthcheck(t, facts, opsAddress, ""); err != nil {
+		t.Errorf("the compose file's healthcheck fails against a ready sidecar: %v", err)
+	}
+	if err := runComposeHealthcheck(t, facts, opsAddress, "/no-such-path"); err == nil {
+		t.Error("the compose file's healthcheck passes against a path that answers 404")
 	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -14,7 +14,8 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return _EMAIL.sub("<email>", text)
+    # Most text has no "@" at all: skip the regex then (it runs for every logged outcome).
+    return _EMAIL.sub("<email>", text) if "@" in text else text
 
 
 def excerpt(text: str, secrets: Iterable[str] = (), limit: int = EXCERPT_LIMIT) -> str:

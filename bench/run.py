@@ -24,7 +24,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+from bluecore_sidecar.localrun import free_port
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -160,14 +160,6 @@ def _version(dist: str) -> str:
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def spawn(name: str, cmd: list[str], workdir: Path, env: dict[str, str] | None = None) -> Child:

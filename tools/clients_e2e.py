@@ -26,7 +26,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from bluecore_sidecar.localrun import child_process, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / "client_stubs"
@@ -201,12 +202,6 @@ def log(message: str) -> None:
     print(f"clients-e2e: {message}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_step(
     cmd: list[str], cwd: Path, timeout: float, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -266,19 +261,9 @@ def tail(path: Path, lines: int = 40) -> str:
 def process(
     cmd: list[str], env: Mapping[str, str], log_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``cmd`` in the background with output to ``log_path``; SIGTERM it on exit."""
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+    """Run ``cmd`` in the background from the repository root, output to ``log_path``."""
+    with child_process(cmd, env=env, log=log_path, cwd=ROOT) as proc:
+        yield proc
 
 
 def service_env(extra: Mapping[str, str]) -> dict[str, str]:

@@ -22,8 +22,6 @@ import json
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from bluecore_sidecar.localrun import child_process, free_port
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 
@@ -90,12 +89,6 @@ def step(text: str) -> None:
     print(f"==> {text}", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float) -> T:
     """Call ``probe`` until it returns something other than None, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -130,21 +123,11 @@ def http_ok(url: str) -> bool | None:
 
 @contextlib.contextmanager
 def process(name: str, argv: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
-    """Run ``argv`` with output to ``log``; stop it (SIGTERM, then SIGKILL) on exit."""
-    with log.open("wb") as out:
-        child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
-    try:
+    """Run ``argv`` with output to ``log``; stop it on exit and say if it ended badly."""
+    with child_process(argv, env=env, log=log, stop_timeout=15) as child:
         yield
-    finally:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(timeout=5)
-        if child.returncode not in (0, -signal.SIGTERM, None):
-            print(f"    {name} exited with {child.returncode}; log: {log}", flush=True)
+    if child.returncode not in (0, -signal.SIGTERM):
+        print(f"    {name} exited with {child.returncode}; log: {log}", flush=True)
 
 
 def event(message_id: str, **fields: Any) -> delivery_pb2.DataflyEvent:

@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,17 +26,12 @@ from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .localrun import child_process, free_port
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "events"
 SEED_EXAMPLE = "order_completed.json"
 NAMESPACE = "demo-namespace"
 Status = delivery_pb2.DeliveryStatus
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def say(text: str) -> None:
@@ -49,25 +42,13 @@ def say(text: str) -> None:
 def process(
     name: str, args: list[str], env: Mapping[str, str], log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a child process, and on exit stop it with SIGTERM and report how it ended."""
-    with log.open("wb") as sink:
-        child = subprocess.Popen(args, env=dict(env), stdout=sink, stderr=subprocess.STDOUT)  # noqa: S603
-        try:
-            yield child
-        finally:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-                try:
-                    code = child.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    code = child.wait()
-            else:
-                code = child.returncode
-            say(f"{name} stopped (exit code {code})")
-            if code != 0:
-                print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
-                raise SystemExit(f"{name} did not stop cleanly")
+    """Run a child process; when the block ends, stop it and insist that it exits cleanly."""
+    with child_process(args, env=env, log=log) as child:
+        yield child
+    say(f"{name} stopped (exit code {child.returncode})")
+    if child.returncode != 0:
+        print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
+        raise SystemExit(f"{name} did not stop cleanly")
 
 
 def http_json(url: str, method: str = "GET", body: Any = None) -> Any:

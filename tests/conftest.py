@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,22 +29,14 @@ NAMESPACE = "test-namespace-s3cr3t"
 EMAIL = "jane@example.com"
 
 
+SEED_BODY_FILE = Path(__file__).resolve().parents[1] / "examples/bluecore/order_completed.body.json"
+
+
 def seed_purchase_body(token: str) -> dict[str, Any]:
-    """The Bluecore body of the seed's "Order Completed" example, with ``token`` in it."""
-    return {
-        "event": "purchase",
-        "properties": {
-            "token": token,
-            "distinct_id": "jane@example.com",
-            "customer": {"email": "jane@example.com"},
-            "order_id": "ORD-1001",
-            "total": 49.90,
-            "products": [
-                {"id": "SKU123", "price": 39.90, "quantity": 1},
-                {"id": "SKU456", "price": 10.00, "quantity": 1},
-            ],
-        },
-    }
+    """The seed's Bluecore body for "Order Completed" (examples/bluecore/), with ``token``."""
+    body: dict[str, Any] = json.loads(SEED_BODY_FILE.read_text(encoding="utf-8"))
+    body["properties"]["token"] = token
+    return body
 
 
 def make_event(**fields: Any) -> delivery_pb2.DataflyEvent:

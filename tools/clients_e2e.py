@@ -44,21 +44,11 @@ STUBS = ROOT / "client_stubs"
 CACHE = ROOT / ".cache" / "clients"
 NAMESPACE = "bluestore"
 
-# The Bluecore body the seed says "Order Completed" becomes (bluecore-integration.txt).
-SEED_BODY: dict[str, Any] = {
-    "event": "purchase",
-    "properties": {
-        "token": NAMESPACE,
-        "distinct_id": "jane@example.com",
-        "customer": {"email": "jane@example.com"},
-        "order_id": "ORD-1001",
-        "total": 49.90,
-        "products": [
-            {"id": "SKU123", "price": 39.90, "quantity": 1},
-            {"id": "SKU456", "price": 10.00, "quantity": 1},
-        ],
-    },
-}
+# The Bluecore body the seed says "Order Completed" becomes (bluecore-integration.txt), with the
+# seed's namespace "bluestore", which is also the NAMESPACE the sidecar runs with here.
+SEED_BODY: dict[str, Any] = json.loads(
+    (ROOT / "examples" / "bluecore" / "order_completed.body.json").read_text(encoding="utf-8")
+)
 
 BUILD_TIMEOUT = 900.0
 RUN_TIMEOUT = 180.0

@@ -12,7 +12,7 @@ JAEGER_E2E_TIMEOUT ?= 180
 
 .PHONY: jaeger-bin jaeger-e2e
 
-jaeger-bin: ## build Jaeger $(JAEGER_VERSION) from the Go module proxy (cached outside the repo)
+jaeger-bin: ## build the pinned Jaeger from the Go module proxy (cached outside the repo)
 	@if [ -x "$(JAEGER_BIN)" ]; then \
 	  echo "==> jaeger $(JAEGER_VERSION): cached at $(JAEGER_BIN)"; exit 0; fi; \
 	command -v go >/dev/null || { echo "jaeger-bin needs Go (https://go.dev/dl)" >&2; exit 1; }; \

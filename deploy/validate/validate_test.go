@@ -73,6 +73,30 @@ func runFactsUncached(py string, stdin []byte, args ...string) ([]byte, error) {
 	return out, nil
 }
 
+// askFacts sends input as JSON to sidecar_facts.py in the given mode and decodes its answer
+// into answer. An answer with "ok": false becomes an error carrying the sidecar's message.
+func askFacts(py, mode string, input, answer any) error {
+	in, err := json.Marshal(input)
+	if err != nil {
+		return err
+	}
+	out, err := runFacts(py, in, mode)
+	if err != nil {
+		return err
+	}
+	var status struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(out, &status); err != nil {
+		return err
+	}
+	if !status.OK {
+		return errors.New(status.Error)
+	}
+	return json.Unmarshal(out, answer)
+}
+
 // loadFacts asks the sidecar's own code what it reads, and wires its config parser in.
 func loadFacts(t *testing.T) Facts {
 	t.Helper()
@@ -109,27 +133,14 @@ func loadFacts(t *testing.T) Facts {
 		t.Fatalf("the sandbox's events path %q is not a path", facts.SandboxEventsPath)
 	}
 	facts.Parse = func(env map[string]string) (Settings, error) {
-		in, err := json.Marshal(env)
-		if err != nil {
-			return Settings{}, err
-		}
-		out, err := runFacts(py, in, "settings")
-		if err != nil {
-			return Settings{}, err
-		}
 		var res struct {
-			OK           bool    `json:"ok"`
-			Error        string  `json:"error"`
 			GRPCAddress  string  `json:"grpc_address"`
 			OpsAddress   string  `json:"ops_address"`
 			APIURL       string  `json:"api_url"`
 			GraceSeconds float64 `json:"shutdown_grace_seconds"`
 		}
-		if err := json.Unmarshal(out, &res); err != nil {
+		if err := askFacts(py, "settings", env, &res); err != nil {
 			return Settings{}, err
-		}
-		if !res.OK {
-			return Settings{}, errors.New(res.Error)
 		}
 		return Settings{
 			GRPCAddress:   res.GRPCAddress,
@@ -142,26 +153,13 @@ func loadFacts(t *testing.T) Facts {
 		if args == nil {
 			args = []string{}
 		}
-		in, err := json.Marshal(args)
-		if err != nil {
-			return CLICommand{}, err
-		}
-		out, err := runFacts(py, in, "argv")
-		if err != nil {
-			return CLICommand{}, err
-		}
 		var res struct {
-			OK      bool   `json:"ok"`
-			Error   string `json:"error"`
 			Command string `json:"command"`
 			Host    string `json:"host"`
 			Port    int    `json:"port"`
 		}
-		if err := json.Unmarshal(out, &res); err != nil {
+		if err := askFacts(py, "argv", args, &res); err != nil {
 			return CLICommand{}, err
-		}
-		if !res.OK {
-			return CLICommand{}, errors.New(res.Error)
 		}
 		return CLICommand{Name: res.Command, Host: res.Host, Port: res.Port}, nil
 	}

@@ -27,7 +27,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from .conftest import EMAIL, NAMESPACE, make_event, seed_purchase_body, test_settings
+from .conftest import EMAIL, NAMESPACE, make_event, seed_purchase_body, serving, test_settings
 
 Status = delivery_pb2.DeliveryStatus
 Stub = delivery_pb2_grpc.DeliveryServiceStub
@@ -254,13 +254,8 @@ async def echoing_bluecore() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/api/track/mobile/v1", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/api/track/mobile/v1"
-    await runner.cleanup()
+    async with serving(app) as base_url:
+        yield f"{base_url}/api/track/mobile/v1"
 
 
 async def test_a_400_detail_quotes_bluecore_without_token_or_email(echoing_bluecore, captured_logs):
@@ -285,11 +280,8 @@ async def redirecting_bluecore(sandbox) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/api/track/mobile/v1", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/api/track/mobile/v1"
-    await runner.cleanup()
+    async with serving(app) as base_url:
+        yield f"{base_url}/api/track/mobile/v1"
 
 
 async def test_a_redirect_is_not_followed_so_the_token_goes_nowhere_else(

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from .conftest import EMAIL, NAMESPACE, make_event, test_settings
+from .conftest import EMAIL, NAMESPACE, make_event, serving, test_settings
 
 DeliveryStatus = delivery_pb2.DeliveryStatus
 
@@ -86,15 +86,8 @@ async def http_collector() -> AsyncIterator[tuple[Collector, str]]:
 
     app = web.Application()
     app.router.add_post("/v1/traces", export)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield collector, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base_url:
+        yield collector, base_url
 
 
 def attributes(items) -> dict[str, object]:

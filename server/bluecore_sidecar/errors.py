@@ -7,8 +7,7 @@ for configuration mistakes and for requests that are unusable as a whole::
     ├── ConfigError            a setting is missing or malformed (start-up stops, exit 2)
     ├── RequestError           an RPC request as a whole is unusable
     │   ├── InvalidRequest        -> INVALID_ARGUMENT (no event, empty or oversized batch)
-    │   ├── Unavailable           -> UNAVAILABLE (shutting down)
-    │   └── Exhausted             -> RESOURCE_EXHAUSTED (a bounded queue is full)
+    │   └── Unavailable           -> UNAVAILABLE (shutting down)
     └── UpstreamError          one HTTP attempt against Bluecore failed (wraps aiohttp errors)
         ├── UpstreamTimeout       the attempt's timeout elapsed
         └── UpstreamConnectionError  connecting, sending or reading failed
@@ -59,12 +58,6 @@ class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
     code = grpc.StatusCode.UNAVAILABLE
-
-
-class Exhausted(RequestError):
-    """A bounded resource is full (RESOURCE_EXHAUSTED)."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class UpstreamError(SidecarError):

@@ -295,12 +295,6 @@ async def _set_resend_count(
         trace.get_current_span().set_attribute(_RESEND_COUNT, request_ctx[_RESEND_COUNT])
 
 
-def current_trace_id() -> str:
-    """Hex trace id of the current span, or an empty string when not traced."""
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
-
-
 class Metrics:
     """The sidecar's Prometheus metrics, in a registry of their own.
 

@@ -19,7 +19,7 @@ def settings(**env: str) -> Settings:
 def test_defaults_match_the_documented_table():
     s = settings()
     assert s.namespace == TOKEN
-    assert s.rules.namespace == TOKEN
+    assert TOKEN not in repr(s.rules)
     assert s.api_url == DEFAULT_API_URL == "https://api.bluecore.app/api/track/mobile/v1"
     assert s.grpc_address == "127.0.0.1:50051"
     assert s.ops_address == "0.0.0.0:9464"
@@ -225,7 +225,7 @@ def test_namespace_file_is_read_and_stripped(tmp_path):
     path.write_text(f"  {TOKEN}\n\n", encoding="utf-8")
     s = Settings.from_env({"BLUECORE_NAMESPACE_FILE": str(path)})
     assert s.namespace == TOKEN
-    assert s.rules.namespace == TOKEN
+    assert TOKEN not in repr(s.rules)
 
 
 def test_an_empty_namespace_file_is_an_error(tmp_path):

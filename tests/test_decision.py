@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bluecore_sidecar import wire
 from bluecore_sidecar.decision import Send, Skip, decide
 from bluecore_sidecar.gates import GatePolicy
 from bluecore_sidecar.mapping import MappingRules
@@ -17,7 +18,7 @@ from google.protobuf import json_format
 from .conftest import seed_purchase_body
 
 S = delivery_pb2
-RULES = MappingRules(namespace="bluestore")
+RULES = MappingRules()
 POLICY = GatePolicy()
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "events"
@@ -244,7 +245,7 @@ def test_order_completed_example_is_the_seed_example() -> None:
     raw = json.loads((EXAMPLES / "order_completed.json").read_text())
     result = decide(parse(raw), RULES, POLICY, NOW)
     assert isinstance(result, Send)
-    assert json.loads(result.requests[0].redacted_json()) == seed_purchase_body("***")
+    assert json.loads(wire.redacted(result.requests[0].body)) == seed_purchase_body("***")
 
 
 def test_identify_example_links_the_anonymous_id_and_keeps_only_allow_listed_traits() -> None:

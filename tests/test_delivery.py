@@ -20,7 +20,7 @@ import grpc
 import pytest
 from aiohttp import web
 from bluecore_sidecar.app import running_sidecar
-from bluecore_sidecar.upstream import RetryPolicy
+from bluecore_sidecar.retry import RetryPolicy
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import descriptor_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2

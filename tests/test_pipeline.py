@@ -10,7 +10,7 @@ from bluecore_sidecar.gates import GatePolicy
 from bluecore_sidecar.mapping import MappingRules
 from datafly.bluecore.v1 import delivery_pb2
 
-from .conftest import EMAIL, NAMESPACE, make_event
+from .conftest import EMAIL, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
@@ -30,7 +30,7 @@ class ClockThatBreaksOnce:
 
 def deliverer(now: ClockThatBreaksOnce, bus: OutcomeBus) -> Deliverer:
     return Deliverer(
-        rules=MappingRules(namespace=NAMESPACE),
+        rules=MappingRules(),
         gates=GatePolicy(),
         client=None,
         dedup=DedupTable(timedelta(hours=1), 100),

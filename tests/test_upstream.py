@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from bluecore_sidecar.upstream import (
+from bluecore_sidecar.retry import (
     RetryPolicy,
     Throttle,
     Verdict,

@@ -27,7 +27,9 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import Settings, split_address
-from .delivery import DedupTable, Deliverer, OutcomeBus
+from .dedup import DedupTable
+from .delivery import Deliverer
+from .outcomes import OutcomeBus
 from .service import DeliveryService, Lifecycle
 from .telemetry import (
     LOGGER_NAME,
@@ -36,7 +38,8 @@ from .telemetry import (
     configure_tracing,
     http_trace_configs,
 )
-from .upstream import UpstreamClient
+from .transport import AiohttpTransport
+from .upstream import Credential, UpstreamClient
 
 SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name
 #: Largest gRPC message accepted: room for a full batch, far below a memory risk.
@@ -105,11 +108,10 @@ async def running_sidecar(
         )
         stack.push_async_callback(session.close)
         client = UpstreamClient(
-            session,
-            settings.api_url,
+            AiohttpTransport(session, settings.api_url),
             settings.retry,
+            Credential(settings.namespace),
             max_concurrency=settings.max_concurrency,
-            secrets=(settings.namespace,),
             observer=metrics,
         )
         bus = OutcomeBus(settings.watch_buffer)

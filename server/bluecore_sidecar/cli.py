@@ -129,19 +129,14 @@ def _sandbox(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _preview(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .delivery import DedupTable, Deliverer, OutcomeBus  # noqa: PLC0415
+    from .delivery import preview_result  # noqa: PLC0415
 
-    settings = Settings.from_env(_with_placeholder_namespace(env))
+    # Preview sends nothing and shows the token as ***, so no namespace is needed.
+    settings = Settings.from_env(env, namespace_required=False)
     event = _parse_event(_read_text(args.event), str(args.event))
-    deliverer = Deliverer(
-        rules=settings.rules,
-        gates=settings.gates,
-        client=None,
-        dedup=DedupTable(settings.dedup_window, 1),
-        bus=OutcomeBus(1),
-        max_event_bytes=settings.max_event_bytes,
+    result, bodies = preview_result(
+        event, settings.rules, settings.gates, max_event_bytes=settings.max_event_bytes
     )
-    result, bodies = deliverer.preview(event)
     would_send = result.status == Status.DELIVERY_STATUS_DELIVERED
     if args.json:
         print(
@@ -233,13 +228,6 @@ async def _watch_stream(target: str, statuses: list[int], as_json: bool) -> int:
                 flush=True,
             )
     return 0
-
-
-def _with_placeholder_namespace(env: Mapping[str, str]) -> Mapping[str, str]:
-    """Preview redacts the token anyway, so it runs without one configured."""
-    if env.get("BLUECORE_NAMESPACE") or env.get("BLUECORE_NAMESPACE_FILE"):
-        return env
-    return {**env, "BLUECORE_NAMESPACE": "preview-namespace"}
 
 
 def _read_text(path: Path) -> str:

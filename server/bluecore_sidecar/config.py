@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .gates import GatePolicy
 from .mapping import MappingRules, normalise_event_name
-from .upstream import RetryPolicy
+from .retry import RetryPolicy
 
 DEFAULT_API_URL = "https://api.bluecore.app/api/track/mobile/v1"
 
@@ -79,9 +79,7 @@ class Settings:
     api_url: str = DEFAULT_API_URL
     grpc_address: str = "127.0.0.1:50051"
     ops_address: str = "0.0.0.0:9464"  # kubelet probes reach the pod IP, not loopback
-    rules: MappingRules = dataclasses.field(
-        default_factory=lambda: MappingRules(namespace=""), repr=False
-    )
+    rules: MappingRules = dataclasses.field(default_factory=MappingRules)
     gates: GatePolicy = dataclasses.field(default_factory=GatePolicy)
     retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
     max_event_bytes: int = 65536
@@ -94,17 +92,15 @@ class Settings:
     log_level: str = "INFO"
     watch_buffer: int = 1000
 
-    def __post_init__(self) -> None:
-        if self.rules.namespace != self.namespace:
-            object.__setattr__(
-                self, "rules", dataclasses.replace(self.rules, namespace=self.namespace)
-            )
-
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Read and validate every setting from ``env`` (normally ``os.environ``)."""
+    def from_env(cls, env: Mapping[str, str], *, namespace_required: bool = True) -> Settings:
+        """Read and validate every setting from ``env`` (normally ``os.environ``).
+
+        ``namespace_required=False`` is for commands that send nothing (Preview): the
+        namespace is then ``""`` when none is configured.
+        """
         reader = _Reader(env)
-        namespace = _read_namespace(reader)
+        namespace = _read_namespace(reader, namespace_required)
         product_id_fields = reader.get(
             "SIDECAR_PRODUCT_ID_FIELDS", _DEFAULT_PRODUCT_ID_FIELDS, _parse_product_id_fields
         )
@@ -112,7 +108,6 @@ class Settings:
             "SIDECAR_CUSTOMER_ATTRIBUTES", _DEFAULT_CUSTOMER_ATTRIBUTES, _parse_attribute_names
         )
         rules = MappingRules(
-            namespace=namespace,
             product_id_fields=product_id_fields,
             event_map=_read_event_map(reader),
             customer_attributes=customer_attributes,
@@ -180,7 +175,7 @@ class _Reader:
             raise ConfigError(name, str(exc)) from None
 
 
-def _read_namespace(reader: _Reader) -> str:
+def _read_namespace(reader: _Reader, required: bool = True) -> str:
     inline = reader.raw("BLUECORE_NAMESPACE")
     path = reader.raw("BLUECORE_NAMESPACE_FILE")
     if inline is not None and path is not None:
@@ -200,6 +195,8 @@ def _read_namespace(reader: _Reader) -> str:
     elif inline is not None:
         value = inline.strip()
         name = "BLUECORE_NAMESPACE"
+    elif not required:
+        return ""
     else:
         raise ConfigError(
             "BLUECORE_NAMESPACE", "is required (or BLUECORE_NAMESPACE_FILE naming a file with it)"

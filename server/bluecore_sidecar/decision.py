@@ -63,6 +63,10 @@ class Earlier:
     """HTTP tries the earlier delivery took (when it is finished)."""
     http_status: int = 0
     """Bluecore's answer to it (when it is finished)."""
+    datafly_event: str = ""
+    """Its Datafly label (when it is finished)."""
+    bluecore_event: str = ""
+    """The Bluecore event it was sent as (when it is finished)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,11 @@ def duplicate_skip(earlier: Earlier) -> Skip:
             f"already delivered (attempts {earlier.attempts}, HTTP {earlier.http_status}); "
             "nothing was sent again"
         )
-    return sk.skip(sk.DUPLICATE_MESSAGE_ID, detail)
+    return dataclasses.replace(
+        sk.skip(sk.DUPLICATE_MESSAGE_ID, detail),
+        datafly_event=earlier.datafly_event,
+        bluecore_event=earlier.bluecore_event,
+    )
 
 
 def preview(

@@ -120,7 +120,7 @@ class Deliverer:
         if check_message_id(event) is None:
             seen = self._dedup.peek(event.message_id)
             if isinstance(seen, Record):
-                earlier = Earlier(False, seen.attempts, seen.http_status)
+                earlier = _earlier(seen)
             elif isinstance(seen, InFlight):
                 earlier = Earlier(True)
         return preview_result(
@@ -218,12 +218,12 @@ class Deliverer:
     def _duplicate(
         self, event: delivery_pb2.DataflyEvent, record: Record, started: float, trace_id: str
     ) -> DeliveryResult:
-        skip = duplicate_skip(Earlier(False, record.attempts, record.http_status))
+        skip = duplicate_skip(_earlier(record))
         result = _result(
             event,
             skip.status,
-            datafly_event=record.datafly_event,
-            bluecore_event=record.bluecore_event,
+            datafly_event=skip.datafly_event,
+            bluecore_event=skip.bluecore_event,
             reason=skip.reason,
             detail=skip.detail,
             http_status=record.http_status,
@@ -300,6 +300,16 @@ class Deliverer:
         result.latency.CopyFrom(_duration(self._clock() - started))
         result.trace_id = trace_id
         return result
+
+
+def _earlier(record: Record) -> Earlier:
+    return Earlier(
+        in_flight=False,
+        attempts=record.attempts,
+        http_status=record.http_status,
+        datafly_event=record.datafly_event,
+        bluecore_event=record.bluecore_event,
+    )
 
 
 def _result(

@@ -130,14 +130,15 @@ class UpstreamClient:
             last = await self._attempt(payload, attempts, deadline)
             if last.verdict is not Verdict.RETRY or last.reason == "CONCURRENCY_LIMIT":
                 return last
+            delay = backoff_delay(policy, attempts, last.retry_after, self._rand)
+            if last.http_status == 429 or last.retry_after is not None:
+                # Bluecore's "slow down" / "come back later" holds for the whole namespace,
+                # also when this request has no tries left.
+                self.throttle.pause_for(delay)
             if attempts >= policy.max_attempts:
                 return dataclasses.replace(
                     last, detail=f"{last.detail}; gave up after {attempts} attempts"
                 )
-            delay = backoff_delay(policy, attempts, last.retry_after, self._rand)
-            if last.http_status == 429 or last.retry_after is not None:
-                # Bluecore's "slow down" / "come back later" holds for the whole namespace.
-                self.throttle.pause_for(delay)
             if self._clock() + delay >= deadline:
                 return dataclasses.replace(
                     last,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from bluecore_sidecar.delivery import DedupTable, Deliverer, OutcomeBus
+from bluecore_sidecar.dedup import DedupTable
+from bluecore_sidecar.delivery import Deliverer
 from bluecore_sidecar.gates import GatePolicy
 from bluecore_sidecar.mapping import MappingRules
+from bluecore_sidecar.outcomes import OutcomeBus
 from datafly.bluecore.v1 import delivery_pb2
 
 from .conftest import EMAIL, make_event

@@ -117,6 +117,12 @@ async def test_the_credential_is_read_at_each_send_so_a_rotation_takes_effect():
     ]
 
 
+def test_the_credential_never_shows_its_token_in_a_repr():
+    credential = Credential(NAMESPACE)
+    assert NAMESPACE not in repr(credential)
+    assert NAMESPACE not in repr(client(ScriptedTransport([]), FakeTime()).__dict__)
+
+
 async def test_exhausted_attempts_fail_retryably_with_the_last_answer():
     time = FakeTime()
     transport = ScriptedTransport([Answer(503)] * 10)

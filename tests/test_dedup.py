@@ -14,8 +14,7 @@ from bluecore_sidecar.gates import GatePolicy
 from bluecore_sidecar.mapping import MappingRules
 from bluecore_sidecar.outcomes import OutcomeBus
 from bluecore_sidecar.retry import RetryPolicy
-from bluecore_sidecar.transport import Answer
-from bluecore_sidecar.upstream import Credential, UpstreamClient
+from bluecore_sidecar.upstream import Answer, Credential, UpstreamClient
 from datafly.bluecore.v1 import delivery_pb2
 
 from .conftest import NAMESPACE, make_event

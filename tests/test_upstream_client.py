@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from bluecore_sidecar.errors import UpstreamConnectionError
 from bluecore_sidecar.retry import RetryPolicy, Verdict
-from bluecore_sidecar.transport import Answer
-from bluecore_sidecar.upstream import Credential, UpstreamClient
+from bluecore_sidecar.upstream import Answer, Credential, UpstreamClient
 
 from .conftest import EMAIL, NAMESPACE
 

@@ -1,47 +1,22 @@
 """The HTTP edge: one POST of a finished body, and the bounded parts of its answer.
 
-:class:`Transport` is the seam the upstream client talks to; :class:`AiohttpTransport` is the
-one real implementation, over the process's pooled ``aiohttp.ClientSession``. Tests use an
-in-memory transport instead. aiohttp exceptions stop here and come out as
+:class:`AiohttpTransport` is the one real implementation of
+:class:`~bluecore_sidecar.upstream.Transport`, over the process's pooled
+``aiohttp.ClientSession``. aiohttp exceptions stop here and come out as
 :mod:`bluecore_sidecar.errors` types.
 """
 
 from __future__ import annotations
-
-import dataclasses
-from typing import Protocol
 
 import aiohttp
 
 from .errors import UpstreamConnectionError
 from .redaction import excerpt
 from .telemetry import attempt_context
+from .upstream import Answer
 
 #: Bytes of an answer's body kept for the detail; the rest is never read.
 DEFAULT_MAX_BODY_BYTES = 4096
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Answer:
-    """What the upstream client needs from one HTTP answer."""
-
-    status: int
-    retry_after: str | None = None
-    """The raw ``Retry-After`` header, if any (parsed by the retry policy)."""
-    body: bytes = b""
-    """At most the transport's byte bound of the answer's body."""
-
-
-class Transport(Protocol):
-    """Sends one body and returns the answer; raises ``UpstreamError`` subtypes on failure.
-
-    The caller bounds the whole call (sending, headers and the bounded body read) with its
-    try timeout, so an implementation must read no more than it promises and never wait
-    on a body past its bound.
-    """
-
-    async def post(self, body: bytes, attempt: int) -> Answer:
-        """POST ``body`` (try number ``attempt``, for tracing) and return the answer."""
 
 
 class AiohttpTransport:

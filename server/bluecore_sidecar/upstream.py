@@ -1,4 +1,4 @@
-"""The upstream client: the retry loop over a :class:`~.transport.Transport`.
+"""The upstream client: the retry loop over a :class:`Transport`.
 
 It owns the write credential (it adds ``properties.token`` when it serialises a body), the
 shared slow-down, the bounded concurrency and the deadline arithmetic. The decisions
@@ -30,7 +30,29 @@ from .retry import (
     classify,
     parse_retry_after,
 )
-from .transport import Answer, Transport
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """What the upstream client needs from one HTTP answer."""
+
+    status: int
+    retry_after: str | None = None
+    """The raw ``Retry-After`` header, if any (parsed by the retry policy)."""
+    body: bytes = b""
+    """At most the transport's byte bound of the answer's body."""
+
+
+class Transport(Protocol):
+    """Sends one body and returns the answer; raises ``UpstreamError`` subtypes on failure.
+
+    The caller bounds the whole call (sending, headers and the bounded body read) with its
+    try timeout, so an implementation must read no more than it promises and never wait
+    on a body past its bound.
+    """
+
+    async def post(self, body: bytes, attempt: int) -> Answer:
+        """POST ``body`` (try number ``attempt``, for tracing) and return the answer."""
 
 
 class Credential:

@@ -250,31 +250,48 @@ class GatedTransport:
         return Answer(202)
 
 
-class SlowTransport:
-    """Every request takes ``seconds`` of real time, then gets a 202."""
+class HoldThenQuick:
+    """The first request is held until ``release``; later ones take a moment of real time."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
         self.posts = 0
 
     async def post(self, body: bytes, attempt: int) -> Answer:
         self.posts += 1
-        await asyncio.sleep(self.seconds)
+        if self.posts == 1:
+            await self.release.wait()
+        else:
+            await asyncio.sleep(0.05)
         return Answer(202)
 
 
 async def test_waiting_for_a_free_slot_is_not_charged_to_the_try():
-    """0.4 s requests, 0.6 s tries, one slot: the second waits 0.4 s, then gets a whole try."""
-    transport = SlowTransport(0.4)
+    """A send that waited 10 s (on the client's clock) for the only slot still gets a whole try.
+
+    Were the wait charged to the 5 s try, nothing would be left of it and the 50 ms request
+    would time out.
+    """
+    time = FakeTime()
+    transport = HoldThenQuick()
     upstream = UpstreamClient(
-        transport, RetryPolicy(attempt_timeout=0.6), Credential(NAMESPACE), max_concurrency=1
+        transport,
+        RetryPolicy(attempt_timeout=5.0),
+        Credential(NAMESPACE),
+        max_concurrency=1,
+        clock=time.clock,
+        sleep=time.sleep,
     )
-    deadline = asyncio.get_running_loop().time() + 10
-    first, queued = await asyncio.gather(
-        upstream.send(BODY, deadline), upstream.send(BODY, deadline)
-    )
-    assert first.verdict is queued.verdict is Verdict.DELIVERED
-    assert (first.attempts, queued.attempts) == (1, 1)
+    deadline = time.now + 100
+    first = asyncio.create_task(upstream.send(BODY, deadline))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(upstream.send(BODY, deadline))
+    await asyncio.sleep(0.01)
+    time.now += 10.0  # the queued send has been waiting for the slot this long
+    transport.release.set()
+    assert (await first).attempts == 1
+    outcome = await queued
+    assert (outcome.verdict, outcome.attempts) == (Verdict.DELIVERED, 1)
     assert transport.posts == 2
 
 

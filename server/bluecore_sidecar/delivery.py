@@ -37,8 +37,8 @@ from .redaction import scrub
 from .retry import Verdict, deadline_margin
 from .upstream import SendOutcome, UpstreamClient
 
-# OutcomeBus and DedupTable are re-exported for callers that built them from here before the
-# split (service.py, older tests); new code imports them from their own modules.
+# OutcomeBus and DedupTable are re-exported for code written before the split (service.py
+# imports OutcomeBus from here); new code imports them from their own modules.
 __all__ = ["DELIVERY_SPAN", "DedupTable", "Deliverer", "OutcomeBus", "preview_result"]
 
 Status = delivery_pb2.DeliveryStatus
@@ -70,7 +70,7 @@ def preview_result(
             reason=decision.reason,
             detail=decision.detail,
         )
-        if earlier is not None and not earlier.in_flight:
+        if decision.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE and earlier is not None:
             result.http_status = earlier.http_status
             result.attempts = earlier.attempts
         return result, []

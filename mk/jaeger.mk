@@ -2,6 +2,11 @@
 #
 # The binary is cached outside the repository, keyed by version, so it is built once per
 # machine; `make jaeger-e2e` then starts it on loopback and checks a real trace in it.
+#
+# A binary built from the module proxy embeds only a placeholder page for the UI; the real UI
+# is a built jaeger-ui folder (index.html and static/) that Jaeger serves through the setting
+# extensions.jaeger_query.ui.assets_path (deploy/jaeger/jaeger.yaml). JAEGER_UI names that
+# folder; it defaults to the shared copy beside the clone (../shared/jaeger-ui) when it exists.
 
 JAEGER_VERSION ?= v1.76.0
 JAEGER_MODULE := github.com/jaegertracing/jaeger
@@ -9,8 +14,13 @@ JAEGER_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/bluecore-sidecar/jaeger-$
 JAEGER_BIN := $(JAEGER_CACHE)/jaeger
 JAEGER_BUILD_TIMEOUT ?= 1800
 JAEGER_E2E_TIMEOUT ?= 180
+JAEGER_CONFIG := deploy/jaeger/jaeger.yaml
+JAEGER_UI ?= $(patsubst %/index.html,%,$(wildcard $(abspath ../shared/jaeger-ui)/index.html))
+JAEGER_UI_HINT := the real UI is a built jaeger-ui folder (JAEGER_UI=path: index.html and \
+  static/, e.g. the shared copy ../shared/jaeger-ui), or the official image jaegertracing/jaeger \
+  in deploy/docker-compose.yml, which embeds it
 
-.PHONY: jaeger-bin jaeger-e2e
+.PHONY: jaeger jaeger-bin jaeger-e2e
 
 jaeger-bin: ## build the pinned Jaeger from the Go module proxy (cached outside the repo)
 	@if [ -x "$(JAEGER_BIN)" ]; then \
@@ -37,6 +47,18 @@ jaeger-bin: ## build the pinned Jaeger from the Go module proxy (cached outside 
 	mv "$(JAEGER_BIN).tmp" "$(JAEGER_BIN)"; \
 	echo "==> jaeger $(JAEGER_VERSION) built in $$(( $$(date +%s) - started ))s: $(JAEGER_BIN)"
 
+jaeger: jaeger-bin ## run Jaeger on loopback: OTLP :4317/:4318, UI :16686 from JAEGER_UI (default ../shared/jaeger-ui if there)
+	@ui="$(JAEGER_UI)"; \
+	if [ -n "$$ui" ] && [ ! -f "$$ui/index.html" ]; then \
+	  echo "JAEGER_UI=$$ui has no index.html; $(JAEGER_UI_HINT)" >&2; exit 1; fi; \
+	if [ -z "$$ui" ]; then echo "==> no JAEGER_UI: Jaeger serves only its placeholder page; $(JAEGER_UI_HINT)"; \
+	else echo "==> Jaeger UI from $$ui (Jaeger still warns that its binary embeds none)"; fi; \
+	echo "==> jaeger $(JAEGER_VERSION) on 127.0.0.1: OTLP gRPC :4317, OTLP HTTP :4318," \
+	  "UI and query API http://127.0.0.1:16686 (Ctrl-C stops it)"; \
+	JAEGER_UI="$$(if [ -n "$$ui" ]; then cd "$$ui" && pwd; fi)" \
+	  exec "$(JAEGER_BIN)" --config "$(JAEGER_CONFIG)"
+
 jaeger-e2e: venv jaeger-bin ## deliver with tracing into a real Jaeger and check the trace via its API
 	@echo "==> jaeger e2e: sidecar + sandbox + jaeger on loopback"
-	@timeout $(JAEGER_E2E_TIMEOUT) $(PY) deploy/jaeger/e2e.py --jaeger "$(JAEGER_BIN)"
+	@timeout $(JAEGER_E2E_TIMEOUT) $(PY) deploy/jaeger/e2e.py --jaeger "$(JAEGER_BIN)" \
+	  --config "$(JAEGER_CONFIG)"

@@ -1,11 +1,12 @@
 """Proof in a real Jaeger: deliveries traced by the sidecar are stored and queryable there.
 
-Starts Jaeger (built by ``make jaeger-bin``), the sandbox Bluecore and ``bluecore-sidecar
-serve`` on free loopback ports, with the sidecar's ``OTEL_*`` pointing at Jaeger's OTLP gRPC
-receiver. Sends one event that succeeds after a 503 (with the caller's own ``traceparent``)
-and one that Bluecore refuses with a 400, then asks Jaeger's query API for both traces and
-checks the spans, their parentage and attributes, that the failure is marked as an error, that
-a tag search finds it, and that neither the namespace token nor an email is anywhere in them.
+Starts Jaeger (built by ``make jaeger-bin``, configured by ``jaeger.yaml`` beside this file),
+the sandbox Bluecore and ``bluecore-sidecar serve`` on free loopback ports, with the sidecar's
+``OTEL_*`` pointing at Jaeger's OTLP gRPC receiver. Sends one event that succeeds after a 503
+(with the caller's own ``traceparent``) and one that Bluecore refuses with a 400, then asks
+Jaeger's query API for both traces and checks the spans, their parentage and attributes, that
+the failure is marked as an error, that a tag search finds it, and that neither the namespace
+token nor an email is anywhere in them.
 
 Run it with ``make jaeger-e2e``; ``--keep`` leaves everything running to look at the UI.
 Every wait has a timeout; progress goes to stdout; the exit code is 0 only if all checks pass.
@@ -41,48 +42,7 @@ NAMESPACE = "e2e-namespace-" + secrets.token_hex(8)
 EMAIL = "jaeger.e2e@example.com"
 T = TypeVar("T")
 
-JAEGER_CONFIG = """\
-service:
-  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  healthcheckv2:
-    use_v2: true
-    http:
-      endpoint: 127.0.0.1:{health}
-  jaeger_query:
-    storage:
-      traces: memstore
-    http:
-      endpoint: 127.0.0.1:{query}
-    grpc:
-      endpoint: 127.0.0.1:{query_grpc}
-  jaeger_storage:
-    backends:
-      memstore:
-        memory:
-          max_traces: 10000
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{otlp}
-processors:
-  batch:
-    timeout: 200ms
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memstore
-"""
+HERE = Path(__file__).resolve().parent
 
 
 def step(text: str) -> None:
@@ -240,25 +200,35 @@ def check_failed(checks: Checks, trace: dict[str, Any]) -> None:
 def main() -> int:  # noqa: PLR0915 - one linear script reads best top to bottom
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jaeger", required=True, help="path of the jaeger binary")
+    parser.add_argument(
+        "--config", type=Path, default=HERE / "jaeger.yaml", help="Jaeger's config (ports from env)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep everything running at the end")
     args = parser.parse_args()
     started = time.monotonic()
 
-    ports = {name: free_port() for name in ("otlp", "query", "query_grpc", "health")}
+    ports = {name: free_port() for name in ("otlp", "otlp_http", "query", "query_grpc", "health")}
     sandbox_port, grpc_port, ops_port = free_port(), free_port(), free_port()
     service = "bluecore-sidecar-e2e"
     query = f"http://127.0.0.1:{ports['query']}"
     work = Path(tempfile.mkdtemp(prefix="bluecore-jaeger-e2e-"))
-    (work / "jaeger.yaml").write_text(JAEGER_CONFIG.format(**ports))
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JAEGER_"))}
+    jaeger_env = {
+        **base_env,
+        "JAEGER_OTLP_GRPC_PORT": str(ports["otlp"]),
+        "JAEGER_OTLP_HTTP_PORT": str(ports["otlp_http"]),
+        "JAEGER_QUERY_PORT": str(ports["query"]),
+        "JAEGER_QUERY_GRPC_PORT": str(ports["query_grpc"]),
+        "JAEGER_HEALTH_PORT": str(ports["health"]),
+    }
 
     with contextlib.ExitStack() as stack:
         step(f"starting jaeger ({args.jaeger}); OTLP gRPC :{ports['otlp']}, query {query}")
         stack.enter_context(
             process(
                 "jaeger",
-                [args.jaeger, "--config", str(work / "jaeger.yaml")],
-                base_env,
+                [args.jaeger, "--config", str(args.config)],
+                jaeger_env,
                 work / "jaeger.log",
             )
         )

@@ -1452,7 +1452,9 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             await sink.stop(0)
     rows = summarise(phases, args.all_servers)
     spans = spans_per_event(phases, counter, args.all_servers)
-    sections = [("Throughput (closed loop)", render_table(rows, args.batch_size))]
+    sections = []
+    if "throughput" in args.phases:
+        sections.append(("Throughput (closed loop)", render_table(rows, args.batch_size)))
     if latency_servers:
         sections.append(
             (
@@ -1520,6 +1522,13 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
         print(f"ERROR: servers did not exit cleanly on SIGTERM: {bad_exits}")
         return 1
     return 0
+
+
+def _took(started: str, finished: str) -> str:
+    seconds = int(
+        (dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(started)).total_seconds()
+    )
+    return f"{seconds // 60} min {seconds % 60} s"
 
 
 def _rel(path: Path) -> str:
@@ -1608,8 +1617,10 @@ def write_markdown(
     head = [
         f"# bench: last run, {report['started']} to {report['finished']}",
         "",
-        f"- command: `{'make bench' if not sys.argv[1:] else report['command']}`"
-        f" (`{report['command']}`)",
+        f"- command: `{report['command']}`, which is what `make bench"
+        + (f' BENCH_ARGS="{" ".join(sys.argv[1:])}"' if sys.argv[1:] else "")
+        + "` runs; it took "
+        + _took(report["started"], report["finished"]),
         f"- commit: `{git['commit'][:12]}`{dirty}",
         f"- machine: {facts['nproc']} CPUs, {facts['cpu_model']}, Python {facts['python']}, "
         f"grpcio {facts['grpcio']}, aiohttp {facts['aiohttp']}, load average at start "

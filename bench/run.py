@@ -690,11 +690,18 @@ async def scrape_outcomes(server: Server) -> dict[str, float]:
     if not server.ops_url:
         return {}
     timeout = aiohttp.ClientTimeout(total=10)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(server.ops_url) as answer,
-    ):
-        text = await answer.text()
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(server.ops_url) as answer,
+        ):
+            text = await answer.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise BenchError(
+            f"cannot read {server.name}'s outcome counters at {server.ops_url}: {exc}"
+        ) from None
+    if "bluecore_sidecar_deliveries_total" not in text:
+        raise BenchError(f"{server.ops_url} has no bluecore_sidecar_deliveries_total counter")
     totals: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("bluecore_sidecar_deliveries_total{"):

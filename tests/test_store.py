@@ -312,6 +312,22 @@ async def test_release_all_claims_at_shutdown(queue):
     assert len(await queue.claim_due(10)) == 2
 
 
+async def test_a_second_opener_is_refused_while_the_first_holds_the_queue(queue, db, clock):
+    """Two processes must never share a queue: the second would release the first's claims."""
+    await queue.enqueue([entry("m1")])
+    (claim,) = await queue.claim_due(1)
+    with pytest.raises(store.StoreError, match="in use"):
+        await SqliteQueue.open(db, clock=clock)
+    assert await queue.complete(claim, attempts=1, http_status=202)  # the claim stayed valid
+
+
+async def test_the_queue_can_be_reopened_once_closed(db, clock):
+    q = await SqliteQueue.open(db, clock=clock)
+    await q.close()
+    q = await SqliteQueue.open(db, clock=clock)
+    await q.close()
+
+
 async def test_closed_queue_refuses_work(db, clock):
     q = await SqliteQueue.open(db, clock=clock)
     await q.close()

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import fcntl
 import functools
 import logging
 import os
@@ -145,7 +146,8 @@ class Duplicate:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueueFull:
-    """The entry was not accepted: ``cause`` is COUNT, BYTES, DISK_FULL, READ_ONLY or IO_ERROR.
+    """The entry was not accepted: ``cause`` is COUNT, BYTES, DISK_FULL, READ_ONLY, BUSY or
+    IO_ERROR.
 
     The caller answers ``FAILED_RETRYABLE`` with reason :data:`QUEUE_FULL`; ``detail`` is free
     of personal data.
@@ -465,6 +467,8 @@ def _cause(exc: sqlite3.Error) -> str:
         return "DISK_FULL"
     if primary == sqlite3.SQLITE_READONLY:
         return "READ_ONLY"
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return "BUSY"
     return "IO_ERROR"
 
 
@@ -543,6 +547,7 @@ class SqliteQueue:
         self._opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, name="queue-writer", daemon=True)
         self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._closed = False
         self._claiming = True
         # Written by the writer thread after COMMIT, read by callers: guarded by the lock.
@@ -676,6 +681,9 @@ class SqliteQueue:
             except sqlite3.Error:
                 _log.exception("closing the durable queue failed")
             self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     def _execute(self, batch: list[_Op]) -> None:
         writes = [op for op in batch if op.write]
@@ -787,6 +795,7 @@ class SqliteQueue:
     # -- opening (writer thread) -----------------------------------------------------------
 
     def _open_db(self) -> None:
+        self._take_ownership()
         verdict = self._inspect()
         if verdict is not None:
             kind, why = verdict
@@ -817,6 +826,32 @@ class SqliteQueue:
         else:
             if released:
                 _log.info("durable queue: %d claimed entries made pending again", released)
+
+    def _take_ownership(self) -> None:
+        """Hold ``<name>.lock`` while open, so no second process shares the queue.
+
+        Another opener would release this process's claims at its start (crash recovery) and
+        send them a second time, out of order; it gets a StoreError instead.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            _log.warning(
+                "durable queue %s: cannot create its lock file (%s); make sure only one process"
+                " uses it",
+                self.path,
+                exc.strerror,
+            )
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"the durable queue {self.path} is in use by another process or sidecar"
+            ) from exc
+        self._lock_fd = fd
 
     def _inspect(self) -> tuple[str, str] | None:
         """None when the file is ours (or absent/empty), else ("corrupt"|"foreign", why)."""
@@ -909,6 +944,8 @@ class SqliteQueue:
         read-only, I/O error) is :class:`QueueFull`. Only :class:`Enqueued` is on disk.
         """
         batch = tuple(entries)
+        if not batch:
+            return []
         now = self._clock()
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> list[EnqueueOutcome]:
@@ -1053,6 +1090,8 @@ class SqliteQueue:
         self, claim: Claim, *, reason: str, detail: str, http_status: int, attempts: int
     ) -> bool:
         """Give up on the entry: it becomes a dead letter and unblocks its key.
+
+        ``detail`` is shown to operators as it is: it must not hold the token or an email.
 
         Its message id is forgotten by dedup (only deliveries are remembered), so the caller
         may send it again; a replay later skips it if that delivery happened.

@@ -398,6 +398,33 @@ async def test_full_database_answers_queue_full_and_keeps_working(db, clock, sto
         await q.close()
 
 
+async def test_in_a_group_that_hits_the_cap_exactly_the_acknowledged_are_kept(db, clock):
+    """Big and small entries in one group at the file cap: exactly the Enqueued are on disk."""
+    q = await SqliteQueue.open(db, clock=clock, max_file_bytes=192 * 1024)
+    try:
+        sizes = [30_000 if i % 3 == 2 else 300 for i in range(60)]
+        results = await asyncio.gather(
+            *(q.enqueue([entry(f"m{i}", key=f"k{i}", size=n)]) for i, n in enumerate(sizes))
+        )
+    finally:
+        await q.close()
+    kept = {f"m{i}" for i, (o,) in enumerate(results) if isinstance(o, Enqueued)}
+    refused = {f"m{i}" for i, (o,) in enumerate(results) if isinstance(o, QueueFull)}
+    assert kept
+    assert refused
+    assert kept | refused == {f"m{i}" for i in range(60)}
+    with sqlite3.connect(db) as conn:
+        stored = {row[0] for row in conn.execute("SELECT message_id FROM entries")}
+    conn.close()
+    assert stored == kept
+    # SQLite drops the whole transaction on SQLITE_FULL; the entries before the one that did
+    # not fit did nothing wrong and are redone, not refused with it.
+    first = min(int(mid[1:]) for mid in refused)
+    assert sizes[first] == 30_000
+    assert {f"m{i}" for i in range(first)} <= kept
+    assert any(sizes[i] == 300 and f"m{i}" in kept for i in range(first + 1, 60))
+
+
 READ_ONLY_CHILD = textwrap.dedent(
     """
     import asyncio, json, sys

@@ -715,23 +715,29 @@ class SqliteQueue:
     def _execute_writes(self, writes: list[_Op]) -> None:
         """Run ``writes`` in one transaction, each inside its own savepoint; then COMMIT once.
 
-        A statement error undoes only its operation. SQLite may roll back the whole
-        transaction on SQLITE_FULL or an I/O error; then every operation of it fails.
+        A statement error undoes only its operation. SQLite may instead drop the whole
+        transaction (it does on SQLITE_FULL); then the failing operation fails alone, the ones
+        before it run again in a new transaction that is committed at once (so none of them
+        runs a third time), and the rest follow in another.
         """
         conn = self._conn
         if conn is None:
             for op in writes:
                 op.future.set_exception(StoreClosed("the durable queue is not open"))
             return
+        todo = collections.deque(writes)
         done: list[tuple[_Op, Any, _Tx]] = []
-        depth, nbytes = self._depth, self._bytes
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            for op in writes:
-                self._fail(op, exc)
-            return
-        for index, op in enumerate(writes):
+        redo = 0  # how many operations at the front of `todo` are redone, to commit first
+        while todo:
+            if not conn.in_transaction:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    for op in todo:
+                        self._fail(op, exc)
+                    return
+            op = todo.popleft()
+            depth, nbytes = (done[-1][2].depth, done[-1][2].nbytes) if done else self._totals()
             tx = _Tx(depth, nbytes)
             try:
                 conn.execute("SAVEPOINT op")
@@ -739,22 +745,27 @@ class SqliteQueue:
                 conn.execute("RELEASE op")
             except Exception as exc:  # noqa: BLE001 - handed to the caller's future
                 self._fail(op, exc)
-                if self._undo_op(conn):
-                    continue
-                # SQLite dropped the whole transaction: what it held is not on disk either.
-                for earlier, _, _ in done:
-                    self._fail(earlier, exc)
-                done.clear()
-                depth, nbytes = self._depth, self._bytes
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.Error as again:
-                    for rest in writes[index + 1 :]:
-                        self._fail(rest, again)
-                    return
+                if not self._undo_op(conn):
+                    # The transaction is gone, and what it held with it: redo those.
+                    redone = [earlier for earlier, _, _ in done]
+                    todo.extendleft(reversed(redone))
+                    redo = len(redone)
+                    done.clear()
                 continue
             done.append((op, result, tx))
-            depth, nbytes = tx.depth, tx.nbytes
+            if redo:
+                redo -= 1
+                if redo == 0:
+                    self._commit(conn, done)
+                    done = []
+        if done or conn.in_transaction:
+            self._commit(conn, done)
+
+    def _totals(self) -> tuple[int, int]:
+        return self._depth, self._bytes
+
+    def _commit(self, conn: sqlite3.Connection, done: list[tuple[_Op, Any, _Tx]]) -> None:
+        """COMMIT, then apply what the operations changed in memory and answer their callers."""
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -764,7 +775,8 @@ class SqliteQueue:
             return
         self._commits += 1
         with self._lock:
-            self._depth, self._bytes = depth, nbytes
+            if done:
+                self._depth, self._bytes = done[-1][2].depth, done[-1][2].nbytes
             for _, _, tx in done:
                 for effect in tx.effects:
                     effect()

@@ -248,6 +248,29 @@ async def test_remember_rejects_queued_records(queue):
         await queue.remember(store.DedupRecord("m1", "queued", "optin", 0, 0, T0))
 
 
+async def test_lookups_fall_back_to_the_database_past_the_memory_front(db, clock):
+    """With room for 2 records in memory, all 5 ids are still known (the database answers)."""
+    q = await SqliteQueue.open(db, clock=clock, lru_size=2)
+    try:
+        await q.enqueue([entry(f"m{i}", key=f"k{i}") for i in range(5)])
+        records = [await q.lookup(f"m{i}") for i in range(5)]
+        assert [r.state if r else None for r in records] == ["queued"] * 5
+        assert await q.lookup("never-seen") is None
+    finally:
+        await q.close()
+
+
+async def test_reprs_carry_no_email_and_no_event(queue):
+    """Entries and claims may end up in a log line: their repr hides the key and the payload."""
+    new = entry("m1")
+    await queue.enqueue([new])
+    (claim,) = await queue.claim_due(1)
+    for shown in (repr(new), repr(claim)):
+        assert JANE not in shown
+        assert "m1...." not in shown  # the payload
+        assert "m1" in shown
+
+
 # --- restart ------------------------------------------------------------------------------
 
 

@@ -78,9 +78,9 @@ class NewEntry:
     """
 
     message_id: str
-    ordering_key: str
+    ordering_key: str = dataclasses.field(repr=False)  # an email, most of the time
     bluecore_event: str
-    payload: bytes
+    payload: bytes = dataclasses.field(repr=False)  # the event, with its email
     event_time: float
     """When the event happened, seconds since the epoch: the start of its maximum age."""
     traceparent: str = ""

@@ -5,6 +5,7 @@ full and read-only disks, corrupt and foreign files, dedup expiry, dead letters 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -117,7 +118,7 @@ async def test_concurrent_enqueues_share_commits(queue):
 async def test_enqueue_returns_after_commit(queue, db):
     """What enqueue acknowledged is visible to another connection at once (it is committed)."""
     await queue.enqueue([entry("m1"), entry("m2", key=JOHN)])
-    with sqlite3.connect(db) as other:
+    with contextlib.closing(sqlite3.connect(db)) as other, other:
         ids = {row[0] for row in other.execute("SELECT message_id FROM entries")}
     assert ids == {"m1", "m2"}
 
@@ -436,9 +437,8 @@ async def test_in_a_group_that_hits_the_cap_exactly_the_acknowledged_are_kept(db
     assert kept
     assert refused
     assert kept | refused == {f"m{i}" for i in range(60)}
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         stored = {row[0] for row in conn.execute("SELECT message_id FROM entries")}
-    conn.close()
     assert stored == kept
     # SQLite drops the whole transaction on SQLITE_FULL; the entries before the one that did
     # not fit did nothing wrong and are redone, not refused with it.
@@ -536,7 +536,7 @@ async def test_damaged_page_fails_the_check_and_is_moved_aside(db, clock, store_
     q = await SqliteQueue.open(db, clock=clock)
     await q.enqueue([entry(f"m{i}", key=f"k{i}", size=2000) for i in range(50)])
     await q.close()
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(db.read_bytes())
     page = 4096
@@ -554,16 +554,14 @@ async def test_damaged_page_fails_the_check_and_is_moved_aside(db, clock, store_
 
 
 async def test_foreign_sqlite_file_is_moved_aside(db, clock, store_logs):
-    with sqlite3.connect(db) as other:
+    with contextlib.closing(sqlite3.connect(db)) as other, other:
         other.execute("CREATE TABLE users (name TEXT)")
         other.execute("INSERT INTO users VALUES ('someone else')")
-    other.close()
     q = await SqliteQueue.open(db, clock=clock)
     try:
         (aside,) = aside_files(db, "foreign")
-        with sqlite3.connect(aside) as check:
+        with contextlib.closing(sqlite3.connect(aside)) as check, check:
             assert check.execute("SELECT name FROM users").fetchall() == [("someone else",)]
-        check.close()
         assert any(
             r.levelno == logging.ERROR and "not this sidecar's queue" in r.getMessage()
             for r in store_logs
@@ -576,9 +574,8 @@ async def test_foreign_sqlite_file_is_moved_aside(db, clock, store_logs):
 async def test_newer_schema_is_moved_aside_not_misread(db, clock):
     q = await SqliteQueue.open(db, clock=clock)
     await q.close()
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         conn.execute(f"PRAGMA user_version={store.SCHEMA_VERSION + 1}")
-    conn.close()
     q = await SqliteQueue.open(db, clock=clock)
     try:
         assert len(aside_files(db, "foreign")) == 1
@@ -587,11 +584,10 @@ async def test_newer_schema_is_moved_aside_not_misread(db, clock):
 
 
 async def test_schema_is_versioned(queue, db):
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    conn.close()
     assert (version, app_id, mode) == (store.SCHEMA_VERSION, store.APPLICATION_ID, "wal")
 
 

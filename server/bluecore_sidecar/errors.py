@@ -8,7 +8,8 @@ for configuration mistakes and for requests that are unusable as a whole::
     ├── RequestError           an RPC request as a whole is unusable
     │   ├── InvalidRequest        -> INVALID_ARGUMENT (no event, bad batch, undecodable bytes)
     │   ├── Overloaded            -> RESOURCE_EXHAUSTED (too many calls in flight; retry later)
-    │   └── Unavailable           -> UNAVAILABLE (shutting down)
+    │   ├── Unavailable           -> UNAVAILABLE (shutting down)
+    │   └── InternalError         -> INTERNAL (a bug below the edge; logged, never described)
     └── UpstreamError          one HTTP attempt against Bluecore failed (wraps aiohttp errors)
         ├── UpstreamTimeout       the attempt's timeout elapsed
         └── UpstreamConnectionError  connecting, sending or reading failed
@@ -78,6 +79,12 @@ class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class InternalError(RequestError):
+    """Something unexpected failed while serving the call (INTERNAL)."""
+
+    code = grpc.StatusCode.INTERNAL
 
 
 class UpstreamError(SidecarError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -24,10 +25,18 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .errors import InvalidRequest, Overloaded, RequestError, Unavailable, to_rpc_status
-from .telemetry import Metrics
+from .errors import (
+    InternalError,
+    InvalidRequest,
+    Overloaded,
+    RequestError,
+    Unavailable,
+    to_rpc_status,
+)
+from .telemetry import LOGGER_NAME, Metrics
 
 _W3C = TraceContextTextMapPropagator()
+log = logging.getLogger(LOGGER_NAME)
 
 #: What upb says when a message nests deeper than its limit of 100 levels; a ``Struct`` costs
 #: three levels per JSON object (Struct, map entry, Value), so about 33 objects deep.
@@ -137,7 +146,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     try:
                         with self._admitted(method, request):
                             return await inner(request, context)
-                    except RequestError as error:
+                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
                         await self._refuse(method, error, context, span)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -157,7 +166,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         with self._admitted(method, request):
                             async for response in stream(request, context):
                                 yield response
-                    except RequestError as error:
+                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
                         await self._refuse(method, error, context, span)
 
             behaviour: Callable[..., Any] = streaming
@@ -169,7 +178,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     try:
                         with self._admitted(method, request):
                             await stream(request, context)
-                    except RequestError as error:
+                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
                         await self._refuse(method, error, context, span)
 
             behaviour = writing
@@ -215,6 +224,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     "rpc.method": method.name,
                 },
                 record_exception=False,
+                # _refuse sets the status: the abort that ends a refused call is no failure.
+                set_status_on_exception=False,
             ) as span:
                 yield span
         finally:
@@ -223,11 +234,25 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def _refuse(
         self,
         method: _Method,
-        error: RequestError,
+        error: Exception,
         context: grpc.aio.ServicerContext,
         span: trace.Span,
     ) -> NoReturn:
-        """Count ``error``, mark the span and end the RPC with its status (always raises)."""
+        """Count ``error``, mark the span and end the RPC with its status (always raises).
+
+        A handler's own ``context.abort`` passes through unchanged. Anything else that is not
+        a :class:`RequestError` is a bug: logged by type, answered INTERNAL without details
+        (grpc would answer UNKNOWN naming the Python type, and the text could carry data).
+        """
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if not isinstance(error, RequestError):
+            log.error(
+                "unexpected error serving a call",
+                extra={"fields": {"method": method.name, "error_type": type(error).__name__}},
+            )
+            span.set_attribute("error.type", type(error).__name__)
+            error = InternalError("INTERNAL_ERROR", "the sidecar failed unexpectedly; it is logged")
         self._metrics.calls_refused.labels(
             method=method.name, code=error.code.name, reason=error.reason
         ).inc()

@@ -169,6 +169,23 @@ async def test_undecodable_health_check_is_invalid_argument_too(sidecar):
     assert "grpc.health.v1.HealthCheckRequest" in (refused.value.details() or "")
 
 
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_undecodable_reflection_request_ends_the_stream_with_invalid_argument(
+    version, sidecar
+):
+    method = f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
+    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
+        call = channel.stream_stream(method, request_serializer=None)(
+            iter([b"\x3a\x00", b"\x3a\x20abc"]),
+            timeout=5,  # list services, then a cut one
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            _ = [reply async for reply in call]
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(refused.value).reason == "MALFORMED_REQUEST"
+    assert "ServerReflectionRequest" in (refused.value.details() or "")
+
+
 # -- health List and reflection v1 -------------------------------------------------------------
 
 

@@ -2,8 +2,8 @@
 
 For each method of the delivery service it opens the SERVER span (continuing the caller's
 W3C ``traceparent``), applies admission control and turns a :class:`RequestError` raised
-anywhere below into a ``google.rpc.Status`` with an ``ErrorInfo``. For every method with a
-unary request, health and reflection included, it also decodes the request itself, so bytes
+anywhere below into a ``google.rpc.Status`` with an ``ErrorInfo``. For every method, health
+and reflection included, it also decodes the requests itself, so bytes
 that are not a valid message become ``INVALID_ARGUMENT`` rather than grpc's ``UNKNOWN``
 "Unexpected <class ...>" (grpc.aio treats any exception from a deserializer that way).
 """
@@ -126,8 +126,13 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         wrapped = self._handlers.get(path)
         if wrapped is None:
             handler = await continuation(handler_call_details)
-            if handler is None or handler.request_streaming:
-                # Unknown methods stay UNIMPLEMENTED; streamed requests (reflection) pass as is.
+            if handler is None or (
+                handler.request_streaming
+                and not (
+                    handler.response_streaming and inspect.isasyncgenfunction(handler.stream_stream)
+                )
+            ):
+                # Unknown methods stay UNIMPLEMENTED; there is no other streamed kind to wrap.
                 return handler
             service, _, name = path.lstrip("/").partition("/")
             traced = service == self._service
@@ -138,6 +143,25 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap(self, method: _Method, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserializer = _tolerant(method, handler.request_deserializer)
+        if handler.request_streaming:
+            # Reflection: each undecodable message in the stream ends the call with a status.
+            bidi = handler.stream_stream
+
+            async def both(
+                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                with self._rpc(method, context) as span:
+                    try:
+                        async for response in bidi(_checked(requests), context):
+                            yield response
+                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
+                        await self._refuse(method, error, context, span)
+
+            return grpc.stream_stream_rpc_method_handler(
+                both,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if not handler.response_streaming:
             inner = handler.unary_unary
 
@@ -260,6 +284,14 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         span.set_status(trace.StatusCode.ERROR, error.reason)
         await context.abort_with_status(to_rpc_status(error))
         raise AssertionError("abort_with_status returned")  # pragma: no cover - it raises
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``requests``, raising the decoding error in place of an undecodable one."""
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        yield request
 
 
 def _tolerant(

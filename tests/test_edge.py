@@ -175,9 +175,9 @@ async def test_undecodable_reflection_request_ends_the_stream_with_invalid_argum
 ):
     method = f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
     async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
+        # "list services", then a message cut short (it claims 32 bytes and has 3).
         call = channel.stream_stream(method, request_serializer=None)(
-            iter([b"\x3a\x00", b"\x3a\x20abc"]),
-            timeout=5,  # list services, then a cut one
+            iter([b"\x3a\x00", b"\x3a\x20abc"]), timeout=5
         )
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             _ = [reply async for reply in call]

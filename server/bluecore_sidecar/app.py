@@ -72,11 +72,14 @@ class Sidecar:
         log.info("draining", extra={"fields": {"in_flight": self.admission.in_flight}})
         # Watch streams never end by themselves; graceful stop would wait the grace for them.
         self.bus.close_all()
-        await self.server.stop(grace=self.settings.shutdown_grace.total_seconds())
-        if self.admission.in_flight:
+        grace = self.settings.shutdown_grace.total_seconds()
+        # Only watches the same grace, started first so that it looks before grpc cuts calls.
+        busy = asyncio.ensure_future(self.admission.busy_after(grace))
+        await asyncio.sleep(0)
+        await self.server.stop(grace)
+        if cut := await busy:
             log.warning(
-                "grace period over with calls in flight",
-                extra={"fields": {"in_flight": self.admission.in_flight}},
+                "grace period over with calls in flight", extra={"fields": {"in_flight": cut}}
             )
 
 

@@ -475,7 +475,7 @@ class Stall:
         extra = []
         if self.failures:
             extra.append(f"{self.failures} of {self.probes} probes failed")
-        if self.unanswered > 0.05:
+        if self.unanswered >= STALL_LIMIT:
             extra.append(f"one still unanswered after {self.unanswered:.1f} s")
         suffix = f" ({'; '.join(extra)})" if extra else ""
         return f"{self.max_latency:.2f} s{suffix}"

@@ -210,12 +210,23 @@ def sidecar_base_env() -> dict[str, str]:
 
 
 def sidecar_settings() -> frozenset[str]:
-    """Names of the variables this checkout's sidecar reads (to use new ones only if present)."""
-    try:
-        from bluecore_sidecar import config  # noqa: PLC0415 - only to read its variable list
-    except ImportError:
+    """Names of the variables this checkout's sidecar reads (to use new ones only if present).
+
+    From ``config.ENV_VARS`` when it exists, else every ``SIDECAR_*`` / ``BLUECORE_*`` name
+    quoted in the package's source: the settings table is being reshaped concurrently.
+    """
+    spec = importlib.util.find_spec("bluecore_sidecar")
+    if spec is None or not spec.submodule_search_locations:
         return frozenset()
-    return frozenset(getattr(config, "ENV_VARS", ()))
+    names: set[str] = set()
+    with contextlib.suppress(ImportError):
+        from bluecore_sidecar import config  # noqa: PLC0415 - only to read its variable list
+
+        names.update(getattr(config, "ENV_VARS", ()))
+    for folder in spec.submodule_search_locations:
+        for path in Path(folder).rglob("*.py"):
+            names.update(re.findall(r"[\"'`]((?:SIDECAR|BLUECORE)_[A-Z0-9_]+)", path.read_text()))
+    return frozenset(names)
 
 
 def find_sandbox() -> tuple[str | None, Path]:

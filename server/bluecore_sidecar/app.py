@@ -2,8 +2,8 @@
 
 :func:`running_sidecar` builds everything and pairs each part with its teardown in one
 ``AsyncExitStack``; tests start the sidecar through it exactly as ``serve`` does. Shutdown
-order: health NOT_SERVING and refuse new calls -> let in-flight calls finish within the grace
--> stop the gRPC server -> close the HTTP session -> flush spans.
+order: health NOT_SERVING and refuse new calls -> end watch streams -> grpc's graceful stop
+with the one configured grace -> close the HTTP session -> flush spans.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
 
 import aiohttp
 import grpc
 from aiohttp import web
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -29,8 +29,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .config import Settings, split_address
 from .dedup import DedupTable
 from .delivery import Deliverer
+from .interceptor import Admission, EdgeInterceptor
 from .outcomes import OutcomeBus
-from .service import DeliveryService, Lifecycle
+from .service import DeliveryService, HealthService, add_reflection
 from .telemetry import (
     LOGGER_NAME,
     Metrics,
@@ -44,6 +45,8 @@ from .upstream import Credential, UpstreamClient
 SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name
 #: Largest gRPC message accepted: room for a full batch, far below a memory risk.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: How long a caller shed as OVERLOADED is asked to wait (RetryInfo) before trying again.
+OVERLOAD_RETRY_DELAY = timedelta(seconds=1)
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -55,30 +58,32 @@ class Sidecar:
     grpc_address: str
     ops_url: str
     settings: Settings
-    lifecycle: Lifecycle
+    admission: Admission
     health: health.aio.HealthServicer
     metrics: Metrics
     bus: OutcomeBus
-    _server: grpc.aio.Server
+    server: grpc.aio.Server
     _stopped: bool = False
 
     async def drain(self) -> None:
-        """Stop taking work, let in-flight deliveries finish within the grace, stop serving."""
+        """Stop taking work, let in-flight calls finish within the grace, stop serving."""
         if self._stopped:
             return
         self._stopped = True
-        grace = self.settings.shutdown_grace.total_seconds()
-        self.lifecycle.draining = True
+        self.admission.draining = True
         await self.health.enter_graceful_shutdown()
-        log.info("draining", extra={"fields": {"in_flight": self.lifecycle.in_flight}})
-        finished = await self.lifecycle.wait_idle(grace)
+        log.info("draining", extra={"fields": {"in_flight": self.admission.in_flight}})
+        # Watch streams never end by themselves; graceful stop would wait the grace for them.
         self.bus.close_all()
-        if not finished:
+        grace = self.settings.shutdown_grace.total_seconds()
+        # Only watches the same grace, started first so that it looks before grpc cuts calls.
+        busy = asyncio.ensure_future(self.admission.busy_after(grace))
+        await asyncio.sleep(0)
+        await self.server.stop(grace)
+        if cut := await busy:
             log.warning(
-                "grace period over with calls in flight",
-                extra={"fields": {"in_flight": self.lifecycle.in_flight}},
+                "grace period over with calls in flight", extra={"fields": {"in_flight": cut}}
             )
-        await self._server.stop(grace=1.0)
 
 
 @contextlib.asynccontextmanager
@@ -126,30 +131,41 @@ async def running_sidecar(
             max_event_bytes=settings.max_event_bytes,
         )
         metrics.in_flight.set_function(lambda: deliverer.in_flight)
-        lifecycle = Lifecycle()
-
+        admission = Admission(settings.max_inflight_calls, OVERLOAD_RETRY_DELAY)
+        # grpc core keeps calls that Python has not picked up yet in a backlog and, past 1000
+        # of them, cancels new ones at random, unlogged (callers see CANCELLED). A backlog
+        # well above the admission limit lets every call reach the interceptor, which
+        # answers what it cannot take with OVERLOADED instead.
+        backlog = max(10_000, 10 * settings.max_inflight_calls)
         server = grpc.aio.server(
+            interceptors=[
+                EdgeInterceptor(
+                    SERVICE_NAME,
+                    admission,
+                    metrics,
+                    tracer,
+                    unbounded=frozenset({"WatchDeliveries"}),
+                )
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
-            ]
+                ("grpc.server.max_pending_requests", backlog),
+                ("grpc.server.max_pending_requests_hard_limit", backlog),
+            ],
         )
         delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
             DeliveryService(
                 deliverer,
                 bus,
-                lifecycle,
                 batch_limit=settings.batch_limit,
                 default_deadline=settings.default_deadline,
-                tracer=tracer,
             ),
             server,
         )
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        add_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         port = server.add_insecure_port(settings.grpc_address)
         if port == 0:
             raise OSError(f"cannot listen on SIDECAR_GRPC_ADDRESS {settings.grpc_address}")
@@ -157,17 +173,17 @@ async def running_sidecar(
         await server.start()
         stack.push_async_callback(server.stop, 0)
 
+        ops_url = await _start_ops(stack, settings.ops_address, admission, metrics)
         sidecar = Sidecar(
             grpc_address=_join(host, port),
-            ops_url="",
+            ops_url=ops_url,
             settings=settings,
-            lifecycle=lifecycle,
+            admission=admission,
             health=health_servicer,
             metrics=metrics,
             bus=bus,
-            _server=server,
+            server=server,
         )
-        sidecar.ops_url = await _start_ops(stack, sidecar)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -178,19 +194,21 @@ async def running_sidecar(
         yield sidecar
 
 
-async def _start_ops(stack: contextlib.AsyncExitStack, sidecar: Sidecar) -> str:
+async def _start_ops(
+    stack: contextlib.AsyncExitStack, address: str, admission: Admission, registry: Metrics
+) -> str:
     """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        if sidecar.lifecycle.draining:
+        if admission.draining:
             return web.json_response({"status": "draining"}, status=503)
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(sidecar.metrics.registry)
+        body = generate_latest(registry.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
@@ -200,12 +218,9 @@ async def _start_ops(stack: contextlib.AsyncExitStack, sidecar: Sidecar) -> str:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    host, port = split_address(sidecar.settings.ops_address)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    server = site._server  # aiohttp exposes the bound socket only here
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    host, port = split_address(address)
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    bound = runner.addresses[0][1]
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
     return f"http://{_join(shown, bound)}"
 

@@ -47,6 +47,7 @@ ENV_VARS: tuple[str, ...] = (
     "SIDECAR_ATTEMPT_TIMEOUT",
     "SIDECAR_DEFAULT_DEADLINE",
     "SIDECAR_MAX_CONCURRENCY",
+    "SIDECAR_MAX_INFLIGHT_CALLS",
     "SIDECAR_SHUTDOWN_GRACE",
     "SIDECAR_LOG_LEVEL",
     "SIDECAR_WATCH_BUFFER",
@@ -88,6 +89,7 @@ class Settings:
     dedup_max_entries: int = 100_000
     default_deadline: timedelta = timedelta(seconds=30)
     max_concurrency: int = 64
+    max_inflight_calls: int = 1000
     shutdown_grace: timedelta = timedelta(seconds=20)
     log_level: str = "INFO"
     watch_buffer: int = 1000
@@ -145,6 +147,9 @@ class Settings:
                 "SIDECAR_DEFAULT_DEADLINE", timedelta(seconds=30), _parse_positive_duration
             ),
             max_concurrency=reader.get("SIDECAR_MAX_CONCURRENCY", 64, _positive_int(1, 10_000)),
+            max_inflight_calls=reader.get(
+                "SIDECAR_MAX_INFLIGHT_CALLS", 1000, _positive_int(1, 100_000)
+            ),
             shutdown_grace=reader.get(
                 "SIDECAR_SHUTDOWN_GRACE", timedelta(seconds=20), _parse_duration
             ),

@@ -338,6 +338,18 @@ class Metrics:
             "Deliveries answered from the dedup table.",
             registry=self.registry,
         )
+        self.calls_admitted = Counter(
+            "bluecore_sidecar_calls_admitted",
+            "Delivery RPCs let in by admission control, by method.",
+            ["method"],
+            registry=self.registry,
+        )
+        self.calls_refused = Counter(
+            "bluecore_sidecar_calls_refused",
+            "RPCs answered with an error status (shed as OVERLOADED, malformed, draining, ...).",
+            ["method", "code", "reason"],
+            registry=self.registry,
+        )
 
     def on_attempt(self, status: int | None, error: str | None, retry: bool) -> None:
         """Count one HTTP attempt (upstream.SendObserver)."""

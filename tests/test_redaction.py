@@ -7,8 +7,11 @@ import json
 import re
 
 from bluecore_sidecar.redaction import EXCERPT_LIMIT, SCAN_LIMIT, Redactor, excerpt, scrub
+from datafly.bluecore.v1 import delivery_pb2
 from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.conftest import EMAIL, NAMESPACE, make_event
 
 TOKEN = "ns-9f8e7d6c5b4a"
 TAG = re.compile(r"<email:[0-9a-f]{12}>")
@@ -172,3 +175,26 @@ def test_any_text_gives_a_bounded_answer_without_plain_addresses(pieces):
     out = Redactor(limit=100).scrub("".join(pieces))
     assert len(out) <= 100 + MARKER_ROOM
     assert not PLAIN_ADDRESS.search(out), out
+
+
+async def test_token_and_email_in_a_message_id_stay_out_of_logs_and_spans(
+    captured_logs, stub, sandbox, span_exporter
+):
+    """Over real gRPC: the log line and the span show the same tag, never the token or email."""
+    message_id = f"m:{NAMESPACE}:{EMAIL}"
+    reply = await stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId=message_id)), timeout=10
+    )
+    assert reply.result.status == delivery_pb2.DELIVERY_STATUS_DELIVERED
+    assert reply.result.message_id == message_id  # the caller gets its own id back
+
+    [line] = [json.loads(x) for x in captured_logs.getvalue().splitlines() if "outcome" in x]
+    [span] = [s for s in span_exporter.get_finished_spans() if s.name == "bluecore.deliver"]
+    logged, traced = line["message_id"], span.attributes["datafly.message_id"]
+    for shown in (logged, traced):
+        assert NAMESPACE not in shown
+        assert EMAIL not in shown
+        assert "@" not in shown
+    assert logged == traced
+    assert logged.startswith("m:***:")
+    assert TAG.fullmatch(logged.removeprefix("m:***:"))

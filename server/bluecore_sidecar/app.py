@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import Settings, split_address
 from .delivery import DedupTable, Deliverer, OutcomeBus
+from .redaction import Redactor
 from .service import DeliveryService, Lifecycle
 from .telemetry import (
     LOGGER_NAME,
@@ -113,15 +114,18 @@ async def running_sidecar(
             observer=metrics,
         )
         bus = OutcomeBus(settings.watch_buffer)
+        # One redactor for logs and spans: the token's exact value, and one tag per email.
+        redactor = Redactor(secrets=(settings.namespace,))
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
             dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
             bus=bus,
-            observer=OutcomeRecorder(metrics, log),
+            observer=OutcomeRecorder(metrics, log, redactor),
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
+            redactor=redactor,
         )
         metrics.in_flight.set_function(lambda: deliverer.in_flight)
         lifecycle = Lifecycle()

@@ -23,7 +23,7 @@ from opentelemetry import trace
 from .decision import Send, Skip, decide
 from .gates import GatePolicy
 from .mapping import MappingRules
-from .redaction import scrub
+from .redaction import Redactor
 from .upstream import DEADLINE_MARGIN, SendOutcome, UpstreamClient, Verdict
 
 Status = delivery_pb2.DeliveryStatus
@@ -200,8 +200,10 @@ class Deliverer:
         max_event_bytes: int = 65536,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
+        redactor: Redactor | None = None,
     ) -> None:
         self._rules = rules
+        self._redactor = redactor or Redactor()
         self._gates = gates
         self._client = client
         self._dedup = dedup
@@ -244,7 +246,7 @@ class Deliverer:
                 if ctx.is_valid and not result.trace_id:
                     result.trace_id = format(ctx.trace_id, "032x")
                 if span.is_recording():
-                    span.set_attributes(_span_attributes(result, dedup_hit))
+                    span.set_attributes(_span_attributes(result, dedup_hit, self._redactor))
                     if result.status in _FAILED:
                         span.set_status(trace.StatusCode.ERROR, result.reason)
         finally:
@@ -422,10 +424,12 @@ class Deliverer:
 DELIVERY_SPAN = "bluecore.deliver"
 
 
-def _span_attributes(result: DeliveryResult, dedup_hit: bool) -> dict[str, str | int | bool]:
+def _span_attributes(
+    result: DeliveryResult, dedup_hit: bool, redactor: Redactor
+) -> dict[str, str | int | bool]:
     attributes: dict[str, str | int | bool] = {
-        "datafly.message_id": scrub(result.message_id),
-        "datafly.event": scrub(result.datafly_event),
+        "datafly.message_id": redactor.scrub(result.message_id),
+        "datafly.event": redactor.scrub(result.datafly_event),
         "bluecore.event": result.bluecore_event,
         "delivery.status": Status.Name(result.status).removeprefix("DELIVERY_STATUS_"),
         "delivery.attempts": result.attempts,

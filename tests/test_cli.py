@@ -220,6 +220,21 @@ async def test_send_batch_of_deliverable_events_exits_0(sidecar, sandbox, tmp_pa
     assert len(sandbox.received) == 2
 
 
+async def test_the_readme_batch_file_delivers_every_event(sidecar, sandbox):
+    """examples/events.jsonl (named by the README) holds example events that all go out."""
+    batch = EXAMPLES.parent / "events.jsonl"
+    code, out, err = await run_cli("send", "--batch", str(batch), "--target", sidecar.grpc_address)
+    assert code == 0, err
+    results = [json.loads(line) for line in out.splitlines()]
+    assert len(results) >= 5
+    assert {r["status"] for r in results} == {"DELIVERY_STATUS_DELIVERED"}
+    assert len(sandbox.received) == len(results)
+    # Each line is one of the single-event examples, so the two never drift apart.
+    singles = [json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES.glob("*.json")]
+    for line in batch.read_text(encoding="utf-8").splitlines():
+        assert json.loads(line) in singles
+
+
 async def test_send_with_a_bad_line_in_the_batch_exits_2_sending_nothing(
     sidecar, sandbox, tmp_path
 ):

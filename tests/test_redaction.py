@@ -48,6 +48,15 @@ def test_secrets_can_be_replaced_at_runtime_and_per_call():
     assert redactor.scrub(TOKEN) == TOKEN  # an empty secret replaces nothing
 
 
+def test_a_token_cut_off_at_the_end_of_a_shortened_id_is_scrubbed():
+    """delivery echoes at most 256 characters of an id: a token across that cut leaves no start."""
+    redactor = Redactor([TOKEN])
+    assert redactor.scrub("x" * 10 + TOKEN[:9]) == "x" * 10 + "***"
+    assert redactor.scrub("x" * 10 + TOKEN[:-1]) == "x" * 10 + "***"
+    assert redactor.scrub("id-" + TOKEN[:7]) == "id-" + TOKEN[:7]  # too short to tell apart
+    assert redactor.scrub(TOKEN[:9] + "-x") == TOKEN[:9] + "-x"  # only at the very end
+
+
 def test_a_secret_inside_a_longer_one_does_not_leave_half_of_the_longer():
     assert Redactor(["abc", "xabcx"]).scrub("1xabcx2 abc") == "1***2 ***"
 
@@ -198,3 +207,19 @@ async def test_token_and_email_in_a_message_id_stay_out_of_logs_and_spans(
     assert logged == traced
     assert logged.startswith("m:***:")
     assert TAG.fullmatch(logged.removeprefix("m:***:"))
+
+
+async def test_token_cut_off_by_the_id_limit_stays_out_of_logs_and_spans(
+    captured_logs, stub, sandbox, span_exporter
+):
+    """An over-long id is echoed cut to 256 characters; the token's start is not shown."""
+    message_id = "x" * 240 + NAMESPACE  # the cut at 256 falls inside the token
+    reply = await stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId=message_id)), timeout=10
+    )
+    assert reply.result.reason == "MESSAGE_ID_TOO_LONG"
+
+    [line] = [json.loads(x) for x in captured_logs.getvalue().splitlines() if "outcome" in x]
+    [span] = [s for s in span_exporter.get_finished_spans() if s.name == "bluecore.deliver"]
+    for shown in (line["message_id"], span.attributes["datafly.message_id"]):
+        assert shown == "x" * 240 + "***"

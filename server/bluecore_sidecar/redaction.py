@@ -33,6 +33,9 @@ _PAD = 512
 #: share a tag only after millions of distinct addresses.
 _TAG_HEX = 12
 _TAG_LEN = len("<email:>") + _TAG_HEX
+#: A text that ends in at least this many leading characters of a secret (or all but its
+#: last) had the secret cut off by whoever shortened it: that tail goes too.
+_SECRET_TAIL = 8
 #: Drawn once per process; see the module docstring for why it is not configurable.
 _PROCESS_KEY = os.urandom(32)
 
@@ -87,6 +90,8 @@ class Redactor:
         else:
             longest = len(every[0]) if every else 0
             window, keep = text[: limit + max(_PAD, longest)], limit
+        if size <= limit:
+            window, keep = _hide_secret_tail(window, every), len(window)
         window, keep = _hide_secrets(window, every, keep)
         out = self._hide_emails(window, keep)
         if size > limit or len(out) > limit:
@@ -179,6 +184,22 @@ def _hide_secrets(text: str, secrets: tuple[str, ...], keep: int) -> tuple[str, 
     if new_keep < 0:
         new_keep = length + keep - done
     return "".join(pieces), new_keep
+
+
+def _hide_secret_tail(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` without a trailing start of a secret (a message id cut to its limit)."""
+    for secret in secrets:
+        shortest = min(_SECRET_TAIL, len(secret) - 1)
+        if shortest < 1:
+            continue
+        # Candidates are the places in the last len(secret) - 1 characters where the
+        # secret's first characters start; at most len(secret) of them, each checked once.
+        at = text.find(secret[:shortest], max(0, len(text) - len(secret) + 1))
+        while at != -1:
+            if secret.startswith(text[at:]):
+                return text[:at] + "***"
+            at = text.find(secret[:shortest], at + 1)
+    return text
 
 
 def _email_spans(text: str) -> list[tuple[int, int]]:

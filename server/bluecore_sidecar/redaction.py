@@ -36,7 +36,8 @@ _TAG_LEN = len("<email:>") + _TAG_HEX
 #: A text that ends in at least this many leading characters of a secret (or all but its
 #: last) had the secret cut off by whoever shortened it: that tail goes too.
 _SECRET_TAIL = 8
-#: Drawn once per process; see the module docstring for why it is not configurable.
+#: Drawn once per process and never configured or written anywhere: a key that outlived the
+#: process would let tags from different processes, or from before a restart, be matched.
 _PROCESS_KEY = os.urandom(32)
 
 # The run of characters that can belong to an unquoted local part or a domain. One

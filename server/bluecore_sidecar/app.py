@@ -31,6 +31,7 @@ from .dedup import DedupTable
 from .delivery import Deliverer
 from .interceptor import Admission, EdgeInterceptor
 from .outcomes import OutcomeBus
+from .redaction import Redactor
 from .service import DeliveryService, HealthService, add_reflection
 from .telemetry import (
     LOGGER_NAME,
@@ -120,15 +121,18 @@ async def running_sidecar(
             observer=metrics,
         )
         bus = OutcomeBus(settings.watch_buffer)
+        # One redactor for logs and spans: the token's exact value, and one tag per email.
+        redactor = Redactor(secrets=(settings.namespace,))
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
             dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
             bus=bus,
-            observer=OutcomeRecorder(metrics, log),
+            observer=OutcomeRecorder(metrics, log, redactor),
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
+            redactor=redactor,
         )
         metrics.in_flight.set_function(lambda: deliverer.in_flight)
         admission = Admission(settings.max_inflight_calls, OVERLOAD_RETRY_DELAY)

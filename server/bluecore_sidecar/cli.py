@@ -171,16 +171,27 @@ async def _send_all(target: str, events: list[delivery_pb2.DataflyEvent], timeou
     failures = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
-        if len(events) == 1:
-            response = await stub.Deliver(
-                delivery_pb2.DeliverRequest(event=events[0]), timeout=timeout
-            )
-            results = [response.result]
-        else:
-            batch = await stub.DeliverBatch(
-                delivery_pb2.DeliverBatchRequest(events=events), timeout=timeout
-            )
-            results = list(batch.results)
+        try:
+            if len(events) == 1:
+                response = await stub.Deliver(
+                    delivery_pb2.DeliverRequest(event=events[0]), timeout=timeout
+                )
+                results = [response.result]
+            else:
+                batch = await stub.DeliverBatch(
+                    delivery_pb2.DeliverBatchRequest(events=events), timeout=timeout
+                )
+                results = list(batch.results)
+        except grpc.aio.AioRpcError as exc:
+            # gRPC reports a refused connection as UNAVAILABLE, which read as if the sidecar
+            # had answered. A channel that never connected means nobody answered at all.
+            never_connected = channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+            if exc.code() is grpc.StatusCode.UNAVAILABLE and never_connected:
+                raise UsageError(
+                    f"nothing is listening on {target} (start the sidecar with "
+                    "`bluecore-sidecar serve`, or pass --target HOST:PORT)"
+                ) from None
+            raise
     for result in results:
         print(json.dumps(_result_dict(result)), flush=True)
         failures += result.status not in SUCCESS

@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import __version__
 from .errors import ConfigError
-from .redaction import scrub
+from .redaction import Redactor
 
 LOGGER_NAME = "bluecore_sidecar"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -365,9 +365,12 @@ class OutcomeRecorder:
     text: they come from the caller or from Bluecore, and a log line is kept for a long time.
     """
 
-    def __init__(self, metrics: Metrics, logger: logging.Logger) -> None:
+    def __init__(
+        self, metrics: Metrics, logger: logging.Logger, redactor: Redactor | None = None
+    ) -> None:
         self._metrics = metrics
         self._logger = logger
+        self._redactor = redactor or Redactor()
 
     def on_outcome(self, result: delivery_pb2.DeliveryResult, dedup_hit: bool) -> None:
         """Record ``result``."""
@@ -385,12 +388,12 @@ class OutcomeRecorder:
             "delivery outcome",
             extra={
                 "fields": {
-                    "message_id": scrub(result.message_id),
-                    "datafly_event": scrub(result.datafly_event),
+                    "message_id": self._redactor.scrub(result.message_id),
+                    "datafly_event": self._redactor.scrub(result.datafly_event),
                     "bluecore_event": result.bluecore_event,
                     "status": status,
                     "reason": result.reason,
-                    "detail": scrub(result.detail),
+                    "detail": self._redactor.scrub(result.detail),
                     "http_status": result.http_status,
                     "attempts": result.attempts,
                     "latency_ms": round(latency * 1000, 2),

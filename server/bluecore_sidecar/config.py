@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .gates import GatePolicy
-from .mapping import MappingRules, normalise_event_name
+from .mapping import MAX_ATTRIBUTE_KEY, MappingRules, normalise_event_name
 from .retry import RetryPolicy
 
 DEFAULT_API_URL = "https://api.bluecore.app/api/track/mobile/v1"
@@ -319,6 +319,8 @@ def _parse_attribute_names(text: str) -> tuple[str, ...]:
                 f"{name!r} is not a lowercase snake_case name (Bluecore creates attributes "
                 "permanently, so only such names are allowed)"
             )
+        if len(name) > MAX_ATTRIBUTE_KEY:
+            raise ValueError(f"{name[:32]!r}... is longer than {MAX_ATTRIBUTE_KEY} characters")
     return names
 
 

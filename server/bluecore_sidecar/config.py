@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from .credential import token_problem
 from .errors import ConfigError
 from .gates import GatePolicy
 from .mapping import MAX_ATTRIBUTE_KEY, MappingRules, normalise_event_name
@@ -45,6 +46,8 @@ ENV_VARS: tuple[str, ...] = (
     "SIDECAR_RETRY_BASE",
     "SIDECAR_RETRY_CAP",
     "SIDECAR_ATTEMPT_TIMEOUT",
+    "SIDECAR_MAX_PAUSE",
+    "SIDECAR_TOKEN_CHECK_INTERVAL",
     "SIDECAR_DEFAULT_DEADLINE",
     "SIDECAR_MAX_CONCURRENCY",
     "SIDECAR_MAX_INFLIGHT_CALLS",
@@ -77,6 +80,9 @@ class Settings:
     """Everything the sidecar is configured with. Build it with :meth:`from_env`."""
 
     namespace: str = dataclasses.field(repr=False)
+    namespace_file: Path | None = None
+    """Where the token was read from, followed for rotation; ``None``: a fixed token."""
+    token_check_interval: timedelta = timedelta(seconds=5)
     api_url: str = DEFAULT_API_URL
     grpc_address: str = "127.0.0.1:50051"
     ops_address: str = "0.0.0.0:9464"  # kubelet probes reach the pod IP, not loopback
@@ -124,11 +130,17 @@ class Settings:
             base=reader.get("SIDECAR_RETRY_BASE", 0.2, _seconds),
             cap=reader.get("SIDECAR_RETRY_CAP", 10.0, _seconds),
             attempt_timeout=reader.get("SIDECAR_ATTEMPT_TIMEOUT", 5.0, _seconds),
+            max_pause=reader.get("SIDECAR_MAX_PAUSE", 60.0, _seconds),
         )
         if retry.cap < retry.base:
             raise ConfigError("SIDECAR_RETRY_CAP", "must not be smaller than SIDECAR_RETRY_BASE")
+        namespace_file = reader.raw("BLUECORE_NAMESPACE_FILE")
         return cls(
             namespace=namespace,
+            namespace_file=Path(namespace_file.strip()) if namespace_file else None,
+            token_check_interval=reader.get(
+                "SIDECAR_TOKEN_CHECK_INTERVAL", timedelta(seconds=5), _parse_positive_duration
+            ),
             api_url=reader.get("BLUECORE_API_URL", DEFAULT_API_URL, _parse_url),
             grpc_address=reader.get("SIDECAR_GRPC_ADDRESS", "127.0.0.1:50051", _parse_address),
             ops_address=reader.get("SIDECAR_OPS_ADDRESS", "0.0.0.0:9464", _parse_address),
@@ -194,8 +206,6 @@ def _read_namespace(reader: _Reader, required: bool = True) -> str:
             raise ConfigError(
                 "BLUECORE_NAMESPACE_FILE", f"cannot read the file: {exc.strerror}"
             ) from None
-        if not value:
-            raise ConfigError("BLUECORE_NAMESPACE_FILE", "the file is empty")
         name = "BLUECORE_NAMESPACE_FILE"
     elif inline is not None:
         value = inline.strip()
@@ -207,8 +217,9 @@ def _read_namespace(reader: _Reader, required: bool = True) -> str:
             "BLUECORE_NAMESPACE", "is required (or BLUECORE_NAMESPACE_FILE naming a file with it)"
         )
     # The value is a secret: describe what is wrong with it, never echo it.
-    if any(ch.isspace() for ch in value) or len(value) > 256:
-        raise ConfigError(name, "must be a single token without spaces, at most 256 characters")
+    problem = token_problem(value)
+    if problem is not None:
+        raise ConfigError(name, problem)
     return value
 
 

@@ -741,9 +741,12 @@ async def case_2(h: Harness) -> list[Row]:
         key = f"2-{len(rows)}"
         async with h.sidecar(f"2-{len(rows)}", env) as sc, Poller(sc, h) as poll:
             await h.sandbox.fault(kind="fail", status=429, retry_after=value)
-            first = await deliver(sc.stub, page_event(key), 5)
-            before = (await h.sandbox.counts())["total"]
+            first_call = asyncio.create_task(deliver(sc.stub, page_event(key), 5))
+            # Looked at while the first call waits the pause out: afterwards it is over.
+            await asyncio.sleep(0.5)
             shown = await pause_shown(sc)
+            first = await first_call
+            before = (await h.sandbox.counts())["total"]
             later: list[Call] = []
             started = time.monotonic()
             while time.monotonic() - started < window:

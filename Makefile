@@ -34,7 +34,7 @@ $(BUF): tools/package.json tools/package-lock.json
 	@touch $@
 
 demo: venv ## run the sidecar against the built-in Bluecore sandbox with the sample events
-	@$(PY) -m bluecore_sidecar.demo
+	@$(PY) -m bluecore_devtools.demo
 
 run: venv ## run the sidecar in the foreground (needs BLUECORE_NAMESPACE)
 	@$(VENV)/bin/bluecore-sidecar serve

@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
+from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.config import Settings
-from bluecore_sidecar.sandbox import BluecoreSandbox, run_sandbox
 from bluecore_sidecar.telemetry import configure_logging
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format

@@ -16,29 +16,23 @@ import types
 import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 import yarl
 from datafly.bluecore.v1 import delivery_pb2
 from opentelemetry import trace
-from opentelemetry.instrumentation._semconv import _StabilityMode
-from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
-from opentelemetry.sdk.version import __version__ as sdk_version
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import __version__
 from .errors import ConfigError
 from .redaction import scrub
+
+if TYPE_CHECKING:
+    # The SDK, its exporters, the aiohttp instrumentation and prometheus_client load only when
+    # `serve` builds them: the client verbs (send, preview, watch) import this module too.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider, sampling
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 LOGGER_NAME = "bluecore_sidecar"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -108,6 +102,13 @@ def configure_tracing(
     """
     if _flag(env, "OTEL_SDK_DISABLED"):
         return None
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
     processors: list[SpanProcessor] = []
     if exporter is not None:
         processors.append(SimpleSpanProcessor(exporter))
@@ -213,6 +214,9 @@ def _parse_pairs(text: str, name: str) -> dict[str, str]:
 
 
 def _resource(env: Mapping[str, str]) -> Resource:
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.version import __version__ as sdk_version  # noqa: PLC0415
+
     attributes: dict[str, str] = {
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
@@ -228,6 +232,8 @@ def _resource(env: Mapping[str, str]) -> Resource:
 
 
 def _sampler(env: Mapping[str, str]) -> sampling.Sampler:
+    from opentelemetry.sdk.trace import sampling  # noqa: PLC0415
+
     name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
     if name not in _SAMPLERS:
         raise ConfigError("OTEL_TRACES_SAMPLER", f"{name!r} must be one of {', '.join(_SAMPLERS)}")
@@ -260,6 +266,10 @@ def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceCon
     """
     if provider is None:
         return []
+    from opentelemetry.instrumentation._semconv import _StabilityMode  # noqa: PLC0415
+    from opentelemetry.instrumentation.aiohttp_client import create_trace_config  # noqa: PLC0415
+    from opentelemetry.metrics import NoOpMeterProvider  # noqa: PLC0415
+
     instrumented = create_trace_config(
         url_filter=_url_without_secrets,
         tracer_provider=provider,
@@ -303,6 +313,13 @@ class Metrics:
     """
 
     def __init__(self) -> None:
+        from prometheus_client import (  # noqa: PLC0415
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+        )
+
         self.registry = CollectorRegistry()
         self.deliveries = Counter(
             "bluecore_sidecar_deliveries",

@@ -33,6 +33,24 @@ EMAIL = "jane@example.com"
 SEED_BODY_FILE = Path(__file__).resolve().parents[1] / "examples/bluecore/order_completed.body.json"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--replay",
+        action="store_true",
+        help="also run the Dockerfile replay (builds a venv from PyPI; `make image-replay`)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the replay tests out unless asked for: deselected, so nothing reads as skipped."""
+    if config.getoption("--replay"):
+        return
+    kept = [item for item in items if item.get_closest_marker("replay") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 def seed_purchase_body(token: str) -> dict[str, Any]:
     """The seed's Bluecore body for "Order Completed" (examples/bluecore/), with ``token``."""
     body: dict[str, Any] = json.loads(SEED_BODY_FILE.read_text(encoding="utf-8"))

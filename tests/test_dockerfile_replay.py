@@ -457,6 +457,7 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@pytest.mark.replay
 def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
     """The runtime venv has the lock's pins plus the project, and no installer or build tool."""
     python = image.app_venv / "bin" / "python"
@@ -512,6 +513,7 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
+@pytest.mark.replay
 def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(image: Image, tmp_path: Path) -> None:
     """Started like the container (PID 1, the image's user, its environment plus the pod's
     settings), the sidecar passes the probes and gRPC health, then drains on SIGTERM."""

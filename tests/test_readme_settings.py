@@ -1,0 +1,56 @@
+"""The README's settings table and the code's (config.SETTINGS) say the same thing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from bluecore_sidecar.config import REQUIRED, SETTINGS, Var
+from bluecore_sidecar.gates import GatePolicy
+from bluecore_sidecar.mapping import MappingRules
+from bluecore_sidecar.upstream import RetryPolicy
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_rows(text: str) -> list[tuple[tuple[str, ...], str]]:
+    """(variables, default cell) of each row of the table under '## Configuration'."""
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("| `") or len(cells) < 3:
+            continue
+        names = tuple(re.findall(r"`([A-Z0-9_*]+)`", cells[0]))
+        if names == ("OTEL_*",):  # left to the OpenTelemetry SDK, not ours
+            continue
+        rows.append((names, cells[1]))
+    return rows
+
+
+def code_row(var: Var) -> tuple[tuple[str, ...], str]:
+    names = (var.name, f"{var.name}_FILE") if var.file else (var.name,)
+    return names, "(required)" if var.default is REQUIRED else f"`{var.default}`"
+
+
+def test_readme_lists_every_setting_with_its_default_in_table_order():
+    assert readme_rows(README.read_text(encoding="utf-8")) == [code_row(v) for v in SETTINGS]
+
+
+def test_the_comparison_notices_a_wrong_default():
+    """A README that drifted (here: an old default) no longer matches."""
+    drifted = README.read_text(encoding="utf-8").replace("| `65536` |", "| `32768` |")
+    assert readme_rows(drifted) != [code_row(v) for v in SETTINGS]
+
+
+@pytest.mark.parametrize(
+    ("group", "policy"),
+    [("gates", GatePolicy()), ("retry", RetryPolicy()), ("rules", MappingRules(namespace=""))],
+)
+def test_policy_defaults_agree_with_the_table(group, policy):
+    """The policy objects keep defaults for direct use; they must not drift from the table."""
+    for var in SETTINGS:
+        prefix, _, attribute = var.field.partition(".")
+        if prefix == group:
+            assert getattr(policy, attribute) == var.parse(var.default), var.name

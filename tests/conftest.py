@@ -11,7 +11,8 @@ import dataclasses
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
+
+
+@pytest.fixture
+def process_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Mapping[str, str]]:
+    """Set variables in the process environment for one test; returns that environment.
+
+    The OpenTelemetry SDK reads its ``OTEL_*`` variables from ``os.environ`` itself, so tests
+    of those settings put them there, and pass the same mapping to the sidecar.
+    """
+
+    def put(**values: str) -> Mapping[str, str]:
+        for name in [n for n in os.environ if n.startswith("OTEL_")]:
+            monkeypatch.delenv(name)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        return os.environ
+
+    return put
 
 
 def seed_purchase_body(token: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 import pytest
 from bluecore_sidecar.app import SERVICE_NAME
-from bluecore_sidecar.config import Settings, split_address
+from bluecore_sidecar.config import SETTINGS, split_address
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -412,7 +412,7 @@ def test_image_declares_the_default_ports_and_the_project_version(
     """EXPOSE matches config.py's default addresses; the version label matches pyproject."""
     runtime = dockerfile[1][-1]
     exposed = {p.split("/")[0] for i in runtime.all("EXPOSE") for p in i.args.split()}
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    defaults = {var.field: var.default for var in SETTINGS}
     ports = {str(split_address(str(defaults[k]))[1]) for k in ("grpc_address", "ops_address")}
     assert exposed == ports
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]

@@ -91,7 +91,7 @@ check: toolchains $(PY_CHECKS) $(RUNNABLE_CHECKS) ## Python checks; contract, st
 toolchains: # one line naming what `check` skips; in CI a missing toolchain fails the run
 ifneq ($(strip $(SKIPPED_CHECKS)),)
 ifneq ($(filter true TRUE 1,$(CI)),)
-	@echo "toolchains: CI=true and a toolchain is missing, so these checks cannot run: $(SKIPPED_CHECKS)" >&2
+	@echo "toolchains: CI=$(CI) and a toolchain is missing, so these checks cannot run: $(SKIPPED_CHECKS)" >&2
 	@exit 1
 else
 	@echo "==> skipped (toolchain not on PATH): $(SKIPPED_CHECKS)"

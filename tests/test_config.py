@@ -37,12 +37,15 @@ def test_defaults_match_the_documented_table():
     assert s.retry.base == pytest.approx(0.2)
     assert s.retry.cap == pytest.approx(10.0)
     assert s.retry.attempt_timeout == pytest.approx(5.0)
-    assert s.retry.max_pause == pytest.approx(60.0)
     assert (s.namespace_file, s.token_check_interval) == (None, timedelta(seconds=5))
     assert s.default_deadline == timedelta(seconds=30)
     assert s.max_concurrency == 64
     assert s.shutdown_grace == timedelta(seconds=20)
     assert s.log_level == "INFO"
+    assert s.watch_buffer == 1000
+    assert s.retry.max_pause == pytest.approx(60.0)
+    assert s.max_inflight_calls == 1000
+    assert s.max_watchers == 100
 
 
 def test_every_variable_is_read():
@@ -65,13 +68,15 @@ def test_every_variable_is_read():
         SIDECAR_RETRY_BASE="100ms",
         SIDECAR_RETRY_CAP="2s",
         SIDECAR_ATTEMPT_TIMEOUT="1s",
-        SIDECAR_MAX_PAUSE="3s",
         SIDECAR_TOKEN_CHECK_INTERVAL="250ms",
         SIDECAR_DEFAULT_DEADLINE="15s",
         SIDECAR_MAX_CONCURRENCY="8",
         SIDECAR_SHUTDOWN_GRACE="7s",
         SIDECAR_LOG_LEVEL="debug",
         SIDECAR_WATCH_BUFFER="20",
+        SIDECAR_MAX_PAUSE="5s",
+        SIDECAR_MAX_INFLIGHT_CALLS="50",
+        SIDECAR_MAX_WATCHERS="3",
     )
     assert s.api_url == "http://127.0.0.1:8089/api/track/mobile/v1"
     assert (s.grpc_address, s.ops_address) == ("0.0.0.0:6000", "127.0.0.1:6001")
@@ -85,13 +90,15 @@ def test_every_variable_is_read():
     assert (s.dedup_window, s.dedup_max_entries) == (timedelta(minutes=10), 50)
     assert (s.retry.max_attempts, s.retry.base, s.retry.cap) == (3, 0.1, 2.0)
     assert s.retry.attempt_timeout == 1.0
-    assert s.retry.max_pause == 3.0
     assert s.token_check_interval == timedelta(milliseconds=250)
     assert s.default_deadline == timedelta(seconds=15)
     assert s.max_concurrency == 8
     assert s.shutdown_grace == timedelta(seconds=7)
     assert s.log_level == "DEBUG"
     assert s.watch_buffer == 20
+    assert s.retry.max_pause == pytest.approx(5.0)
+    assert s.max_inflight_calls == 50
+    assert s.max_watchers == 3
 
 
 def test_env_vars_lists_every_variable_read():
@@ -101,6 +108,8 @@ def test_env_vars_lists_every_variable_read():
 
 
 MALFORMED = [
+    ("SIDECAR_MAX_PAUSE", "0s"),
+    ("SIDECAR_MAX_WATCHERS", "0"),
     ("BLUECORE_API_URL", "ftp://example.com/x"),
     ("BLUECORE_API_URL", "not a url"),
     ("BLUECORE_API_URL", "https://user:pw@api.bluecore.app/x"),

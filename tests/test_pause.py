@@ -10,8 +10,8 @@ import re
 import aiohttp
 import grpc
 import pytest
+from bluecore_devtools.sandbox import BluecoreSandbox
 from bluecore_sidecar.app import Sidecar
-from bluecore_sidecar.sandbox import BluecoreSandbox
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 
 from .conftest import NAMESPACE, SidecarFactory, make_event, test_settings

@@ -7,7 +7,7 @@ import re
 
 import aiohttp
 import grpc
-from bluecore_sidecar.sandbox import BluecoreSandbox
+from bluecore_devtools.sandbox import BluecoreSandbox
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 
 from .conftest import SidecarFactory, make_event, test_settings

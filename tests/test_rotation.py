@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.config import Settings
-from bluecore_sidecar.sandbox import BluecoreSandbox, run_sandbox
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

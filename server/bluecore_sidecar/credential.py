@@ -31,7 +31,7 @@ def token_problem(value: str) -> str | None:
     The text describes the value without quoting it: it is a secret.
     """
     if not value:
-        return "the file is empty"
+        return "is empty"
     if any(ch.isspace() for ch in value) or len(value) > MAX_TOKEN_LENGTH:
         return f"must be a single token without spaces, at most {MAX_TOKEN_LENGTH} characters"
     return None

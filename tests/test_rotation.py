@@ -139,7 +139,8 @@ async def test_a_revoked_token_is_replaced_from_the_rotated_file_and_the_event_r
     open_sandbox: BluecoreSandbox, tmp_path: Path, layout: Layout, rotate: Rotate
 ) -> None:
     path = layout(tmp_path, OLD)
-    async with sidecar_on(file_settings(open_sandbox.url, path)) as (sidecar, stub):
+    exporter = InMemorySpanExporter()
+    async with sidecar_on(file_settings(open_sandbox.url, path), exporter) as (sidecar, stub):
         before = await deliver(stub, "before")
         rotate(tmp_path, NEW)
         open_sandbox.set_token_status(OLD, 403)
@@ -151,6 +152,13 @@ async def test_a_revoked_token_is_replaced_from_the_rotated_file_and_the_event_r
     assert (later.status, later.attempts) == (S.DELIVERY_STATUS_DELIVERED, 1)
     assert tokens_received(open_sandbox) == [(OLD, 202), (OLD, 403), (NEW, 202), (NEW, 202)]
     assert 'bluecore_sidecar_upstream_auth_failures_total{code="403"} 1.0' in metrics
+    rotated = [
+        event.name
+        for span in exporter.get_finished_spans()
+        for event in span.events
+        if event.name == "credential.rotated"
+    ]
+    assert rotated == ["credential.rotated"]
 
 
 @pytest.mark.parametrize(("layout", "rotate"), LAYOUTS)
@@ -192,14 +200,18 @@ async def test_a_refused_token_that_did_not_change_fails_after_one_try(
     assert OLD not in captured_logs.getvalue()
 
 
-@pytest.mark.parametrize("content", ["", "   \n", "two words\n", "x" * 300])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"   \n", b"two words\n", b"x" * 300, b"y" * 100_000, b"ns-\xff-token\n"],
+    ids=["empty", "blank", "two-words", "too-long", "huge", "not-utf8"],
+)
 async def test_a_bad_rotated_file_keeps_the_last_good_token_and_logs_an_error(
-    open_sandbox: BluecoreSandbox, tmp_path: Path, captured_logs: io.StringIO, content: str
+    open_sandbox: BluecoreSandbox, tmp_path: Path, captured_logs: io.StringIO, content: bytes
 ) -> None:
     path = plain_file(tmp_path, OLD)
     settings = file_settings(open_sandbox.url, path, token_check_interval=timedelta(0))
     async with sidecar_on(settings) as (_, stub):
-        path.write_text(content)
+        path.write_bytes(content)
         first = await deliver(stub, "first")
         second = await deliver(stub, "second")
     assert first.status == second.status == S.DELIVERY_STATUS_DELIVERED
@@ -209,7 +221,7 @@ async def test_a_bad_rotated_file_keeps_the_last_good_token_and_logs_an_error(
     assert logged.count("namespace token file unusable") == 1
     assert OLD not in logged
     if content.strip():
-        assert content.strip() not in logged
+        assert content.strip()[:32].decode("utf-8", "replace") not in logged
 
 
 async def test_a_missing_file_keeps_the_last_good_token(

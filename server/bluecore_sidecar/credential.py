@@ -21,6 +21,8 @@ log = logging.getLogger("bluecore_sidecar")
 
 #: Most characters a namespace token may have (the same rule as at start-up).
 MAX_TOKEN_LENGTH = 256
+#: Most bytes of the token file read (room for a token, surrounding blanks and a newline).
+_MAX_FILE_BYTES = 4096
 #: Earlier tokens kept for scrubbing: a rotated-out token may still echo back in an answer.
 _KEEP_SECRETS = 8
 
@@ -120,8 +122,15 @@ class FileCredential(Credential):
         self._identity = identity
         problem: str | None
         try:
-            value = self._path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
+            # Bounded: a wrong mount could put a huge file here, and this runs on the loop.
+            with self._path.open("rb") as file:
+                raw = file.read(_MAX_FILE_BYTES + 1)
+            if len(raw) > _MAX_FILE_BYTES:
+                raise ValueError(f"the file is longer than {_MAX_FILE_BYTES} bytes")
+            value = raw.decode("utf-8").strip()
+        except ValueError as exc:  # UnicodeDecodeError included
+            problem = str(exc) if not isinstance(exc, UnicodeDecodeError) else "is not UTF-8"
+        except OSError as exc:
             problem = (
                 f"cannot read the file: {getattr(exc, 'strerror', None) or type(exc).__name__}"
             )

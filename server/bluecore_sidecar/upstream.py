@@ -158,6 +158,9 @@ class UpstreamClient:
                 if self._token_refused(last.http_status, token) and budget == policy.max_attempts:
                     # Rotated since this body was serialised: one more try with the new token,
                     # at once (a refused token is no reason to back off).
+                    trace.get_current_span().add_event(
+                        "credential.rotated", {"http.response.status_code": last.http_status}
+                    )
                     token = self._credential.current()
                     payload = wire.serialise(body, token)
                     budget += 1

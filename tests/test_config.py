@@ -113,6 +113,7 @@ MALFORMED = [
     ("SIDECAR_MAX_EVENT_BYTES", "10"),
     ("SIDECAR_BATCH_LIMIT", "0"),
     ("SIDECAR_BATCH_LIMIT", "1.5"),
+    ("SIDECAR_BATCH_LIMIT", "501"),  # its reply might not fit a default client's 4 MiB
     ("SIDECAR_DEDUP_WINDOW", "-1s"),
     ("SIDECAR_DEDUP_MAX_ENTRIES", "0"),
     ("SIDECAR_RETRY_MAX_ATTEMPTS", "five"),

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .gates import GatePolicy
 from .mapping import MappingRules, normalise_event_name
+from .results import MAX_BATCH_EVENTS
 from .retry import RetryPolicy
 
 DEFAULT_API_URL = "https://api.bluecore.app/api/track/mobile/v1"
@@ -138,7 +139,8 @@ class Settings:
             max_event_bytes=reader.get(
                 "SIDECAR_MAX_EVENT_BYTES", 65536, _positive_int(256, 4 << 20)
             ),
-            batch_limit=reader.get("SIDECAR_BATCH_LIMIT", 500, _positive_int(1, 10_000)),
+            # Above MAX_BATCH_EVENTS a reply of bounded results may outgrow a default client.
+            batch_limit=reader.get("SIDECAR_BATCH_LIMIT", 500, _positive_int(1, MAX_BATCH_EVENTS)),
             dedup_window=reader.get("SIDECAR_DEDUP_WINDOW", timedelta(hours=24), _parse_duration),
             dedup_max_entries=reader.get(
                 "SIDECAR_DEDUP_MAX_ENTRIES", 100_000, _positive_int(1, 10_000_000)

@@ -127,7 +127,11 @@ async def running_sidecar(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
-            dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
+            dedup=DedupTable(
+                settings.dedup_window,
+                settings.dedup_max_entries,
+                max_bytes=settings.dedup_max_bytes,
+            ),
             bus=bus,
             observer=OutcomeRecorder(metrics, log, redactor),
             tracer=tracer,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from .dedup import DEFAULT_MAX_BYTES as DEFAULT_DEDUP_MAX_BYTES
 from .errors import ConfigError
 from .gates import GatePolicy
 from .mapping import MappingRules, normalise_event_name
@@ -42,6 +43,7 @@ ENV_VARS: tuple[str, ...] = (
     "SIDECAR_BATCH_LIMIT",
     "SIDECAR_DEDUP_WINDOW",
     "SIDECAR_DEDUP_MAX_ENTRIES",
+    "SIDECAR_DEDUP_MAX_BYTES",
     "SIDECAR_RETRY_MAX_ATTEMPTS",
     "SIDECAR_RETRY_BASE",
     "SIDECAR_RETRY_CAP",
@@ -52,6 +54,7 @@ ENV_VARS: tuple[str, ...] = (
     "SIDECAR_SHUTDOWN_GRACE",
     "SIDECAR_LOG_LEVEL",
     "SIDECAR_WATCH_BUFFER",
+    "SIDECAR_MAX_WATCHERS",
 )
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -88,12 +91,14 @@ class Settings:
     batch_limit: int = 500
     dedup_window: timedelta = timedelta(hours=24)
     dedup_max_entries: int = 100_000
+    dedup_max_bytes: int = DEFAULT_DEDUP_MAX_BYTES
     default_deadline: timedelta = timedelta(seconds=30)
     max_concurrency: int = 64
     max_inflight_calls: int = 1000
     shutdown_grace: timedelta = timedelta(seconds=20)
     log_level: str = "INFO"
     watch_buffer: int = 1000
+    max_watchers: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, namespace_required: bool = True) -> Settings:
@@ -145,6 +150,9 @@ class Settings:
             dedup_max_entries=reader.get(
                 "SIDECAR_DEDUP_MAX_ENTRIES", 100_000, _positive_int(1, 10_000_000)
             ),
+            dedup_max_bytes=reader.get(
+                "SIDECAR_DEDUP_MAX_BYTES", DEFAULT_DEDUP_MAX_BYTES, _parse_size(1 << 20, 1 << 36)
+            ),
             default_deadline=reader.get(
                 "SIDECAR_DEFAULT_DEADLINE", timedelta(seconds=30), _parse_positive_duration
             ),
@@ -157,6 +165,7 @@ class Settings:
             ),
             log_level=reader.get("SIDECAR_LOG_LEVEL", "INFO", _parse_log_level),
             watch_buffer=reader.get("SIDECAR_WATCH_BUFFER", 1000, _positive_int(1, 1_000_000)),
+            max_watchers=reader.get("SIDECAR_MAX_WATCHERS", 100, _positive_int(1, 10_000)),
         )
 
 
@@ -272,6 +281,23 @@ def _parse_positive_duration(text: str) -> timedelta:
 
 def _seconds(text: str) -> float:
     return _parse_positive_duration(text).total_seconds()
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def _parse_size(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        match = _SIZE.match(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a size; use bytes or e.g. 512KiB, 64MiB, 1GiB")
+        value = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        if not low <= value <= high:
+            raise ValueError(f"{value} bytes is outside the allowed range {low}..{high}")
+        return value
+
+    return parse
 
 
 def _positive_int(low: int, high: int) -> Callable[[str], int]:

@@ -120,7 +120,12 @@ async def running_sidecar(
             max_concurrency=settings.max_concurrency,
             observer=metrics,
         )
-        bus = OutcomeBus(settings.watch_buffer)
+        bus = OutcomeBus(
+            settings.watch_buffer,
+            max_watchers=settings.max_watchers,
+            on_drop=metrics.watch_dropped.inc,
+        )
+        metrics.watchers.set_function(lambda: bus.watcher_count)
         # One redactor for logs and spans: the token's exact value, and one tag per email.
         redactor = Redactor(secrets=(settings.namespace,))
         deliverer = Deliverer(

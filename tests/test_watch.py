@@ -116,6 +116,22 @@ async def test_a_filtered_watcher_counts_only_the_lost_outcomes_it_wanted():
     assert watcher.dropped == 3
 
 
+async def test_at_shutdown_a_watcher_sends_only_its_last_outcomes_and_ends():
+    """Ending 100 stalled streams costs at most 100 writes each, and nothing is lost unseen."""
+    bus = OutcomeBus(buffer=500, sends_per_second=1, burst=1)
+    watcher = bus.subscribe()
+    for n in range(300):
+        bus.publish(outcome(n))
+    bus.close_all()
+    bus.publish(outcome(300))  # too late: the bus is closed
+    sent = []
+    async with asyncio.timeout(5):  # unpaced: at one send a second this would take minutes
+        while (result := await watcher.next()) is not None:
+            sent.append(result.message_id)
+    assert sent == [f"m-{n}" for n in range(200, 300)]
+    assert watcher.dropped == 200
+
+
 async def test_watchers_take_turns_at_the_shared_send_rate():
     """Sends are shared first come first served: no watcher can starve the others."""
     bus = OutcomeBus(buffer=100, sends_per_second=2000, burst=1)

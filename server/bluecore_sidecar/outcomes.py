@@ -26,6 +26,9 @@ DeliveryResult = delivery_pb2.DeliveryResult
 WATCH_SENDS_PER_SECOND: Final = 2000.0
 #: Messages the watchers may send at once after a quiet spell, above the steady rate.
 WATCH_SEND_BURST: Final = 200
+#: Outcomes each watcher may still send, unpaced, once the bus is closed (shutdown): a live
+#: viewer sees the last outcomes, and ending all streams costs a bounded number of writes.
+CLOSE_FLUSH: Final = 100
 
 
 class OutcomeObserver(Protocol):
@@ -95,7 +98,8 @@ class OutcomeBus:
             self._wake()
 
     def close_all(self) -> None:
-        """End every watch stream (shutdown) once it has read what was published before."""
+        """End every watch stream (shutdown) once it has sent the last outcomes it wants, at
+        most :data:`CLOSE_FLUSH`; older unread ones count as dropped."""
         self._closed = True
         self._wake()
 
@@ -140,6 +144,7 @@ class Watcher:
         # published before it subscribed, or already counted as lost.
         self._passed = bus._count(bus._published, statuses)
         self._lost = 0
+        self._flushed = 0
 
     @property
     def dropped(self) -> int:
@@ -147,24 +152,52 @@ class Watcher:
         return self._lost + self._behind()
 
     async def next(self) -> DeliveryResult | None:
-        """The next wanted outcome, or ``None`` once the bus is closed and this one has read
-        everything published before that."""
+        """The next wanted outcome, or ``None`` once the bus is closed and this one has sent
+        the last ones it may (:data:`CLOSE_FLUSH`)."""
         bus = self._bus
         while True:
+            if bus._closed:
+                return self._flush()
             self._skip_ahead()
             if self._find() is None:
-                if bus._closed:
-                    return None
                 await bus._wait()
                 continue
             # Its turn among all watchers first; the ring may have moved on meanwhile.
             await bus._pace.turn()
+            if bus._closed:
+                return self._flush()
             self._skip_ahead()
             found = self._find()
             if found is not None:
                 self._cursor, result = found
                 self._passed += 1
                 return result
+
+    def _flush(self) -> DeliveryResult | None:
+        """After the bus closed: the next of the last outcomes it may still send, or None."""
+        self._skip_ahead()
+        bus = self._bus
+        if self._flushed == 0:
+            # Only the newest CLOSE_FLUSH wanted outcomes go out; the others are lost.
+            oldest = bus._seq - len(bus._ring)
+            wanted = [
+                seq
+                for seq in range(self._cursor, bus._seq)
+                if not self._statuses or bus._ring[seq - oldest].status in self._statuses
+            ]
+            lost = max(0, len(wanted) - CLOSE_FLUSH)
+            if lost:
+                self._lost += lost
+                self._passed += lost
+                self._cursor = wanted[lost]
+                bus._dropped(lost)
+        found = self._find()
+        if found is None:
+            return None
+        self._flushed += 1
+        self._cursor, result = found
+        self._passed += 1
+        return result
 
     def close(self) -> None:
         """Stop watching; what it lost without noticing yet is counted now."""

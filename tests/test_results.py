@@ -13,8 +13,8 @@ from bluecore_sidecar.results import (
     MAX_RESULT_BYTES,
     MAX_TEXT_CHARS,
     TEXT_FIELDS,
-    bound,
     clip,
+    new_result,
 )
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 
@@ -28,30 +28,39 @@ BIG_NAME = "n" * 60_000
 
 def worst_result() -> delivery_pb2.DeliveryResult:
     """A result with every field as large as protobuf lets it be, text far over the bound."""
-    result = delivery_pb2.DeliveryResult(
-        status=max(Status.values()),  # type: ignore[arg-type]
+    text = WIDE * 10_000
+    result = new_result(
+        message_id=text,
+        status=max(Status.values()),
+        datafly_event=text,
+        bluecore_event=text,
+        reason=text,
+        detail=text,
         http_status=-1,  # negative int32s take the full ten varint bytes
         attempts=-1,
+        trace_id=text,
     )
-    for name in TEXT_FIELDS:
-        setattr(result, name, WIDE * 10_000)
     for duration in (result.retry_after, result.latency):
         duration.seconds = -315_576_000_000  # the Duration minimum: ten varint bytes
         duration.nanos = -999_999_999
     return result
 
 
-def test_a_bounded_result_never_exceeds_its_worst_case_size():
-    result = bound(worst_result())
-    assert result.ByteSize() <= MAX_RESULT_BYTES
+def test_every_text_field_of_a_result_is_cut():
+    result = worst_result()
+    fields = delivery_pb2.DeliveryResult.DESCRIPTOR.fields
+    # A string field added to the contract must be added to the bound as well.
+    assert {f.name for f in fields if f.type == f.TYPE_STRING} == set(TEXT_FIELDS)
     for name in TEXT_FIELDS:
-        assert len(getattr(result, name)) == MAX_TEXT_CHARS
+        assert getattr(result, name) == WIDE * (MAX_TEXT_CHARS - 1) + CUT_MARKER
+
+
+def test_a_bounded_result_never_exceeds_its_worst_case_size():
+    assert worst_result().ByteSize() <= MAX_RESULT_BYTES
 
 
 def test_a_full_batch_of_worst_case_results_fits_a_default_client():
-    reply = delivery_pb2.DeliverBatchResponse(
-        results=[bound(worst_result()) for _ in range(MAX_BATCH_EVENTS)]
-    )
+    reply = delivery_pb2.DeliverBatchResponse(results=[worst_result()] * MAX_BATCH_EVENTS)
     assert reply.ByteSize() < DEFAULT_CLIENT_RECEIVE_LIMIT
     # The bound the settings rely on holds with room for framing.
     assert MAX_BATCH_EVENTS * (1 + 2 + MAX_RESULT_BYTES) < DEFAULT_CLIENT_RECEIVE_LIMIT

@@ -34,7 +34,7 @@ from .gates import GatePolicy
 from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
 from .redaction import Redactor
-from .results import bound
+from .results import new_result
 from .retry import Verdict, deadline_margin
 from .upstream import SendOutcome, UpstreamClient
 
@@ -326,9 +326,11 @@ def _result(
     http_status: int = 0,
     attempts: int = 0,
 ) -> DeliveryResult:
-    result = DeliveryResult(
+    # Every text field is bounded here, once: a 60 kB event name must not make a result, a
+    # dedup record or a batch reply 60 kB bigger.
+    return new_result(
         message_id=event.message_id[:MAX_MESSAGE_ID_LENGTH],
-        status=status,  # type: ignore[arg-type]
+        status=status,
         datafly_event=datafly_event,
         bluecore_event=bluecore_event,
         reason=reason,
@@ -336,9 +338,6 @@ def _result(
         http_status=http_status,
         attempts=attempts,
     )
-    # Every text field is bounded here, once: a 60 kB event name must not make a result, a
-    # dedup record or a batch reply 60 kB bigger.
-    return bound(result)
 
 
 #: Name of the span that covers one event's delivery.

@@ -1,6 +1,7 @@
 """Size bounds of a ``DeliveryResult``, and the one function that applies them (*pure*).
 
-Every text field of a result is cut to :data:`MAX_TEXT_CHARS` characters, so one result has a
+Every text field of a result is cut to :data:`MAX_TEXT_CHARS` characters (:func:`new_result`
+builds every result the pipeline answers with), so one result has a
 known worst-case size (:data:`MAX_RESULT_BYTES`) and a full ``DeliverBatch`` reply fits a
 default gRPC client's 4 MiB receive limit (:data:`MAX_BATCH_EVENTS` events at most).
 """
@@ -15,7 +16,7 @@ from datafly.bluecore.v1 import delivery_pb2
 MAX_TEXT_CHARS: Final = 256
 #: Ends a cut text, so a reader can tell that it was cut (one character).
 CUT_MARKER: Final = "…"
-#: The string fields of ``DeliveryResult`` that :func:`bound` cuts.
+#: The string fields of ``DeliveryResult`` that :func:`new_result` cuts.
 TEXT_FIELDS: Final = (
     "message_id",
     "bluecore_event",
@@ -85,10 +86,32 @@ def _safe_cut(text: str, cut: int) -> int:
     return low + start
 
 
-def bound(result: delivery_pb2.DeliveryResult) -> delivery_pb2.DeliveryResult:
-    """Cut every text field of ``result`` in place to :data:`MAX_TEXT_CHARS`; returns it."""
-    for name in TEXT_FIELDS:
-        value: str = getattr(result, name)
-        if len(value) > MAX_TEXT_CHARS:
-            setattr(result, name, clip(value))
-    return result
+def new_result(
+    *,
+    message_id: str,
+    status: int,
+    datafly_event: str = "",
+    bluecore_event: str = "",
+    reason: str = "",
+    detail: str = "",
+    http_status: int = 0,
+    attempts: int = 0,
+    trace_id: str = "",
+) -> delivery_pb2.DeliveryResult:
+    """A ``DeliveryResult`` whose text fields are cut to :data:`MAX_TEXT_CHARS`.
+
+    The text is cut before it enters the message: a protobuf message keeps its strings in an
+    arena that frees nothing until the message goes, so a long string set and then replaced
+    would stay (60 kB per result kept by the watch ring, say).
+    """
+    return delivery_pb2.DeliveryResult(
+        message_id=clip(message_id),
+        status=status,  # type: ignore[arg-type]
+        datafly_event=clip(datafly_event),
+        bluecore_event=clip(bluecore_event),
+        reason=clip(reason),
+        detail=clip(detail),
+        http_status=http_status,
+        attempts=attempts,
+        trace_id=clip(trace_id),
+    )

@@ -67,6 +67,13 @@ async def test_stalled_watcher_never_blocks_delivery_and_learns_what_it_lost(sta
             # Every outcome is either handed to the watcher or counted as dropped.
             while not received or len(received) + received[-1].dropped < len(events):
                 received.append(await stream.read())
+        # The sidecar counts the same losses in its metrics.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{sidecar.ops_url}/metrics") as response,
+        ):
+            metrics = await response.text()
+        assert f"bluecore_sidecar_watch_dropped_total {received[-1].dropped:.1f}" in metrics
         stream.cancel()
     ids = [item.result.message_id for item in received]
     assert len(set(ids)) == len(ids)

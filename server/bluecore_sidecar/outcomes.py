@@ -23,7 +23,7 @@ from .errors import Overloaded
 DeliveryResult = delivery_pb2.DeliveryResult
 
 #: Messages all watch streams together may send per second; past it they lose outcomes.
-WATCH_SENDS_PER_SECOND: Final = 1000.0
+WATCH_SENDS_PER_SECOND: Final = 500.0
 #: Messages the watchers may send at once after a quiet spell, above the steady rate.
 WATCH_SEND_BURST: Final = 200
 #: Outcomes each watcher may still send, unpaced, once the bus is closed (shutdown): a live

@@ -1,7 +1,7 @@
 """The outcome bus: every finished delivery, for live watchers and observers.
 
 Publishing costs the same whatever the number of watchers: an outcome is appended once to one
-shared ring, and only watchers that had caught up are woken. Each watcher reads the ring at its
+shared ring, and only watchers that had caught up and want it are woken. Each watcher reads the ring at its
 own pace through a cursor; one that falls more than the ring behind skips ahead and counts what
 it missed. What watchers may send in total is paced (:data:`WATCH_SENDS_PER_SECOND`, shared
 first come first served), because each message on a stream costs the event loop a write
@@ -62,8 +62,11 @@ class OutcomeBus:
         # losses are what left the ring before it read them, counted by its statuses.
         self._published: collections.Counter[int] = collections.Counter()
         self._evicted: collections.Counter[int] = collections.Counter()
-        self._changed = asyncio.Event()
-        self._waiting = 0
+        # Watchers that have caught up wait on one event per status filter, so an outcome
+        # wakes only those that want it: the work of a publish grows with the number of
+        # distinct filters in use (a handful), never with the number of watchers.
+        self._changed: dict[frozenset[int], asyncio.Event] = {}
+        self._waiting: collections.Counter[frozenset[int]] = collections.Counter()
         self._closed = False
         self._watchers: set[Watcher] = set()
         self._pace = _Pace(sends_per_second, burst, clock)
@@ -95,30 +98,39 @@ class OutcomeBus:
         self._published[result.status] += 1
         self._seq += 1
         if self._waiting:
-            self._wake()
+            status = result.status
+            for statuses in [f for f in self._waiting if not f or status in f]:
+                self._wake(statuses)
 
     def close_all(self) -> None:
         """End every watch stream (shutdown) once it has sent the last outcomes it wants, at
         most :data:`CLOSE_FLUSH`; older unread ones count as dropped."""
         self._closed = True
-        self._wake()
+        for statuses in list(self._changed):
+            self._wake(statuses)
 
     @property
     def watcher_count(self) -> int:
         """Number of live watchers."""
         return len(self._watchers)
 
-    def _wake(self) -> None:
+    def _wake(self, statuses: frozenset[int]) -> None:
         # One event per round of waiting: those waiting on it wake, later ones get a new one.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        event = self._changed.pop(statuses, None)
+        if event is not None:
+            event.set()
 
-    async def _wait(self) -> None:
-        self._waiting += 1
+    async def _wait(self, statuses: frozenset[int]) -> None:
+        event = self._changed.get(statuses)
+        if event is None:
+            event = self._changed[statuses] = asyncio.Event()
+        self._waiting[statuses] += 1
         try:
-            await self._changed.wait()
+            await event.wait()
         finally:
-            self._waiting -= 1
+            self._waiting[statuses] -= 1
+            if not self._waiting[statuses]:
+                del self._waiting[statuses]
 
     def _count(self, tally: collections.Counter[int], statuses: frozenset[int]) -> int:
         if not statuses:
@@ -160,7 +172,7 @@ class Watcher:
                 return self._flush()
             self._skip_ahead()
             if self._find() is None:
-                await bus._wait()
+                await bus._wait(self._statuses)
                 continue
             # Its turn among all watchers first; the ring may have moved on meanwhile.
             await bus._pace.turn()

@@ -1,11 +1,12 @@
 """The outcome bus: every finished delivery, for live watchers and observers.
 
 Publishing costs the same whatever the number of watchers: an outcome is appended once to one
-shared ring, and only watchers that had caught up and want it are woken. Each watcher reads the ring at its
-own pace through a cursor; one that falls more than the ring behind skips ahead and counts what
-it missed. What watchers may send in total is paced (:data:`WATCH_SENDS_PER_SECOND`, shared
-first come first served), because each message on a stream costs the event loop a write
-whether or not the client ever reads it: 500 idle streams must not take the loop from delivery.
+shared ring, and only watchers that had caught up and want it are woken. Each watcher reads
+the ring at its own pace through a cursor; one that falls more than the ring behind skips
+ahead and counts what it missed. What watchers may send in total is paced
+(:data:`WATCH_SENDS_PER_SECOND`, shared first come first served), because each message on a
+stream costs the event loop a write whether or not the client ever reads it: 500 idle streams
+must not take the loop from delivery.
 """
 
 from __future__ import annotations

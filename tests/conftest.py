@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ import grpc
 import pytest
 from aiohttp import web
 
-# The one free-port helper (demo, bench, e2e and tests share it); a free port also refuses.
+# The one free-port helper, for child processes (demo, bench, e2e and the tests share it).
 from bluecore_devtools.localrun import free_port  # noqa: F401 - re-exported for the tests
 from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
 from bluecore_sidecar.app import Sidecar, running_sidecar
@@ -245,6 +246,15 @@ async def sandbox(sandbox_tokens: list[str] | None) -> AsyncIterator[BluecoreSan
     """The sandbox Bluecore on a free loopback port, accepting ``sandbox_tokens``."""
     async with run_sandbox(tokens=sandbox_tokens) as running:
         yield running
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port bound for the test but not listening: connections to it are refused,
+    and nothing else can take it meanwhile (a port from ``free_port`` could be reused)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 @pytest.fixture

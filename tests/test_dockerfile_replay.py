@@ -22,11 +22,9 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +34,8 @@ import pytest
 from bluecore_sidecar.app import SERVICE_NAME
 from bluecore_sidecar.config import SETTINGS, split_address
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .conftest import eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -481,26 +481,18 @@ def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
     assert not (image.app_venv / "bin" / "pip").exists()
 
 
-def _child_pid(parent: int, timeout: float = 10.0) -> int:
+async def _child_pid(parent: int) -> int:
     """The pid of ``parent``'s only child (unshare --fork's child, PID 1 inside)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.05)
-    raise AssertionError("unshare started no child")
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    found = await eventually(
+        lambda: children.read_text().split(), timeout=10, interval=0.05, what="unshare's child"
+    )
+    return int(found[0])
 
 
 def _proc_status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -514,14 +506,16 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 
 
 @pytest.mark.replay
-def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(image: Image, tmp_path: Path) -> None:
+async def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(
+    image: Image, tmp_path: Path
+) -> None:
     """Started like the container (PID 1, the image's user, its environment plus the pod's
     settings), the sidecar passes the probes and gRPC health, then drains on SIGTERM."""
     token = Path(tempfile.mkdtemp(prefix="bluecore-secret-")) / "namespace"
     token.parent.chmod(0o755)
     token.write_text("replay-namespace-token\n", encoding="utf-8")
     token.chmod(0o444)
-    grpc_port, ops_port = _free_port(), _free_port()
+    grpc_port, ops_port = free_port(), free_port()
     env = {
         **image.env,
         "HOME": "/nonexistent",
@@ -554,20 +548,23 @@ def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(image: Image, tmp_p
     log_path = tmp_path / "sidecar.log"
     with (
         log_path.open("wb") as log,
-        subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/") as proc,
+        # The replay blocks on purpose: nothing else runs on this loop while the child serves.
+        subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/") as proc,  # noqa: ASYNC220
     ):
         try:
-            sidecar_pid = _child_pid(proc.pid) if as_root else proc.pid
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if _get(ops_port, "/readyz")[0] == 200:
-                        break
-                except OSError:
-                    pass
+            sidecar_pid = await _child_pid(proc.pid) if as_root else proc.pid
+
+            def ready() -> bool:
                 assert proc.poll() is None, log_path.read_text(errors="replace")
-                assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-                time.sleep(0.1)
+                try:
+                    return _get(ops_port, "/readyz")[0] == 200
+                except OSError:
+                    return False
+
+            try:
+                await eventually(ready, timeout=60, interval=0.1, what="/readyz answering 200")
+            except AssertionError as late:
+                raise AssertionError(log_path.read_text(errors="replace")) from late
 
             status = _proc_status(sidecar_pid)
             if as_root:

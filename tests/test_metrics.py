@@ -8,7 +8,7 @@ import aiohttp
 from datafly.bluecore.v1 import delivery_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import EMAIL, NAMESPACE, deliver, make_event
+from .conftest import EMAIL, NAMESPACE, deliver, eventually, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
@@ -79,12 +79,12 @@ async def test_in_flight_gauge_counts_deliveries_waiting_on_bluecore(sidecar, st
         stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=20)
     )
     gauge = ("bluecore_sidecar_deliveries_in_flight", ())
-    seen = 0.0
-    async with asyncio.timeout(10):
-        while seen != 1:
-            _, samples = await scrape(sidecar.ops_url)
-            seen = samples[gauge]
-            await asyncio.sleep(0.02)
+
+    async def in_flight() -> bool:
+        _, samples = await scrape(sidecar.ops_url)
+        return samples[gauge] == 1
+
+    await eventually(in_flight, timeout=10, interval=0.02)
     await sandbox.stop()  # releases the held answer (202)
     reply = await call
     assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED

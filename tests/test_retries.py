@@ -11,7 +11,7 @@ import grpc
 import pytest
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 
-from .conftest import EMAIL, deliver, eventually, free_port, make_event, retry_policy
+from .conftest import EMAIL, deliver, eventually, make_event, retry_policy
 
 Status = delivery_pb2.DeliveryStatus
 
@@ -81,8 +81,10 @@ async def test_exhausted_attempts_fail_retryably(start_sidecar, sandbox):
     assert len(sandbox.received) == 3
 
 
-async def test_connection_refused_fails_retryably_after_every_attempt(start_sidecar, connect):
-    url = f"http://127.0.0.1:{free_port()}/api/track/mobile/v1"
+async def test_connection_refused_fails_retryably_after_every_attempt(
+    start_sidecar, connect, refused_port
+):
+    url = f"http://127.0.0.1:{refused_port}/api/track/mobile/v1"
     stub = connect(await start_sidecar(url, retry=retry_policy()))
     result = await deliver(stub, make_event())
     assert result.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE

@@ -33,6 +33,7 @@ from bluecore_sidecar.config import Settings
 from bluecore_sidecar.retry import RetryPolicy
 from bluecore_sidecar.telemetry import configure_logging
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from datafly.bluecore.v1.delivery_pb2 import DataflyEvent
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -101,12 +102,13 @@ EVENT_DEFAULTS: Mapping[str, Any] = {
 EXAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "examples/events"
 
 
-def event_json(**fields: Any) -> dict[str, Any]:
-    """The Signal-style camelCase JSON of the test event: ``EVENT_DEFAULTS`` with ``fields``.
+def event_json(*, base: Mapping[str, Any] = EVENT_DEFAULTS, **fields: Any) -> dict[str, Any]:
+    """The Signal-style JSON of a test event: ``base`` (the defaults) with ``fields``.
 
-    A field replaces its default whole; a field given as ``None`` is left out.
+    A field replaces its default whole; a field given as ``None`` is left out. Names are
+    Signal's camelCase or the proto's snake_case, as ``json_format`` accepts both.
     """
-    raw = copy.deepcopy(dict(EVENT_DEFAULTS))
+    raw = copy.deepcopy(dict(base))
     raw.update(copy.deepcopy(fields))
     return {name: value for name, value in raw.items() if value is not None}
 
@@ -120,12 +122,13 @@ def parse_event(
     )
 
 
-def make_event(**fields: Any) -> delivery_pb2.DataflyEvent:
-    """The test event: a deliverable ``Product Viewed`` with consent and an email.
+def make_event(*, base: Mapping[str, Any] = EVENT_DEFAULTS, **fields: Any) -> DataflyEvent:
+    """The one event builder: by default a deliverable ``Product Viewed`` with consent and an
+    email, so a test names only what it is about (see :func:`event_json`).
 
-    A test names only what it is about, as camelCase JSON fields (see :func:`event_json`).
+    A test of one mapping rule passes a sparser ``base`` and names every field it relies on.
     """
-    return parse_event(event_json(**fields))
+    return parse_event(event_json(base=base, **fields))
 
 
 def example_event(name: str) -> delivery_pb2.DataflyEvent:

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from bluecore_sidecar.errors import ERROR_DOMAIN, Unavailable
+from bluecore_sidecar.errors import ERROR_DOMAIN, RpcCode, Unavailable
 from bluecore_sidecar.interceptor import Admission, EdgeInterceptor
 from bluecore_sidecar.telemetry import Metrics
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
@@ -429,3 +429,8 @@ async def test_drain_with_only_watchers_connected_does_not_wait_for_the_grace(
     assert took < 1.0
     assert rest == []
     assert await watch.code() == grpc.StatusCode.OK
+
+
+def test_rpc_codes_have_the_names_and_values_of_grpc_status_codes():
+    """errors.RpcCode stands in for grpc.StatusCode without importing grpc: same members."""
+    assert [(c.name, c.value) for c in RpcCode] == [(c.name, c.value) for c in grpc.StatusCode]

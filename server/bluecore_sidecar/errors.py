@@ -1,5 +1,9 @@
 """The sidecar's own exceptions, and the one place that turns them into gRPC errors.
 
+It imports no gRPC library: ``config`` and the CLI use it without loading a server. A
+``RequestError``'s ``code`` is an :class:`RpcCode`, with the names and values of
+``grpc.StatusCode``; only :func:`to_rpc_status` loads ``grpc_status``, when it is called.
+
 Per-event outcomes are never exceptions: they are ``DeliveryResult`` data. Exceptions are
 for configuration mistakes and for requests that are unusable as a whole::
 
@@ -17,15 +21,41 @@ for configuration mistakes and for requests that are unusable as a whole::
 
 from __future__ import annotations
 
+import enum
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+
+if TYPE_CHECKING:
+    import grpc
 
 #: The ``ErrorInfo.domain`` of every error this sidecar raises (AIP-193).
 ERROR_DOMAIN = "bluecore-sidecar.datafly.dev"
+
+
+class RpcCode(enum.Enum):
+    """The gRPC status codes, named and valued as ``grpc.StatusCode`` (``(number, text)``),
+    so ``code.name`` and ``code.value[0]`` read the same without importing grpc."""
+
+    OK = (0, "ok")
+    CANCELLED = (1, "cancelled")
+    UNKNOWN = (2, "unknown")
+    INVALID_ARGUMENT = (3, "invalid argument")
+    DEADLINE_EXCEEDED = (4, "deadline exceeded")
+    NOT_FOUND = (5, "not found")
+    ALREADY_EXISTS = (6, "already exists")
+    PERMISSION_DENIED = (7, "permission denied")
+    RESOURCE_EXHAUSTED = (8, "resource exhausted")
+    FAILED_PRECONDITION = (9, "failed precondition")
+    ABORTED = (10, "aborted")
+    OUT_OF_RANGE = (11, "out of range")
+    UNIMPLEMENTED = (12, "unimplemented")
+    INTERNAL = (13, "internal")
+    UNAVAILABLE = (14, "unavailable")
+    DATA_LOSS = (15, "data loss")
+    UNAUTHENTICATED = (16, "unauthenticated")
 
 
 class SidecarError(Exception):
@@ -46,7 +76,7 @@ class RequestError(SidecarError):
     ``message`` reaches the caller: it never names a Python type, a token or an email.
     """
 
-    code = grpc.StatusCode.UNKNOWN
+    code = RpcCode.UNKNOWN
 
     def __init__(
         self,
@@ -66,25 +96,25 @@ class RequestError(SidecarError):
 class InvalidRequest(RequestError):
     """The request is malformed (INVALID_ARGUMENT)."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = RpcCode.INVALID_ARGUMENT
 
 
 class Overloaded(RequestError):
     """Too many calls are in flight; the caller should retry after ``retry_delay``."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = RpcCode.RESOURCE_EXHAUSTED
 
 
 class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = RpcCode.UNAVAILABLE
 
 
 class InternalError(RequestError):
     """Something unexpected failed while serving the call (INTERNAL)."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = RpcCode.INTERNAL
 
 
 class UpstreamError(SidecarError):
@@ -124,4 +154,7 @@ def to_rpc_status(error: RequestError) -> grpc.Status:
             packed.Pack(detail)
             details.append(packed)
     status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    # Here, not at the top: only the serving edge calls this, and it has grpc loaded anyway.
+    from grpc_status import rpc_status  # noqa: PLC0415
+
     return rpc_status.to_status(status)

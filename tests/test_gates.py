@@ -72,6 +72,8 @@ def with_consent(consent: dict[str, bool] | None) -> delivery_pb2.DataflyEvent:
 def test_consent_gate(
     consent: dict[str, bool] | None, bluecore_event: str, policy: GatePolicy, reason: str | None
 ) -> None:
+    """Marketing consent decides (case-insensitively, every variant must agree), a missing
+    answer follows the policy's default, and unsubscribe is never blocked."""
     result = check_consent(with_consent(consent), bluecore_event, policy)
     if reason is None:
         assert result is None
@@ -138,6 +140,8 @@ HOUR = 3600
     ],
 )
 def test_staleness_gate(event: delivery_pb2.DataflyEvent, policy: GatePolicy, stale: bool) -> None:
+    """An event older than max_event_age is SKIPPED_STALE; unset, future or exactly-at-limit
+    timestamps pass, and a zero limit turns the gate off."""
     result = check_staleness(event, policy, NOW)
     if stale:
         assert isinstance(result, Skip)

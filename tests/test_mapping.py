@@ -948,6 +948,8 @@ LINES = [{"sku": "A", "price": 10.0, "quantity": 2}, {"sku": "B", "price": 5.25}
     ids=["total", "revenue", "value-string", "sum-of-lines", "zero-is-valid", "null-blank-skipped"],
 )
 def test_purchase_total_precedence(extra: dict[str, Any], total: float) -> None:
+    """The total is total, else revenue, else value, else the sum of the lines; always a
+    float, zero kept, null and blank skipped."""
     props = only_properties(build(purchase({"order_id": "O", "products": LINES, **extra})))
     assert props["total"] == total
     assert type(props["total"]) is float

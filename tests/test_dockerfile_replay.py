@@ -436,6 +436,8 @@ def test_dockerignore_keeps_the_context_to_what_the_build_copies() -> None:
         "README.md",
         "requirements.lock",
         "server/bluecore_sidecar/app.py",
+        "client_stubs/python/pyproject.toml",
+        "client_stubs/python/README.md",
         "client_stubs/python/src/datafly/bluecore/v1/delivery_pb2.py",
     ):
         assert not ignore.excludes(path), path
@@ -459,7 +461,8 @@ def _normalise(name: str) -> str:
 
 @pytest.mark.replay
 def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
-    """The runtime venv has the lock's pins plus the project, and no installer or build tool."""
+    """The runtime venv has the lock's pins plus the project and its client package (the one
+    owner of the generated modules), and no installer or build tool."""
     python = image.app_venv / "bin" / "python"
     listing = subprocess.run(
         [
@@ -475,7 +478,12 @@ def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
     )
     installed = {_normalise(k): v for k, v in json.loads(listing.stdout).items()}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    expected = {**_lock_pins(ROOT / "requirements.lock"), "bluecore-sidecar": project["version"]}
+    client = tomllib.loads((ROOT / "client_stubs/python/pyproject.toml").read_text("utf-8"))
+    expected = {
+        **_lock_pins(ROOT / "requirements.lock"),
+        "bluecore-sidecar": project["version"],
+        "bluecore-sidecar-client": client["project"]["version"],
+    }
     assert installed == expected
     assert not BUILD_TOOLS & installed.keys()
     assert not (image.app_venv / "bin" / "pip").exists()

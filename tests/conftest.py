@@ -2,6 +2,14 @@
 
 The sidecar is started through :func:`bluecore_sidecar.app.running_sidecar`, the same factory
 ``bluecore-sidecar serve`` uses; only the addresses and the upstream URL differ.
+
+There is one of each helper, so the tests read as one spec: the event builder
+(:func:`make_event`, over :func:`event_json`; :func:`example_event` for ``examples/events``),
+the poller (:func:`eventually`), the ports (``free_port`` for a child process, the
+``refused_port`` fixture for a connection that must fail), the ``sandbox`` (its token rule is
+the ``sandbox_tokens`` fixture) and the sidecar (``start_sidecar``/``sidecar``, with ``stub`` or
+``connect`` for a client). test_tracing*.py call ``running_sidecar`` themselves: they assert on
+what is exported when a sidecar stops, which the fixture does only at teardown.
 """
 
 from __future__ import annotations

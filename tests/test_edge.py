@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from datetime import timedelta
 
 import grpc
 import pytest
-from bluecore_sidecar.errors import ERROR_DOMAIN, RpcCode, Unavailable
+from bluecore_sidecar import errors
+from bluecore_sidecar.errors import ERROR_DOMAIN, Unavailable
 from bluecore_sidecar.interceptor import Admission, EdgeInterceptor
 from bluecore_sidecar.telemetry import Metrics
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
@@ -431,6 +433,16 @@ async def test_drain_with_only_watchers_connected_does_not_wait_for_the_grace(
     assert await watch.code() == grpc.StatusCode.OK
 
 
-def test_rpc_codes_have_the_names_and_values_of_grpc_status_codes():
-    """errors.RpcCode stands in for grpc.StatusCode without importing grpc: same members."""
-    assert [(c.name, c.value) for c in RpcCode] == [(c.name, c.value) for c in grpc.StatusCode]
+def test_each_request_error_ends_a_call_with_the_grpc_code_it_names():
+    """errors.py imports no grpc, yet ``code`` is a real grpc.StatusCode, read from the class
+    or an instance, and it is the status the error tree in errors.py draws for the class."""
+    assert errors.InvalidRequest.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert errors.RequestError("R", "m").code is grpc.StatusCode.UNKNOWN
+    kinds = errors.RequestError.__subclasses__()
+    for kind in kinds:
+        kinds.extend(kind.__subclasses__())
+        assert kind.code is grpc.StatusCode[kind.code_name], kind
+        assert kind("REASON", "message").code is kind.code, kind
+        drawn = rf"{kind.__name__}\s+-> {kind.code_name}\b"
+        assert re.search(drawn, errors.__doc__ or ""), kind
+    assert len(kinds) >= 4

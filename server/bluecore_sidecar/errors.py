@@ -1,8 +1,8 @@
 """The sidecar's own exceptions, and the one place that turns them into gRPC errors.
 
-It imports no gRPC library: ``config`` and the CLI use it without loading a server. A
-``RequestError``'s ``code`` is an :class:`RpcCode`, with the names and values of
-``grpc.StatusCode``; only :func:`to_rpc_status` loads ``grpc_status``, when it is called.
+It imports no gRPC library at module level: ``config`` and the CLI use it without loading a
+server. Each ``RequestError`` class names its status (``code_name``); reading ``code`` gives
+the ``grpc.StatusCode``, and :func:`to_rpc_status` loads ``grpc_status``, both when used.
 
 Per-event outcomes are never exceptions: they are ``DeliveryResult`` data. Exceptions are
 for configuration mistakes and for requests that are unusable as a whole::
@@ -21,7 +21,6 @@ for configuration mistakes and for requests that are unusable as a whole::
 
 from __future__ import annotations
 
-import enum
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -35,27 +34,14 @@ if TYPE_CHECKING:
 ERROR_DOMAIN = "bluecore-sidecar.datafly.dev"
 
 
-class RpcCode(enum.Enum):
-    """The gRPC status codes, named and valued as ``grpc.StatusCode`` (``(number, text)``),
-    so ``code.name`` and ``code.value[0]`` read the same without importing grpc."""
+class _GrpcCode:
+    """``RequestError.code``: the ``grpc.StatusCode`` that the class's ``code_name`` names,
+    imported when first read (by the serving edge, which has grpc loaded anyway)."""
 
-    OK = (0, "ok")
-    CANCELLED = (1, "cancelled")
-    UNKNOWN = (2, "unknown")
-    INVALID_ARGUMENT = (3, "invalid argument")
-    DEADLINE_EXCEEDED = (4, "deadline exceeded")
-    NOT_FOUND = (5, "not found")
-    ALREADY_EXISTS = (6, "already exists")
-    PERMISSION_DENIED = (7, "permission denied")
-    RESOURCE_EXHAUSTED = (8, "resource exhausted")
-    FAILED_PRECONDITION = (9, "failed precondition")
-    ABORTED = (10, "aborted")
-    OUT_OF_RANGE = (11, "out of range")
-    UNIMPLEMENTED = (12, "unimplemented")
-    INTERNAL = (13, "internal")
-    UNAVAILABLE = (14, "unavailable")
-    DATA_LOSS = (15, "data loss")
-    UNAUTHENTICATED = (16, "unauthenticated")
+    def __get__(self, instance: object, owner: type[RequestError]) -> grpc.StatusCode:
+        import grpc  # noqa: PLC0415 - so that config, which imports this module, loads no grpc
+
+        return grpc.StatusCode[owner.code_name]
 
 
 class SidecarError(Exception):
@@ -76,7 +62,9 @@ class RequestError(SidecarError):
     ``message`` reaches the caller: it never names a Python type, a token or an email.
     """
 
-    code = RpcCode.UNKNOWN
+    #: The name of the ``grpc.StatusCode`` the error ends a call with; ``code`` is that code.
+    code_name = "UNKNOWN"
+    code = _GrpcCode()
 
     def __init__(
         self,
@@ -96,25 +84,25 @@ class RequestError(SidecarError):
 class InvalidRequest(RequestError):
     """The request is malformed (INVALID_ARGUMENT)."""
 
-    code = RpcCode.INVALID_ARGUMENT
+    code_name = "INVALID_ARGUMENT"
 
 
 class Overloaded(RequestError):
     """Too many calls are in flight; the caller should retry after ``retry_delay``."""
 
-    code = RpcCode.RESOURCE_EXHAUSTED
+    code_name = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
-    code = RpcCode.UNAVAILABLE
+    code_name = "UNAVAILABLE"
 
 
 class InternalError(RequestError):
     """Something unexpected failed while serving the call (INTERNAL)."""
 
-    code = RpcCode.INTERNAL
+    code_name = "INTERNAL"
 
 
 class UpstreamError(SidecarError):

@@ -624,6 +624,8 @@ async def test_http_delete_received_empties_the_record(
 async def test_http_get_and_delete_faults(
     sandbox: BluecoreSandbox, session: aiohttp.ClientSession
 ) -> None:
+    """GET /_sandbox/faults lists every queued fault; DELETE clears them all, so the next
+    event is accepted at once."""
     sandbox.fail_next(2, status=429, retry_after=timedelta(seconds=4))
     sandbox.delay(1.5)
     sandbox.reset_next(1)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from datafly.bluecore.v1 import delivery_pb2
 
 from .conftest import deliver, eventually, make_event, retry_policy
 
@@ -48,13 +47,11 @@ async def test_a_duplicate_whose_deadline_ends_first_still_gets_an_answer(stub, 
     assert len(sandbox.received) == 1
 
 
-async def test_a_failed_first_try_does_not_block_a_resend(start_sidecar, sandbox):
+async def test_a_failed_first_try_does_not_block_a_resend(start_sidecar, connect, sandbox):
     sandbox.fail_next(2, 503)
-    sidecar = await start_sidecar(retry=retry_policy(max_attempts=2))
-    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
-        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
-        first = await deliver(stub, make_event(messageId="dup-4"))
-        again = await deliver(stub, make_event(messageId="dup-4"))
+    stub = connect(await start_sidecar(retry=retry_policy(max_attempts=2)))
+    first = await deliver(stub, make_event(messageId="dup-4"))
+    again = await deliver(stub, make_event(messageId="dup-4"))
     assert first.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
     assert again.status == Status.DELIVERY_STATUS_DELIVERED
     assert [r.status for r in sandbox.received] == [503, 503, 202]

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 from aiohttp import web
-from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from datafly.bluecore.v1 import delivery_pb2
 
 from .conftest import EMAIL, NAMESPACE, deliver, make_event, serving
 
@@ -37,10 +36,9 @@ async def test_401_and_403_are_permanent(status, stub, sandbox):
     assert result.reason == f"HTTP_{status}"
 
 
-async def test_an_unknown_namespace_gets_403_from_bluecore(start_sidecar, sandbox):
-    sidecar = await start_sidecar(namespace="not-our-namespace")
-    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
-        result = await deliver(delivery_pb2_grpc.DeliveryServiceStub(channel), make_event())
+async def test_an_unknown_namespace_gets_403_from_bluecore(start_sidecar, connect, sandbox):
+    stub = connect(await start_sidecar(namespace="not-our-namespace"))
+    result = await deliver(stub, make_event())
     assert result.status == Status.DELIVERY_STATUS_FAILED_PERMANENT
     assert result.http_status == 403
     assert "not-our-namespace" not in result.detail

@@ -69,11 +69,10 @@ async def test_a_connection_reset_is_retried(stub, sandbox):
     assert [r.status for r in sandbox.received] == [None, 202]
 
 
-async def test_exhausted_attempts_fail_retryably(start_sidecar, sandbox):
+async def test_exhausted_attempts_fail_retryably(start_sidecar, connect, sandbox):
     sandbox.fail_next(10, 503)
-    sidecar = await start_sidecar(retry=retry_policy(max_attempts=3))
-    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
-        result = await deliver(delivery_pb2_grpc.DeliveryServiceStub(channel), make_event())
+    stub = connect(await start_sidecar(retry=retry_policy(max_attempts=3)))
+    result = await deliver(stub, make_event())
     assert result.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
     assert result.attempts == 3
     assert result.http_status == 503
@@ -93,11 +92,10 @@ async def test_connection_refused_fails_retryably_after_every_attempt(
     assert result.http_status == 0
 
 
-async def test_a_hung_upstream_times_out_each_attempt(start_sidecar, sandbox):
+async def test_a_hung_upstream_times_out_each_attempt(start_sidecar, connect, sandbox):
     sandbox.delay(10)
-    sidecar = await start_sidecar(retry=retry_policy(max_attempts=2, attempt_timeout=0.2))
-    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
-        result = await deliver(delivery_pb2_grpc.DeliveryServiceStub(channel), make_event())
+    stub = connect(await start_sidecar(retry=retry_policy(max_attempts=2, attempt_timeout=0.2)))
+    result = await deliver(stub, make_event())
     assert result.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
     assert result.reason == "UPSTREAM_TIMEOUT"
     assert result.attempts == 2

@@ -211,6 +211,7 @@ def test_event_map_rejects_an_empty_key():
 
 
 def test_event_map_from_a_file(tmp_path):
+    """SIDECAR_EVENT_MAP_FILE's JSON object becomes the event map, keys normalised."""
     path = tmp_path / "map.json"
     path.write_text(json.dumps({"Coupon Applied": "coupon_applied"}), encoding="utf-8")
     s = settings(SIDECAR_EVENT_MAP_FILE=str(path))

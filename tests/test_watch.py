@@ -13,16 +13,14 @@ from bluecore_sidecar.outcomes import OutcomeBus
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from .conftest import make_event
+from .conftest import eventually, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
 
 async def wait_for_watchers(sidecar, count: int) -> None:
-    async with asyncio.timeout(10):
-        # The bus has no "subscribed" event to wait on; polling a public count is enough here.
-        while sidecar.bus.watcher_count < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    """The bus has no "subscribed" event to wait on; polling a public count is enough here."""
+    await eventually(lambda: sidecar.bus.watcher_count >= count, timeout=10)
 
 
 async def test_watch_streams_outcomes_filtered_by_status(sidecar, stub, sandbox):

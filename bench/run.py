@@ -291,6 +291,7 @@ def server_env(name: str, address: str, upstream: str, sink_port: int, extra: li
             "BLUECORE_API_URL": upstream,
             "SIDECAR_GRPC_ADDRESS": address,
             "SIDECAR_OPS_ADDRESS": f"127.0.0.1:{free_port()}",
+            "SIDECAR_HTTP_ADDRESS": "",  # the JSON door is not measured here
             "OTEL_SERVICE_NAME": f"bench-{name}",
         }
     )

@@ -291,6 +291,7 @@ func TestSidecarServesEveryProbePath(t *testing.T) {
 		"BLUECORE_NAMESPACE_FILE=" + token,
 		"SIDECAR_GRPC_ADDRESS=" + fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"SIDECAR_OPS_ADDRESS=" + opsAddress,
+		"SIDECAR_HTTP_ADDRESS=", // the JSON door off: its default port may be taken here
 	}
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs

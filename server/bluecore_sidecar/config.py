@@ -30,6 +30,7 @@ ENV_VARS: tuple[str, ...] = (
     "BLUECORE_API_URL",
     "SIDECAR_GRPC_ADDRESS",
     "SIDECAR_OPS_ADDRESS",
+    "SIDECAR_HTTP_ADDRESS",
     "SIDECAR_CONSENT_CATEGORY",
     "SIDECAR_CONSENT_DEFAULT",
     "SIDECAR_MAX_EVENT_AGE",
@@ -80,6 +81,7 @@ class Settings:
     api_url: str = DEFAULT_API_URL
     grpc_address: str = "127.0.0.1:50051"
     ops_address: str = "0.0.0.0:9464"  # kubelet probes reach the pod IP, not loopback
+    http_address: str = "127.0.0.1:50080"  # the JSON door; "" when it is off
     rules: MappingRules = dataclasses.field(
         default_factory=lambda: MappingRules(namespace=""), repr=False
     )
@@ -137,6 +139,7 @@ class Settings:
             api_url=reader.get("BLUECORE_API_URL", DEFAULT_API_URL, _parse_url),
             grpc_address=reader.get("SIDECAR_GRPC_ADDRESS", "127.0.0.1:50051", _parse_address),
             ops_address=reader.get("SIDECAR_OPS_ADDRESS", "0.0.0.0:9464", _parse_address),
+            http_address=_read_http_address(env, reader),
             rules=rules,
             gates=gates,
             retry=retry,
@@ -341,6 +344,18 @@ def _parse_address(text: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)")
     return value
+
+
+def _read_http_address(env: Mapping[str, str], reader: _Reader) -> str:
+    # Set but empty turns the door off (unlike other variables, where empty means unset).
+    value = env.get("SIDECAR_HTTP_ADDRESS")
+    if value is not None and not value.strip():
+        return ""
+    return reader.get("SIDECAR_HTTP_ADDRESS", "127.0.0.1:50080", _parse_optional_address)
+
+
+def _parse_optional_address(text: str) -> str:
+    return "" if text.strip().lower() == "off" else _parse_address(text)
 
 
 def _parse_log_level(text: str) -> str:

@@ -375,3 +375,36 @@ def test_http_address_setting(value, address):
 def test_a_bad_http_address_stops_start_up_naming_the_variable():
     with pytest.raises(ConfigError, match=r"^SIDECAR_HTTP_ADDRESS "):
         Settings.from_env({"BLUECORE_NAMESPACE": NAMESPACE, "SIDECAR_HTTP_ADDRESS": "8080"})
+
+
+async def test_events_span_names_the_route_and_the_rpc_it_became(sidecar, span_exporter):
+    await post(
+        f"{sidecar.http_url}/v1/events",
+        seed_event(),
+        {"Content-Type": "application/json", "traceparent": TRACEPARENT},
+    )
+    [server] = [s for s in span_exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert server.name == "POST /v1/events"
+    assert (server.attributes["http.route"], server.attributes["rpc.method"]) == (
+        "/v1/events",
+        "Deliver",
+    )
+    assert server.context.trace_id == int(TRACE_ID, 16)
+    [deliver] = [s for s in span_exporter.get_finished_spans() if s.name == "bluecore.deliver"]
+    assert deliver.parent is not None
+    assert deliver.parent.span_id == server.context.span_id
+
+
+async def test_drain_lets_a_call_in_flight_finish_and_closes_the_door(sidecar, sandbox):
+    sandbox.delay(0.5, count=1)
+    url = f"{sidecar.http_url}/v1/events"
+    slow = asyncio.create_task(post(url, seed_event(), {"Content-Type": "application/json"}))
+    for _ in range(500):  # until the call is in flight
+        if sidecar.admission.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    await sidecar.drain()
+    status, _, body = await slow
+    assert (status, json.loads(body)["status"]) == (200, "DELIVERY_STATUS_DELIVERED")
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await post(url, seed_event(), {"Content-Type": "application/json"})

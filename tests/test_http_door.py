@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,18 @@ import grpc
 import pytest
 from bluecore_sidecar.config import Settings
 from bluecore_sidecar.errors import ERROR_DOMAIN, ConfigError
+from bluecore_sidecar.http_door import HttpDoor
+from bluecore_sidecar.interceptor import Admission, Edge
+from bluecore_sidecar.service import DeliveryService, HealthService
+from bluecore_sidecar.telemetry import Metrics
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from .conftest import EMAIL, NAMESPACE, make_event, seed_purchase_body
+from .conftest import EMAIL, NAMESPACE, make_event, seed_purchase_body, serving
 from .test_metrics import scrape
 
 SERVICE = "datafly.bluecore.v1.DeliveryService"
@@ -408,3 +415,31 @@ async def test_drain_lets_a_call_in_flight_finish_and_closes_the_door(sidecar, s
     assert (status, json.loads(body)["status"]) == (200, "DELIVERY_STATUS_DELIVERED")
     with pytest.raises(aiohttp.ClientConnectionError):
         await post(url, seed_event(), {"Content-Type": "application/json"})
+
+
+async def test_a_gzip_body_is_read_and_other_encodings_are_unimplemented(sidecar, sandbox):
+    body = gzip.compress(json.dumps({"event": make_event_json("gz-1")}).encode())
+    url = f"{sidecar.http_url}/{SERVICE}/Deliver"
+    status, _, answer = await post(url, body, {**CONNECT_JSON, "Content-Encoding": "gzip"})
+    assert (status, json.loads(answer)["result"]["status"]) == (200, "DELIVERY_STATUS_DELIVERED")
+    status, _, answer = await post(url, body, {**CONNECT_JSON, "Content-Encoding": "snappy"})
+    assert (status, json.loads(answer)["code"]) == (501, "unimplemented")
+
+
+async def test_more_services_are_served_through_their_own_edge():
+    """The dead-letter admin service will plug in like this: here grpc's health service."""
+    metrics = Metrics()
+    admission = Admission(10, timedelta(seconds=1))
+    health = HealthService()
+    door = HttpDoor(
+        Edge(SERVICE, admission, metrics, trace.NoOpTracer()),
+        DeliveryService(None, None, batch_limit=1, default_deadline=timedelta(seconds=1)),
+        max_message_bytes=1024,
+        max_events_bytes=1024,
+        more=[(Edge("grpc.health.v1.Health", admission, metrics, trace.NoOpTracer()), health)],
+    )
+    async with serving(door.application()) as url:
+        status, _, body = await post(f"{url}/grpc.health.v1.Health/Check", {}, CONNECT_JSON)
+        assert (status, json.loads(body)) == (200, {"status": "SERVING"})
+        status, _, _ = await post(f"{url}/grpc.health.v1.Health/Watch", {}, CONNECT_JSON)
+        assert status == 404  # streaming

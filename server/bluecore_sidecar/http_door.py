@@ -21,7 +21,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -129,15 +129,39 @@ Handler = Callable[[Any, CallContext], Awaitable[Message]]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Procedure:
-    """One unary method served over Connect."""
+    """One unary method served over Connect, through its service's edge."""
 
+    edge: Edge
     name: str
     request_type: type[Message]
     handler: Handler
 
 
+def _unary_procedures(edge: Edge, servicer: object) -> list[_Procedure]:
+    """Every unary method of ``edge``'s service, served by ``servicer``'s method of that name.
+
+    Streaming methods (WatchDeliveries) need Connect's streaming protocol and stay gRPC-only.
+    """
+    service = descriptor_pool.Default().FindServiceByName(edge.service)
+    return [
+        _Procedure(
+            edge,
+            method.name,
+            message_factory.GetMessageClass(method.input_type),
+            getattr(servicer, method.name),
+        )
+        for method in service.methods
+        if not (method.client_streaming or method.server_streaming)
+    ]
+
+
 class HttpDoor:
-    """The aiohttp application of the door, over one service's :class:`Edge` and servicer."""
+    """The aiohttp application of the door: the delivery service, and any ``more`` services.
+
+    ``more`` pairs another service's :class:`Edge` with its servicer (the dead-letter admin
+    service, once it exists); its unary methods are served over Connect like the delivery
+    service's.
+    """
 
     def __init__(
         self,
@@ -146,29 +170,24 @@ class HttpDoor:
         *,
         max_message_bytes: int,
         max_events_bytes: int,
+        more: Sequence[tuple[Edge, object]] = (),
     ) -> None:
         self._edge = edge
         self._servicer = servicer
         self._max_message_bytes = max_message_bytes
         self._max_events_bytes = max_events_bytes
-        service = descriptor_pool.Default().FindServiceByName(edge.service)
-        # Every unary method, served by the servicer method of the same name; streaming ones
-        # (WatchDeliveries) need Connect's streaming protocol and stay gRPC-only.
         self._procedures = [
-            _Procedure(
-                method.name,
-                message_factory.GetMessageClass(method.input_type),
-                getattr(servicer, method.name),
-            )
-            for method in service.methods
-            if not (method.client_streaming or method.server_streaming)
+            procedure
+            for service_edge, service_servicer in ((edge, servicer), *more)
+            for procedure in _unary_procedures(service_edge, service_servicer)
         ]
 
     def application(self) -> web.Application:
         """The routes: one per unary method, and /v1/events."""
         app = web.Application()
         for procedure in self._procedures:
-            app.router.add_post(f"/{self._edge.service}/{procedure.name}", self._connect(procedure))
+            path = f"/{procedure.edge.service}/{procedure.name}"
+            app.router.add_post(path, self._connect(procedure))
         app.router.add_post(EVENTS_PATH, self._events)
         return app
 
@@ -179,13 +198,14 @@ class HttpDoor:
             codec = _media_type(request)
             if codec not in (JSON, PROTO):
                 return _unsupported_media(f"{JSON}, {PROTO}")
+            edge = procedure.edge
             attributes = {
                 "rpc.system": "connect_rpc",
-                "rpc.service": self._edge.service,
+                "rpc.service": edge.service,
                 "rpc.method": procedure.name,
             }
-            name = f"{self._edge.service}/{procedure.name}"
-            with self._edge.call(name, _carrier(request), attributes) as span:
+            name = f"{edge.service}/{procedure.name}"
+            with edge.call(name, _carrier(request), attributes) as span:
                 try:
                     _check_caller(request)
                     version = request.headers.get("Connect-Protocol-Version")
@@ -201,11 +221,11 @@ class HttpDoor:
                         if codec == PROTO
                         else _from_json(_parse_json(body), procedure.request_type)
                     )
-                    with self._edge.admitted(procedure.name, bounded=True):
+                    with edge.admitted(procedure.name, bounded=True):
                         async with _until(deadline):
                             response = await procedure.handler(message, _Call(deadline))
                 except Exception as error:  # noqa: BLE001 - every failure becomes an error body
-                    return self._refuse(procedure.name, error, span)
+                    return _refuse(edge, procedure.name, error, span)
             if codec == PROTO:
                 return web.Response(body=response.SerializeToString(), content_type=PROTO)
             return _json_response(json_format.MessageToDict(response))
@@ -243,7 +263,7 @@ class HttpDoor:
                     async with _until(deadline):
                         answer = await self._deliver(message, _Call(deadline))
             except Exception as error:  # noqa: BLE001 - every failure becomes an error body
-                return self._refuse(method, error, span)
+                return _refuse(self._edge, method, error, span)
         return _json_response(json_format.MessageToDict(answer))
 
     async def _deliver(self, message: Message, call: _Call) -> Message:
@@ -253,22 +273,22 @@ class HttpDoor:
         assert isinstance(message, delivery_pb2.DeliverRequest)
         return (await self._servicer.Deliver(message, call)).result
 
-    # -- refusals --------------------------------------------------------------------------
 
-    def _refuse(self, method: str, error: Exception, span: trace.Span) -> web.Response:
-        refusal = self._edge.refusal(method, error, span)
-        status = http_status(refusal)
-        span.set_attribute("rpc.connect_rpc.error_code", connect_code(refusal.code))
-        span.set_attribute("http.response.status_code", status)
-        response = _json_response(error_body(refusal), status=status)
-        if refusal.retry_delay is not None:
-            response.headers[hdrs.RETRY_AFTER] = str(
-                max(1, math.ceil(refusal.retry_delay.total_seconds()))
-            )
-        if isinstance(refusal, TooLarge):
-            # The rest of the body is never read: the connection cannot be reused.
-            response.force_close()
-        return response
+def _refuse(edge: Edge, method: str, error: Exception, span: trace.Span) -> web.Response:
+    """The error response to a call refused with ``error``, counted by ``edge``."""
+    refusal = edge.refusal(method, error, span)
+    status = http_status(refusal)
+    span.set_attribute("rpc.connect_rpc.error_code", connect_code(refusal.code))
+    span.set_attribute("http.response.status_code", status)
+    response = _json_response(error_body(refusal), status=status)
+    if refusal.retry_delay is not None:
+        response.headers[hdrs.RETRY_AFTER] = str(
+            max(1, math.ceil(refusal.retry_delay.total_seconds()))
+        )
+    if isinstance(refusal, TooLarge):
+        # The rest of the body is never read: the connection cannot be reused.
+        response.force_close()
+    return response
 
 
 async def start(
@@ -462,9 +482,9 @@ def _too_deep() -> InvalidRequest:
     )
 
 
-def _from_json(value: Any, message_type: type[Message], what: str = "") -> Any:
+def _from_json(value: Any, message_type: type[Message]) -> Any:
     """``value`` (proto3 JSON) as ``message_type``, unknown fields ignored, checked as bytes."""
-    what = what or f"a {message_type.DESCRIPTOR.full_name}"
+    what = f"a {message_type.DESCRIPTOR.full_name}"
     if not isinstance(value, dict):
         raise InvalidRequest("MALFORMED_REQUEST", f"the body is not {what}: expected a JSON object")
     message = message_type()

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bluecore_sidecar.decision import Send, Skip, decide
+from bluecore_sidecar import wire
+from bluecore_sidecar.decision import Earlier, Send, Skip, decide, preview
 from bluecore_sidecar.gates import GatePolicy
 from bluecore_sidecar.mapping import MappingRules
 from datafly.bluecore.v1 import delivery_pb2
@@ -17,7 +18,7 @@ from google.protobuf import json_format
 from .conftest import seed_purchase_body
 
 S = delivery_pb2
-RULES = MappingRules(namespace="bluestore")
+RULES = MappingRules()
 POLICY = GatePolicy()
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "events"
@@ -244,7 +245,7 @@ def test_order_completed_example_is_the_seed_example() -> None:
     raw = json.loads((EXAMPLES / "order_completed.json").read_text())
     result = decide(parse(raw), RULES, POLICY, NOW)
     assert isinstance(result, Send)
-    assert json.loads(result.requests[0].redacted_json()) == seed_purchase_body("***")
+    assert json.loads(wire.redacted(result.requests[0].body)) == seed_purchase_body("***")
 
 
 def test_identify_example_links_the_anonymous_id_and_keeps_only_allow_listed_traits() -> None:
@@ -254,3 +255,48 @@ def test_identify_example_links_the_anonymous_id_and_keeps_only_allow_listed_tra
     props = result.requests[0].body["properties"]
     assert props["distinct_id"] == raw["anonymousId"]
     assert props["customer"] == {"email": EMAIL, "first_name": "Jane", "last_name": "Doe"}
+
+
+@pytest.mark.parametrize(
+    ("message_id", "reason"),
+    [("", "MISSING_MESSAGE_ID"), ("  ", "MISSING_MESSAGE_ID"), ("m" * 257, "MESSAGE_ID_TOO_LONG")],
+)
+def test_the_message_id_rule_is_step_0(message_id: str, reason: str) -> None:
+    """An unusable id is reported before everything else, even an oversized, unmapped event."""
+    event = parse(
+        signal(messageId=message_id, event="Checkout Started", properties={"x": "y" * 70000})
+    )
+    result = decide(event, RULES, POLICY, NOW)
+    assert isinstance(result, Skip)
+    assert (result.status, result.reason) == (S.DELIVERY_STATUS_REJECTED_INVALID, reason)
+
+
+def test_a_message_id_of_256_characters_is_fine() -> None:
+    assert isinstance(decide(parse(signal(messageId="m" * 256)), RULES, POLICY, NOW), Send)
+
+
+def test_preview_of_a_sendable_event_shows_the_redacted_wire_bodies() -> None:
+    event = parse(signal())
+    answer = preview(event, RULES, POLICY, NOW)
+    decision = decide(event, RULES, POLICY, NOW)
+    assert answer.decision == decision
+    assert isinstance(decision, Send)
+    assert answer.bodies == tuple(wire.redacted(r.body) for r in decision.requests)
+    assert json.loads(answer.bodies[0])["properties"]["token"] == "***"
+
+
+def test_preview_of_an_id_already_delivered_is_a_duplicate_with_its_history() -> None:
+    answer = preview(parse(signal()), RULES, POLICY, NOW, earlier=Earlier(False, 2, 202))
+    assert isinstance(answer.decision, Skip)
+    assert (answer.decision.status, answer.decision.reason) == (
+        S.DELIVERY_STATUS_SKIPPED_DUPLICATE,
+        "DUPLICATE_MESSAGE_ID",
+    )
+    assert "attempts 2, HTTP 202" in answer.decision.detail
+    assert answer.bodies == ()
+
+
+def test_preview_checks_the_message_id_before_the_duplicate() -> None:
+    answer = preview(parse(signal(messageId="")), RULES, POLICY, NOW, earlier=Earlier(True))
+    assert isinstance(answer.decision, Skip)
+    assert answer.decision.reason == "MISSING_MESSAGE_ID"

@@ -20,7 +20,7 @@ import grpc
 import pytest
 from aiohttp import web
 from bluecore_sidecar.app import running_sidecar
-from bluecore_sidecar.upstream import RetryPolicy
+from bluecore_sidecar.retry import RetryPolicy
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import descriptor_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
@@ -556,6 +556,43 @@ async def test_preview_does_not_count_as_a_delivery(stub, sandbox):
     assert len(sandbox.received) == 1
 
 
+def same_answer(preview: delivery_pb2.DeliveryResult, delivered: delivery_pb2.DeliveryResult):
+    """Preview and Deliver agree on everything but timing and tracing."""
+    for result in (preview, delivered):
+        result.ClearField("latency")
+        result.ClearField("trace_id")
+    assert preview == delivered
+
+
+@pytest.mark.parametrize(
+    ("message_id", "reason"), [("", "MISSING_MESSAGE_ID"), ("m" * 257, "MESSAGE_ID_TOO_LONG")]
+)
+async def test_preview_answers_as_deliver_for_an_unusable_message_id(
+    message_id, reason, stub, sandbox
+):
+    event = make_event(messageId=message_id)
+    preview = await stub.Preview(delivery_pb2.PreviewRequest(event=event), timeout=10)
+    delivered = await deliver(stub, event)
+    assert preview.result.status == Status.DELIVERY_STATUS_REJECTED_INVALID
+    assert preview.result.reason == reason
+    assert preview.bluecore_body == ""
+    same_answer(preview.result, delivered)
+    assert sandbox.received == []
+
+
+async def test_preview_answers_as_deliver_for_an_id_already_delivered(stub, sandbox):
+    event = make_event(messageId="pv-dup")
+    first = await deliver(stub, event)
+    assert first.status == Status.DELIVERY_STATUS_DELIVERED
+    preview = await stub.Preview(delivery_pb2.PreviewRequest(event=event), timeout=10)
+    again = await deliver(stub, event)
+    assert preview.result.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
+    assert preview.result.reason == "DUPLICATE_MESSAGE_ID"
+    assert preview.bluecore_body == ""
+    same_answer(preview.result, again)
+    assert len(sandbox.received) == 1
+
+
 async def test_preview_of_two_products_lists_the_further_bodies(stub):
     reply = await stub.Preview(
         delivery_pb2.PreviewRequest(event=example("add_to_cart_ga4_two_items.json")), timeout=10
@@ -601,7 +638,7 @@ async def test_reflection_describes_the_contract(sidecar):
         protos = [r.file_descriptor_response.file_descriptor_proto async for r in call]
     files = [descriptor_pb2.FileDescriptorProto.FromString(raw) for rs in protos for raw in rs]
     contract = next(f for f in files if f.name == "datafly/bluecore/v1/delivery.proto")
-    assert [s.name for s in contract.service] == ["DeliveryService"]
+    assert [s.name for s in contract.service] == ["DeliveryService", "DeadLetterService"]
     assert {m.name for m in contract.service[0].method} == {
         "Deliver",
         "DeliverBatch",

@@ -411,7 +411,9 @@ def test_admission_refuses_every_call_once_draining():
 # -- drain -------------------------------------------------------------------------------------
 
 
-async def test_drain_waits_one_grace_for_work_in_flight_then_stops(start_sidecar, sandbox):
+async def test_drain_waits_one_grace_for_work_in_flight_then_stops(
+    start_sidecar, sandbox, captured_logs
+):
     """A call that outlives the grace is cut when the grace ends, not a second later."""
     sandbox.delay(5)
     sidecar = await start_sidecar(shutdown_grace=timedelta(seconds=1))
@@ -430,6 +432,9 @@ async def test_drain_waits_one_grace_for_work_in_flight_then_stops(start_sidecar
             await in_flight
     assert 0.9 <= took < 1.8
     assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
+    logged = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
+    [cut_off] = [e for e in logged if e["message"] == "grace period over with calls in flight"]
+    assert cut_off["in_flight"] == 1
 
 
 async def test_drain_with_only_watchers_connected_does_not_wait_for_the_grace(

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytest
+from bluecore_sidecar import wire
 from bluecore_sidecar.mapping import (
     KNOWN_BLUECORE_EVENTS,
     BluecoreRequest,
@@ -24,7 +25,7 @@ from datafly.bluecore.v1 import delivery_pb2
 from .conftest import seed_purchase_body
 
 TOKEN = "bluestore"
-RULES = MappingRules(namespace=TOKEN)
+RULES = MappingRules()
 INVALID = delivery_pb2.DELIVERY_STATUS_REJECTED_INVALID
 UNMAPPED = delivery_pb2.DELIVERY_STATUS_SKIPPED_UNMAPPED
 EMAIL = "jane@example.com"
@@ -67,12 +68,12 @@ def build(
 
 
 def sent_properties(result: tuple[BluecoreRequest, ...] | Skip) -> list[dict[str, Any]]:
-    """The `properties` of every request, without the token (asserted separately)."""
+    """The `properties` of every request (the mapper never adds a token)."""
     assert not isinstance(result, Skip), result
     out = []
     for request in result:
         props = dict(request.body["properties"])
-        assert props.pop("token") == TOKEN
+        assert "token" not in props
         assert request.body["event"] == request.event
         out.append(props)
     return out
@@ -218,7 +219,6 @@ def test_unresolvable_events_are_skipped_unmapped_with_a_distinct_reason(
 
 def test_operator_overrides_add_replace_and_drop_events() -> None:
     rules = MappingRules(
-        namespace=TOKEN,
         event_map={
             "Checkout Started": "checkout",
             "Product Viewed": None,
@@ -251,7 +251,7 @@ def test_operator_overrides_add_replace_and_drop_events() -> None:
 
 
 def test_an_override_to_a_custom_bluecore_event_sends_identity_only() -> None:
-    rules = MappingRules(namespace=TOKEN, event_map={"Checkout Started": "checkout"})
+    rules = MappingRules(event_map={"Checkout Started": "checkout"})
     message = make_event(event="Checkout Started", traits={"email": EMAIL})
     message.properties.update({"cart_id": "c-1"})
     assert "checkout" not in KNOWN_BLUECORE_EVENTS
@@ -264,9 +264,9 @@ def test_an_override_to_a_custom_bluecore_event_sends_identity_only() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"namespace": TOKEN, "max_purchase_products": 0}, "max_purchase_products"),
-        ({"namespace": TOKEN, "event_map": {"  ": "purchase"}}, "empty event name"),
-        ({"namespace": TOKEN, "event_map": {"x": " "}}, "event name or null"),
+        ({"max_purchase_products": 0}, "max_purchase_products"),
+        ({"event_map": {"  ": "purchase"}}, "empty event name"),
+        ({"event_map": {"x": " "}}, "event name or null"),
     ],
     ids=["zero-limit", "blank-key", "blank-target"],
 )
@@ -438,22 +438,27 @@ def test_seed_order_completed_example_produces_exactly_the_seed_body() -> None:
     result = build(message)
     assert not isinstance(result, Skip)
     [request] = result
-    seed = seed_purchase_body("bluestore")
+    seed = seed_purchase_body(TOKEN)
+    assert json.loads(wire.serialise(request.body, TOKEN)) == seed
+    del seed["properties"]["token"]
     assert request.body == seed
-    assert json.loads(request.to_json_bytes()) == seed
     products = request.body["properties"]["products"]
     assert [type(p["quantity"]) for p in products] == [int, int]
     assert [type(p["price"]) for p in products] == [float, float]
     assert type(request.body["properties"]["total"]) is float
-    assert b'"quantity":1}' in request.to_json_bytes()
+    assert b'"quantity":1}' in wire.serialise(request.body, TOKEN)
 
 
-def test_every_body_carries_the_namespace_token() -> None:
-    rules = MappingRules(namespace="acme-shop")
+def test_no_body_carries_a_token_the_serialiser_adds_it_first() -> None:
+    """The mapper never sees the credential; the wire form puts it first in properties."""
     for _, kwargs, _, _ in ROWS:
-        result = build(make_event(**kwargs), rules)
+        result = build(make_event(**kwargs))
         assert not isinstance(result, Skip)
-        assert all(r.body["properties"]["token"] == "acme-shop" for r in result)
+        for request in result:
+            assert "token" not in request.body["properties"]
+            wire_form = json.loads(wire.serialise(request.body, "acme-shop"))
+            assert next(iter(wire_form["properties"].items())) == ("token", "acme-shop")
+            assert wire_form["properties"] == {"token": "acme-shop", **request.body["properties"]}
 
 
 # --- page and search rejections ---------------------------------------------------------------
@@ -638,9 +643,7 @@ def test_events_that_need_an_email_are_rejected_without_one(
         (
             {"email": EMAIL, "loyaltyTier": "gold", "vip": True, "points": 12.0, "age": NAN},
             None,
-            MappingRules(
-                namespace=TOKEN, customer_attributes=("Loyalty Tier", "vip", "points", "age")
-            ),
+            MappingRules(customer_attributes=("Loyalty Tier", "vip", "points", "age")),
             {"email": EMAIL, "loyalty_tier": "gold", "vip": True, "points": 12},
         ),
         (
@@ -652,7 +655,7 @@ def test_events_that_need_an_email_are_rejected_without_one(
         (
             {"email": EMAIL, "Email": "other@example.com"},
             None,
-            MappingRules(namespace=TOKEN, customer_attributes=("email",)),
+            MappingRules(customer_attributes=("email",)),
             {"email": EMAIL},
         ),
         (
@@ -726,7 +729,7 @@ def test_no_email_and_no_attributes_means_no_customer_object() -> None:
 def test_product_id_follows_the_configured_field_order(
     id_fields: tuple[str, ...], product: dict[str, Any], expected_id: str
 ) -> None:
-    rules = MappingRules(namespace=TOKEN, product_id_fields=id_fields)
+    rules = MappingRules(product_id_fields=id_fields)
     props = only_properties(build(make_event(event="Product Viewed", properties=product), rules))
     assert props["products"] == [{"id": expected_id}]
 
@@ -1027,7 +1030,7 @@ def test_purchase_allows_at_most_30_unique_product_ids(
 
 
 def test_product_limit_is_configurable() -> None:
-    rules = MappingRules(namespace=TOKEN, max_purchase_products=2)
+    rules = MappingRules(max_purchase_products=2)
     lines = [{"sku": s, "price": 1} for s in "ABC"]
     assert skipped(build(purchase({"order_id": "O", "products": lines}), rules)).reason == (
         "TOO_MANY_PRODUCTS"
@@ -1037,33 +1040,23 @@ def test_product_limit_is_configurable() -> None:
 # --- the request object -----------------------------------------------------------------------
 
 
-def test_redacted_json_hides_the_token_and_wire_bytes_carry_it() -> None:
+def test_the_redacted_form_is_the_wire_form_with_the_token_starred() -> None:
     result = build(make_event(event="Signed Up", traits={"email": EMAIL}))
     assert not isinstance(result, Skip)
     [request] = result
-    redacted = request.redacted_json()
-    assert TOKEN not in redacted
-    assert json.loads(redacted)["properties"]["token"] == "***"
+    redacted = wire.redacted(request.body)
     assert redacted == (
         '{"event":"optin","properties":{"token":"***","distinct_id":"jane@example.com",'
         '"customer":{"email":"jane@example.com"}}}'
     )
-    assert json.loads(request.to_json_bytes())["properties"]["token"] == TOKEN
-    assert request.body["properties"]["token"] == TOKEN  # redaction does not mutate the body
-
-
-def test_reprs_never_show_the_token() -> None:
-    result = build(make_event(event="Signed Up", traits={"email": EMAIL}))
-    assert not isinstance(result, Skip)
-    assert TOKEN not in repr(result[0])
-    assert "***" in repr(result[0])
-    assert TOKEN not in repr(RULES)
+    assert wire.serialise(request.body, TOKEN) == redacted.replace("***", TOKEN).encode()
+    assert "token" not in request.body["properties"]  # serialising does not mutate the body
 
 
 def test_non_ascii_text_is_sent_as_utf8() -> None:
     result = build(make_event(event="search", properties={"query": "crème brûlée"}))
     assert not isinstance(result, Skip)
-    assert "crème brûlée".encode() in result[0].to_json_bytes()
+    assert "crème brûlée".encode() in wire.serialise(result[0].body, TOKEN)
 
 
 def test_building_never_mutates_the_event() -> None:

@@ -7,6 +7,7 @@ import json
 import math
 from typing import Any
 
+from bluecore_sidecar import wire
 from bluecore_sidecar.decision import Send, Skip, decide
 from bluecore_sidecar.gates import GatePolicy
 from bluecore_sidecar.mapping import MappingRules
@@ -20,9 +21,8 @@ TOKEN = "bluestore-secret-token"
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 
 RULES = [
-    MappingRules(namespace=TOKEN),
+    MappingRules(),
     MappingRules(
-        namespace=TOKEN,
         product_id_fields=("sku", "id"),
         event_map={"Checkout Started": "checkout", "Product Viewed": None},
         customer_attributes=("first_name", "loyaltyTier", "vip"),
@@ -225,14 +225,16 @@ def test_decide_never_raises_and_every_send_is_valid_json(
     for request in result.requests:
         assert request.event == result.bluecore_event
         text = json.dumps(request.body, allow_nan=False)
-        assert json.loads(request.to_json_bytes()) == json.loads(text)
+        wire_form = json.loads(wire.serialise(request.body, TOKEN))
+        assert wire_form == json.loads(wire.redacted(request.body).replace("***", TOKEN))
         props = request.body["properties"]
-        assert props["token"] == rules.namespace
+        assert "token" not in props
+        assert wire_form["properties"] == {"token": TOKEN, **json.loads(text)["properties"]}
         assert isinstance(props["distinct_id"], str)
         assert props["distinct_id"].strip()
         assert props["distinct_id"] == props["distinct_id"].strip()
         assert all(math.isfinite(n) for n in _numbers(request.body))
-        assert TOKEN not in request.redacted_json()
+        assert TOKEN not in wire.redacted(request.body)
         customer = props.get("customer", {})
         assert all(key == key.lower() and " " not in key for key in customer)
         if "email" in customer:
@@ -270,7 +272,9 @@ LINE = st.fixed_dictionaries(
 def test_well_formed_purchases_send_unique_products_and_the_right_total(
     lines: list[dict[str, Any]], total_key: str | None, amount: float, name: str
 ) -> None:
-    event = delivery_pb2.DataflyEvent(type="track", event=name, anonymous_id="anon-1")
+    event = delivery_pb2.DataflyEvent(
+        message_id="m-1", type="track", event=name, anonymous_id="anon-1"
+    )
     event.traits.update({"email": "Jane@Example.com"})
     event.context.consent["marketing"] = True
     properties: dict[str, Any] = {"order_id": "ORD-1", "products": lines}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from bluecore_sidecar.delivery import DedupTable, Deliverer, OutcomeBus
+from bluecore_sidecar.dedup import DedupTable
+from bluecore_sidecar.delivery import Deliverer
 from bluecore_sidecar.gates import GatePolicy
 from bluecore_sidecar.mapping import MappingRules
+from bluecore_sidecar.outcomes import OutcomeBus
 from datafly.bluecore.v1 import delivery_pb2
 
-from .conftest import EMAIL, NAMESPACE, make_event
+from .conftest import EMAIL, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
@@ -30,7 +32,7 @@ class ClockThatBreaksOnce:
 
 def deliverer(now: ClockThatBreaksOnce, bus: OutcomeBus) -> Deliverer:
     return Deliverer(
-        rules=MappingRules(namespace=NAMESPACE),
+        rules=MappingRules(),
         gates=GatePolicy(),
         client=None,
         dedup=DedupTable(timedelta(hours=1), 100),

@@ -1,4 +1,4 @@
-"""The pure retry decisions of upstream.py: classification, Retry-After parsing and backoff."""
+"""The pure retry decisions of retry.py: classification, Retry-After parsing and backoff."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from bluecore_sidecar.upstream import (
+from bluecore_sidecar.retry import (
+    MARGIN_FRACTION,
+    MAX_MARGIN,
+    MIN_MARGIN,
     RetryPolicy,
     Throttle,
     Verdict,
     backoff_delay,
     classify,
+    deadline_margin,
     parse_retry_after,
 )
 
@@ -62,6 +66,36 @@ def test_retry_after_http_date_in_the_past_means_no_wait():
 def test_garbage_retry_after_is_ignored(header):
     """Anything that is neither delta-seconds nor an HTTP date counts as no Retry-After."""
     assert parse_retry_after(header, NOW) is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "9" * 400,
+        "9" * 5000,
+        "99999999999",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+        "Fri, 31 Dec 9999 23:59:59 -2359",
+    ],
+)
+def test_absurd_retry_after_values_are_large_and_finite_never_an_error(header):
+    seconds = parse_retry_after(header, NOW)
+    assert seconds is not None
+    assert 1e8 < seconds < float("inf")
+
+
+def test_max_pause_caps_retry_after_but_not_below_the_jitter():
+    policy = RetryPolicy(base=0.2, cap=10.0, max_pause=60.0)
+    assert backoff_delay(policy, 1, 1e10, lambda: 1.0) == 60.0
+    assert backoff_delay(policy, 1, 59.0, lambda: 1.0) == 59.0
+    assert backoff_delay(policy, 1000, None, lambda: 1.0) == pytest.approx(10.0)
+
+
+def test_the_deadline_margin_scales_with_the_budget_within_bounds():
+    assert deadline_margin(0.2) == MIN_MARGIN
+    assert deadline_margin(5.0) == pytest.approx(5.0 * MARGIN_FRACTION)
+    assert deadline_margin(3600.0) == MAX_MARGIN
+    assert deadline_margin(1.0) > 0.05  # more than the old fixed margin
 
 
 def test_backoff_is_full_jitter_over_an_exponential_ceiling():

@@ -7,7 +7,7 @@ import json
 
 import grpc
 from bluecore_sidecar import cli
-from bluecore_sidecar.delivery import OutcomeBus
+from bluecore_sidecar.outcomes import OutcomeBus
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 
 from .conftest import make_event

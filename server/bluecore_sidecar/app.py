@@ -28,8 +28,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import http_door
 from .config import Settings, split_address
-from .delivery import DedupTable, Deliverer, OutcomeBus
+from .dedup import DedupTable
+from .delivery import Deliverer
 from .interceptor import Admission, EdgeInterceptor
+from .outcomes import OutcomeBus
+from .redaction import Redactor
 from .service import DeliveryService, HealthService, add_reflection
 from .telemetry import (
     LOGGER_NAME,
@@ -38,7 +41,8 @@ from .telemetry import (
     configure_tracing,
     http_trace_configs,
 )
-from .upstream import UpstreamClient
+from .transport import AiohttpTransport
+from .upstream import Credential, UpstreamClient
 
 SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name
 #: Largest gRPC message accepted: room for a full batch, far below a memory risk.
@@ -76,15 +80,17 @@ class Sidecar:
         # Watch streams never end by themselves; graceful stop would wait the grace for them.
         self.bus.close_all()
         grace = self.settings.shutdown_grace.total_seconds()
+        # Only watches the same grace, started first so that it looks before grpc cuts calls.
+        busy = asyncio.ensure_future(self.admission.busy_after(grace))
+        await asyncio.sleep(0)
         # Both doors close their listeners at once and share the one grace for calls in flight.
-        doors = [self.server.stop(grace=grace)]
+        doors = [self.server.stop(grace)]
         if self.http_runner is not None:
             doors.append(self.http_runner.cleanup())
         await asyncio.gather(*doors)
-        if self.admission.in_flight:
+        if cut := await busy:
             log.warning(
-                "grace period over with calls in flight",
-                extra={"fields": {"in_flight": self.admission.in_flight}},
+                "grace period over with calls in flight", extra={"fields": {"in_flight": cut}}
             )
 
 
@@ -115,23 +121,25 @@ async def running_sidecar(
         )
         stack.push_async_callback(session.close)
         client = UpstreamClient(
-            session,
-            settings.api_url,
+            AiohttpTransport(session, settings.api_url),
             settings.retry,
+            Credential(settings.namespace),
             max_concurrency=settings.max_concurrency,
-            secrets=(settings.namespace,),
             observer=metrics,
         )
         bus = OutcomeBus(settings.watch_buffer)
+        # One redactor for logs and spans: the token's exact value, and one tag per email.
+        redactor = Redactor(secrets=(settings.namespace,))
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
             dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
             bus=bus,
-            observer=OutcomeRecorder(metrics, log),
+            observer=OutcomeRecorder(metrics, log, redactor),
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
+            redactor=redactor,
         )
         metrics.in_flight.set_function(lambda: deliverer.in_flight)
         admission = Admission(settings.max_inflight_calls, OVERLOAD_RETRY_DELAY)

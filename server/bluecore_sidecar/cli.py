@@ -122,26 +122,21 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _sandbox(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .sandbox import serve_sandbox  # noqa: PLC0415
+    from bluecore_devtools.sandbox import serve_sandbox  # noqa: PLC0415
 
     serve_sandbox(args.host, args.port, tokens=args.tokens)
     return 0
 
 
 def _preview(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .delivery import DedupTable, Deliverer, OutcomeBus  # noqa: PLC0415
+    from .delivery import preview_result  # noqa: PLC0415
 
-    settings = Settings.from_env(_with_placeholder_namespace(env))
+    # Preview sends nothing and shows the token as ***, so no namespace is needed.
+    settings = Settings.from_env(env, namespace_required=False)
     event = _parse_event(_read_text(args.event), str(args.event))
-    deliverer = Deliverer(
-        rules=settings.rules,
-        gates=settings.gates,
-        client=None,
-        dedup=DedupTable(settings.dedup_window, 1),
-        bus=OutcomeBus(1),
-        max_event_bytes=settings.max_event_bytes,
+    result, bodies = preview_result(
+        event, settings.rules, settings.gates, max_event_bytes=settings.max_event_bytes
     )
-    result, bodies = deliverer.preview(event)
     would_send = result.status == Status.DELIVERY_STATUS_DELIVERED
     if args.json:
         print(
@@ -176,16 +171,27 @@ async def _send_all(target: str, events: list[delivery_pb2.DataflyEvent], timeou
     failures = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
-        if len(events) == 1:
-            response = await stub.Deliver(
-                delivery_pb2.DeliverRequest(event=events[0]), timeout=timeout
-            )
-            results = [response.result]
-        else:
-            batch = await stub.DeliverBatch(
-                delivery_pb2.DeliverBatchRequest(events=events), timeout=timeout
-            )
-            results = list(batch.results)
+        try:
+            if len(events) == 1:
+                response = await stub.Deliver(
+                    delivery_pb2.DeliverRequest(event=events[0]), timeout=timeout
+                )
+                results = [response.result]
+            else:
+                batch = await stub.DeliverBatch(
+                    delivery_pb2.DeliverBatchRequest(events=events), timeout=timeout
+                )
+                results = list(batch.results)
+        except grpc.aio.AioRpcError as exc:
+            # gRPC reports a refused connection as UNAVAILABLE, which read as if the sidecar
+            # had answered. A channel that never connected means nobody answered at all.
+            never_connected = channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+            if exc.code() is grpc.StatusCode.UNAVAILABLE and never_connected:
+                raise UsageError(
+                    f"nothing is listening on {target} (start the sidecar with "
+                    "`bluecore-sidecar serve`, or pass --target HOST:PORT)"
+                ) from None
+            raise
     for result in results:
         print(json.dumps(_result_dict(result)), flush=True)
         failures += result.status not in SUCCESS
@@ -233,13 +239,6 @@ async def _watch_stream(target: str, statuses: list[int], as_json: bool) -> int:
                 flush=True,
             )
     return 0
-
-
-def _with_placeholder_namespace(env: Mapping[str, str]) -> Mapping[str, str]:
-    """Preview redacts the token anyway, so it runs without one configured."""
-    if env.get("BLUECORE_NAMESPACE") or env.get("BLUECORE_NAMESPACE_FILE"):
-        return env
-    return {**env, "BLUECORE_NAMESPACE": "preview-namespace"}
 
 
 def _read_text(path: Path) -> str:

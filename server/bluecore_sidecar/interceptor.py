@@ -16,6 +16,7 @@ deserializer that way).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import inspect
@@ -58,6 +59,8 @@ class Admission:
         self.retry_delay = retry_delay
         self.draining = False
         self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @contextlib.contextmanager
     def admit(self, *, bounded: bool) -> Iterator[None]:
@@ -78,11 +81,22 @@ class Admission:
             )
         if bounded:
             self.in_flight += 1
+            self._idle.clear()
         try:
             yield
         finally:
             if bounded:
                 self.in_flight -= 1
+                if not self.in_flight:
+                    self._idle.set()
+
+    async def busy_after(self, timeout: float) -> int:
+        """How many calls are still in flight ``timeout`` seconds from now (0 once idle)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return self.in_flight
+        return 0
 
 
 class Edge:

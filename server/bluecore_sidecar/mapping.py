@@ -2,7 +2,8 @@
 
 No I/O and no clock: `resolve_bluecore_event` finds the Bluecore event for a `DataflyEvent`
 (the alias table below, plus operator overrides), and `build_requests` turns the event into the
-exact JSON bodies to POST, or a `Skip` saying why it cannot become a valid Bluecore event.
+JSON bodies to POST (the upstream client adds the token), or a `Skip` saying why it cannot
+become a valid Bluecore event.
 
 The table is data: `_TRACK_ALIASES` maps normalised Datafly names to Bluecore events and
 `_SPECS` maps each Bluecore event to the function that builds its event-specific properties.
@@ -25,7 +26,6 @@ Rules worth knowing when reading the code (see also docs/decisions.md):
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +37,7 @@ from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import struct_pb2
 
 from bluecore_sidecar import skip as sk
+from bluecore_sidecar import wire
 from bluecore_sidecar.skip import Skip
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
@@ -121,12 +122,10 @@ def snake_case(key: str) -> str:
 class MappingRules:
     """Operator-configurable mapping settings. Construction normalises and validates them.
 
-    An empty `namespace` is accepted here (settings objects are built before the secret is
-    read); requiring it is the job of configuration loading.
+    There is no namespace here: the token is a credential of the HTTP edge, added by the
+    upstream client when it serialises a body (see `bluecore_sidecar.wire`).
     """
 
-    namespace: str = field(repr=False)
-    """The Bluecore namespace token, sent as `properties.token` on every body. Not in repr."""
     product_id_fields: tuple[str, ...] = ("product_id", "sku", "id")
     """Product keys tried in order for the Bluecore product `id` (then GA4 `item_id`)."""
     event_map: Mapping[str, str | None] = field(default_factory=_empty_event_map)
@@ -163,27 +162,7 @@ class BluecoreRequest:
     event: str
     """Bluecore event name, e.g. `purchase`."""
     body: Mapping[str, Any]
-    """The complete JSON body, token included. Only JSON types, every number finite."""
-
-    def __repr__(self) -> str:
-        # The token is a write credential: a stray log of a request must not leak it.
-        return f"BluecoreRequest(event={self.event!r}, body={self.redacted_json()})"
-
-    def redacted_json(self) -> str:
-        """The body as compact JSON with `properties.token` replaced by `***`."""
-        body = dict(self.body)
-        props = body.get("properties")
-        if isinstance(props, Mapping) and "token" in props:
-            body["properties"] = {**props, "token": "***"}
-        return _dumps(body)
-
-    def to_json_bytes(self) -> bytes:
-        """The body exactly as it goes on the wire (UTF-8 JSON, token included)."""
-        return _dumps(self.body).encode("utf-8")
-
-
-def _dumps(body: Mapping[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The JSON body without `properties.token`. Only JSON types, every number finite."""
 
 
 class _Reject(Exception):  # internal control flow, never leaves this module
@@ -633,7 +612,8 @@ def build_requests(
 ) -> tuple[BluecoreRequest, ...] | Skip:
     """The Bluecore requests for `event`, or a REJECTED_INVALID `Skip`.
 
-    Every body is `{"event": ..., "properties": {"token", "distinct_id", ["customer"], ...}}`.
+    Every body is `{"event": ..., "properties": {"distinct_id", ["customer"], ...}}`; the
+    upstream client adds `properties.token` when it sends.
     Checks run in this order: identity, email (for the events that need one), then the
     event's own fields. Returns one request, or one per product for single-product events.
     """
@@ -656,7 +636,7 @@ def build_requests(
     customer = _customer(event, rules, email)
 
     def body(extra: _Extra) -> dict[str, JSON]:
-        properties: dict[str, JSON] = {"token": rules.namespace, "distinct_id": distinct_id}
+        properties: dict[str, JSON] = {"distinct_id": distinct_id}
         if customer:
             properties["customer"] = dict(customer)  # a copy per request: bodies never alias
         properties.update(extra)
@@ -665,7 +645,7 @@ def build_requests(
     requests = tuple(BluecoreRequest(event=bluecore_event, body=body(extra)) for extra in extras)
     for request in requests:
         try:
-            request.to_json_bytes()
+            wire.dumps(request.body)
         except ValueError:  # a non-finite number slipped through; never send invalid JSON
             return sk.skip(sk.INVALID_BODY, "the body contains a value that is not valid JSON")
     return requests

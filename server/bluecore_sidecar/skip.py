@@ -16,8 +16,12 @@ UNMAPPED: Final = delivery_pb2.DELIVERY_STATUS_SKIPPED_UNMAPPED
 NO_CONSENT: Final = delivery_pb2.DELIVERY_STATUS_SKIPPED_NO_CONSENT
 STALE: Final = delivery_pb2.DELIVERY_STATUS_SKIPPED_STALE
 INVALID: Final = delivery_pb2.DELIVERY_STATUS_REJECTED_INVALID
+DUPLICATE: Final = delivery_pb2.DELIVERY_STATUS_SKIPPED_DUPLICATE
 
 # Reason codes (UPPER_SNAKE). Each one is documented in `REASONS` below.
+MISSING_MESSAGE_ID: Final = "MISSING_MESSAGE_ID"
+MESSAGE_ID_TOO_LONG: Final = "MESSAGE_ID_TOO_LONG"
+DUPLICATE_MESSAGE_ID: Final = "DUPLICATE_MESSAGE_ID"
 EVENT_TOO_LARGE: Final = "EVENT_TOO_LARGE"
 UNSUPPORTED_TYPE: Final = "UNSUPPORTED_TYPE"
 MISSING_EVENT_NAME: Final = "MISSING_EVENT_NAME"
@@ -43,6 +47,9 @@ MAPPING_ERROR: Final = "MAPPING_ERROR"
 
 #: Every reason code the pure core can produce, with its status and meaning.
 REASONS: Final[dict[str, tuple[int, str]]] = {
+    MISSING_MESSAGE_ID: (INVALID, "message_id is empty or blank: it is the idempotency key"),
+    MESSAGE_ID_TOO_LONG: (INVALID, "message_id is longer than the limit (256 characters)"),
+    DUPLICATE_MESSAGE_ID: (DUPLICATE, "the message_id was delivered (or is in flight) already"),
     EVENT_TOO_LARGE: (INVALID, "the serialised event is larger than the configured limit"),
     UNSUPPORTED_TYPE: (UNMAPPED, "the event type is not track, page or identify"),
     MISSING_EVENT_NAME: (UNMAPPED, "a track event has an empty event name"),

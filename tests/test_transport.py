@@ -1,0 +1,68 @@
+"""The aiohttp transport against small real HTTP servers on loopback: bounded body reads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import pytest
+from aiohttp import web
+from bluecore_sidecar.errors import UpstreamConnectionError
+from bluecore_sidecar.transport import AiohttpTransport
+
+from .conftest import serving
+
+CHUNK = b"x" * 65536
+
+
+async def endless(request: web.Request) -> web.StreamResponse:
+    """A 202 whose body never ends (until the client hangs up)."""
+    response = web.StreamResponse(status=202, headers={"Retry-After": "3"})
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):
+        while True:
+            await response.write(CHUNK)
+    return response
+
+
+async def small(request: web.Request) -> web.Response:
+    return web.Response(status=400, text="missing distinct_id")
+
+
+def app() -> web.Application:
+    application = web.Application()
+    application.router.add_post("/endless", endless)
+    application.router.add_post("/small", small)
+    return application
+
+
+async def test_an_endless_body_is_read_only_up_to_the_bound_and_the_answer_comes_back():
+    async with serving(app()) as base, aiohttp.ClientSession() as session:
+        transport = AiohttpTransport(session, f"{base}/endless", max_body_bytes=1000)
+        async with asyncio.timeout(5):
+            answer = await transport.post(b"{}", 1)
+        assert answer.status == 202
+        assert answer.retry_after == "3"
+        assert answer.body == b"x" * 1000
+        # The abandoned connection does not poison the pool: the next request works.
+        small_answer = await AiohttpTransport(session, f"{base}/small").post(b"{}", 1)
+        assert (small_answer.status, small_answer.body) == (400, b"missing distinct_id")
+
+
+async def test_a_short_body_is_read_whole():
+    async with serving(app()) as base, aiohttp.ClientSession() as session:
+        answer = await AiohttpTransport(session, f"{base}/small", max_body_bytes=4096).post(
+            b"{}", 1
+        )
+    assert answer.status == 400
+    assert answer.retry_after is None
+    assert answer.body == b"missing distinct_id"
+
+
+async def test_a_refused_connection_is_an_upstream_connection_error():
+    async with serving(app()) as base:
+        pass  # the server is gone: its port refuses connections now
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(UpstreamConnectionError):
+            await AiohttpTransport(session, f"{base}/small").post(b"{}", 1)

@@ -20,7 +20,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file datafly/bluecore/v1/delivery.proto.
  */
 export const file_datafly_bluecore_v1_delivery: GenFile = /*@__PURE__*/
-  fileDesc("CiJkYXRhZmx5L2JsdWVjb3JlL3YxL2RlbGl2ZXJ5LnByb3RvEhNkYXRhZmx5LmJsdWVjb3JlLnYxIpAECgxEYXRhZmx5RXZlbnQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgR0eXBlGAIgASgJEg0KBWV2ZW50GAMgASgJEgwKBG5hbWUYBCABKAkSFAoMYW5vbnltb3VzX2lkGAUgASgJEg8KB3VzZXJfaWQYBiABKAkSKwoKcHJvcGVydGllcxgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGdHJhaXRzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBItCgdjb250ZXh0GAkgASgLMhwuZGF0YWZseS5ibHVlY29yZS52MS5Db250ZXh0Ei0KCXRpbWVzdGFtcBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc2VudF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmVjZWl2ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEm9yaWdpbmFsX3RpbWVzdGFtcBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoMaW50ZWdyYXRpb25zGA4gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgdjaGFubmVsGA8gASgJEhAKCGNhdGVnb3J5GBAgASgJIukCCgdDb250ZXh0EicKBHBhZ2UYASABKAsyGS5kYXRhZmx5LmJsdWVjb3JlLnYxLlBhZ2USJwoGdHJhaXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6Cgdjb25zZW50GAMgAygLMikuZGF0YWZseS5ibHVlY29yZS52MS5Db250ZXh0LkNvbnNlbnRFbnRyeRIKCgJpcBgEIAEoCRISCgp1c2VyX2FnZW50GAUgASgJEg4KBmxvY2FsZRgGIAEoCRItCgdsaWJyYXJ5GAcgASgLMhwuZGF0YWZseS5ibHVlY29yZS52MS5MaWJyYXJ5Ei8KCGNhbXBhaWduGAggASgLMh0uZGF0YWZseS5ibHVlY29yZS52MS5DYW1wYWlnbhIQCgh0aW1lem9uZRgJIAEoCRouCgxDb25zZW50RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgIOgI4ASJSCgRQYWdlEgsKA3VybBgBIAEoCRIMCgRwYXRoGAIgASgJEg0KBXRpdGxlGAMgASgJEhAKCHJlZmVycmVyGAQgASgJEg4KBnNlYXJjaBgFIAEoCSIoCgdMaWJyYXJ5EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSJXCghDYW1wYWlnbhIMCgRuYW1lGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIOCgZtZWRpdW0YAyABKAkSDAoEdGVybRgEIAEoCRIPCgdjb250ZW50GAUgASgJIr0CCg5EZWxpdmVyeVJlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEjMKBnN0YXR1cxgCIAEoDjIjLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGVsaXZlcnlTdGF0dXMSFgoOYmx1ZWNvcmVfZXZlbnQYAyABKAkSEwoLaHR0cF9zdGF0dXMYBCABKAUSEAoIYXR0ZW1wdHMYBSABKAUSDgoGcmVhc29uGAYgASgJEg4KBmRldGFpbBgHIAEoCRIuCgtyZXRyeV9hZnRlchgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdsYXRlbmN5GAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHRyYWNlX2lkGAogASgJEhUKDWRhdGFmbHlfZXZlbnQYCyABKAkiQgoORGVsaXZlclJlcXVlc3QSMAoFZXZlbnQYASABKAsyIS5kYXRhZmx5LmJsdWVjb3JlLnYxLkRhdGFmbHlFdmVudCJGCg9EZWxpdmVyUmVzcG9uc2USMwoGcmVzdWx0GAEgASgLMiMuZGF0YWZseS5ibHVlY29yZS52MS5EZWxpdmVyeVJlc3VsdCJIChNEZWxpdmVyQmF0Y2hSZXF1ZXN0EjEKBmV2ZW50cxgBIAMoCzIhLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGF0YWZseUV2ZW50IkwKFERlbGl2ZXJCYXRjaFJlc3BvbnNlEjQKB3Jlc3VsdHMYASADKAsyIy5kYXRhZmx5LmJsdWVjb3JlLnYxLkRlbGl2ZXJ5UmVzdWx0IkIKDlByZXZpZXdSZXF1ZXN0EjAKBWV2ZW50GAEgASgLMiEuZGF0YWZseS5ibHVlY29yZS52MS5EYXRhZmx5RXZlbnQieAoPUHJldmlld1Jlc3BvbnNlEjMKBnJlc3VsdBgBIAEoCzIjLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGVsaXZlcnlSZXN1bHQSFQoNYmx1ZWNvcmVfYm9keRgCIAEoCRIZChFhZGRpdGlvbmFsX2JvZGllcxgDIAMoCSJPChZXYXRjaERlbGl2ZXJpZXNSZXF1ZXN0EjUKCHN0YXR1c2VzGAEgAygOMiMuZGF0YWZseS5ibHVlY29yZS52MS5EZWxpdmVyeVN0YXR1cyJfChdXYXRjaERlbGl2ZXJpZXNSZXNwb25zZRIzCgZyZXN1bHQYASABKAsyIy5kYXRhZmx5LmJsdWVjb3JlLnYxLkRlbGl2ZXJ5UmVzdWx0Eg8KB2Ryb3BwZWQYAiABKAQq9gIKDkRlbGl2ZXJ5U3RhdHVzEh8KG0RFTElWRVJZX1NUQVRVU19VTlNQRUNJRklFRBAAEh0KGURFTElWRVJZX1NUQVRVU19ERUxJVkVSRUQQARIaChZERUxJVkVSWV9TVEFUVVNfUVVFVUVEEAISJAogREVMSVZFUllfU1RBVFVTX1NLSVBQRURfVU5NQVBQRUQQAxImCiJERUxJVkVSWV9TVEFUVVNfU0tJUFBFRF9OT19DT05TRU5UEAQSJQohREVMSVZFUllfU1RBVFVTX1NLSVBQRURfRFVQTElDQVRFEAUSIQodREVMSVZFUllfU1RBVFVTX1NLSVBQRURfU1RBTEUQBhIkCiBERUxJVkVSWV9TVEFUVVNfUkVKRUNURURfSU5WQUxJRBAHEiQKIERFTElWRVJZX1NUQVRVU19GQUlMRURfUEVSTUFORU5UEAgSJAogREVMSVZFUllfU1RBVFVTX0ZBSUxFRF9SRVRSWUFCTEUQCTKSAwoPRGVsaXZlcnlTZXJ2aWNlElQKB0RlbGl2ZXISIy5kYXRhZmx5LmJsdWVjb3JlLnYxLkRlbGl2ZXJSZXF1ZXN0GiQuZGF0YWZseS5ibHVlY29yZS52MS5EZWxpdmVyUmVzcG9uc2USYwoMRGVsaXZlckJhdGNoEiguZGF0YWZseS5ibHVlY29yZS52MS5EZWxpdmVyQmF0Y2hSZXF1ZXN0GikuZGF0YWZseS5ibHVlY29yZS52MS5EZWxpdmVyQmF0Y2hSZXNwb25zZRJUCgdQcmV2aWV3EiMuZGF0YWZseS5ibHVlY29yZS52MS5QcmV2aWV3UmVxdWVzdBokLmRhdGFmbHkuYmx1ZWNvcmUudjEuUHJldmlld1Jlc3BvbnNlEm4KD1dhdGNoRGVsaXZlcmllcxIrLmRhdGFmbHkuYmx1ZWNvcmUudjEuV2F0Y2hEZWxpdmVyaWVzUmVxdWVzdBosLmRhdGFmbHkuYmx1ZWNvcmUudjEuV2F0Y2hEZWxpdmVyaWVzUmVzcG9uc2UwAULqAQoXY29tLmRhdGFmbHkuYmx1ZWNvcmUudjFCDURlbGl2ZXJ5UHJvdG9QAVpSZ2l0aHViLmNvbS9kYXRhZmx5L2JsdWVjb3JlLXNpZGVjYXIvY2xpZW50X3N0dWJzL2dvL2RhdGFmbHkvYmx1ZWNvcmUvdjE7Ymx1ZWNvcmV2MaICA0RCWKoCE0RhdGFmbHkuQmx1ZWNvcmUuVjHKAhNEYXRhZmx5XEJsdWVjb3JlXFYx4gIfRGF0YWZseVxCbHVlY29yZVxWMVxHUEJNZXRhZGF0YeoCFURhdGFmbHk6OkJsdWVjb3JlOjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJkYXRhZmx5L2JsdWVjb3JlL3YxL2RlbGl2ZXJ5LnByb3RvEhNkYXRhZmx5LmJsdWVjb3JlLnYxIpAECgxEYXRhZmx5RXZlbnQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgR0eXBlGAIgASgJEg0KBWV2ZW50GAMgASgJEgwKBG5hbWUYBCABKAkSFAoMYW5vbnltb3VzX2lkGAUgASgJEg8KB3VzZXJfaWQYBiABKAkSKwoKcHJvcGVydGllcxgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGdHJhaXRzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBItCgdjb250ZXh0GAkgASgLMhwuZGF0YWZseS5ibHVlY29yZS52MS5Db250ZXh0Ei0KCXRpbWVzdGFtcBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoHc2VudF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmVjZWl2ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEm9yaWdpbmFsX3RpbWVzdGFtcBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoMaW50ZWdyYXRpb25zGA4gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgdjaGFubmVsGA8gASgJEhAKCGNhdGVnb3J5GBAgASgJIukCCgdDb250ZXh0EicKBHBhZ2UYASABKAsyGS5kYXRhZmx5LmJsdWVjb3JlLnYxLlBhZ2USJwoGdHJhaXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBI6Cgdjb25zZW50GAMgAygLMikuZGF0YWZseS5ibHVlY29yZS52MS5Db250ZXh0LkNvbnNlbnRFbnRyeRIKCgJpcBgEIAEoCRISCgp1c2VyX2FnZW50GAUgASgJEg4KBmxvY2FsZRgGIAEoCRItCgdsaWJyYXJ5GAcgASgLMhwuZGF0YWZseS5ibHVlY29yZS52MS5MaWJyYXJ5Ei8KCGNhbXBhaWduGAggASgLMh0uZGF0YWZseS5ibHVlY29yZS52MS5DYW1wYWlnbhIQCgh0aW1lem9uZRgJIAEoCRouCgxDb25zZW50RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgIOgI4ASJSCgRQYWdlEgsKA3VybBgBIAEoCRIMCgRwYXRoGAIgASgJEg0KBXRpdGxlGAMgASgJEhAKCHJlZmVycmVyGAQgASgJEg4KBnNlYXJjaBgFIAEoCSIoCgdMaWJyYXJ5EgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSJXCghDYW1wYWlnbhIMCgRuYW1lGAEgASgJEg4KBnNvdXJjZRgCIAEoCRIOCgZtZWRpdW0YAyABKAkSDAoEdGVybRgEIAEoCRIPCgdjb250ZW50GAUgASgJIr0CCg5EZWxpdmVyeVJlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEjMKBnN0YXR1cxgCIAEoDjIjLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGVsaXZlcnlTdGF0dXMSFgoOYmx1ZWNvcmVfZXZlbnQYAyABKAkSEwoLaHR0cF9zdGF0dXMYBCABKAUSEAoIYXR0ZW1wdHMYBSABKAUSDgoGcmVhc29uGAYgASgJEg4KBmRldGFpbBgHIAEoCRIuCgtyZXRyeV9hZnRlchgIIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgdsYXRlbmN5GAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhAKCHRyYWNlX2lkGAogASgJEhUKDWRhdGFmbHlfZXZlbnQYCyABKAkicwoORGVsaXZlclJlcXVlc3QSMAoFZXZlbnQYASABKAsyIS5kYXRhZmx5LmJsdWVjb3JlLnYxLkRhdGFmbHlFdmVudBIvCgRtb2RlGAIgASgOMiEuZGF0YWZseS5ibHVlY29yZS52MS5EZWxpdmVyeU1vZGUiRgoPRGVsaXZlclJlc3BvbnNlEjMKBnJlc3VsdBgBIAEoCzIjLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGVsaXZlcnlSZXN1bHQieQoTRGVsaXZlckJhdGNoUmVxdWVzdBIxCgZldmVudHMYASADKAsyIS5kYXRhZmx5LmJsdWVjb3JlLnYxLkRhdGFmbHlFdmVudBIvCgRtb2RlGAIgASgOMiEuZGF0YWZseS5ibHVlY29yZS52MS5EZWxpdmVyeU1vZGUiTAoURGVsaXZlckJhdGNoUmVzcG9uc2USNAoHcmVzdWx0cxgBIAMoCzIjLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGVsaXZlcnlSZXN1bHQiQgoOUHJldmlld1JlcXVlc3QSMAoFZXZlbnQYASABKAsyIS5kYXRhZmx5LmJsdWVjb3JlLnYxLkRhdGFmbHlFdmVudCJ4Cg9QcmV2aWV3UmVzcG9uc2USMwoGcmVzdWx0GAEgASgLMiMuZGF0YWZseS5ibHVlY29yZS52MS5EZWxpdmVyeVJlc3VsdBIVCg1ibHVlY29yZV9ib2R5GAIgASgJEhkKEWFkZGl0aW9uYWxfYm9kaWVzGAMgAygJIk8KFldhdGNoRGVsaXZlcmllc1JlcXVlc3QSNQoIc3RhdHVzZXMYASADKA4yIy5kYXRhZmx5LmJsdWVjb3JlLnYxLkRlbGl2ZXJ5U3RhdHVzIl8KF1dhdGNoRGVsaXZlcmllc1Jlc3BvbnNlEjMKBnJlc3VsdBgBIAEoCzIjLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGVsaXZlcnlSZXN1bHQSDwoHZHJvcHBlZBgCIAEoBCLgAgoKRGVhZExldHRlchIKCgJpZBgBIAEoBBISCgptZXNzYWdlX2lkGAIgASgJEhYKDmJsdWVjb3JlX2V2ZW50GAMgASgJEg4KBnJlYXNvbhgEIAEoCRIOCgZkZXRhaWwYBSABKAkSEwoLaHR0cF9zdGF0dXMYBiABKAUSEAoIYXR0ZW1wdHMYByABKAUSLgoKZXZlbnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZW5xdWV1ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglkZWFkX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHRyYWNlX2lkGAsgASgJEjAKBWV2ZW50GAwgASgLMiEuZGF0YWZseS5ibHVlY29yZS52MS5EYXRhZmx5RXZlbnQimgEKEERlYWRMZXR0ZXJGaWx0ZXISDwoHcmVhc29ucxgBIAMoCRIXCg9ibHVlY29yZV9ldmVudHMYAiADKAkSLQoKb2xkZXJfdGhhbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhItCgpuZXdlcl90aGFuGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uInYKFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSNQoGZmlsdGVyGAEgASgLMiUuZGF0YWZseS5ibHVlY29yZS52MS5EZWFkTGV0dGVyRmlsdGVyEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImkKF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEjUKDGRlYWRfbGV0dGVycxgBIAMoCzIfLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIgoUR2V0RGVhZExldHRlclJlcXVlc3QSCgoCaWQYASABKAQiTQoVR2V0RGVhZExldHRlclJlc3BvbnNlEjQKC2RlYWRfbGV0dGVyGAEgASgLMh8uZGF0YWZseS5ibHVlY29yZS52MS5EZWFkTGV0dGVyImsKGFJlcGxheURlYWRMZXR0ZXJzUmVxdWVzdBILCgNpZHMYASADKAQSNQoGZmlsdGVyGAIgASgLMiUuZGF0YWZseS5ibHVlY29yZS52MS5EZWFkTGV0dGVyRmlsdGVyEgsKA2FsbBgDIAEoCCJJChlSZXBsYXlEZWFkTGV0dGVyc1Jlc3BvbnNlEhAKCHJlcGxheWVkGAEgASgEEhoKEnNraXBwZWRfZHVwbGljYXRlcxgCIAEoBCJqChdQdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBILCgNpZHMYASADKAQSNQoGZmlsdGVyGAIgASgLMiUuZGF0YWZseS5ibHVlY29yZS52MS5EZWFkTGV0dGVyRmlsdGVyEgsKA2FsbBgDIAEoCCIqChhQdXJnZURlYWRMZXR0ZXJzUmVzcG9uc2USDgoGcHVyZ2VkGAEgASgEKvYCCg5EZWxpdmVyeVN0YXR1cxIfChtERUxJVkVSWV9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlERUxJVkVSWV9TVEFUVVNfREVMSVZFUkVEEAESGgoWREVMSVZFUllfU1RBVFVTX1FVRVVFRBACEiQKIERFTElWRVJZX1NUQVRVU19TS0lQUEVEX1VOTUFQUEVEEAMSJgoiREVMSVZFUllfU1RBVFVTX1NLSVBQRURfTk9fQ09OU0VOVBAEEiUKIURFTElWRVJZX1NUQVRVU19TS0lQUEVEX0RVUExJQ0FURRAFEiEKHURFTElWRVJZX1NUQVRVU19TS0lQUEVEX1NUQUxFEAYSJAogREVMSVZFUllfU1RBVFVTX1JFSkVDVEVEX0lOVkFMSUQQBxIkCiBERUxJVkVSWV9TVEFUVVNfRkFJTEVEX1BFUk1BTkVOVBAIEiQKIERFTElWRVJZX1NUQVRVU19GQUlMRURfUkVUUllBQkxFEAkqegoMRGVsaXZlcnlNb2RlEh0KGURFTElWRVJZX01PREVfVU5TUEVDSUZJRUQQABIWChJERUxJVkVSWV9NT0RFX1dBSVQQARIZChVERUxJVkVSWV9NT0RFX0VOUVVFVUUQAhIYChRERUxJVkVSWV9NT0RFX0RJUkVDVBADMpIDCg9EZWxpdmVyeVNlcnZpY2USVAoHRGVsaXZlchIjLmRhdGFmbHkuYmx1ZWNvcmUudjEuRGVsaXZlclJlcXVlc3QaJC5kYXRhZmx5LmJsdWVjb3JlLnYxLkRlbGl2ZXJSZXNwb25zZRJjCgxEZWxpdmVyQmF0Y2gSKC5kYXRhZmx5LmJsdWVjb3JlLnYxLkRlbGl2ZXJCYXRjaFJlcXVlc3QaKS5kYXRhZmx5LmJsdWVjb3JlLnYxLkRlbGl2ZXJCYXRjaFJlc3BvbnNlElQKB1ByZXZpZXcSIy5kYXRhZmx5LmJsdWVjb3JlLnYxLlByZXZpZXdSZXF1ZXN0GiQuZGF0YWZseS5ibHVlY29yZS52MS5QcmV2aWV3UmVzcG9uc2USbgoPV2F0Y2hEZWxpdmVyaWVzEisuZGF0YWZseS5ibHVlY29yZS52MS5XYXRjaERlbGl2ZXJpZXNSZXF1ZXN0GiwuZGF0YWZseS5ibHVlY29yZS52MS5XYXRjaERlbGl2ZXJpZXNSZXNwb25zZTABMs4DChFEZWFkTGV0dGVyU2VydmljZRJsCg9MaXN0RGVhZExldHRlcnMSKy5kYXRhZmx5LmJsdWVjb3JlLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaLC5kYXRhZmx5LmJsdWVjb3JlLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEmYKDUdldERlYWRMZXR0ZXISKS5kYXRhZmx5LmJsdWVjb3JlLnYxLkdldERlYWRMZXR0ZXJSZXF1ZXN0GiouZGF0YWZseS5ibHVlY29yZS52MS5HZXREZWFkTGV0dGVyUmVzcG9uc2UScgoRUmVwbGF5RGVhZExldHRlcnMSLS5kYXRhZmx5LmJsdWVjb3JlLnYxLlJlcGxheURlYWRMZXR0ZXJzUmVxdWVzdBouLmRhdGFmbHkuYmx1ZWNvcmUudjEuUmVwbGF5RGVhZExldHRlcnNSZXNwb25zZRJvChBQdXJnZURlYWRMZXR0ZXJzEiwuZGF0YWZseS5ibHVlY29yZS52MS5QdXJnZURlYWRMZXR0ZXJzUmVxdWVzdBotLmRhdGFmbHkuYmx1ZWNvcmUudjEuUHVyZ2VEZWFkTGV0dGVyc1Jlc3BvbnNlQuoBChdjb20uZGF0YWZseS5ibHVlY29yZS52MUINRGVsaXZlcnlQcm90b1ABWlJnaXRodWIuY29tL2RhdGFmbHkvYmx1ZWNvcmUtc2lkZWNhci9jbGllbnRfc3R1YnMvZ28vZGF0YWZseS9ibHVlY29yZS92MTtibHVlY29yZXYxogIDREJYqgITRGF0YWZseS5CbHVlY29yZS5WMcoCE0RhdGFmbHlcQmx1ZWNvcmVcVjHiAh9EYXRhZmx5XEJsdWVjb3JlXFYxXEdQQk1ldGFkYXRh6gIVRGF0YWZseTo6Qmx1ZWNvcmU6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * DataflyEvent is the protobuf image of Datafly Signal's JSON event
@@ -404,7 +404,10 @@ export type DeliveryResult = Message<"datafly.bluecore.v1.DeliveryResult"> & {
 
   /**
    * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+   * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+   * queue is at its size limit, or its disk is full or read-only, so the
+   * event was not accepted).
    *
    * @generated from field: string reason = 6;
    */
@@ -466,6 +469,14 @@ export type DeliverRequest = Message<"datafly.bluecore.v1.DeliverRequest"> & {
    * @generated from field: datafly.bluecore.v1.DataflyEvent event = 1;
    */
   event?: DataflyEvent | undefined;
+
+  /**
+   * How the event is delivered and when the call answers; unset means the
+   * sidecar's configured default.
+   *
+   * @generated from field: datafly.bluecore.v1.DeliveryMode mode = 2;
+   */
+  mode: DeliveryMode;
 };
 
 /**
@@ -508,6 +519,14 @@ export type DeliverBatchRequest = Message<"datafly.bluecore.v1.DeliverBatchReque
    * @generated from field: repeated datafly.bluecore.v1.DataflyEvent events = 1;
    */
   events: DataflyEvent[];
+
+  /**
+   * How every event of the batch is delivered and when the call answers;
+   * unset means the sidecar's configured default.
+   *
+   * @generated from field: datafly.bluecore.v1.DeliveryMode mode = 2;
+   */
+  mode: DeliveryMode;
 };
 
 /**
@@ -647,6 +666,387 @@ export const WatchDeliveriesResponseSchema: GenMessage<WatchDeliveriesResponse> 
   messageDesc(file_datafly_bluecore_v1_delivery, 13);
 
 /**
+ * DeadLetter is an event the durable queue stopped retrying, and why.
+ *
+ * @generated from message datafly.bluecore.v1.DeadLetter
+ */
+export type DeadLetter = Message<"datafly.bluecore.v1.DeadLetter"> & {
+  /**
+   * Id of the dead letter in this sidecar's queue (not the message id).
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * The event's `message_id`.
+   *
+   * @generated from field: string message_id = 2;
+   */
+  messageId: string;
+
+  /**
+   * Bluecore event name it mapped to when it was queued (e.g. `purchase`).
+   *
+   * @generated from field: string bluecore_event = 3;
+   */
+  bluecoreEvent: string;
+
+  /**
+   * Why it was given up, in UPPER_SNAKE_CASE: `EXPIRED` (older than the
+   * maximum age before it could be delivered), `AUTH` (Bluecore answered 401
+   * or 403; replay once the namespace token is fixed) or the reason of a
+   * permanent failure (e.g. `HTTP_400`).
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * Human-readable explanation. Never contains the namespace token or an
+   * email address.
+   *
+   * @generated from field: string detail = 5;
+   */
+  detail: string;
+
+  /**
+   * Last HTTP status Bluecore answered; 0 when no answer was received.
+   *
+   * @generated from field: int32 http_status = 6;
+   */
+  httpStatus: number;
+
+  /**
+   * HTTP requests made for the event while it was queued, retries included.
+   *
+   * @generated from field: int32 attempts = 7;
+   */
+  attempts: number;
+
+  /**
+   * When the event happened (its `timestamp`).
+   *
+   * @generated from field: google.protobuf.Timestamp event_time = 8;
+   */
+  eventTime?: Timestamp | undefined;
+
+  /**
+   * When the event entered the queue.
+   *
+   * @generated from field: google.protobuf.Timestamp enqueue_time = 9;
+   */
+  enqueueTime?: Timestamp | undefined;
+
+  /**
+   * When the queue gave up on it.
+   *
+   * @generated from field: google.protobuf.Timestamp dead_time = 10;
+   */
+  deadTime?: Timestamp | undefined;
+
+  /**
+   * W3C trace id (32 lowercase hex digits) of the call that queued the
+   * event; empty when that call was not traced.
+   *
+   * @generated from field: string trace_id = 11;
+   */
+  traceId: string;
+
+  /**
+   * The event as it was queued. Set by GetDeadLetter only; it is the
+   * caller's own event, so it can hold personal data such as an email.
+   *
+   * @generated from field: datafly.bluecore.v1.DataflyEvent event = 12;
+   */
+  event?: DataflyEvent | undefined;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.DeadLetter.
+ * Use `create(DeadLetterSchema)` to create a new message.
+ */
+export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 14);
+
+/**
+ * DeadLetterFilter selects dead letters. Conditions combine with AND; an
+ * empty list or an unset duration imposes no condition.
+ *
+ * @generated from message datafly.bluecore.v1.DeadLetterFilter
+ */
+export type DeadLetterFilter = Message<"datafly.bluecore.v1.DeadLetterFilter"> & {
+  /**
+   * Only dead letters with one of these reasons (e.g. `AUTH`).
+   *
+   * @generated from field: repeated string reasons = 1;
+   */
+  reasons: string[];
+
+  /**
+   * Only dead letters for one of these Bluecore event names (e.g.
+   * `purchase`).
+   *
+   * @generated from field: repeated string bluecore_events = 2;
+   */
+  bluecoreEvents: string[];
+
+  /**
+   * Only dead letters given up at least this long ago.
+   *
+   * @generated from field: google.protobuf.Duration older_than = 3;
+   */
+  olderThan?: Duration | undefined;
+
+  /**
+   * Only dead letters given up less than this long ago.
+   *
+   * @generated from field: google.protobuf.Duration newer_than = 4;
+   */
+  newerThan?: Duration | undefined;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.DeadLetterFilter.
+ * Use `create(DeadLetterFilterSchema)` to create a new message.
+ */
+export const DeadLetterFilterSchema: GenMessage<DeadLetterFilter> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 15);
+
+/**
+ * ListDeadLettersRequest selects one page of dead letters.
+ *
+ * @generated from message datafly.bluecore.v1.ListDeadLettersRequest
+ */
+export type ListDeadLettersRequest = Message<"datafly.bluecore.v1.ListDeadLettersRequest"> & {
+  /**
+   * Which dead letters to list.
+   *
+   * @generated from field: datafly.bluecore.v1.DeadLetterFilter filter = 1;
+   */
+  filter?: DeadLetterFilter | undefined;
+
+  /**
+   * Dead letters per page, 1 to 1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.ListDeadLettersRequest.
+ * Use `create(ListDeadLettersRequestSchema)` to create a new message.
+ */
+export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 16);
+
+/**
+ * ListDeadLettersResponse carries one page of dead letters.
+ *
+ * @generated from message datafly.bluecore.v1.ListDeadLettersResponse
+ */
+export type ListDeadLettersResponse = Message<"datafly.bluecore.v1.ListDeadLettersResponse"> & {
+  /**
+   * The dead letters, oldest first, without their events.
+   *
+   * @generated from field: repeated datafly.bluecore.v1.DeadLetter dead_letters = 1;
+   */
+  deadLetters: DeadLetter[];
+
+  /**
+   * Token of the next page; empty when this is the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.ListDeadLettersResponse.
+ * Use `create(ListDeadLettersResponseSchema)` to create a new message.
+ */
+export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 17);
+
+/**
+ * GetDeadLetterRequest names one dead letter.
+ *
+ * @generated from message datafly.bluecore.v1.GetDeadLetterRequest
+ */
+export type GetDeadLetterRequest = Message<"datafly.bluecore.v1.GetDeadLetterRequest"> & {
+  /**
+   * `DeadLetter.id` of the dead letter. Required.
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.GetDeadLetterRequest.
+ * Use `create(GetDeadLetterRequestSchema)` to create a new message.
+ */
+export const GetDeadLetterRequestSchema: GenMessage<GetDeadLetterRequest> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 18);
+
+/**
+ * GetDeadLetterResponse carries one dead letter.
+ *
+ * @generated from message datafly.bluecore.v1.GetDeadLetterResponse
+ */
+export type GetDeadLetterResponse = Message<"datafly.bluecore.v1.GetDeadLetterResponse"> & {
+  /**
+   * The dead letter, with its event.
+   *
+   * @generated from field: datafly.bluecore.v1.DeadLetter dead_letter = 1;
+   */
+  deadLetter?: DeadLetter | undefined;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.GetDeadLetterResponse.
+ * Use `create(GetDeadLetterResponseSchema)` to create a new message.
+ */
+export const GetDeadLetterResponseSchema: GenMessage<GetDeadLetterResponse> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 19);
+
+/**
+ * ReplayDeadLettersRequest selects dead letters to put back into the queue.
+ * The selection is `ids` when given, else `filter` when it has a condition,
+ * else everything when `all` is true.
+ *
+ * @generated from message datafly.bluecore.v1.ReplayDeadLettersRequest
+ */
+export type ReplayDeadLettersRequest = Message<"datafly.bluecore.v1.ReplayDeadLettersRequest"> & {
+  /**
+   * `DeadLetter.id` values to replay.
+   *
+   * @generated from field: repeated uint64 ids = 1;
+   */
+  ids: bigint[];
+
+  /**
+   * Which dead letters to replay, when `ids` is empty.
+   *
+   * @generated from field: datafly.bluecore.v1.DeadLetterFilter filter = 2;
+   */
+  filter?: DeadLetterFilter | undefined;
+
+  /**
+   * Replay every dead letter; needed when neither `ids` nor `filter` select
+   * anything, so that an empty request never replays everything by
+   * accident.
+   *
+   * @generated from field: bool all = 3;
+   */
+  all: boolean;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.ReplayDeadLettersRequest.
+ * Use `create(ReplayDeadLettersRequestSchema)` to create a new message.
+ */
+export const ReplayDeadLettersRequestSchema: GenMessage<ReplayDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 20);
+
+/**
+ * ReplayDeadLettersResponse says how many dead letters were replayed.
+ *
+ * @generated from message datafly.bluecore.v1.ReplayDeadLettersResponse
+ */
+export type ReplayDeadLettersResponse = Message<"datafly.bluecore.v1.ReplayDeadLettersResponse"> & {
+  /**
+   * Dead letters put back into the queue.
+   *
+   * @generated from field: uint64 replayed = 1;
+   */
+  replayed: bigint;
+
+  /**
+   * Selected dead letters left in place because their message id was
+   * delivered or queued again meanwhile.
+   *
+   * @generated from field: uint64 skipped_duplicates = 2;
+   */
+  skippedDuplicates: bigint;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.ReplayDeadLettersResponse.
+ * Use `create(ReplayDeadLettersResponseSchema)` to create a new message.
+ */
+export const ReplayDeadLettersResponseSchema: GenMessage<ReplayDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 21);
+
+/**
+ * PurgeDeadLettersRequest selects dead letters to delete. The selection is
+ * `ids` when given, else `filter` when it has a condition, else everything
+ * when `all` is true.
+ *
+ * @generated from message datafly.bluecore.v1.PurgeDeadLettersRequest
+ */
+export type PurgeDeadLettersRequest = Message<"datafly.bluecore.v1.PurgeDeadLettersRequest"> & {
+  /**
+   * `DeadLetter.id` values to delete.
+   *
+   * @generated from field: repeated uint64 ids = 1;
+   */
+  ids: bigint[];
+
+  /**
+   * Which dead letters to delete, when `ids` is empty.
+   *
+   * @generated from field: datafly.bluecore.v1.DeadLetterFilter filter = 2;
+   */
+  filter?: DeadLetterFilter | undefined;
+
+  /**
+   * Delete every dead letter; needed when neither `ids` nor `filter` select
+   * anything, so that an empty request never deletes everything by
+   * accident.
+   *
+   * @generated from field: bool all = 3;
+   */
+  all: boolean;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.PurgeDeadLettersRequest.
+ * Use `create(PurgeDeadLettersRequestSchema)` to create a new message.
+ */
+export const PurgeDeadLettersRequestSchema: GenMessage<PurgeDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 22);
+
+/**
+ * PurgeDeadLettersResponse says how many dead letters were deleted.
+ *
+ * @generated from message datafly.bluecore.v1.PurgeDeadLettersResponse
+ */
+export type PurgeDeadLettersResponse = Message<"datafly.bluecore.v1.PurgeDeadLettersResponse"> & {
+  /**
+   * Dead letters deleted.
+   *
+   * @generated from field: uint64 purged = 1;
+   */
+  purged: bigint;
+};
+
+/**
+ * Describes the message datafly.bluecore.v1.PurgeDeadLettersResponse.
+ * Use `create(PurgeDeadLettersResponseSchema)` to create a new message.
+ */
+export const PurgeDeadLettersResponseSchema: GenMessage<PurgeDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_datafly_bluecore_v1_delivery, 23);
+
+/**
  * DeliveryStatus is the outcome of one event.
  *
  * @generated from enum datafly.bluecore.v1.DeliveryStatus
@@ -721,7 +1121,8 @@ export enum DeliveryStatus {
 
   /**
    * Retries or the caller's deadline ran out on a retryable failure (408,
-   * 425, 429, 5xx, timeout, connection error). Safe to send again later.
+   * 425, 429, 5xx, timeout, connection error), or the durable queue could
+   * not take the event (reason `QUEUE_FULL`). Safe to send again later.
    *
    * @generated from enum value: DELIVERY_STATUS_FAILED_RETRYABLE = 9;
    */
@@ -733,6 +1134,62 @@ export enum DeliveryStatus {
  */
 export const DeliveryStatusSchema: GenEnum<DeliveryStatus> = /*@__PURE__*/
   enumDesc(file_datafly_bluecore_v1_delivery, 0);
+
+/**
+ * DeliveryMode says whether an event may go through the sidecar's durable
+ * queue and when the call answers. Without a durable queue (no
+ * `SIDECAR_QUEUE_PATH`) every mode delivers directly and the answer is never
+ * DELIVERY_STATUS_QUEUED.
+ *
+ * @generated from enum datafly.bluecore.v1.DeliveryMode
+ */
+export enum DeliveryMode {
+  /**
+   * The sidecar's configured default mode applies (direct when the sidecar
+   * has no durable queue).
+   *
+   * @generated from enum value: DELIVERY_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The sidecar tries to deliver within the call's deadline. The answer is
+   * the outcome when it is known in time; an event that is still retryable
+   * when the deadline nears is kept in the durable queue and the answer is
+   * DELIVERY_STATUS_QUEUED. Events for a customer with earlier events
+   * waiting in the queue are queued behind them.
+   *
+   * @generated from enum value: DELIVERY_MODE_WAIT = 1;
+   */
+  WAIT = 1,
+
+  /**
+   * The sidecar answers DELIVERY_STATUS_QUEUED as soon as the event is
+   * committed to the durable queue, after the checks that need no network
+   * (mapping, consent, age, duplicates), and delivers it in the background.
+   * A full queue answers DELIVERY_STATUS_FAILED_RETRYABLE with reason
+   * `QUEUE_FULL`.
+   *
+   * @generated from enum value: DELIVERY_MODE_ENQUEUE = 2;
+   */
+  ENQUEUE = 2,
+
+  /**
+   * The sidecar delivers within the call's deadline and never queues the
+   * event: a retryable failure answers DELIVERY_STATUS_FAILED_RETRYABLE, as
+   * without a durable queue. The event still waits, within the deadline, for
+   * earlier queued events of the same customer to leave first.
+   *
+   * @generated from enum value: DELIVERY_MODE_DIRECT = 3;
+   */
+  DIRECT = 3,
+}
+
+/**
+ * Describes the enum datafly.bluecore.v1.DeliveryMode.
+ */
+export const DeliveryModeSchema: GenEnum<DeliveryMode> = /*@__PURE__*/
+  enumDesc(file_datafly_bluecore_v1_delivery, 1);
 
 /**
  * DeliveryService maps Datafly events to Bluecore events and delivers them.
@@ -797,4 +1254,66 @@ export const DeliveryService: GenService<{
   },
 }> = /*@__PURE__*/
   serviceDesc(file_datafly_bluecore_v1_delivery, 0);
+
+/**
+ * DeadLetterService lets operators inspect, replay and purge the events the
+ * durable queue gave up on (dead letters). It is served on the same port as
+ * DeliveryService, only when the sidecar has a durable queue; without one
+ * every RPC answers FAILED_PRECONDITION.
+ *
+ * @generated from service datafly.bluecore.v1.DeadLetterService
+ */
+export const DeadLetterService: GenService<{
+  /**
+   * ListDeadLetters returns dead letters matching a filter, oldest first,
+   * one page at a time. The events themselves are left out (see
+   * GetDeadLetter). Safe to repeat.
+   *
+   * @generated from rpc datafly.bluecore.v1.DeadLetterService.ListDeadLetters
+   */
+  listDeadLetters: {
+    methodKind: "unary";
+    input: typeof ListDeadLettersRequestSchema;
+    output: typeof ListDeadLettersResponseSchema;
+  },
+  /**
+   * GetDeadLetter returns one dead letter with its event. Safe to repeat.
+   * Errors: NOT_FOUND when no dead letter has the id.
+   *
+   * @generated from rpc datafly.bluecore.v1.DeadLetterService.GetDeadLetter
+   */
+  getDeadLetter: {
+    methodKind: "unary";
+    input: typeof GetDeadLetterRequestSchema;
+    output: typeof GetDeadLetterResponseSchema;
+  },
+  /**
+   * ReplayDeadLetters puts the selected dead letters back into the queue,
+   * due now, with their attempt count reset; they are mapped again with the
+   * current mapping and settings when they are sent. A dead letter whose
+   * message id has since been delivered or queued again is left where it is
+   * and counted in `skipped_duplicates`. Errors: INVALID_ARGUMENT when
+   * neither ids, a filter nor `all` select anything.
+   *
+   * @generated from rpc datafly.bluecore.v1.DeadLetterService.ReplayDeadLetters
+   */
+  replayDeadLetters: {
+    methodKind: "unary";
+    input: typeof ReplayDeadLettersRequestSchema;
+    output: typeof ReplayDeadLettersResponseSchema;
+  },
+  /**
+   * PurgeDeadLetters deletes the selected dead letters for good. Repeating
+   * it deletes nothing more. Errors: INVALID_ARGUMENT when neither ids, a
+   * filter nor `all` select anything.
+   *
+   * @generated from rpc datafly.bluecore.v1.DeadLetterService.PurgeDeadLetters
+   */
+  purgeDeadLetters: {
+    methodKind: "unary";
+    input: typeof PurgeDeadLettersRequestSchema;
+    output: typeof PurgeDeadLettersResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_datafly_bluecore_v1_delivery, 1);
 

@@ -75,6 +75,8 @@ class Client:
     env: dict[str, str] = field(default_factory=dict)
     # False for a program that prints the result and exits 0 whatever it says (curl).
     exit_says_delivered: bool = True
+    # More programs (argv, extra environment) that must exit 0 against the delivering sidecar.
+    checks: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
 
 
 def clients() -> list[Client]:
@@ -141,6 +143,11 @@ def clients() -> list[Client]:
             ],
             run=["node", "dist/examples/deliver.js"],
             env={"EVENT_FILE": str(ROOT / "examples" / "events" / "order_completed.json")},
+            # A refusal reaches the client as the sidecar means it, in JSON and in protobuf.
+            checks=[
+                (["node", "dist/examples/refused.js"], {}),
+                (["node", "dist/examples/refused.js"], {"CONNECT_BINARY": "1"}),
+            ],
         ),
         Client(
             name="curl",
@@ -350,9 +357,19 @@ def check_delivery(
     return None
 
 
-def run_example(client: Client, target: Target) -> tuple[int | None, str, str]:
-    """Run one example against ``target``: (exit code or None on timeout, stdout, all output)."""
-    shown = " ".join(client.run) if client.name != "curl" else "bash -c <README's curl snippet>"
+def run_example(
+    client: Client,
+    target: Target,
+    argv: list[str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> tuple[int | None, str, str]:
+    """Run one example (``argv``, default its ``run``) against ``target``.
+
+    Returns (exit code or None on timeout, stdout, all output).
+    """
+    argv = argv or client.run
+    shown = " ".join(argv) if client.name != "curl" else "bash -c <README's curl snippet>"
+    shown = " ".join([*(f"{k}={v}" for k, v in (extra or {}).items()), shown])
     log(
         f"[{client.name}] $ {shown}  "
         f"(SIDECAR_ADDRESS={target.grpc}, SIDECAR_HTTP_URL={target.http})"
@@ -360,11 +377,12 @@ def run_example(client: Client, target: Target) -> tuple[int | None, str, str]:
     env = {
         **os.environ,
         **client.env,
+        **(extra or {}),
         "SIDECAR_ADDRESS": target.grpc,
         "SIDECAR_HTTP_URL": target.http,
     }
     try:
-        done = run_step(client.run, client.cwd, RUN_TIMEOUT, env)
+        done = run_step(argv, client.cwd, RUN_TIMEOUT, env)
     except subprocess.TimeoutExpired:
         return None, "", f"did not finish within {RUN_TIMEOUT:.0f}s"
     output = ANSI_ESCAPE.sub("", done.stdout + done.stderr)
@@ -472,6 +490,10 @@ def run_all(selected: list[Client]) -> dict[str, str | None]:
                     results[client.name] = f"exited {code} against a delivering sidecar"
                     continue
                 results[client.name] = check_delivery(stdout, stack.purchases, before)
+                for argv, extra in client.checks:
+                    code, _, _ = run_example(client, target, argv, extra)
+                    if code != 0 and results[client.name] is None:
+                        results[client.name] = f"'{' '.join(argv)}' {extra or ''} exited {code}"
         delivered = [r for r in stack.purchases() if r.get("body") == SEED_BODY]
         log(f"the sandbox received the seed's purchase body {len(delivered)} time(s)")
 

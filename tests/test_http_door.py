@@ -488,3 +488,32 @@ async def test_more_services_are_served_through_their_own_edge():
         assert (status, json.loads(body)) == (200, {"status": "SERVING"})
         status, _, _ = await post(f"{url}/grpc.health.v1.Health/Watch", {}, CONNECT_JSON)
         assert status == 404  # streaming
+
+
+async def test_an_unexpected_failure_is_internal_and_says_nothing_of_it(captured_logs):
+    """As over gRPC: logged by type, answered INTERNAL, the exception's text kept out."""
+
+    class Broken:
+        async def Check(self, request, context):
+            raise RuntimeError(f"boom for {EMAIL}")
+
+        List = Check
+
+    admission = Admission(10, timedelta(seconds=1))
+    metrics = Metrics()
+    door = HttpDoor(
+        Edge(SERVICE, admission, metrics, trace.NoOpTracer()),
+        DeliveryService(None, None, batch_limit=1, default_deadline=timedelta(seconds=1)),
+        max_message_bytes=1024,
+        max_events_bytes=1024,
+        more=[(Edge("grpc.health.v1.Health", admission, metrics, trace.NoOpTracer()), Broken())],
+    )
+    async with serving(door.application()) as url:
+        status, _, body = await post(f"{url}/grpc.health.v1.Health/Check", {}, CONNECT_JSON)
+    assert status == 500
+    error, info = error_info(body)
+    assert (error["code"], info.reason) == ("internal", "INTERNAL_ERROR")
+    assert EMAIL not in body.decode()
+    assert "RuntimeError" in captured_logs.getvalue()
+    assert EMAIL not in captured_logs.getvalue()
+    assert admission.in_flight == 0

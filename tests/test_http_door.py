@@ -447,19 +447,27 @@ async def test_events_span_names_the_route_and_the_rpc_it_became(sidecar, span_e
     assert deliver.parent.span_id == server.context.span_id
 
 
-async def test_drain_lets_a_call_in_flight_finish_and_closes_the_door(sidecar, sandbox):
+async def test_drain_answers_late_callers_lets_the_call_in_flight_finish_and_closes_the_door(
+    sidecar, sandbox
+):
     sandbox.delay(0.5, count=1)
     url = f"{sidecar.http_url}/v1/events"
-    slow = asyncio.create_task(post(url, seed_event(), {"Content-Type": "application/json"}))
+    headers = {"Content-Type": "application/json"}
+    slow = asyncio.create_task(post(url, seed_event(), headers))
     for _ in range(500):  # until the call is in flight
         if sidecar.admission.in_flight:
             break
         await asyncio.sleep(0.01)
-    await sidecar.drain()
+    drain = asyncio.create_task(sidecar.drain())
+    await asyncio.sleep(0.05)
+    status, _, body = await post(url, make_event_json("late"), headers)
+    assert status == 503
+    assert error_info(body)[1].reason == "SHUTTING_DOWN"
     status, _, body = await slow
     assert (status, json.loads(body)["status"]) == (200, "DELIVERY_STATUS_DELIVERED")
+    await drain
     with pytest.raises(aiohttp.ClientConnectionError):
-        await post(url, seed_event(), {"Content-Type": "application/json"})
+        await post(url, seed_event(), headers)
 
 
 async def test_a_gzip_body_is_read_and_other_encodings_are_unimplemented(sidecar, sandbox):

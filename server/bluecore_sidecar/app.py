@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 
@@ -80,18 +81,19 @@ class Sidecar:
         # Watch streams never end by themselves; graceful stop would wait the grace for them.
         self.bus.close_all()
         grace = self.settings.shutdown_grace.total_seconds()
-        # Only watches the same grace, started first so that it looks before grpc cuts calls.
-        busy = asyncio.ensure_future(self.admission.busy_after(grace))
-        await asyncio.sleep(0)
-        # Both doors close their listeners at once and share the one grace for calls in flight.
-        doors = [self.server.stop(grace)]
-        if self.http_runner is not None:
-            doors.append(self.http_runner.cleanup())
-        await asyncio.gather(*doors)
-        if cut := await busy:
+        started = time.monotonic()
+        # While calls are in flight the server keeps listening, so a late caller hears a clear
+        # UNAVAILABLE from the interceptor; once grpc's stop begins, calls that race it are
+        # cut with CANCELLED. The one grace covers both waits. The HTTP door keeps listening
+        # as long, answering SHUTTING_DOWN (503), and closes with the gRPC listener.
+        if cut := await self.admission.busy_after(grace):
             log.warning(
                 "grace period over with calls in flight", extra={"fields": {"in_flight": cut}}
             )
+        doors = [self.server.stop(max(grace - (time.monotonic() - started), 0.0))]
+        if self.http_runner is not None:
+            doors.append(self.http_runner.cleanup())
+        await asyncio.gather(*doors)
 
 
 @contextlib.asynccontextmanager
@@ -187,9 +189,7 @@ async def running_sidecar(
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 max_events_bytes=settings.max_event_bytes * settings.batch_limit,
             )
-            http_runner = await http_door.start(
-                stack, settings.http_address, door, settings.shutdown_grace.total_seconds()
-            )
+            http_runner = await http_door.start(stack, settings.http_address, door)
             http_url = _base_url(settings.http_address, http_runner.addresses[0][1])
         sidecar = Sidecar(
             grpc_address=_join(host, port),

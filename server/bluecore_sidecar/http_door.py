@@ -55,6 +55,8 @@ EVENTS_PATH = "/v1/events"
 #: keeps hostile nesting far from Python's recursion limit while the JSON becomes a message.
 MAX_JSON_DEPTH = 64
 _READ_CHUNK = 64 * 1024
+#: Seconds that requests still being handled get once the door's listener has closed.
+CLOSE_TIMEOUT = 1.0
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 #: The HTTP status of each Connect error code (the Connect protocol's table).
@@ -291,16 +293,15 @@ def _refuse(edge: Edge, method: str, error: Exception, span: trace.Span) -> web.
     return response
 
 
-async def start(
-    stack: contextlib.AsyncExitStack, address: str, door: HttpDoor, grace: float
-) -> web.AppRunner:
+async def start(stack: contextlib.AsyncExitStack, address: str, door: HttpDoor) -> web.AppRunner:
     """Serve ``door`` on ``address`` until ``stack`` closes; returns the runner to stop it.
 
-    Cleaning the runner up closes the listener, then lets calls in flight finish for up to
-    ``grace`` seconds.
+    Cleaning the runner up closes the listener, then gives requests still being handled
+    :data:`CLOSE_TIMEOUT` to finish: the drain has already waited, within the shutdown grace,
+    for every admitted call, so what is left are answers being written and refusals.
     """
     runner = web.AppRunner(
-        door.application(), access_log=None, handle_signals=False, shutdown_timeout=grace
+        door.application(), access_log=None, handle_signals=False, shutdown_timeout=CLOSE_TIMEOUT
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

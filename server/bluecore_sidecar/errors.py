@@ -1,5 +1,9 @@
 """The sidecar's own exceptions, and the one place that turns them into gRPC errors.
 
+It imports no gRPC library at module level: ``config`` and the CLI use it without loading a
+server. Each ``RequestError`` class names its status (``code_name``); reading ``code`` gives
+the ``grpc.StatusCode``, and :func:`to_rpc_status` loads ``grpc_status``, both when used.
+
 Per-event outcomes are never exceptions: they are ``DeliveryResult`` data. Exceptions are
 for configuration mistakes and for requests that are unusable as a whole::
 
@@ -22,14 +26,26 @@ for configuration mistakes and for requests that are unusable as a whole::
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+
+if TYPE_CHECKING:
+    import grpc
 
 #: The ``ErrorInfo.domain`` of every error this sidecar raises (AIP-193).
 ERROR_DOMAIN = "bluecore-sidecar.datafly.dev"
+
+
+class _GrpcCode:
+    """``RequestError.code``: the ``grpc.StatusCode`` that the class's ``code_name`` names,
+    imported when first read (by the serving edge, which has grpc loaded anyway)."""
+
+    def __get__(self, instance: object, owner: type[RequestError]) -> grpc.StatusCode:
+        import grpc  # noqa: PLC0415 - so that config, which imports this module, loads no grpc
+
+        return grpc.StatusCode[owner.code_name]
 
 
 class SidecarError(Exception):
@@ -50,7 +66,9 @@ class RequestError(SidecarError):
     ``message`` reaches the caller: it never names a Python type, a token or an email.
     """
 
-    code = grpc.StatusCode.UNKNOWN
+    #: The name of the ``grpc.StatusCode`` the error ends a call with; ``code`` is that code.
+    code_name = "UNKNOWN"
+    code = _GrpcCode()
 
     def __init__(
         self,
@@ -70,49 +88,49 @@ class RequestError(SidecarError):
 class InvalidRequest(RequestError):
     """The request is malformed (INVALID_ARGUMENT)."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code_name = "INVALID_ARGUMENT"
 
 
 class Overloaded(RequestError):
     """Too many calls are in flight; the caller should retry after ``retry_delay``."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code_name = "RESOURCE_EXHAUSTED"
 
 
 class TooLarge(RequestError):
     """The request body is larger than the door takes (RESOURCE_EXHAUSTED, as gRPC's limit)."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code_name = "RESOURCE_EXHAUSTED"
 
 
 class Forbidden(RequestError):
     """The caller may not use this door (PERMISSION_DENIED)."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code_name = "PERMISSION_DENIED"
 
 
 class Unsupported(RequestError):
     """The request uses a protocol feature the door does not implement (UNIMPLEMENTED)."""
 
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code_name = "UNIMPLEMENTED"
 
 
 class DeadlineExceeded(RequestError):
     """The caller's own timeout ran out before the answer was ready (DEADLINE_EXCEEDED)."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code_name = "DEADLINE_EXCEEDED"
 
 
 class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code_name = "UNAVAILABLE"
 
 
 class InternalError(RequestError):
     """Something unexpected failed while serving the call (INTERNAL)."""
 
-    code = grpc.StatusCode.INTERNAL
+    code_name = "INTERNAL"
 
 
 class UpstreamError(SidecarError):
@@ -135,6 +153,9 @@ class UpstreamConnectionError(UpstreamError):
 
 def to_rpc_status(error: RequestError) -> grpc.Status:
     """The grpc status that ends a call refused with ``error`` (see :func:`to_status`)."""
+    # Here, not at the top: only the serving edge calls this, and it has grpc loaded anyway.
+    from grpc_status import rpc_status  # noqa: PLC0415
+
     return rpc_status.to_status(to_status(error))
 
 

@@ -387,6 +387,7 @@ def server_env(
             "BLUECORE_API_URL": upstream,
             "SIDECAR_GRPC_ADDRESS": address,
             "SIDECAR_OPS_ADDRESS": f"127.0.0.1:{free_port()}",
+            "SIDECAR_HTTP_ADDRESS": "",  # the JSON door is not measured here
             "OTEL_SERVICE_NAME": f"bench-{name}",
         }
     )

@@ -1108,7 +1108,8 @@ class SqliteQueue:
         size = len(entry.payload)
         if tx.nbytes + size > self._limits.max_bytes:
             return QueueFull("BYTES", f"the queue holds its limit of {self._limits.max_bytes} B")
-        self._seq += 1  # only grows: a rolled-back number is skipped, never reused out of order
+        # Only grows: a rolled-back number is skipped, never reused out of order.
+        self._seq = self._next_seq(conn, entry.ordering_key)
         due = now if entry.next_due is None else entry.next_due
         row_id = conn.execute(
             "INSERT INTO entries (seq, state, message_id, ordering_key, bluecore_event, payload,"
@@ -1482,7 +1483,7 @@ class SqliteQueue:
                 if self._lookup_db(conn, message_id, at) is not None:
                     skipped += 1
                     continue
-                self._seq += 1
+                self._seq = self._next_seq(conn, key)
                 conn.execute(
                     "UPDATE entries SET state = 0, seq = ?, attempts = 0, next_due = ?,"
                     " dead_at = NULL, last_reason = '', detail = '', last_http_status = 0"

@@ -28,15 +28,17 @@ import signal
 import socket
 import sys
 from collections.abc import Coroutine, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from . import aggregate
-from .app import Sidecar, serve
 from .config import Settings, split_address
 from .telemetry import LOGGER_NAME
+
+if TYPE_CHECKING:
+    from .app import Sidecar
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -407,6 +409,8 @@ async def supervise(settings: Settings, env: Mapping[str, str]) -> int:
 
 async def run_worker(settings: Settings, env: Mapping[str, str], number: int) -> int:
     """Serve as worker ``number``: report where on stdout, stop when stdin closes."""
+    # Here, not at the top: the supervisor itself runs no sidecar and stays small.
+    from .app import serve  # noqa: PLC0415
     watching: list[asyncio.Task[None]] = []
 
     async def announce(sidecar: Sidecar, stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import aiohttp
 import grpc
 import pytest
 from bluecore_sidecar import aggregate
-from bluecore_sidecar.supervisor import exit_code
+from bluecore_sidecar.supervisor import MAX_RESTARTS, exit_code, reserve, restart_delay
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 
 from .conftest import EMAIL, NAMESPACE, make_event
@@ -257,6 +258,36 @@ def test_the_exit_code_is_the_worst_workers():
     assert exit_code([0, 2]) == 2
     assert exit_code([-signal.SIGKILL, 2]) == 128 + signal.SIGKILL
     assert exit_code([0, None]) == 1
+
+
+def test_restarts_back_off_and_stop_after_the_budget():
+    delays = [restart_delay(n) for n in range(1, MAX_RESTARTS + 2)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, None]
+
+
+def test_a_port_another_process_listens_on_is_refused_not_shared():
+    """SO_REUSEPORT alone would join the other listener's group, if it had the option set."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(OSError, match="SIDECAR_GRPC_ADDRESS"):
+            reserve(f"127.0.0.1:{port}")
+
+
+def test_port_0_is_reserved_as_one_free_port_that_workers_can_share():
+    held, address = reserve("127.0.0.1:0")
+    with held:
+        host, port = address.rsplit(":", 1)
+        assert host == "127.0.0.1"
+        assert int(port) > 0
+        with socket.socket() as worker:  # what grpc does in each worker
+            worker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            worker.bind(("127.0.0.1", int(port)))
+            worker.listen()
+        with socket.socket() as stranger, pytest.raises(OSError, match="in use"):
+            stranger.bind(("127.0.0.1", int(port)))
 
 
 def exposition(text: str) -> aggregate.Totals:

@@ -108,6 +108,14 @@ def reserve(address: str) -> tuple[socket.socket, str]:
     return held, f"{shown}:{chosen}"
 
 
+def restart_delay(recent_deaths: int) -> float | None:
+    """Seconds to wait before restarting a worker, given the deaths within
+    :data:`RESTART_WINDOW` (this one included); None past :data:`MAX_RESTARTS`."""
+    if recent_deaths > MAX_RESTARTS:
+        return None
+    return float(min(RESTART_BACKOFF_CAP, RESTART_BACKOFF * 2.0 ** (recent_deaths - 1)))
+
+
 def exit_code(codes: list[int | None]) -> int:
     """The worst of the workers' exit codes; a death by signal S counts as 128 + S."""
     # None: the worker never ran to an exit of its own, which counts as a failure (1).
@@ -207,9 +215,7 @@ class Supervisor:
         self._deaths.append(now)
         while self._deaths and self._deaths[0] < now - RESTART_WINDOW:
             self._deaths.popleft()
-        if len(self._deaths) > MAX_RESTARTS:
-            return None
-        return float(min(RESTART_BACKOFF_CAP, RESTART_BACKOFF * 2.0 ** (len(self._deaths) - 1)))
+        return restart_delay(len(self._deaths))
 
     async def drain(self) -> None:
         """Pass SIGTERM to every worker; kill those still running after the grace."""
@@ -411,6 +417,7 @@ async def run_worker(settings: Settings, env: Mapping[str, str], number: int) ->
     """Serve as worker ``number``: report where on stdout, stop when stdin closes."""
     # Here, not at the top: the supervisor itself runs no sidecar and stays small.
     from .app import serve  # noqa: PLC0415
+
     watching: list[asyncio.Task[None]] = []
 
     async def announce(sidecar: Sidecar, stop: asyncio.Event) -> None:
@@ -434,4 +441,12 @@ async def _stop_at_eof(reader: asyncio.StreamReader, stop: asyncio.Event) -> Non
         stop.set()
 
 
-__all__ = ["MAX_RESTARTS", "Supervisor", "exit_code", "reserve", "run_worker", "supervise"]
+__all__ = [
+    "MAX_RESTARTS",
+    "Supervisor",
+    "exit_code",
+    "reserve",
+    "restart_delay",
+    "run_worker",
+    "supervise",
+]

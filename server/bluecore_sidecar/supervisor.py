@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import aggregate
 from .config import Settings, split_address
@@ -165,11 +166,17 @@ class Supervisor:
         except TimeoutError:
             process.kill()
             line = b""
-        if not line:
-            code = await process.wait()
-            raise WorkerFailed(f"worker {worker.number} ended before serving (exit code {code})")
-        hello = json.loads(line)
-        worker.ops_url = str(hello["ops_url"])
+        try:
+            worker.ops_url = str(json.loads(line)["ops_url"])
+        except (ValueError, KeyError, TypeError):
+            # No hello (it ended, or hung) or a garbled one: without its ops port we cannot
+            # watch it, so it must not serve unwatched.
+            if process.returncode is None:
+                process.kill()
+            worker.exit_code = await process.wait()
+            raise WorkerFailed(
+                f"worker {worker.number} ended before serving (exit code {worker.exit_code})"
+            ) from None
         worker.serving = True
         self._spawn(_copy_rest(process.stdout))
         log.info(
@@ -206,7 +213,7 @@ class Supervisor:
             self.restarts += 1
             try:
                 await self.start(worker)
-            except WorkerFailed as exc:
+            except (WorkerFailed, OSError) as exc:
                 log.error("restarting a worker failed", extra={"fields": {"error": str(exc)}})
 
     def _next_restart(self) -> float | None:
@@ -373,9 +380,7 @@ class Supervisor:
 
         async def metrics(_: web.Request) -> web.Response:
             await self.scrape()
-            return web.Response(
-                body=self.metrics(), headers={"Content-Type": "text/plain; version=0.0.4"}
-            )
+            return web.Response(body=self.metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         self._session = aiohttp.ClientSession()
         stack.push_async_callback(self._session.close)

@@ -188,3 +188,18 @@ async def test_shutdown_releases_only_this_processes_claims(shared, db):
         assert await shared.release_all_claims() == 1
         again = await shared.claim_due(5)
         assert [c.entry.message_id for c in again] == [mine.entry.message_id]
+
+
+async def test_depth_and_the_count_limit_include_what_the_other_process_queued(db):
+    queue = await SqliteQueue.open(db, shared=True, limits=store.QueueLimits(max_entries=3))
+    try:
+        async with peer(db) as other:
+            for number in range(3):
+                answer = await other.ask(op="enqueue", id=f"theirs-{number}", key=f"k{number}")
+                assert answer["outcome"] == "Enqueued"
+            assert (await queue.stats()).depth == 3
+            (outcome,) = await queue.enqueue([new("ours", "jane")])
+            assert isinstance(outcome, store.QueueFull)
+            assert outcome.cause == "COUNT"
+    finally:
+        await queue.close()

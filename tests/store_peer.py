@@ -4,6 +4,7 @@ For tests/test_store_shared.py. It opens ``DB`` with ``shared=True``, prints ``{
 and then answers one JSON command per stdin line with one JSON line on stdout:
 ``{"op": "enqueue", "id": ..., "key": ...}`` -> ``{"outcome": "Enqueued" | "Duplicate" | ...}``,
 ``{"op": "claim", "limit": n}`` -> ``{"claimed": [message ids]}`` (the claims stay held),
+``{"op": "deliver", "limit": n}`` -> ``{"delivered": [message ids]}`` (claimed and completed),
 ``{"op": "has_pending", "key": ...}`` -> ``{"pending": bool}``. EOF closes the queue.
 """
 
@@ -39,6 +40,11 @@ async def main(path: str) -> None:
             elif command["op"] == "claim":
                 claims = await queue.claim_due(command["limit"])
                 reply = {"claimed": [c.entry.message_id for c in claims]}
+            elif command["op"] == "deliver":
+                claims = await queue.claim_due(command["limit"])
+                for claim in claims:
+                    await queue.complete(claim, attempts=1, http_status=202)
+                reply = {"delivered": [c.entry.message_id for c in claims]}
             elif command["op"] == "has_pending":
                 reply = {"pending": await queue.has_pending(command["key"])}
             else:

@@ -203,3 +203,14 @@ async def test_depth_and_the_count_limit_include_what_the_other_process_queued(d
             assert outcome.cause == "COUNT"
     finally:
         await queue.close()
+
+
+async def test_an_id_the_other_process_delivered_is_known_as_delivered_not_still_queued(shared, db):
+    await shared.enqueue([new("m-1", "jane")])
+    assert (await shared.lookup("m-1")).state == "queued"  # now in this process's cache
+    async with peer(db) as other:
+        assert (await other.ask(op="deliver", limit=5))["delivered"] == ["m-1"]
+    record = await shared.lookup("m-1")
+    assert record is not None
+    assert record.state == "delivered"
+    assert not await shared.has_pending("jane")

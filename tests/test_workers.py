@@ -17,7 +17,13 @@ import aiohttp
 import grpc
 import pytest
 from bluecore_sidecar import aggregate
-from bluecore_sidecar.supervisor import MAX_RESTARTS, exit_code, reserve, restart_delay
+from bluecore_sidecar.supervisor import (
+    MAX_RESTARTS,
+    cpu_limit,
+    exit_code,
+    reserve,
+    restart_delay,
+)
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 
 from .conftest import EMAIL, NAMESPACE, make_event
@@ -258,6 +264,20 @@ def test_the_exit_code_is_the_worst_workers():
     assert exit_code([0, 2]) == 2
     assert exit_code([-signal.SIGKILL, 2]) == 128 + signal.SIGKILL
     assert exit_code([0, None]) == 1
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "affinity", "cores"),
+    [
+        ("200000 100000\n", 8, 2.0),  # a container limit of 2 CPUs
+        ("50000 100000", 8, 0.5),
+        ("max 100000\n", 4, 4.0),  # no limit: the CPUs it may run on
+        (None, 2, 2.0),  # no cgroup v2
+        ("400000 100000", 2, 2.0),  # a quota above the CPUs there are
+    ],
+)
+def test_the_cpus_a_worker_count_is_checked_against(cpu_max, affinity, cores):
+    assert cpu_limit(cpu_max, affinity) == cores
 
 
 def test_restarts_back_off_and_stop_after_the_budget():

@@ -24,10 +24,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Coroutine, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -107,6 +109,24 @@ def reserve(address: str) -> tuple[socket.socket, str]:
     held.bind((sockaddr[0], chosen, *sockaddr[2:]))
     shown = f"[{host}]" if ":" in host else host
     return held, f"{shown}:{chosen}"
+
+
+def cpu_limit(cpu_max: str | None, affinity: int) -> float:
+    """Cores this process may use: the cgroup v2 quota (``cpu.max``: ``QUOTA PERIOD`` or
+    ``max PERIOD``, a container's CPU limit) when set, else the CPUs it may run on."""
+    if cpu_max:
+        quota, _, period = cpu_max.strip().partition(" ")
+        with contextlib.suppress(ValueError, ZeroDivisionError):
+            if quota != "max":
+                return min(float(affinity), int(quota) / int(period))
+    return float(affinity)
+
+
+def _cpu_max() -> str | None:
+    try:
+        return Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii")
+    except OSError:
+        return None
 
 
 def restart_delay(recent_deaths: int) -> float | None:
@@ -408,6 +428,13 @@ async def _copy_rest(stream: asyncio.StreamReader) -> None:
 
 async def supervise(settings: Settings, env: Mapping[str, str]) -> int:
     """Run ``settings.workers`` workers until SIGTERM or SIGINT; return the exit code."""
+    cores = cpu_limit(_cpu_max(), len(os.sched_getaffinity(0)))
+    if settings.workers > cores:
+        # Each worker uses up to one core: beyond the limit they only share it, and throttle.
+        log.warning(
+            "more workers than CPUs: raise the CPU limit with SIDECAR_WORKERS",
+            extra={"fields": {"workers": settings.workers, "cpus": round(cores, 2)}},
+        )
     held, grpc_address = reserve(settings.grpc_address)
     with held:
         supervisor = Supervisor(settings, env, grpc_address)
@@ -449,6 +476,7 @@ async def _stop_at_eof(reader: asyncio.StreamReader, stop: asyncio.Event) -> Non
 __all__ = [
     "MAX_RESTARTS",
     "Supervisor",
+    "cpu_limit",
     "exit_code",
     "reserve",
     "restart_delay",

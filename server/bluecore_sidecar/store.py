@@ -918,10 +918,20 @@ class SqliteQueue:
             alone = False
         self._lock_fd = fd
         owner_path = self._owner_path(self._owner)
-        self._owner_fd = os.open(
-            owner_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
-        fcntl.flock(self._owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            self._owner_fd = os.open(
+                owner_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+            fcntl.flock(self._owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if self._shared:
+                # Without it, the others would take this process's claims for orphans.
+                raise StoreError(
+                    f"cannot create the owner lock of the durable queue {self.path}: {exc.strerror}"
+                ) from exc
+            _log.warning(
+                "durable queue %s: cannot create its owner lock (%s)", self.path, exc.strerror
+            )
         return alone
 
     @staticmethod

@@ -68,9 +68,14 @@ class Supervised:
                     raise AssertionError(f"no such line; the output ended: {self.lines}")
                 await self._changed.wait()
 
-    def outcome_worker(self, message_id: str) -> int | None:
+    def outcome_worker(self, message_id: str, status: str = "DELIVERED") -> int | None:
+        """The worker that logged ``message_id``'s outcome ``status``."""
         for entry in self.lines:
-            if entry.get("message") == "delivery outcome" and entry["message_id"] == message_id:
+            if (
+                entry.get("message") == "delivery outcome"
+                and entry["message_id"] == message_id
+                and entry["status"] == status
+            ):
                 return int(entry["worker"])
         return None
 
@@ -113,25 +118,28 @@ def new_connection(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-async def deliver(channel: grpc.aio.Channel, message_id: str) -> delivery_pb2.DeliveryResult:
+async def deliver(
+    channel: grpc.aio.Channel, message_id: str, **fields: Any
+) -> delivery_pb2.DeliveryResult:
     stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
     reply = await stub.Deliver(
-        delivery_pb2.DeliverRequest(event=make_event(messageId=message_id)), timeout=10
+        delivery_pb2.DeliverRequest(event=make_event(messageId=message_id, **fields)), timeout=10
     )
     return reply.result
 
 
 async def one_channel_per_worker(
-    running: Supervised, address: str, stack: contextlib.AsyncExitStack
+    running: Supervised, address: str, stack: contextlib.AsyncExitStack, answer: str = "DELIVERED"
 ) -> dict[int, grpc.aio.Channel]:
     """Open connections until each worker has answered on one; returns one per worker."""
     found: dict[int, grpc.aio.Channel] = {}
     for number in range(MAX_CONNECTIONS):
         channel = await stack.enter_async_context(new_connection(address))
         probe = f"probe-{number}"
-        assert (await deliver(channel, probe)).status == Status.DELIVERY_STATUS_DELIVERED
-        await running.line(lambda e, p=probe: e.get("message_id") == p)
-        worker = running.outcome_worker(probe)
+        result = await deliver(channel, probe)
+        assert Status.Name(result.status) == f"DELIVERY_STATUS_{answer}"
+        await running.line(lambda e, p=probe: e.get("message_id") == p and e["status"] == answer)
+        worker = running.outcome_worker(probe, answer)
         assert worker is not None
         found.setdefault(worker, channel)
         if len(found) == 2:

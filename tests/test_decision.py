@@ -300,3 +300,10 @@ def test_preview_checks_the_message_id_before_the_duplicate() -> None:
     answer = preview(parse(signal(messageId="")), RULES, POLICY, NOW, earlier=Earlier(True))
     assert isinstance(answer.decision, Skip)
     assert answer.decision.reason == "MISSING_MESSAGE_ID"
+
+
+def test_a_60k_character_event_name_ending_in_at_is_unmapped() -> None:
+    """The name of `make faults` case 1a: one linear pass, answered as unmapped."""
+    result = decided(signal(event="a" * 60_000 + "@"))
+    assert isinstance(result, Skip)
+    assert (result.status, result.reason) == (S.DELIVERY_STATUS_SKIPPED_UNMAPPED, "UNMAPPED_EVENT")

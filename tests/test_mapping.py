@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
 from bluecore_sidecar import wire
 from bluecore_sidecar.mapping import (
     KNOWN_BLUECORE_EVENTS,
+    MAX_ATTRIBUTE_KEY,
     BluecoreRequest,
     MappingRules,
     build_requests,
@@ -21,6 +23,8 @@ from bluecore_sidecar.mapping import (
 )
 from bluecore_sidecar.skip import REASONS, Skip
 from datafly.bluecore.v1 import delivery_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from .conftest import seed_purchase_body
 
@@ -137,6 +141,47 @@ def test_normalise_event_name_ignores_case_spaces_underscores_hyphens(
 )
 def test_snake_case_gives_bluecore_attribute_names(key: str, expected: str) -> None:
     assert snake_case(key) == expected
+
+
+def _former_snake_case(key: str) -> str:
+    """The conversion as it was before it became linear (quadratic on a run of capitals)."""
+    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key))
+    return re.sub(r"[^0-9A-Za-z]+", "_", spaced).strip("_").lower()
+
+
+@given(st.text(alphabet="aAbBcCzZ09_- .\u00c9\u00e9", max_size=40))
+def test_linear_snake_case_names_attributes_as_before(key: str) -> None:
+    assert snake_case(key) == _former_snake_case(key)
+
+
+def test_snake_case_of_a_64k_run_of_capitals_finishes_and_keeps_the_acronym() -> None:
+    """A run of capitals used to be rescanned from every position; now it is one pass."""
+    assert snake_case("A" * 65_536 + "Id") == "a" * 65_536 + "_id"
+
+
+def test_a_60k_character_trait_key_is_ignored_and_the_rest_maps() -> None:
+    """Keys longer than MAX_ATTRIBUTE_KEY are never attributes; the event still maps."""
+    long_key = "A" * 60_000 + "Name"
+    message = make_event(
+        event="Product Viewed",
+        properties={"product_id": "P"},
+        traits={long_key: "x", "firstName": "Ann", "email": EMAIL},
+        context_traits={"B" * 60_000: "y"},
+    )
+    customer = only_properties(build(message))["customer"]
+    assert customer == {"email": EMAIL, "first_name": "Ann"}
+
+
+def test_a_trait_key_at_the_length_limit_is_still_an_attribute() -> None:
+    name = "k" * MAX_ATTRIBUTE_KEY
+    message = make_event(event="Product Viewed", properties={"product_id": "P"}, traits={name: "v"})
+    customer = only_properties(build(message, MappingRules(customer_attributes=(name,))))
+    assert customer["customer"] == {name: "v"}
+
+
+def test_an_allow_listed_name_over_the_key_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 128"):
+        MappingRules(customer_attributes=("k" * (MAX_ATTRIBUTE_KEY + 1),))
 
 
 # --- resolution: every alias of every row ---------------------------------------------------

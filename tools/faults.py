@@ -489,7 +489,14 @@ class Poller:
         self._child = spawn(
             f"poller-{self._harness._serial:02d}", argv, sidecar_base_env(), self._harness.workdir
         )
-        await asyncio.sleep(0.3)  # let it start probing before the case begins
+        # Let it start probing before the case begins: wait for its "probing" line (it can
+        # take seconds to start on a loaded machine), then for its first probes.
+        started = time.monotonic()
+        while "probing" not in self._child.stderr.read_text(errors="replace"):
+            if self._child.proc.poll() is not None or time.monotonic() - started > 30:
+                raise HarnessError(f"the /healthz poller did not start:\n{self._child.tail()}")
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -724,9 +731,12 @@ async def case_2(h: Harness) -> list[Row]:
         key = f"2-{len(rows)}"
         async with h.sidecar(f"2-{len(rows)}", env) as sc, Poller(sc, h) as poll:
             await h.sandbox.fault(kind="fail", status=429, retry_after=value)
-            first = await deliver(sc.stub, page_event(key), 5)
-            before = (await h.sandbox.counts())["total"]
+            first_call = asyncio.create_task(deliver(sc.stub, page_event(key), 5))
+            # Looked at while the first call waits the pause out: afterwards it is over.
+            await asyncio.sleep(0.5)
             shown = await pause_shown(sc)
+            first = await first_call
+            before = (await h.sandbox.counts())["total"]
             later: list[Call] = []
             started = time.monotonic()
             while time.monotonic() - started < window:

@@ -2,9 +2,8 @@
 
 The supervisor of ``SIDECAR_WORKERS`` scrapes each worker's private ``/metrics`` and serves
 the sum: counters and histograms (buckets, ``_count``, ``_sum``) add up, ``_created``
-timestamps take the earliest, and gauges add up (calls in flight, say) except those that
-describe something the workers share, such as the durable queue's depth, which every worker
-reports whole: :data:`SHARED_GAUGES` take the largest. A worker that died leaves its last
+timestamps take the earliest, and gauges add up (calls in flight, say) except
+:data:`LARGEST_GAUGES`, which take the largest. A worker that died leaves its last
 counts behind as :class:`Totals`, so that a sum never goes down when a worker is replaced.
 """
 
@@ -18,14 +17,16 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-#: Gauges that every worker reports in full because they measure shared state: the durable
-#: queue lives in one file that all workers open. Summing them would multiply them by N.
-SHARED_GAUGES = frozenset(
+#: Gauges whose sum would mean nothing. The durable queue's lives in one file that every
+#: worker opens and reports whole (a sum would multiply it by N). The pause after a
+#: Retry-After is each worker's own, and the pod waits as long as the longest one.
+LARGEST_GAUGES = frozenset(
     {
         "bluecore_sidecar_queue_depth",
         "bluecore_sidecar_queue_bytes",
         "bluecore_sidecar_queue_oldest_age_seconds",
         "bluecore_sidecar_dead_letters",
+        "bluecore_sidecar_upstream_pause_seconds",
     }
 )
 #: Families whose samples only ever grow while their process lives.
@@ -83,7 +84,7 @@ def merge(parts: Iterable[Totals]) -> Totals:
                     into.samples[key] = value
                 elif key[0].endswith("_created"):
                     into.samples[key] = min(into.samples[key], value)
-                elif into.kind == "gauge" and name in SHARED_GAUGES:
+                elif into.kind == "gauge" and name in LARGEST_GAUGES:
                     into.samples[key] = max(into.samples[key], value)
                 else:
                     into.samples[key] += value
@@ -112,4 +113,4 @@ class _Fixed(Collector):
             yield metric
 
 
-__all__ = ["SHARED_GAUGES", "Family", "Totals", "merge", "monotonic", "parse", "render"]
+__all__ = ["LARGEST_GAUGES", "Family", "Totals", "merge", "monotonic", "parse", "render"]

@@ -46,6 +46,8 @@ class Var:
 # fmt: off
 SETTINGS: tuple[Var, ...] = (
     Var("BLUECORE_NAMESPACE", "namespace", p.parse_namespace, REQUIRED, file=True),
+    # how often BLUECORE_NAMESPACE_FILE is looked at for a rotated token (one stat)
+    Var("SIDECAR_TOKEN_CHECK_INTERVAL", "token_check_interval", p.parse_positive_duration, "5s"),
     Var("BLUECORE_API_URL", "api_url", p.parse_url, DEFAULT_API_URL),
     Var("SIDECAR_GRPC_ADDRESS", "grpc_address", p.parse_address, "127.0.0.1:50051"),
     # kubelet probes reach the pod IP, not loopback
@@ -98,6 +100,7 @@ class Settings:
     """
 
     namespace: str = dataclasses.field(repr=False)
+    token_check_interval: timedelta
     api_url: str
     grpc_address: str
     ops_address: str
@@ -116,6 +119,9 @@ class Settings:
     log_level: str
     watch_buffer: int
     max_watchers: int
+    namespace_file: Path | None = None
+    """Where the token was read from, followed for rotation; ``None``: given inline (fixed).
+    Not a row of its own: it is ``BLUECORE_NAMESPACE``'s ``_FILE`` form."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, namespace_required: bool = True) -> Settings:
@@ -136,7 +142,8 @@ class Settings:
         if retry["cap"] < retry["base"]:
             raise ConfigError("SIDECAR_RETRY_CAP", "must not be smaller than SIDECAR_RETRY_BASE")
         groups = {group: make(**values[group]) for group, make in _GROUPS.items()}
-        return cls(**top, **groups)
+        token_file = _present(env, "BLUECORE_NAMESPACE_FILE")
+        return cls(**top, **groups, namespace_file=Path(token_file.strip()) if token_file else None)
 
 
 def _read(env: Mapping[str, str], var: Var) -> Any:

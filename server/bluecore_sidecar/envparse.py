@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from .mapping import normalise_event_name
+from .credential import token_problem
+from .mapping import MAX_ATTRIBUTE_KEY, normalise_event_name
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS: dict[str | None, float] = {
@@ -31,10 +32,9 @@ _BLUECORE_EVENT = re.compile(r"^[a-z][a-z0-9_]*$")
 def parse_namespace(text: str) -> str:
     """The Bluecore namespace token: one word. The value is a secret, so never echo it."""
     value = text.strip()
-    if not value:
-        raise ValueError("is empty")
-    if any(ch.isspace() for ch in value) or len(value) > 256:
-        raise ValueError("must be a single token without spaces, at most 256 characters")
+    problem = token_problem(value)  # the same rule as for a rotated token
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -124,6 +124,8 @@ def parse_attribute_names(text: str) -> tuple[str, ...]:
                 f"{name!r} is not a lowercase snake_case name (Bluecore creates attributes "
                 "permanently, so only such names are allowed)"
             )
+        if len(name) > MAX_ATTRIBUTE_KEY:
+            raise ValueError(f"{name[:32]!r}... is longer than {MAX_ATTRIBUTE_KEY} characters")
     return names
 
 

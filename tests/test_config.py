@@ -33,6 +33,7 @@ def test_defaults_match_the_documented_table():
     assert s.batch_limit == 500
     assert s.dedup_window == timedelta(hours=24)
     assert s.dedup_max_entries == 100_000
+    assert s.dedup_max_bytes == 64 * 1024 * 1024
     assert s.retry.max_attempts == 5
     assert s.retry.base == pytest.approx(0.2)
     assert s.retry.cap == pytest.approx(10.0)
@@ -64,6 +65,7 @@ def test_every_variable_is_read():
         SIDECAR_BATCH_LIMIT="10",
         SIDECAR_DEDUP_WINDOW="10m",
         SIDECAR_DEDUP_MAX_ENTRIES="50",
+        SIDECAR_DEDUP_MAX_BYTES="2MiB",
         SIDECAR_RETRY_MAX_ATTEMPTS="3",
         SIDECAR_RETRY_BASE="100ms",
         SIDECAR_RETRY_CAP="2s",
@@ -88,6 +90,7 @@ def test_every_variable_is_read():
     assert s.rules.customer_attributes == ("first_name", "loyalty_tier")
     assert (s.max_event_bytes, s.batch_limit) == (1024, 10)
     assert (s.dedup_window, s.dedup_max_entries) == (timedelta(minutes=10), 50)
+    assert s.dedup_max_bytes == 2 * 1024 * 1024
     assert (s.retry.max_attempts, s.retry.base, s.retry.cap) == (3, 0.1, 2.0)
     assert s.retry.attempt_timeout == 1.0
     assert s.token_check_interval == timedelta(milliseconds=250)
@@ -128,8 +131,11 @@ MALFORMED = [
     ("SIDECAR_MAX_EVENT_BYTES", "10"),
     ("SIDECAR_BATCH_LIMIT", "0"),
     ("SIDECAR_BATCH_LIMIT", "1.5"),
+    ("SIDECAR_BATCH_LIMIT", "501"),  # its reply might not fit a default client's 4 MiB
     ("SIDECAR_DEDUP_WINDOW", "-1s"),
     ("SIDECAR_DEDUP_MAX_ENTRIES", "0"),
+    ("SIDECAR_DEDUP_MAX_BYTES", "64MB"),
+    ("SIDECAR_DEDUP_MAX_BYTES", "1KiB"),
     ("SIDECAR_RETRY_MAX_ATTEMPTS", "five"),
     ("SIDECAR_RETRY_MAX_ATTEMPTS", "0"),
     ("SIDECAR_RETRY_MAX_ATTEMPTS", "101"),
@@ -141,6 +147,7 @@ MALFORMED = [
     ("SIDECAR_SHUTDOWN_GRACE", "soon"),
     ("SIDECAR_LOG_LEVEL", "LOUD"),
     ("SIDECAR_WATCH_BUFFER", "0"),
+    ("SIDECAR_MAX_WATCHERS", "many"),
 ]
 
 
@@ -204,6 +211,7 @@ def test_event_map_rejects_an_empty_key():
 
 
 def test_event_map_from_a_file(tmp_path):
+    """SIDECAR_EVENT_MAP_FILE's JSON object becomes the event map, keys normalised."""
     path = tmp_path / "map.json"
     path.write_text(json.dumps({"Coupon Applied": "coupon_applied"}), encoding="utf-8")
     s = settings(SIDECAR_EVENT_MAP_FILE=str(path))

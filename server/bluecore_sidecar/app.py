@@ -127,12 +127,21 @@ async def running_sidecar(
             observer=metrics,
         )
         metrics.upstream_pause.set_function(client.throttle.wait_time)
-        bus = OutcomeBus(settings.watch_buffer)
+        bus = OutcomeBus(
+            settings.watch_buffer,
+            max_watchers=settings.max_watchers,
+            on_drop=metrics.watch_dropped.inc,
+        )
+        metrics.watchers.set_function(lambda: bus.watcher_count)
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
-            dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
+            dedup=DedupTable(
+                settings.dedup_window,
+                settings.dedup_max_entries,
+                max_bytes=settings.dedup_max_bytes,
+            ),
             bus=bus,
             observer=OutcomeRecorder(metrics, log, redactor),
             tracer=tracer,

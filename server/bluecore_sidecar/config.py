@@ -19,6 +19,7 @@ from . import envparse as p
 from .errors import ConfigError
 from .gates import GatePolicy
 from .mapping import MappingRules
+from .results import MAX_BATCH_EVENTS
 from .retry import RetryPolicy
 
 DEFAULT_API_URL = "https://api.bluecore.app/api/track/mobile/v1"
@@ -61,9 +62,11 @@ SETTINGS: tuple[Var, ...] = (
     Var("SIDECAR_CUSTOMER_ATTRIBUTES", "rules.customer_attributes", p.parse_attribute_names,
         "first_name,last_name"),
     Var("SIDECAR_MAX_EVENT_BYTES", "max_event_bytes", p.int_between(256, 4 << 20), "65536"),
-    Var("SIDECAR_BATCH_LIMIT", "batch_limit", p.int_between(1, 10_000), "500"),
+    # Above MAX_BATCH_EVENTS a reply of bounded results may outgrow a default client's 4 MiB.
+    Var("SIDECAR_BATCH_LIMIT", "batch_limit", p.int_between(1, MAX_BATCH_EVENTS), "500"),
     Var("SIDECAR_DEDUP_WINDOW", "dedup_window", p.parse_duration, "24h"),
     Var("SIDECAR_DEDUP_MAX_ENTRIES", "dedup_max_entries", p.int_between(1, 10_000_000), "100000"),
+    Var("SIDECAR_DEDUP_MAX_BYTES", "dedup_max_bytes", p.size_between(1 << 20, 1 << 36), "64MiB"),
     Var("SIDECAR_RETRY_MAX_ATTEMPTS", "retry.max_attempts", p.int_between(1, 100), "5"),
     Var("SIDECAR_RETRY_BASE", "retry.base", p.seconds, "200ms"),
     Var("SIDECAR_RETRY_CAP", "retry.cap", p.seconds, "10s"),
@@ -111,6 +114,7 @@ class Settings:
     batch_limit: int
     dedup_window: timedelta
     dedup_max_entries: int
+    dedup_max_bytes: int
     default_deadline: timedelta
     max_concurrency: int
     max_inflight_calls: int

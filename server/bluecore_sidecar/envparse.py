@@ -23,6 +23,8 @@ _DURATION_UNITS: dict[str | None, float] = {
     "h": 3600.0,
     None: 1.0,
 }
+_SIZE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS: dict[str | None, int] = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PRODUCT_ID_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -85,6 +87,21 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
             raise ValueError(f"{text!r} is not a whole number") from None
         if not low <= value <= high:
             raise ValueError(f"{value} is outside the allowed range {low}..{high}")
+        return value
+
+    return parse
+
+
+def size_between(low: int, high: int) -> Callable[[str], int]:
+    """A size in bytes, written as bytes or with a binary unit (``512KiB``, ``64MiB``, ``1GiB``)."""
+
+    def parse(text: str) -> int:
+        match = _SIZE.match(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a size; use bytes or e.g. 512KiB, 64MiB, 1GiB")
+        value = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        if not low <= value <= high:
+            raise ValueError(f"{value} bytes is outside the allowed range {low}..{high}")
         return value
 
     return parse

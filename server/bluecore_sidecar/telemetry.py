@@ -274,6 +274,16 @@ class Metrics:
             "Deliveries answered from the dedup table.",
             registry=self.registry,
         )
+        self.watchers = Gauge(
+            "bluecore_sidecar_watchers",
+            "Open WatchDeliveries streams.",
+            registry=self.registry,
+        )
+        self.watch_dropped = Counter(
+            "bluecore_sidecar_watch_dropped",
+            "Outcomes WatchDeliveries streams lost because they read (or were sent) too slowly.",
+            registry=self.registry,
+        )
         self.calls_admitted = Counter(
             "bluecore_sidecar_calls_admitted",
             "Delivery RPCs let in by admission control, by method.",

@@ -17,6 +17,7 @@ import aiohttp
 import grpc
 import pytest
 from bluecore_sidecar import aggregate
+from bluecore_sidecar.config import Settings
 from bluecore_sidecar.supervisor import (
     MAX_RESTARTS,
     cpu_limit,
@@ -235,6 +236,47 @@ async def test_a_killed_worker_is_logged_restarted_on_the_same_port_and_its_coun
         assert await delivered_total(ops_url) >= before + 1
         running.process.send_signal(signal.SIGTERM)
         assert await running.finish() == 0
+
+
+@pytest.mark.skipif(
+    "queue_path" not in Settings.__dataclass_fields__,
+    reason="the durable queue (SIDECAR_QUEUE_PATH) is not in this build yet",
+)
+async def test_with_the_durable_queue_an_id_queued_through_one_worker_is_known_to_the_other(
+    sandbox, tmp_path
+):
+    """All workers share one queue file: the same message id through the second worker is
+    not queued again, and Bluecore receives it once. (It needs app.py to open the queue
+    with ``shared=settings.workers > 1``: otherwise the second worker cannot open it.)"""
+    async with supervise(
+        api_url=sandbox.url,
+        SIDECAR_QUEUE_PATH=str(tmp_path / "queue.db"),
+        SIDECAR_DELIVERY_MODE="enqueue",
+    ) as (running, serving):
+        address, ops_url = serving["grpc_address"], serving["ops_url"]
+        async with contextlib.AsyncExitStack() as stack:
+            channels = await one_channel_per_worker(running, address, stack, "QUEUED")
+            once = {"properties": {"product_id": "ONLY-ONCE", "price": 1}}
+            first = await deliver(channels[1], "same-id", **once)
+            again = await deliver(channels[2], "same-id", **once)
+        assert first.status == Status.DELIVERY_STATUS_QUEUED
+        assert again.status in (
+            Status.DELIVERY_STATUS_QUEUED,  # still queued: the same answer again
+            Status.DELIVERY_STATUS_SKIPPED_DUPLICATE,  # delivered meanwhile
+        )
+        assert running.outcome_worker("same-id", "QUEUED") == 1
+        # Wait until the queue is empty: every queued event was sent.
+        async with asyncio.timeout(30):
+            while True:
+                _, text = await get(ops_url + "/metrics")
+                depth = aggregate.parse(text)["bluecore_sidecar_queue_depth"].samples
+                if list(depth.values()) == [0.0]:
+                    break
+                await asyncio.sleep(0.1)
+        running.process.send_signal(signal.SIGTERM)
+        assert await running.finish() == 0
+    sent = [r for r in sandbox.received if "ONLY-ONCE" in json.dumps(r.body)]
+    assert len(sent) == 1
 
 
 async def test_workers_shut_down_when_the_supervisor_is_killed(sandbox):

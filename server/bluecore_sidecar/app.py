@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
 
 import aiohttp
@@ -169,7 +169,9 @@ async def running_sidecar(
             interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
+                # Off for one process, so a second sidecar on the same port fails to start;
+                # on for SIDECAR_WORKERS > 1, whose workers share the port (supervisor.py).
+                ("grpc.so_reuseport", int(settings.workers > 1)),
                 ("grpc.server.max_pending_requests", backlog),
                 ("grpc.server.max_pending_requests_hard_limit", backlog),
             ],
@@ -294,13 +296,24 @@ def _base_url(address: str, bound: int) -> str:
     return f"http://{_join(shown, bound)}"
 
 
-async def serve(settings: Settings, env: Mapping[str, str]) -> int:
-    """Run until SIGTERM or SIGINT, then drain and return the exit code (0)."""
+async def serve(
+    settings: Settings,
+    env: Mapping[str, str],
+    *,
+    on_serving: Callable[[Sidecar, asyncio.Event], Awaitable[None]] | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT, then drain and return the exit code (0).
+
+    ``on_serving`` (a worker of ``SIDECAR_WORKERS``) runs once the sidecar serves; setting the
+    event it is given stops the sidecar as a signal would.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_sidecar(settings, env) as sidecar:
+        if on_serving is not None:
+            await on_serving(sidecar, stop)
         await stop.wait()
         log.info("signal received, shutting down")
         await sidecar.drain()

@@ -81,6 +81,7 @@ SETTINGS: tuple[Var, ...] = (
     Var("SIDECAR_MAX_CONCURRENCY", "max_concurrency", p.int_between(1, 10_000), "64"),
     Var("SIDECAR_MAX_INFLIGHT_CALLS", "max_inflight_calls", p.int_between(1, 100_000), "1000"),
     Var("SIDECAR_SHUTDOWN_GRACE", "shutdown_grace", p.parse_duration, "20s"),
+    Var("SIDECAR_WORKERS", "workers", p.int_between(1, 64), "1"),
     Var("SIDECAR_LOG_LEVEL", "log_level", p.parse_log_level, "INFO"),
     Var("SIDECAR_WATCH_BUFFER", "watch_buffer", p.int_between(1, 1_000_000), "1000"),
     Var("SIDECAR_MAX_WATCHERS", "max_watchers", p.int_between(1, 10_000), "100"),
@@ -124,6 +125,7 @@ class Settings:
     max_concurrency: int
     max_inflight_calls: int
     shutdown_grace: timedelta
+    workers: int
     log_level: str
     watch_buffer: int
     max_watchers: int

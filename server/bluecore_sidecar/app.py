@@ -205,7 +205,9 @@ async def running_sidecar(
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 max_events_bytes=settings.max_event_bytes * settings.batch_limit,
             )
-            http_runner = await http_door.start(stack, settings.http_address, door)
+            http_runner = await http_door.start(
+                stack, settings.http_address, door, reuse_port=settings.workers > 1
+            )
             http_url = _base_url(settings.http_address, http_runner.addresses[0][1])
         sidecar = Sidecar(
             grpc_address=_join(host, port),

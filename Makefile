@@ -56,7 +56,7 @@ typecheck: venv
 
 e2e: clients-e2e jaeger-e2e ## Go/Java/TypeScript/Python clients against a live sidecar; traces in a real Jaeger
 
-bench: venv ## load benchmark: sidecar vs. a bare forwarder (see bench/README.md)
+bench: venv ## load benchmark: sidecar vs. a bare forwarder, latency, idle watchers, ghz (bench/README.md)
 	@# nginx (answering 202) is the upstream; as root, install Debian's nginx-light when missing.
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || [ "$$(id -u)" != 0 ] || \
 	  { echo "==> installing nginx-light (apt-get)"; apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }

@@ -5,8 +5,11 @@ the driver (``bench/run.py``), one JSON object per stdout line:
 
 1. builds every request up front (a unique ``message_id`` per event), connects and sends the
    warm-up calls, then prints ``{"ready": true}``;
-2. waits for a line on stdin, runs the measured calls with ``--concurrency`` calls in flight,
-   printing ``{"progress": N}`` every two seconds;
+2. waits for a line on stdin, runs the measured calls, printing ``{"progress": N}`` every two
+   seconds: closed loop with ``--concurrency`` calls in flight, or, with ``--rate``, open loop
+   (a ``Deliver`` call is started every 1/rate seconds whether or not earlier ones have
+   answered, and its latency counts from the moment it was due, so a slow server cannot hide
+   its queueing by slowing the generator down);
 3. prints ``{"result": {...}}``: wall time, per-call latencies summarised, outcome counts and
    its own CPU seconds, then exits.
 """
@@ -83,6 +86,63 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
+async def run_open_loop(
+    stub: delivery_pb2_grpc.DeliveryServiceStub,
+    requests: list[delivery_pb2.DeliverRequest],
+    rate: float,
+    timeout: float,
+) -> tuple[list[float], collections.Counter[str], float, dict[str, float]]:
+    """Start one Deliver every ``1/rate`` s; latencies (s) from each call's due time."""
+    latencies: list[float] = []
+    outcomes: collections.Counter[str] = collections.Counter()
+    in_flight = 0
+    peak = 0
+    late = 0  # calls started more than 1 ms after they were due: the generator fell behind
+
+    async def one(request: delivery_pb2.DeliverRequest, due: float) -> None:
+        nonlocal in_flight
+        try:
+            response = await stub.Deliver(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            outcomes[f"RPC_{exc.code().name}"] += 1
+            return
+        finally:
+            in_flight -= 1
+        latencies.append(time.perf_counter() - due)
+        outcomes[Status.Name(response.result.status).removeprefix("DELIVERY_STATUS_")] += 1
+
+    async def reporter() -> None:
+        while True:
+            await asyncio.sleep(2)
+            emit({"progress": len(latencies)})
+
+    ticker = asyncio.create_task(reporter())
+    tasks = []
+    interval = 1.0 / rate
+    started = time.perf_counter()
+    try:
+        for i, request in enumerate(requests):
+            due = started + i * interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.001:
+                late += 1
+            in_flight += 1
+            peak = max(peak, in_flight)
+            tasks.append(asyncio.create_task(one(request, due)))
+        await asyncio.gather(*tasks)
+    finally:
+        ticker.cancel()
+    wall = time.perf_counter() - started
+    return (
+        latencies,
+        outcomes,
+        wall,
+        {"offered_rate": rate, "peak_in_flight": peak, "late_starts": late},
+    )
+
+
 async def run_calls(
     stub: delivery_pb2_grpc.DeliveryServiceStub,
     mode: str,
@@ -90,8 +150,12 @@ async def run_calls(
     concurrency: int,
     timeout: float,
     progress: bool,
+    max_seconds: float = 0.0,
 ) -> tuple[list[float], collections.Counter[str], float]:
-    """Send ``requests`` with ``concurrency`` in flight; latencies (s), outcomes, wall (s)."""
+    """Send ``requests`` with ``concurrency`` in flight; latencies (s), outcomes, wall (s).
+
+    With ``max_seconds``, no call starts after that many seconds (the rest are not sent).
+    """
     latencies: list[float] = []
     outcomes: collections.Counter[str] = collections.Counter()
     pending = iter(requests)
@@ -100,6 +164,8 @@ async def run_calls(
     async def worker() -> None:
         for request in pending:
             began = time.perf_counter()
+            if max_seconds and began - started > max_seconds:
+                return
             try:
                 response = await method(request, timeout=timeout)
             except grpc.aio.AioRpcError as exc:
@@ -148,17 +214,34 @@ async def main(args: argparse.Namespace) -> None:
         if not line.strip():
             return  # the driver went away
         cpu_before = cpu_seconds()
-        latencies, outcomes, wall = await run_calls(
-            stub, args.mode, measured, args.concurrency, args.timeout, progress=True
-        )
+        extra: dict[str, float] = {}
+        if args.rate:
+            latencies, outcomes, wall, extra = await run_open_loop(
+                stub,
+                measured,  # type: ignore[arg-type]  # --rate implies --mode deliver
+                args.rate,
+                args.timeout,
+            )
+        else:
+            latencies, outcomes, wall = await run_calls(
+                stub,
+                args.mode,
+                measured,
+                args.concurrency,
+                args.timeout,
+                progress=True,
+                max_seconds=args.max_seconds,
+            )
         cpu = cpu_seconds() - cpu_before
     latencies.sort()
+    sent = len(latencies) + sum(n for k, n in outcomes.items() if k.startswith("RPC_"))
     emit(
         {
             "result": {
                 "mode": args.mode,
-                "calls": len(measured),
-                "events": len(measured) * size,
+                # Calls sent: all of them, unless --max-seconds stopped the phase early.
+                "calls": sent,
+                "events": sent * size,
                 "completed_calls": len(latencies),
                 "wall_s": wall,
                 "p50_ms": percentile(latencies, 50) * 1000,
@@ -167,6 +250,7 @@ async def main(args: argparse.Namespace) -> None:
                 "max_ms": (latencies[-1] if latencies else 0.0) * 1000,
                 "outcomes": dict(outcomes),
                 "loadgen_cpu_s": cpu,
+                **extra,
             }
         }
     )
@@ -180,7 +264,16 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=0, help="calls before the measured ones")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="open loop: Deliver calls per second (0: closed)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=0.0, help="closed loop: start no call after this"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
     parser.add_argument("--prefix", required=True, help="message_id prefix, unique per phase")
     parser.add_argument("--events", type=Path, required=True, help="directory of example events")
-    asyncio.run(main(parser.parse_args()))
+    parsed = parser.parse_args()
+    if parsed.rate and parsed.mode != "deliver":
+        parser.error("--rate needs --mode deliver")
+    asyncio.run(main(parsed))

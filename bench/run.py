@@ -9,6 +9,18 @@ sink inside this process. Each phase is one load-generator process (``bench/load
 sending Deliver or DeliverBatch calls to one server; phases are interleaved in rounds and the
 report gives medians over rounds. Every child is stopped on exit, error, Ctrl-C or SIGTERM.
 
+Beside those throughput phases (closed loop), the same run can measure (``--phases``):
+
+- ``latency``: an open-loop Deliver phase at half the forwarder's measured maximum rate,
+  p50/p99 of the sidecar and the forwarder side by side and their difference;
+- ``watchers``: a fifth sidecar holding 500 ``WatchDeliveries`` streams that never read
+  (``bench/watchers.py``), against the tracing-off sidecar with none, same rounds;
+- ``ghz``: the same Deliver load from ghz, a Go load tool (built pinned by
+  ``tools/install-ghz.sh``), against the forwarder and the tracing-off sidecar;
+
+and, on request, a py-spy profile of the sidecar under load (``--profile``) and the hooks
+for features still being built (``--compare-workers``, ``--compare-durable``).
+
 See bench/README.md for the method and the latest numbers.
 """
 
@@ -16,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -49,14 +63,60 @@ NAMESPACE = "bench-namespace"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: The servers under test, in the order of the report.
-SERVERS = ("forwarder", "sidecar", "sidecar-trace100", "sidecar-trace10")
+SERVERS = (
+    "forwarder",
+    "sidecar",
+    "sidecar-trace100",
+    "sidecar-trace10",
+    "sidecar-watch500",
+    "sidecar-workers2",
+    "sidecar-durable",
+)
+#: Started by ``--servers`` (default: the first four); the others by their phase or flag.
+BASE_SERVERS = SERVERS[:4]
 LABELS = {
     "forwarder": "forwarder (yardstick)",
     "sidecar": "sidecar, tracing off",
     "sidecar-trace100": "sidecar, tracing 100%",
     "sidecar-trace10": "sidecar, parent-based 10%",
+    "sidecar-watch500": "sidecar, 500 idle watchers",
+    "sidecar-workers2": "sidecar, SIDECAR_WORKERS=2",
+    "sidecar-durable": "sidecar, durable queue",
 }
-MODES = ("deliver", "batch")
+#: Calls, as measured: closed-loop Deliver and DeliverBatch (loadgen), open-loop Deliver at a
+#: fixed rate (loadgen --rate), and closed-loop Deliver from ghz.
+MODES = ("deliver", "batch", "watchers", "latency", "ghz")
+MODE_NAMES = {
+    "deliver": "Deliver",
+    "watchers": "Deliver",  # the watchers phase: its own call count, sidecars only
+    "latency": "Deliver, open loop",
+    "ghz": "Deliver (ghz)",
+}
+PHASES = ("throughput", "latency", "watchers", "ghz")
+
+#: HOOKS for features that are not built yet (issue 12). Each runs one more sidecar, tracing
+#: off, with one setting, compared with the plain tracing-off sidecar in the same rounds. The
+#: sidecar ignores unknown SIDECAR_* variables, so running one before its feature exists would
+#: print a number for the plain sidecar under a misleading name: the driver refuses unless
+#: ``bluecore_sidecar.config.Settings`` has the named field. To enable one when the feature
+#: lands, check that the variable and the field name below match the implementation, then
+#: pass the flag; nothing else changes.
+HOOKS: dict[str, tuple[str, str, str]] = {
+    # server name: (flag, settings field that must exist, environment variable)
+    "sidecar-workers2": ("--compare-workers", "workers", "SIDECAR_WORKERS"),
+    "sidecar-durable": ("--compare-durable", "queue_path", "SIDECAR_QUEUE_PATH"),
+}
+#: Outcomes that count as "accepted" for a server: a durable sidecar answers QUEUED once the
+#: event is on disk. HOOK (durable): QUEUED is not delivered yet; when the queue exists, also
+#: wait for it to drain (e.g. a queue-depth gauge on /metrics) before the phase's clock stops.
+ACCEPTED = {"sidecar-durable": ("DELIVERED", "QUEUED")}
+#: The reference each server is compared with in the summary.
+REFERENCE = {
+    "sidecar-watch500": "sidecar",
+    "sidecar-workers2": "sidecar",
+    "sidecar-durable": "sidecar",
+}
+SEED_EVENT = "order_completed.json"
 
 
 class BenchError(Exception):
@@ -72,8 +132,12 @@ class Child:
     log: Path
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU seconds of the process (all its threads) so far."""
-        return proc_cpu_seconds(self.proc.pid)
+        """User plus system CPU seconds of the process and its live descendants so far.
+
+        Descendants count so that a sidecar running worker processes (the SIDECAR_WORKERS
+        hook) is charged for all of them; the other servers have none.
+        """
+        return tree_cpu_seconds(self.proc.pid)
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the child's output, for error messages."""
@@ -91,6 +155,9 @@ class Server:
     name: str
     address: str
     child: Child
+    ops_url: str = ""  # sidecars: the ops HTTP port, for /metrics
+    watchers: asyncio.subprocess.Process | None = None  # sidecar-watch500's stream holder
+    watchers_open: int = 0
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -102,6 +169,33 @@ def proc_cpu_seconds(pid: int) -> float:
         fields = stat.read().rpartition(")")[2].split()
     # After the command name: state is field 3, utime 14 and stime 15 (1-based, proc(5)).
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` plus every live process below it (found through /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            total += proc_cpu_seconds(current)
+        todo.extend(parents.get(current, ()))
+    return total
+
+
+def reaped_children_cpu() -> float:
+    """CPU seconds of this process's children that have exited and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def host_cpu() -> tuple[int, int]:
@@ -280,7 +374,9 @@ async def start_upstream(args: argparse.Namespace, workdir: Path) -> Upstream:
     return upstream
 
 
-def server_env(name: str, address: str, upstream: str, sink_port: int, extra: list[str]) -> dict:
+def server_env(
+    name: str, address: str, upstream: str, sink_port: int, extra: list[str], workdir: Path
+) -> dict[str, str]:
     """The environment of one sidecar: ours only, nothing inherited from SIDECAR_/OTEL_."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "BLUECORE_", "OTEL_"))
@@ -307,6 +403,10 @@ def server_env(name: str, address: str, upstream: str, sink_port: int, extra: li
         else:
             env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
             env["OTEL_TRACES_SAMPLER_ARG"] = "0.1"
+    if name == "sidecar-workers2":
+        env["SIDECAR_WORKERS"] = "2"  # HOOK (workers): the variable's name and value
+    if name == "sidecar-durable":
+        env["SIDECAR_QUEUE_PATH"] = str(workdir / "queue.db")  # HOOK (durable): likewise
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep:
@@ -324,18 +424,70 @@ async def start_servers(
 ) -> dict[str, Server]:
     """Start the forwarder and the sidecars (added to ``children``), wait until they serve."""
     servers: dict[str, Server] = {}
-    for name in args.servers:
+    for name in args.all_servers:
         address = f"127.0.0.1:{free_port()}"
+        ops_url = ""
         if name == "forwarder":
             cmd = [PY, str(BENCH / "forwarder.py"), "--listen", address, "--upstream", upstream.url]
             child = spawn(name, cmd, workdir)
         else:
-            env = server_env(name, address, upstream.url, sink_port, args.sidecar_env)
+            env = server_env(name, address, upstream.url, sink_port, args.sidecar_env, workdir)
+            ops_url = f"http://{env['SIDECAR_OPS_ADDRESS']}/metrics"
             child = spawn(name, [PY, "-m", "bluecore_sidecar", "serve"], workdir, env)
         children.append(child)
-        servers[name] = Server(name, address, child)
+        servers[name] = Server(name, address, child, ops_url)
     await asyncio.gather(*(wait_grpc(server) for server in servers.values()))
+    if "sidecar-watch500" in servers:
+        await open_watchers(servers["sidecar-watch500"], args.watchers, workdir)
     return servers
+
+
+async def open_watchers(server: Server, count: int, workdir: Path) -> None:
+    """Start bench/watchers.py against ``server`` and wait until its streams are open."""
+    log = (workdir / "watchers.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        PY,
+        str(BENCH / "watchers.py"),
+        f"--target={server.address}",
+        f"--count={count}",
+        f"--prefix=watchers-{time.time_ns()}",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    log.close()
+    server.watchers = proc
+    try:
+        async with asyncio.timeout(60):
+            ready = await read_message(proc)
+    except TimeoutError:
+        raise BenchError(f"{count} watchers did not open within 60 s") from None
+    server.watchers_open = ready["open"]
+    refused = ready.get("refused") or {}
+    print(
+        f"bench: {server.name}: {server.watchers_open} of {count} WatchDeliveries streams open"
+        " and never read" + (f"; refused: {refused}" if refused else ""),
+        flush=True,
+    )
+
+
+async def close_watchers(server: Server) -> None:
+    """Tell the watchers' process to cancel its streams, and wait for it."""
+    proc = server.watchers
+    if proc is None or proc.returncode is not None:
+        return
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None
+        proc.stdin.write(b"stop\n")
+        await proc.stdin.drain()
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 # ----------------------------------------------------------------------------- phases
@@ -380,16 +532,30 @@ async def run_phase(
     round_no: int,
     upstream: Upstream,
     workdir: Path,
+    *,
+    rate: float = 0.0,
+    calls: int = 0,
+    profile: list[str] | None = None,
+    max_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """One load-generator run against one server; the raw numbers of the phase."""
-    deliver = mode == "deliver"
-    calls = args.deliver_calls if deliver else args.batches
+    """One load-generator run against one server; the raw numbers of the phase.
+
+    ``mode`` ``latency`` is open loop at ``rate`` calls/s. With ``profile`` (a py-spy command
+    line), py-spy starts together with the measured calls and the phase waits for it too.
+    """
+    deliver = mode in ("deliver", "watchers", "latency")
+    if not calls:
+        calls = {"watchers": args.watchers_calls, "latency": args.latency_calls}.get(
+            mode, args.deliver_calls if deliver else args.batches
+        )
     cmd = [
         PY,
         str(BENCH / "loadgen.py"),
         f"--target={server.address}",
-        f"--mode={mode}",
+        f"--mode={'deliver' if deliver else 'batch'}",
         f"--calls={calls}",
+        f"--rate={rate}",
+        f"--max-seconds={max_seconds}",
         f"--warmup={args.warmup_calls if deliver else args.warmup_batches}",
         f"--batch-size={args.batch_size}",
         f"--concurrency={args.concurrency if deliver else args.batch_concurrency}",
@@ -406,6 +572,7 @@ async def run_phase(
         start_new_session=True,
     )
     label = f"  round {round_no} {LABELS[server.name]:<26} {mode:<8}"
+    spy: asyncio.subprocess.Process | None = None
     try:
         async with asyncio.timeout(args.phase_timeout):
             ready = await read_message(proc)
@@ -416,6 +583,12 @@ async def run_phase(
             assert proc.stdin is not None
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
+            if profile:
+                spy_log = (workdir / "py-spy.log").open("wb")
+                spy = await asyncio.create_subprocess_exec(
+                    *profile, stdout=spy_log, stderr=asyncio.subprocess.STDOUT, cwd=ROOT
+                )
+                spy_log.close()
             shown = began
             while "result" not in (message := await read_message(proc)):
                 now = time.monotonic()
@@ -424,21 +597,26 @@ async def run_phase(
                     shown = now
             after = Snapshot.take(server, upstream)
             await proc.wait()
+            if spy is not None and await spy.wait() != 0:
+                print(f"WARNING: py-spy exited {spy.returncode}; see its output:", flush=True)
+                print((workdir / "py-spy.log").read_text(errors="replace")[-2000:], flush=True)
     except TimeoutError:
         raise BenchError(
             f"phase {server.name}/{mode} took longer than --phase-timeout {args.phase_timeout}s"
         ) from None
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        for child in (proc, spy):
+            if child is not None and child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.kill()
+                await child.wait()
         log.close()
     if server.child.proc.poll() is not None:
         raise BenchError(f"{server.name} died during the phase:\n{server.child.log_tail()}")
     result: dict[str, Any] = message["result"]
     events = result["events"]
-    delivered = result["outcomes"].get("DELIVERED", 0)
+    accepted = ACCEPTED.get(server.name, ("DELIVERED",))
+    delivered = sum(result["outcomes"].get(status, 0) for status in accepted)
     wall = result["wall_s"]
     server_cpu = after.server_cpu - before.server_cpu
     upstream_cpu = after.upstream_cpu - before.upstream_cpu
@@ -451,8 +629,8 @@ async def run_phase(
     phase = {
         "round": round_no,
         "server": server.name,
-        "mode": mode,
         **result,
+        "mode": mode,  # ours, not the load generator's (it says "deliver" for three of them)
         "delivered": delivered,
         "not_delivered": events - delivered,
         "warmup_outcomes": ready.get("warmup_outcomes", {}),
@@ -465,9 +643,193 @@ async def run_phase(
         "host_busy_cores": host_busy_s / wall,
         "other_load_cores": max(host_busy_s - ours, 0.0) / wall,
     }
+    phase.update(watchers=server.watchers_open)
     print(
         f"{label} {phase['deliveries_per_s']:8.0f} deliveries/s  p50 {result['p50_ms']:6.1f} ms"
         f"  p99 {result['p99_ms']:6.1f} ms  CPU {phase['server_cpu_s_per_1k']:.3f} s/1k"
+        + (f"  NOT DELIVERED {phase['not_delivered']}" if phase["not_delivered"] else ""),
+        flush=True,
+    )
+    return phase
+
+
+def ghz_data(events_dir: Path, prefix: str) -> str:
+    """The seed's Order Completed event as a DeliverRequest in JSON, a new id per call.
+
+    ghz evaluates the data as a Go template for every request; ``.RequestNumber`` is unique
+    within one ghz run and ``prefix`` is unique per run, so dedup never answers a call.
+    """
+    event = json.loads((events_dir / SEED_EVENT).read_text())
+    event["messageId"] = f"{prefix}-{{{{.RequestNumber}}}}"
+    return json.dumps({"event": event})
+
+
+def ghz_command(
+    ghz: str, server: Server, data_file: Path, calls: int, args: argparse.Namespace
+) -> list[str]:
+    """The ghz command line of one phase (printed in the report as it was run)."""
+    return [
+        ghz,
+        "--insecure",
+        f"--proto={ROOT / 'proto' / 'datafly' / 'bluecore' / 'v1' / 'delivery.proto'}",
+        f"--import-paths={ROOT / 'proto'}",  # google/protobuf/* are built into ghz
+        "--call=datafly.bluecore.v1.DeliveryService.Deliver",
+        f"--data-file={data_file}",
+        f"--total={calls}",
+        f"--concurrency={args.concurrency}",
+        "--connections=1",  # like loadgen: one channel
+        "--timeout=30s",
+        "--cpus=1",  # GOMAXPROCS=1: the load tool must not take the server's core
+        "--format=json",
+        server.address,
+    ]
+
+
+async def scrape_outcomes(server: Server) -> dict[str, float]:
+    """The sidecar's delivery outcome counters from /metrics, summed per status."""
+    if not server.ops_url:
+        return {}
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(server.ops_url) as answer,
+        ):
+            text = await answer.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise BenchError(
+            f"cannot read {server.name}'s outcome counters at {server.ops_url}: {exc}"
+        ) from None
+    if "bluecore_sidecar_deliveries_total" not in text:
+        raise BenchError(f"{server.ops_url} has no bluecore_sidecar_deliveries_total counter")
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("bluecore_sidecar_deliveries_total{"):
+            labels, _, value = line.rpartition(" ")
+            status = labels.split('status="', 1)[1].split('"', 1)[0]
+            totals[status] = totals.get(status, 0.0) + float(value)
+    return totals
+
+
+async def run_ghz_phase(
+    args: argparse.Namespace,
+    server: Server,
+    round_no: int,
+    upstream: Upstream,
+    workdir: Path,
+    ghz: str,
+) -> dict[str, Any]:
+    """One ghz run against one server, in the same shape as :func:`run_phase`'s result.
+
+    A first, unmeasured ghz run sends the warm-up calls. ghz checks only the gRPC status, so
+    for a sidecar the outcomes come from the difference of its /metrics counters around the
+    measured run; the forwarder answers DELIVERED whenever the upstream answers 2xx.
+    """
+    calls = args.deliver_calls
+    prefix = f"ghz-{server.name}-r{round_no}-{time.time_ns()}"
+    warm_file = workdir / f"ghz-{server.name}-r{round_no}-warmup.json"
+    warm_file.write_text(ghz_data(args.events, f"{prefix}-w"))
+    if args.warmup_calls:
+        warm = await asyncio.create_subprocess_exec(
+            *ghz_command(ghz, server, warm_file, args.warmup_calls, args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(args.phase_timeout):
+                await warm.wait()
+        finally:
+            if warm.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    warm.kill()
+                await warm.wait()
+    data_file = workdir / f"ghz-{server.name}-r{round_no}.json"
+    data_file.write_text(ghz_data(args.events, f"{prefix}-m"))
+    cmd = ghz_command(ghz, server, data_file, calls, args)
+    label = f"  round {round_no} {LABELS[server.name]:<26} {'ghz':<8}"
+    counts_before = await scrape_outcomes(server)
+    children_before = reaped_children_cpu()
+    before = Snapshot.take(server, upstream)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(args.phase_timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        raise BenchError(f"ghz against {server.name} took longer than --phase-timeout") from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    after = Snapshot.take(server, upstream)
+    # ghz is this process's only child reaped during the phase: its CPU is the difference.
+    ghz_cpu = reaped_children_cpu() - children_before
+    if proc.returncode != 0 or not out.strip():
+        raise BenchError(f"ghz failed ({proc.returncode}): {err.decode(errors='replace')[-800:]}")
+    report = json.loads(out)
+    wall = report["total"] / 1e9  # ns: from ghz's first call to its last answer
+    total = calls
+    latency = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+    codes = report.get("statusCodeDistribution") or {}
+    if server.ops_url:
+        counts_after = await scrape_outcomes(server)
+        outcomes = {
+            k: int(v - counts_before.get(k, 0.0))
+            for k, v in counts_after.items()
+            if v - counts_before.get(k, 0.0)
+        }
+    else:
+        outcomes = {"DELIVERED": int(codes.get("OK", 0))}
+    for code, count in codes.items():
+        if code != "OK":
+            outcomes[f"RPC_{code}"] = int(count)
+    delivered = outcomes.get("DELIVERED", 0)
+    server_cpu = after.server_cpu - before.server_cpu
+    upstream_cpu = after.upstream_cpu - before.upstream_cpu
+    host_busy_s = (after.host_busy - before.host_busy) / CLOCK_TICKS
+    ours = server_cpu + upstream_cpu + ghz_cpu + after.driver_cpu - before.driver_cpu
+    phase = {
+        "round": round_no,
+        "server": server.name,
+        "mode": "ghz",
+        "calls": total,
+        "events": total,
+        "completed_calls": int(report.get("count", 0)),
+        "wall_s": wall,
+        "p50_ms": latency.get(50, 0.0),
+        "p90_ms": latency.get(90, 0.0),
+        "p99_ms": latency.get(99, 0.0),
+        "max_ms": report.get("slowest", 0) / 1e6,
+        "ghz_rps": report.get("rps", 0.0),
+        "outcomes": outcomes,
+        "loadgen_cpu_s": ghz_cpu,
+        "command": " ".join(cmd),
+        "delivered": delivered,
+        "not_delivered": total - delivered,
+        "warmup_outcomes": {},
+        "deliveries_per_s": delivered / wall,
+        "server_cpu_s": server_cpu,
+        "server_cpu_s_per_1k": server_cpu / total * 1000,
+        "server_cores": server_cpu / wall,
+        "upstream_cpu_s_per_1k": upstream_cpu / total * 1000,
+        "loadgen_cpu_s_per_1k": ghz_cpu / total * 1000,
+        "host_busy_cores": host_busy_s / wall,
+        "other_load_cores": max(host_busy_s - ours, 0.0) / wall,
+        "watchers": server.watchers_open,
+    }
+    print(
+        f"{label} {phase['deliveries_per_s']:8.0f} deliveries/s  p50 {phase['p50_ms']:6.1f} ms"
+        f"  p99 {phase['p99_ms']:6.1f} ms  CPU {phase['server_cpu_s_per_1k']:.3f} s/1k"
         + (f"  NOT DELIVERED {phase['not_delivered']}" if phase["not_delivered"] else ""),
         flush=True,
     )
@@ -487,17 +849,21 @@ async def clear_sandbox(upstream: Upstream) -> None:
 
 
 def summarise(phases: list[dict[str, Any]], servers: list[str]) -> list[dict[str, Any]]:
-    """Medians over rounds per (mode, server), with ratios against the forwarder."""
+    """Medians over rounds per (mode, server), each compared with its reference server.
+
+    The reference is the forwarder, except for the sidecar variants (watchers, workers,
+    durable), which are compared with the plain tracing-off sidecar.
+    """
     rows = []
     for mode in MODES:
-        base: dict[str, Any] | None = None
+        by_server: dict[str, dict[str, Any]] = {}
         for name in servers:
             runs = [p for p in phases if p["server"] == name and p["mode"] == mode]
             if not runs:
                 continue
 
             def median(key: str, runs: list[dict[str, Any]] = runs) -> float:
-                return statistics.median(p[key] for p in runs)
+                return statistics.median(p.get(key, 0.0) for p in runs)
 
             row = {
                 "mode": mode,
@@ -516,20 +882,88 @@ def summarise(phases: list[dict[str, Any]], servers: list[str]) -> list[dict[str
                 "server_cores": median("server_cores"),
                 "other_load_cores": median("other_load_cores"),
                 "not_delivered": sum(p["not_delivered"] for p in runs),
+                "watchers": runs[0].get("watchers", 0),
             }
-            if name == "forwarder":
-                base = row
-            if base is not None:
-                row["throughput_vs_forwarder"] = row["deliveries_per_s"] / base["deliveries_per_s"]
-                row["cpu_vs_forwarder"] = row["server_cpu_s_per_1k"] / max(
-                    base["server_cpu_s_per_1k"], 1e-9
-                )
+            if mode == "latency":
+                row["offered_rate"] = median("offered_rate")
+                row["peak_in_flight"] = max(p.get("peak_in_flight", 0) for p in runs)
+                row["late_starts"] = sum(p.get("late_starts", 0) for p in runs)
+            by_server[name] = row
             rows.append(row)
+        for row in by_server.values():
+            ref = by_server.get(REFERENCE.get(row["server"], "forwarder"))
+            if ref is None or ref is row:
+                continue
+            row["reference"] = ref["server"]
+            row["reference_label"] = _label(ref)
+            row["throughput_vs_ref"] = row["deliveries_per_s"] / max(ref["deliveries_per_s"], 1e-9)
+            row["cpu_vs_ref"] = row["server_cpu_s_per_1k"] / max(ref["server_cpu_s_per_1k"], 1e-9)
+            row["p50_vs_ref_ms"] = row["p50_ms"] - ref["p50_ms"]
+            row["p99_vs_ref_ms"] = row["p99_ms"] - ref["p99_ms"]
     return rows
 
 
+def _call(mode: str, batch_size: int) -> str:
+    return MODE_NAMES.get(mode, f"DeliverBatch x{batch_size}")
+
+
+def _label(row: dict[str, Any]) -> str:
+    if row["server"] == "sidecar" and row["mode"] == "watchers":
+        return "sidecar, no watchers (tracing off)"
+    if row["server"] == "sidecar-watch500" and row.get("watchers") != 500:
+        return f"sidecar, {row.get('watchers', 0)} idle watchers"
+    return LABELS[row["server"]]
+
+
+PHASE_OF_MODE = {
+    "deliver": "throughput",
+    "batch": "throughput",
+    "watchers": "watchers",
+    "latency": "latency",
+    "ghz": "ghz",
+}
+
+
+def phase_of(row: dict[str, Any]) -> str:
+    """Which phase of the report a summary row belongs to."""
+    if row["server"] == "sidecar-watch500":
+        return "watchers"
+    if row["server"] in HOOKS:
+        return "hook"
+    return PHASE_OF_MODE[row["mode"]]
+
+
+def render_summary(rows: list[dict[str, Any]], batch_size: int) -> str:
+    """Every phase in one Markdown table, each row against its reference."""
+    lines = [
+        "| phase | call | server | deliveries/s | p50 ms | p99 ms "
+        "| server CPU s / 1k deliveries | compared with | throughput | CPU "
+        "| p50 diff ms | p99 diff ms | not delivered |",
+        "|" + "---|" * 13,
+    ]
+    for row in rows:
+        ref = row.get("reference")
+        if ref:
+            versus = (
+                f"| {row['reference_label']} | {row['throughput_vs_ref']:.2f}x "
+                f"| {row['cpu_vs_ref']:.2f}x "
+                f"| {row['p50_vs_ref_ms']:+.1f} | {row['p99_vs_ref_ms']:+.1f} "
+            )
+        else:
+            versus = "| - | - | - | - | - "
+        call = _call(row["mode"], batch_size)
+        if row["mode"] == "latency":
+            call += f" at {row['offered_rate']:,.0f}/s"
+        lines.append(
+            f"| {phase_of(row)} | {call} | {_label(row)} | {row['deliveries_per_s']:,.0f} "
+            f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['server_cpu_s_per_1k']:.3f} "
+            f"{versus}| {row['not_delivered']} |"
+        )
+    return "\n".join(lines)
+
+
 def render_table(rows: list[dict[str, Any]], batch_size: int) -> str:
-    """The summary as a Markdown table (it reads well in a terminal too)."""
+    """The throughput phase as a Markdown table: the README Performance section's shape."""
     head = (
         "| call | server | deliveries/s | p50 ms | p99 ms | server CPU s / 1k deliveries "
         "| deliveries per server CPU-second | throughput vs forwarder | CPU vs forwarder "
@@ -537,16 +971,107 @@ def render_table(rows: list[dict[str, Any]], batch_size: int) -> str:
     )
     lines = [head, "|" + "---|" * 10]
     for row in rows:
-        call = "Deliver" if row["mode"] == "deliver" else f"DeliverBatch x{batch_size}"
-        ratio = row.get("throughput_vs_forwarder")
-        cpu_ratio = row.get("cpu_vs_forwarder")
+        if row["mode"] not in ("deliver", "batch") or row["server"] not in BASE_SERVERS:
+            continue
+        ratio = row.get("throughput_vs_ref")
+        cpu_ratio = row.get("cpu_vs_ref")
         lines.append(
-            f"| {call} | {LABELS[row['server']]} | {row['deliveries_per_s']:,.0f} "
+            f"| {_call(row['mode'], batch_size)} | {LABELS[row['server']]} "
+            f"| {row['deliveries_per_s']:,.0f} "
             f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['server_cpu_s_per_1k']:.3f} "
             f"| {row['deliveries_per_cpu_s']:,.0f} "
             f"| {'-' if ratio is None else f'{ratio:.2f}x'} "
             f"| {'-' if cpu_ratio is None else f'{cpu_ratio:.2f}x'} | {row['not_delivered']} |"
         )
+    return "\n".join(lines)
+
+
+def render_latency(rows: list[dict[str, Any]], target_ms: float) -> str:
+    """The open-loop phase: p50/p99 side by side and what the sidecar adds."""
+    lat = [r for r in rows if r["mode"] == "latency"]
+    if not lat:
+        return ""
+    lines = [
+        "| server | offered calls/s | answered calls/s | p50 ms | p99 ms "
+        "| p50 added ms | p99 added ms | server CPU s / 1k | peak calls in flight "
+        "| late starts | not delivered |",
+        "|" + "---|" * 11,
+    ]
+    verdicts = []
+    for row in lat:
+        added50 = row.get("p50_vs_ref_ms")
+        added99 = row.get("p99_vs_ref_ms")
+        lines.append(
+            f"| {LABELS[row['server']]} | {row['offered_rate']:,.0f} "
+            f"| {row['deliveries_per_s']:,.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
+            f"| {'-' if added50 is None else f'{added50:+.2f}'} "
+            f"| {'-' if added99 is None else f'{added99:+.2f}'} "
+            f"| {row['server_cpu_s_per_1k']:.3f} | {row['peak_in_flight']} "
+            f"| {row['late_starts']} | {row['not_delivered']} |"
+        )
+        if row["deliveries_per_s"] < 0.97 * row["offered_rate"]:
+            verdicts.append(
+                f"{LABELS[row['server']]} answered fewer calls per second than were offered: "
+                "it could not keep up, so its latency above is mostly time spent queueing"
+            )
+        if added99 is not None:
+            verdict = "met" if added99 <= target_ms else "NOT met"
+            verdicts.append(
+                f"{LABELS[row['server']]}: p99 added {added99:+.2f} ms, target <= "
+                f"{target_ms:g} ms: {verdict}"
+            )
+    return "\n".join([*lines, "", *verdicts])
+
+
+def render_watchers(rows: list[dict[str, Any]], batch_size: int) -> str:
+    """The watchers phase: the same sidecar with and without idle watch streams."""
+    picked = [
+        r
+        for r in rows
+        if r["server"] == "sidecar-watch500"
+        or (r["server"] == "sidecar" and r["mode"] == "watchers")
+        or (r["server"] == "sidecar" and r["mode"] == "batch" and _has_watched_batch(rows))
+    ]
+    if not picked:
+        return ""
+    lines = [
+        "| call | idle watchers | deliveries/s | p50 ms | p99 ms | server CPU s / 1k "
+        "| throughput vs none | CPU vs none | not delivered |",
+        "|" + "---|" * 9,
+    ]
+    for row in picked:
+        ratio, cpu = row.get("throughput_vs_ref"), row.get("cpu_vs_ref")
+        lines.append(
+            f"| {_call(row['mode'], batch_size)} | {row.get('watchers', 0)} "
+            f"| {row['deliveries_per_s']:,.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
+            f"| {row['server_cpu_s_per_1k']:.3f} "
+            f"| {'-' if ratio is None else f'{ratio:.2f}x'} "
+            f"| {'-' if cpu is None else f'{cpu:.2f}x'} | {row['not_delivered']} |"
+        )
+    return "\n".join(lines)
+
+
+def _has_watched_batch(rows: list[dict[str, Any]]) -> bool:
+    return any(r["server"] == "sidecar-watch500" and r["mode"] == "batch" for r in rows)
+
+
+def render_tools(rows: list[dict[str, Any]]) -> str:
+    """The same closed-loop Deliver load from our load generator and from ghz, per server."""
+    ghz_servers = [r["server"] for r in rows if r["mode"] == "ghz"]
+    lines = [
+        "| server | load tool | deliveries/s | p50 ms | p99 ms | server CPU s / 1k "
+        "| load tool CPU s / 1k |",
+        "|" + "---|" * 7,
+    ]
+    for name in ghz_servers:
+        for row in rows:
+            if row["server"] == name and row["mode"] in ("deliver", "ghz"):
+                tool = "ghz" if row["mode"] == "ghz" else "bench/loadgen.py"
+                lines.append(
+                    f"| {LABELS[name]} | {tool} | {row['deliveries_per_s']:,.0f} "
+                    f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} "
+                    f"| {row['server_cpu_s_per_1k']:.3f} | {row['loadgen_cpu_s_per_1k']:.3f} |"
+                )
     return "\n".join(lines)
 
 
@@ -560,10 +1085,9 @@ def render_notes(
         "|" + "---|" * 7,
     ]
     for row in rows:
-        call = "Deliver" if row["mode"] == "deliver" else f"DeliverBatch x{batch_size}"
         upstream_cpu = f"{row['upstream_cpu_s_per_1k']:.3f}"  # not measured when external
         lines.append(
-            f"| {call} | {LABELS[row['server']]} "
+            f"| {_call(row['mode'], batch_size)} | {_label(row)} "
             f"| {row['deliveries_per_s_min']:,.0f}-{row['deliveries_per_s_max']:,.0f} "
             f"| {row['server_cores']:.2f} "
             f"| {upstream_cpu if upstream.child else '-'} | {row['loadgen_cpu_s_per_1k']:.3f} "
@@ -593,15 +1117,30 @@ def spans_per_event(
 # ----------------------------------------------------------------------------- main
 
 
+def _names(
+    text: str, flag: str, parser: argparse.ArgumentParser, allowed: tuple[str, ...]
+) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = set(names) - set(allowed)
+    if unknown:
+        parser.error(f"{flag}: unknown {sorted(unknown)}; choose from {list(allowed)}")
+    return [s for s in allowed if s in names]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags; ``--quick`` shrinks everything to a smoke run."""
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
-        description="Sidecar vs. a bare grpc.aio->aiohttp forwarder, and the cost of tracing.",
+        description="Sidecar vs. a bare grpc.aio->aiohttp forwarder: throughput, CPU, latency.",
     )
     parser.add_argument("--upstream", help="POST deliveries to this URL instead of local nginx")
     parser.add_argument(
         "--sandbox", action="store_true", help="use the sandbox as the upstream (correctness)"
+    )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--deliver-calls", type=int, default=3000, help="Deliver calls per phase")
@@ -615,9 +1154,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-batches", type=int, default=15, help="unmeasured, per phase")
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"comma-separated subset of {','.join(SERVERS)}",
+        default=",".join(BASE_SERVERS),
+        help=f"throughput phase: comma-separated subset of {','.join(BASE_SERVERS)}",
     )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="latency phase: calls/s (default: half the forwarder's median Deliver rate)",
+    )
+    parser.add_argument("--latency-calls", type=int, default=3000, help="latency phase: calls")
+    parser.add_argument(
+        "--latency-servers", default="forwarder,sidecar", help="latency phase: which servers"
+    )
+    parser.add_argument(
+        "--latency-target-ms", type=float, default=2.0, help="latency phase: allowed added p99"
+    )
+    parser.add_argument("--watchers", type=int, default=500, help="watchers phase: streams")
+    parser.add_argument(
+        "--watchers-calls", type=int, default=1000, help="watchers phase: Deliver calls"
+    )
+    parser.add_argument(
+        "--watchers-batch", action="store_true", help="watchers phase: DeliverBatch too"
+    )
+    parser.add_argument(
+        "--ghz",
+        default="auto",
+        help="ghz phase: a ghz binary (default: the pinned build of tools/install-ghz.sh)",
+    )
+    parser.add_argument("--ghz-servers", default="forwarder,sidecar", help="ghz phase: servers")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the phases, record py-spy on the tracing-off sidecar under Deliver load",
+    )
+    parser.add_argument(
+        "--profile-format",
+        choices=("raw", "flamegraph", "speedscope"),
+        default="raw",
+        help="py-spy output: raw (folded stacks, summarised here), flamegraph (SVG), speedscope",
+    )
+    parser.add_argument(
+        "--profile-out", type=Path, help="where py-spy writes (default: .cache/bench/profile-*)"
+    )
+    for server, (flag, _field, variable) in HOOKS.items():
+        parser.add_argument(
+            flag,
+            dest=server.replace("-", "_"),
+            action="store_true",
+            help=f"HOOK: also run {LABELS[server]} ({variable}) vs the plain sidecar",
+        )
     parser.add_argument(
         "--sidecar-env",
         action="append",
@@ -628,40 +1216,194 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=Path, default=ROOT / "examples" / "events")
     parser.add_argument("--phase-timeout", type=float, default=180.0, help="seconds per phase")
     parser.add_argument("--out", type=Path, default=ROOT / ".cache" / "bench")
+    parser.add_argument(
+        "--report", type=Path, default=BENCH / "last-run.md", help="Markdown report to write"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 small round")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 1
-        args.deliver_calls, args.batches = 400, 25
+        args.deliver_calls, args.batches, args.latency_calls = 400, 25, 400
+        args.watchers_calls = 200
         args.warmup_calls, args.warmup_batches = 50, 3
-    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = set(args.servers) - set(SERVERS)
-    if unknown:
-        parser.error(f"--servers: unknown {sorted(unknown)}; choose from {list(SERVERS)}")
-    args.servers = [s for s in SERVERS if s in args.servers]
+    args.phases = _names(args.phases, "--phases", parser, PHASES)
+    args.servers = _names(args.servers, "--servers", parser, BASE_SERVERS)
+    args.latency_servers = _names(args.latency_servers, "--latency-servers", parser, BASE_SERVERS)
+    args.ghz_servers = _names(args.ghz_servers, "--ghz-servers", parser, BASE_SERVERS)
+    args.hooks = [server for server in HOOKS if getattr(args, server.replace("-", "_"))]
     return args
 
 
-def rounds_order(servers: list[str], rounds: int) -> Iterator[tuple[int, str]]:
+def settings_has(field: str) -> bool:
+    """Whether the sidecar's Settings has ``field`` (the feature behind a hook exists)."""
+    from bluecore_sidecar import config  # noqa: PLC0415 - only for the hooks
+
+    return field in {f.name for f in dataclasses.fields(config.Settings)}
+
+
+def find_ghz(args: argparse.Namespace) -> str | None:
+    """The ghz binary: ``--ghz PATH``, or the pinned build (made once by tools/install-ghz.sh)."""
+    if args.ghz != "auto":
+        return str(args.ghz)
+    try:
+        done = subprocess.run(
+            ["bash", str(ROOT / "tools" / "install-ghz.sh")],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"WARNING: ghz phase skipped: tools/install-ghz.sh failed: {exc}", flush=True)
+        return None
+    if done.returncode != 0 or not done.stdout.strip():
+        print("WARNING: ghz phase skipped: tools/install-ghz.sh could not build ghz", flush=True)
+        return None
+    return done.stdout.strip().splitlines()[-1]
+
+
+def plan(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """Closed-loop modes per server for every round (the throughput and watchers phases)."""
+    modes: dict[str, tuple[str, ...]] = {}
+    if "throughput" in args.phases:
+        modes.update(dict.fromkeys(args.servers, ("deliver", "batch")))
+    if "watchers" in args.phases:
+        modes["sidecar"] = (*modes.get("sidecar", ()), "watchers")
+        modes["sidecar-watch500"] = ("watchers",)
+        if args.watchers_batch:
+            modes["sidecar-watch500"] += ("batch",)
+            if "batch" not in modes["sidecar"]:
+                modes["sidecar"] += ("batch",)
+    for hook in args.hooks:
+        modes.setdefault("sidecar", ("deliver", "batch"))
+        modes[hook] = ("deliver", "batch")
+    return {name: modes[name] for name in SERVERS if name in modes}
+
+
+def rounds_order(servers: list[str], rounds: int) -> Iterator[tuple[int, list[str]]]:
     """Round-robin with a rotating start, so no server always goes first or last."""
     for r in range(rounds):
-        shift = r % len(servers)
-        for name in servers[shift:] + servers[:shift]:
-            yield r + 1, name
+        shift = r % len(servers) if servers else 0
+        yield r + 1, servers[shift:] + servers[:shift]
+
+
+def profile_command(args: argparse.Namespace, pid: int, stamp: str) -> tuple[list[str], Path]:
+    """The py-spy command line, and where it writes."""
+    suffix = {"raw": "folded", "flamegraph": "svg", "speedscope": "speedscope.json"}
+    out = args.profile_out or args.out / f"profile-{stamp}.{suffix[args.profile_format]}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    cmd = [
+        spy,
+        "record",
+        f"--pid={pid}",
+        f"--duration={args.profile:g}",
+        f"--format={args.profile_format}",
+        f"--output={out}",
+        "--rate=100",
+        "--threads",  # stacks start with the thread: the event loop or gRPC's poller
+    ]
+    return cmd, out
+
+
+def summarise_profile(folded: Path, top: int = 15) -> str:
+    """Top frames of a py-spy raw (folded) profile: by own samples and by inclusive samples.
+
+    Frames are grouped by function and file (line numbers dropped) so one function's lines
+    add up; a frame counts once per sample however often it recurs in that stack.
+    """
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    threads: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in folded.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        if frames[0].startswith("thread ("):  # py-spy --threads: "thread (TID): NAME"
+            threads[frames.pop(0).partition(": ")[2] or "?"] += count
+        if not frames:
+            continue
+        names = [_frame_name(f) for f in frames]
+        own[names[-1]] += count
+        for name in set(names):
+            inclusive[name] += count
+    if not total:
+        return "py-spy recorded no samples"
+    lines = [f"{total} samples (100 a second per busy thread)", ""]
+    if threads:
+        lines += ["| thread | % of samples |", "|---|---|"]
+        lines += [f"| {name} | {100 * n / total:.1f} |" for name, n in threads.most_common()]
+        lines.append("")
+    lines += ["| own % | frame |", "|---|---|"]
+    lines += [f"| {100 * n / total:.1f} | `{f}` |" for f, n in own.most_common(top)]
+    # The frames under which everything runs (runpy, asyncio.run, run_forever...) say nothing.
+    ceiling = 0.98 * max(inclusive.values())
+    telling = [(f, n) for f, n in inclusive.most_common() if n < ceiling][:top]
+    lines += ["", "| inclusive % | frame |", "|---|---|"]
+    lines += [f"| {100 * n / total:.1f} | `{f}` |" for f, n in telling]
+    return "\n".join(lines)
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``; thread and process names kept."""
+    name, sep, where = frame.partition(" (")
+    if not sep:
+        return frame
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    else:
+        path = path.rsplit("/server/", 1)[-1]
+    return f"{name} ({path})"
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> int:
     """Start everything, run the phases, print and save the report, stop everything."""
     started = dt.datetime.now(dt.UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     facts = machine_facts()
+    notes: list[str] = []
     print(
-        f"bench: {facts['nproc']} CPUs, Python {facts['python']}, {args.rounds} round(s) of "
-        f"{args.deliver_calls} Deliver (x{args.concurrency} in flight) and {args.batches} "
-        f"DeliverBatch x{args.batch_size} (x{args.batch_concurrency} in flight) per server",
+        f"bench: {facts['nproc']} CPUs, Python {facts['python']}, {args.rounds} round(s); "
+        f"phases {','.join(args.phases)}; {args.deliver_calls} Deliver (x{args.concurrency} "
+        f"in flight) and {args.batches} DeliverBatch x{args.batch_size} "
+        f"(x{args.batch_concurrency} in flight) per server and round",
         flush=True,
     )
+    for hook in list(args.hooks):
+        flag, field, variable = HOOKS[hook]
+        if not settings_has(field):
+            note = (
+                f"{flag}: skipped, not built: bluecore_sidecar.config.Settings has no "
+                f"{field!r} field, so {variable} would be ignored and the number would be the "
+                "plain sidecar's"
+            )
+            print(f"WARNING: {note}", flush=True)
+            notes.append(note)
+            args.hooks.remove(hook)
+    ghz = find_ghz(args) if "ghz" in args.phases else None
+    if "ghz" in args.phases and ghz is None:
+        notes.append("ghz phase skipped: no ghz binary (see the WARNING above)")
+    closed = plan(args)
+    latency_servers = args.latency_servers if "latency" in args.phases else []
+    ghz_servers = args.ghz_servers if ghz else []
+    needed = set(closed) | set(latency_servers) | set(ghz_servers)
+    if args.profile:
+        needed.add("sidecar")
+    args.all_servers = [name for name in SERVERS if name in needed]
     children: list[Child] = []
     sink: grpc.aio.Server | None = None
+    phases: list[dict[str, Any]] = []
+    profile_out: Path | None = None
+    ghz_example = ""
+    latency_rate = 0.0
     try:
         sink, counter, sink_port = await start_sink()
         upstream = await start_upstream(args, workdir)
@@ -669,50 +1411,116 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             children.append(upstream.child)
         print(f"bench: upstream {upstream.kind} at {upstream.url}", flush=True)
         servers = await start_servers(args, workdir, upstream, sink_port, children)
-        phases = []
-        for round_no, name in rounds_order(args.servers, args.rounds):
-            for mode in MODES:
+        for round_no, order in rounds_order(list(closed), args.rounds):
+            for name in order:
+                for mode in closed[name]:
+                    await clear_sandbox(upstream)
+                    phases.append(
+                        await run_phase(args, servers[name], mode, round_no, upstream, workdir)
+                    )
+            for name in order_of(ghz_servers, round_no):
                 await clear_sandbox(upstream)
-                phases.append(
-                    await run_phase(args, servers[name], mode, round_no, upstream, workdir)
-                )
+                phase = await run_ghz_phase(args, servers[name], round_no, upstream, workdir, ghz)
+                ghz_example = ghz_example or phase["command"]
+                phases.append(phase)
+        if latency_servers:
+            latency_rate = args.latency_rate or half_forwarder_rate(phases)
+            print(
+                f"bench: latency phase, open loop at {latency_rate:,.0f} Deliver calls/s"
+                + ("" if args.latency_rate else " (half the forwarder's median Deliver rate)"),
+                flush=True,
+            )
+            for round_no in range(1, args.rounds + 1):
+                for name in order_of(latency_servers, round_no):
+                    await clear_sandbox(upstream)
+                    phases.append(
+                        await run_phase(
+                            args,
+                            servers[name],
+                            "latency",
+                            round_no,
+                            upstream,
+                            workdir,
+                            rate=latency_rate,
+                            calls=args.latency_calls,
+                        )
+                    )
+        if args.profile:
+            profile_out = await record_profile(
+                args, servers["sidecar"], upstream, workdir, stamp, phases
+            )
         # SIGTERM makes each sidecar flush its spans; the sink stays up until they are in.
+        await asyncio.gather(*(close_watchers(s) for s in servers.values()))
         await asyncio.gather(*(stop_child(s.child) for s in servers.values()))
         exit_codes = {name: s.child.proc.returncode for name, s in servers.items()}
     finally:
         await asyncio.gather(*(stop_child(c) for c in children))
         if sink is not None:
             await sink.stop(0)
-    rows = summarise(phases, args.servers)
-    table = render_table(rows, args.batch_size)
-    spans = spans_per_event(phases, counter, args.servers)
-    notes = render_notes(rows, upstream, args.batch_size, spans)
-    print("\n" + table + "\n\n" + notes)
+    rows = summarise(phases, args.all_servers)
+    spans = spans_per_event(phases, counter, args.all_servers)
+    sections = []
+    if "throughput" in args.phases:
+        sections.append(("Throughput (closed loop)", render_table(rows, args.batch_size)))
+    if latency_servers:
+        sections.append(
+            (
+                f"Latency (open loop at {latency_rate:,.0f} Deliver calls/s)",
+                render_latency(rows, args.latency_target_ms),
+            )
+        )
+    if "watchers" in args.phases:
+        sections.append(
+            (
+                f"Idle watchers ({args.watchers} WatchDeliveries streams that never read)",
+                render_watchers(rows, args.batch_size),
+            )
+        )
+    if ghz_example:
+        sections.append(("ghz beside bench/loadgen.py (closed loop)", render_tools(rows)))
+        sections.append(("ghz command (first measured phase)", f"```\n{ghz_example}\n```"))
+    if profile_out is not None:
+        summary = (
+            summarise_profile(profile_out)
+            if args.profile_format == "raw"
+            else f"written to {profile_out}"
+        )
+        sections.append((f"py-spy profile of {LABELS['sidecar']}", summary))
+    sections.append(("Notes", render_notes(rows, upstream, args.batch_size, spans)))
+    summary_table = render_summary(rows, args.batch_size)
+    for title, body in sections:
+        print(f"\n## {title}\n\n{body}")
+    print("\n## Summary\n\n" + summary_table)
+    for note in notes:
+        print(f"\nNOTE: {note}")
     failures = sum(p["not_delivered"] for p in phases)
+    git = git_state()
     report = {
         "started": started.isoformat(timespec="seconds"),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": facts,
-        "git": git_state(),
+        "git": git,
         "config": {
             k: (str(v) if isinstance(v, Path) else v)
             for k, v in vars(args).items()
             if k not in ("out",)
         },
         "upstream": {"kind": upstream.kind, "url": upstream.url},
+        "latency_rate": latency_rate,
         "server_exit_codes": exit_codes,
         "spans_received": dict(counter.spans),
         "spans_per_event": spans,
+        "notes": notes,
         "summary": rows,
         "phases": phases,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
     path = args.out / f"bench-{stamp}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nraw numbers: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    write_markdown(args, report, summary_table, sections, path)
+    print(f"\nraw numbers: {_rel(path)}; report: {_rel(args.report)}")
     if failures:
         print(f"ERROR: {failures} events were not DELIVERED; the numbers above are not valid")
         return 1
@@ -721,6 +1529,118 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
         print(f"ERROR: servers did not exit cleanly on SIGTERM: {bad_exits}")
         return 1
     return 0
+
+
+def _took(started: str, finished: str) -> str:
+    seconds = int(
+        (dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(started)).total_seconds()
+    )
+    return f"{seconds // 60} min {seconds % 60} s"
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def order_of(servers: list[str], round_no: int) -> list[str]:
+    """``servers`` rotated by the round number."""
+    if not servers:
+        return []
+    shift = (round_no - 1) % len(servers)
+    return servers[shift:] + servers[:shift]
+
+
+def half_forwarder_rate(phases: list[dict[str, Any]]) -> float:
+    """Half the forwarder's median closed-loop Deliver rate in this run."""
+    rates = [
+        p["deliveries_per_s"]
+        for p in phases
+        if p["server"] == "forwarder" and p["mode"] == "deliver"
+    ]
+    if not rates:
+        raise BenchError(
+            "the latency phase needs the forwarder's Deliver rate: keep the throughput phase "
+            "with the forwarder, or pass --latency-rate CALLS_PER_S"
+        )
+    return statistics.median(rates) / 2
+
+
+async def record_profile(
+    args: argparse.Namespace,
+    server: Server,
+    upstream: Upstream,
+    workdir: Path,
+    stamp: str,
+    phases: list[dict[str, Any]],
+) -> Path:
+    """A py-spy recording of ``server`` while it serves closed-loop Deliver calls (unmeasured).
+
+    The load stops a second after the recording (py-spy pauses the process for each
+    sample, so the sidecar is slower than unprofiled), and every sample is taken under load.
+    """
+    pid = server.child.proc.pid
+    cmd, out = profile_command(args, pid, stamp)
+    rates = [
+        p["deliveries_per_s"]
+        for p in phases
+        if p["server"] == server.name and p["mode"] == "deliver"
+    ]
+    rate = statistics.median(rates) if rates else 1000.0
+    calls = int(2 * rate * (args.profile + 5))  # more than it can answer in that time
+    print(
+        f"bench: profiling {server.name} (pid {pid}) under Deliver load: " + " ".join(cmd),
+        flush=True,
+    )
+    phase = await run_phase(
+        args,
+        server,
+        "deliver",
+        0,
+        upstream,
+        workdir,
+        calls=calls,
+        profile=cmd,
+        max_seconds=args.profile + 1,
+    )
+    if phase["wall_s"] < args.profile:
+        print(
+            f"WARNING: the load ended {args.profile - phase['wall_s']:.1f} s before py-spy did",
+            flush=True,
+        )
+    return out
+
+
+def write_markdown(
+    args: argparse.Namespace,
+    report: dict[str, Any],
+    summary_table: str,
+    sections: list[tuple[str, str]],
+    raw: Path,
+) -> None:
+    """bench/last-run.md: when, which commit, the command, the summary, then the details."""
+    git = report["git"]
+    dirty = " (with uncommitted changes in server/)" if git["server_uncommitted"] else ""
+    facts = report["machine"]
+    head = [
+        f"# bench: last run, {report['started']} to {report['finished']}",
+        "",
+        f"- command: `{report['command']}`, which is what `make bench"
+        + (f' BENCH_ARGS="{" ".join(sys.argv[1:])}"' if sys.argv[1:] else "")
+        + "` runs; it took "
+        + _took(report["started"], report["finished"]),
+        f"- commit: `{git['commit'][:12]}`{dirty}",
+        f"- machine: {facts['nproc']} CPUs, {facts['cpu_model']}, Python {facts['python']}, "
+        f"grpcio {facts['grpcio']}, aiohttp {facts['aiohttp']}, load average at start "
+        f"{', '.join(f'{x:.2f}' for x in facts['loadavg_at_start'])}",
+        f"- rounds: {args.rounds} (medians); raw numbers: `{_rel(raw)}`",
+    ]
+    if args.quick:
+        head.append("- **--quick: a smoke run of the harness, not a measurement**")
+    head += [f"- NOTE: {note}" for note in report["notes"]]
+    body = ["", "## Summary", "", summary_table]
+    for title, text in sections:
+        body += ["", f"## {title}", "", text]
+    args.report.write_text("\n".join(head + body) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

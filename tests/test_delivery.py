@@ -638,7 +638,7 @@ async def test_reflection_describes_the_contract(sidecar):
         protos = [r.file_descriptor_response.file_descriptor_proto async for r in call]
     files = [descriptor_pb2.FileDescriptorProto.FromString(raw) for rs in protos for raw in rs]
     contract = next(f for f in files if f.name == "datafly/bluecore/v1/delivery.proto")
-    assert [s.name for s in contract.service] == ["DeliveryService"]
+    assert [s.name for s in contract.service] == ["DeliveryService", "DeadLetterService"]
     assert {m.name for m in contract.service[0].method} == {
         "Deliver",
         "DeliverBatch",

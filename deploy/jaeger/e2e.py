@@ -1,11 +1,16 @@
-"""Proof in a real Jaeger: deliveries traced by the sidecar are stored and queryable there.
+"""Proof in a real Jaeger: deliveries traced by the sidecar are stored, queryable and shown there.
 
-Starts Jaeger (built by ``make jaeger-bin``), the sandbox Bluecore and ``bluecore-sidecar
-serve`` on free loopback ports, with the sidecar's ``OTEL_*`` pointing at Jaeger's OTLP gRPC
-receiver. Sends one event that succeeds after a 503 (with the caller's own ``traceparent``)
-and one that Bluecore refuses with a 400, then asks Jaeger's query API for both traces and
-checks the spans, their parentage and attributes, that the failure is marked as an error, that
-a tag search finds it, and that neither the namespace token nor an email is anywhere in them.
+Starts Jaeger (built by ``make jaeger-bin``, configured by ``jaeger.yaml`` beside this file),
+the sandbox Bluecore and ``bluecore-sidecar serve`` on free loopback ports, with the sidecar's
+``OTEL_*`` pointing at Jaeger's OTLP gRPC receiver. Sends one event that succeeds after a 503
+(with the caller's own ``traceparent``) and one that Bluecore refuses with a 400, then asks
+Jaeger's query API for both traces and checks the spans, their parentage and attributes, that
+the failure is marked as an error, that a tag search finds it, and that neither the namespace
+token nor an email is anywhere in them.
+
+With ``--ui FOLDER`` (a built jaeger-ui) Jaeger serves the real UI, and headless Chromium opens
+the retried delivery's trace page: the page must show the RPC, the delivery and the two HTTP
+tries under it with their status codes (503, then 202), and it is saved as ``--screenshot``.
 
 Run it with ``make jaeger-e2e``; ``--keep`` leaves everything running to look at the UI.
 Every wait has a timeout; progress goes to stdout; the exit code is 0 only if all checks pass.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -32,6 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import devtools
 import grpc
 from bluecore_sidecar.localrun import child_process, free_port
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
@@ -41,48 +48,7 @@ NAMESPACE = "e2e-namespace-" + secrets.token_hex(8)
 EMAIL = "jaeger.e2e@example.com"
 T = TypeVar("T")
 
-JAEGER_CONFIG = """\
-service:
-  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  healthcheckv2:
-    use_v2: true
-    http:
-      endpoint: 127.0.0.1:{health}
-  jaeger_query:
-    storage:
-      traces: memstore
-    http:
-      endpoint: 127.0.0.1:{query}
-    grpc:
-      endpoint: 127.0.0.1:{query_grpc}
-  jaeger_storage:
-    backends:
-      memstore:
-        memory:
-          max_traces: 10000
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{otlp}
-processors:
-  batch:
-    timeout: 200ms
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memstore
-"""
+HERE = Path(__file__).resolve().parent
 
 
 def step(text: str) -> None:
@@ -237,28 +203,136 @@ def check_failed(checks: Checks, trace: dict[str, Any]) -> None:
     checks.that(len(tries) == 1 and tags(tries[0]).get("error") is True, "  one POST try, an error")
 
 
+RPC = "datafly.bluecore.v1.DeliveryService/Deliver"
+
+# What the trace page shows, read from the DOM in page order: each span row (service,
+# operation, depth in the tree, error icon) and each opened span detail (title, tags summary).
+# The class names are jaeger-ui's own (TraceTimelineViewer: SpanBarRow, SpanDetail,
+# AccordianKeyValues in v1.74.0).
+READ_TIMELINE = """
+[...document.querySelectorAll('.span-row, .detail-row')].map(row => {
+  if (row.classList.contains('span-row')) {
+    return {
+      row: 'span',
+      service: row.querySelector('.span-svc-name')?.textContent.trim(),
+      operation: row.querySelector('.endpoint-name')?.textContent.trim(),
+      depth: row.querySelectorAll('.span-name-column .SpanTreeOffset--indentGuide').length - 1,
+      error: row.querySelector('.SpanBarRow--errorIcon') !== null,
+    };
+  }
+  const tags = {};
+  for (const header of row.querySelectorAll('.AccordianKeyValues--header')) {
+    if (!/^(Tags|Attributes):$/.test(header.querySelector('[data-test=label]')?.textContent)) {
+      continue;
+    }
+    for (const item of header.querySelectorAll('.AccordianKeyValues--summaryItem')) {
+      const key = item.querySelector('.AccordianKeyValues--summaryLabel').textContent;
+      tags[key] = item.textContent.slice(key.length + 1);
+    }
+  }
+  return {row: 'detail', title: row.querySelector('h2')?.textContent.trim(), tags};
+})
+"""
+
+# Opens the detail of every span with one of these operation names, the way a person would.
+OPEN_DETAILS = """
+(names => {
+  const links = [...document.querySelectorAll('.span-row a.span-name')]
+    .filter(a => names.includes(a.querySelector('.endpoint-name')?.textContent.trim()));
+  links.forEach(a => a.click());
+  return links.length;
+})(%s)
+"""
+
+# Resolves after two frames, so the screenshot shows the page as laid out after the clicks.
+SETTLED = "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))"
+
+
+async def look_in_ui(
+    chromium: str, url: str, trace_id: str, log: Path
+) -> tuple[str, list[dict[str, Any]], bytes]:
+    """Open a trace in the real Jaeger UI as a person would: its title, timeline and a PNG."""
+    async with devtools.open_page(chromium, url, width=1400, height=900, log=log) as page:
+        title = await page.wait_for(
+            "the trace page with its spans",
+            f"document.title.includes({json.dumps(trace_id[:7])})"
+            " && document.querySelectorAll('.span-row').length >= 4 && document.title",
+            30,
+        )
+        await page.evaluate(OPEN_DETAILS % json.dumps(["bluecore.deliver", "POST"]))
+        await page.wait_for(
+            "the opened span details", "document.querySelectorAll('.detail-row').length >= 3", 15
+        )
+        await page.evaluate(SETTLED)
+        return str(title), await page.evaluate(READ_TIMELINE), await page.screenshot()
+
+
+def check_ui(checks: Checks, title: str, timeline: list[dict[str, Any]]) -> None:
+    checks.that(RPC in title, f"the page is the trace of {RPC}")
+    spans = [row for row in timeline if row["row"] == "span"]
+    shown = [(row["operation"], row["depth"]) for row in spans]
+    checks.that(
+        shown == [(RPC, 0), ("bluecore.deliver", 1), ("POST", 2), ("POST", 2)],
+        f"it draws {RPC} > bluecore.deliver > POST, POST",
+    )
+    checks.that(
+        [row["error"] for row in spans] == [False, False, True, False],
+        "  only the first POST has the error icon",
+    )
+    details: dict[str, list[dict[str, str]]] = {}
+    for above, row in itertools.pairwise(timeline):
+        if row["row"] == "detail" and above["row"] == "span":
+            details.setdefault(above["operation"], []).append(row["tags"])
+    deliver = details.get("bluecore.deliver", [{}])[0]
+    checks.that(
+        (deliver.get("delivery.status"), deliver.get("delivery.attempts")) == ("DELIVERED", "2"),
+        "  bluecore.deliver shows delivery.status=DELIVERED, delivery.attempts=2",
+    )
+    codes = [tags.get("http.response.status_code") for tags in details.get("POST", [])]
+    checks.that(codes == ["503", "202"], "  the POSTs show http.response.status_code 503, then 202")
+    shown_text = json.dumps([title, timeline])
+    checks.that(
+        NAMESPACE not in shown_text and EMAIL not in shown_text, "  no token or email on the page"
+    )
+
+
 def main() -> int:  # noqa: PLR0915 - one linear script reads best top to bottom
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jaeger", required=True, help="path of the jaeger binary")
+    parser.add_argument(
+        "--config", type=Path, default=HERE / "jaeger.yaml", help="Jaeger's config (ports from env)"
+    )
+    parser.add_argument("--ui", type=Path, help="a built jaeger-ui folder: check the trace in it")
+    parser.add_argument(
+        "--screenshot", type=Path, default=Path("build/jaeger-trace.png"), help="PNG of the UI"
+    )
     parser.add_argument("--keep", action="store_true", help="keep everything running at the end")
     args = parser.parse_args()
     started = time.monotonic()
 
-    ports = {name: free_port() for name in ("otlp", "query", "query_grpc", "health")}
+    ports = {name: free_port() for name in ("otlp", "otlp_http", "query", "query_grpc", "health")}
     sandbox_port, grpc_port, ops_port = free_port(), free_port(), free_port()
     service = "bluecore-sidecar-e2e"
     query = f"http://127.0.0.1:{ports['query']}"
     work = Path(tempfile.mkdtemp(prefix="bluecore-jaeger-e2e-"))
-    (work / "jaeger.yaml").write_text(JAEGER_CONFIG.format(**ports))
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "JAEGER_"))}
+    jaeger_env = {
+        **base_env,
+        "JAEGER_OTLP_GRPC_PORT": str(ports["otlp"]),
+        "JAEGER_OTLP_HTTP_PORT": str(ports["otlp_http"]),
+        "JAEGER_QUERY_PORT": str(ports["query"]),
+        "JAEGER_QUERY_GRPC_PORT": str(ports["query_grpc"]),
+        "JAEGER_HEALTH_PORT": str(ports["health"]),
+        "JAEGER_UI": str(args.ui.resolve()) if args.ui else "",
+    }
 
     with contextlib.ExitStack() as stack:
         step(f"starting jaeger ({args.jaeger}); OTLP gRPC :{ports['otlp']}, query {query}")
         stack.enter_context(
             process(
                 "jaeger",
-                [args.jaeger, "--config", str(work / "jaeger.yaml")],
-                base_env,
+                [args.jaeger, "--config", str(args.config)],
+                jaeger_env,
                 work / "jaeger.log",
             )
         )
@@ -359,12 +433,30 @@ def main() -> int:  # noqa: PLR0915 - one linear script reads best top to bottom
         checks.that(EMAIL not in dumped and "@" not in dumped, "no email anywhere in either trace")
 
         ui = f"{query}/trace/{caller_trace}"
+        if args.ui:
+            chromium = devtools.find_chromium()
+            step(f"opening {ui} in the Jaeger UI with headless {chromium}")
+            if chromium is None:
+                checks.that(False, "chromium is installed (Debian: apt-get install chromium)")
+            else:
+                try:
+                    title, timeline, png = asyncio.run(
+                        look_in_ui(chromium, ui, caller_trace, work / "chromium.log")
+                    )
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    checks.that(False, f"the trace in the UI: {exc}")
+                else:
+                    check_ui(checks, title, timeline)
+                    args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+                    args.screenshot.write_bytes(png)
+                    print(f"    saved {args.screenshot} ({len(png) // 1024} KiB)", flush=True)
         if checks.failed:
             print(f"FAIL: {len(checks.failed)} check(s) failed; logs in {work}", flush=True)
             return 1
         step(f"PASS in {time.monotonic() - started:.1f}s; trace: {ui}")
         if args.keep:
             step("--keep: running until Ctrl-C")
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the children too
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
     return 0

@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import {
   DataflyEvent,
+  DeliveryMode,
   DeliveryResult,
   DeliveryServiceClient,
   DeliveryStatus,
@@ -44,7 +45,8 @@ metadata.set("traceparent", traceparent);
 
 // The deadline bounds the sidecar's retries too: it never outlives the call.
 client.deliver(
-  { event },
+  // DIRECT: answer once Bluecore has; WAIT or ENQUEUE may answer QUEUED.
+  { event, mode: DeliveryMode.DELIVERY_MODE_DIRECT },
   metadata,
   { deadline: Date.now() + 10_000 },
   (err, response) => {

@@ -52,7 +52,11 @@ def main() -> int:
         try:
             # The deadline bounds the sidecar's retries too: it never outlives the call.
             response = stub.Deliver(
-                delivery_pb2.DeliverRequest(event=order_completed()),
+                delivery_pb2.DeliverRequest(
+                    event=order_completed(),
+                    # DIRECT: answer once Bluecore has; WAIT or ENQUEUE may answer QUEUED.
+                    mode=delivery_pb2.DELIVERY_MODE_DIRECT,
+                ),
                 timeout=10.0,
                 metadata=[("traceparent", traceparent)],
             )

@@ -57,7 +57,11 @@ func run() error {
 	traceparent := newTraceparent()
 	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", traceparent)
 
-	resp, err := client.Deliver(ctx, &bluecorev1.DeliverRequest{Event: event})
+	resp, err := client.Deliver(ctx, &bluecorev1.DeliverRequest{
+		Event: event,
+		// DIRECT: answer once Bluecore has; WAIT or ENQUEUE may answer QUEUED.
+		Mode: bluecorev1.DeliveryMode_DELIVERY_MODE_DIRECT,
+	})
 	if err != nil {
 		// Only a request that is unusable as a whole is an RPC error.
 		return fmt.Errorf("Deliver failed: %w", err)

@@ -59,7 +59,8 @@ const (
 	// Bluecore refused the event with a non-retryable 4xx. Permanent.
 	DeliveryStatus_DELIVERY_STATUS_FAILED_PERMANENT DeliveryStatus = 8
 	// Retries or the caller's deadline ran out on a retryable failure (408,
-	// 425, 429, 5xx, timeout, connection error). Safe to send again later.
+	// 425, 429, 5xx, timeout, connection error), or the durable queue could
+	// not take the event (reason `QUEUE_FULL`). Safe to send again later.
 	DeliveryStatus_DELIVERY_STATUS_FAILED_RETRYABLE DeliveryStatus = 9
 )
 
@@ -116,6 +117,78 @@ func (x DeliveryStatus) Number() protoreflect.EnumNumber {
 // Deprecated: Use DeliveryStatus.Descriptor instead.
 func (DeliveryStatus) EnumDescriptor() ([]byte, []int) {
 	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{0}
+}
+
+// DeliveryMode says whether an event may go through the sidecar's durable
+// queue and when the call answers. Without a durable queue (no
+// `SIDECAR_QUEUE_PATH`) every mode delivers directly and the answer is never
+// DELIVERY_STATUS_QUEUED.
+type DeliveryMode int32
+
+const (
+	// The sidecar's configured default mode applies (direct when the sidecar
+	// has no durable queue).
+	DeliveryMode_DELIVERY_MODE_UNSPECIFIED DeliveryMode = 0
+	// The sidecar tries to deliver within the call's deadline. The answer is
+	// the outcome when it is known in time; an event that is still retryable
+	// when the deadline nears is kept in the durable queue and the answer is
+	// DELIVERY_STATUS_QUEUED. Events for a customer with earlier events
+	// waiting in the queue are queued behind them.
+	DeliveryMode_DELIVERY_MODE_WAIT DeliveryMode = 1
+	// The sidecar answers DELIVERY_STATUS_QUEUED as soon as the event is
+	// committed to the durable queue, after the checks that need no network
+	// (mapping, consent, age, duplicates), and delivers it in the background.
+	// A full queue answers DELIVERY_STATUS_FAILED_RETRYABLE with reason
+	// `QUEUE_FULL`.
+	DeliveryMode_DELIVERY_MODE_ENQUEUE DeliveryMode = 2
+	// The sidecar delivers within the call's deadline and never queues the
+	// event: a retryable failure answers DELIVERY_STATUS_FAILED_RETRYABLE, as
+	// without a durable queue. The event still waits, within the deadline, for
+	// earlier queued events of the same customer to leave first.
+	DeliveryMode_DELIVERY_MODE_DIRECT DeliveryMode = 3
+)
+
+// Enum value maps for DeliveryMode.
+var (
+	DeliveryMode_name = map[int32]string{
+		0: "DELIVERY_MODE_UNSPECIFIED",
+		1: "DELIVERY_MODE_WAIT",
+		2: "DELIVERY_MODE_ENQUEUE",
+		3: "DELIVERY_MODE_DIRECT",
+	}
+	DeliveryMode_value = map[string]int32{
+		"DELIVERY_MODE_UNSPECIFIED": 0,
+		"DELIVERY_MODE_WAIT":        1,
+		"DELIVERY_MODE_ENQUEUE":     2,
+		"DELIVERY_MODE_DIRECT":      3,
+	}
+)
+
+func (x DeliveryMode) Enum() *DeliveryMode {
+	p := new(DeliveryMode)
+	*p = x
+	return p
+}
+
+func (x DeliveryMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeliveryMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_datafly_bluecore_v1_delivery_proto_enumTypes[1].Descriptor()
+}
+
+func (DeliveryMode) Type() protoreflect.EnumType {
+	return &file_datafly_bluecore_v1_delivery_proto_enumTypes[1]
+}
+
+func (x DeliveryMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeliveryMode.Descriptor instead.
+func (DeliveryMode) EnumDescriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{1}
 }
 
 // DataflyEvent is the protobuf image of Datafly Signal's JSON event
@@ -660,7 +733,10 @@ type DeliveryResult struct {
 	// sent.
 	Attempts int32 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-	// `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+	// `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+	// durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+	// queue is at its size limit, or its disk is full or read-only, so the
+	// event was not accepted).
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Human-readable explanation. Never contains the namespace token or an
 	// email address.
@@ -788,7 +864,10 @@ func (x *DeliveryResult) GetDataflyEvent() string {
 type DeliverRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event. Required.
-	Event         *DataflyEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	Event *DataflyEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// How the event is delivered and when the call answers; unset means the
+	// sidecar's configured default.
+	Mode          DeliveryMode `protobuf:"varint,2,opt,name=mode,proto3,enum=datafly.bluecore.v1.DeliveryMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -828,6 +907,13 @@ func (x *DeliverRequest) GetEvent() *DataflyEvent {
 		return x.Event
 	}
 	return nil
+}
+
+func (x *DeliverRequest) GetMode() DeliveryMode {
+	if x != nil {
+		return x.Mode
+	}
+	return DeliveryMode_DELIVERY_MODE_UNSPECIFIED
 }
 
 // DeliverResponse carries the outcome of one event.
@@ -880,7 +966,10 @@ func (x *DeliverResponse) GetResult() *DeliveryResult {
 type DeliverBatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The events, 1 to the configured batch limit (500 by default).
-	Events        []*DataflyEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Events []*DataflyEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// How every event of the batch is delivered and when the call answers;
+	// unset means the sidecar's configured default.
+	Mode          DeliveryMode `protobuf:"varint,2,opt,name=mode,proto3,enum=datafly.bluecore.v1.DeliveryMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -920,6 +1009,13 @@ func (x *DeliverBatchRequest) GetEvents() []*DataflyEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *DeliverBatchRequest) GetMode() DeliveryMode {
+	if x != nil {
+		return x.Mode
+	}
+	return DeliveryMode_DELIVERY_MODE_UNSPECIFIED
 }
 
 // DeliverBatchResponse carries one outcome per event.
@@ -1182,6 +1278,681 @@ func (x *WatchDeliveriesResponse) GetDropped() uint64 {
 	return 0
 }
 
+// DeadLetter is an event the durable queue stopped retrying, and why.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the dead letter in this sidecar's queue (not the message id).
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The event's `message_id`.
+	MessageId string `protobuf:"bytes,2,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// Bluecore event name it mapped to when it was queued (e.g. `purchase`).
+	BluecoreEvent string `protobuf:"bytes,3,opt,name=bluecore_event,json=bluecoreEvent,proto3" json:"bluecore_event,omitempty"`
+	// Why it was given up, in UPPER_SNAKE_CASE: `EXPIRED` (older than the
+	// maximum age before it could be delivered), `AUTH` (Bluecore answered 401
+	// or 403; replay once the namespace token is fixed) or the reason of a
+	// permanent failure (e.g. `HTTP_400`).
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Human-readable explanation. Never contains the namespace token or an
+	// email address.
+	Detail string `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Last HTTP status Bluecore answered; 0 when no answer was received.
+	HttpStatus int32 `protobuf:"varint,6,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	// HTTP requests made for the event while it was queued, retries included.
+	Attempts int32 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// When the event happened (its `timestamp`).
+	EventTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=event_time,json=eventTime,proto3" json:"event_time,omitempty"`
+	// When the event entered the queue.
+	EnqueueTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=enqueue_time,json=enqueueTime,proto3" json:"enqueue_time,omitempty"`
+	// When the queue gave up on it.
+	DeadTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=dead_time,json=deadTime,proto3" json:"dead_time,omitempty"`
+	// W3C trace id (32 lowercase hex digits) of the call that queued the
+	// event; empty when that call was not traced.
+	TraceId string `protobuf:"bytes,11,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// The event as it was queued. Set by GetDeadLetter only; it is the
+	// caller's own event, so it can hold personal data such as an email.
+	Event         *DataflyEvent `protobuf:"bytes,12,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeadLetter) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetBluecoreEvent() string {
+	if x != nil {
+		return x.BluecoreEvent
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetHttpStatus() int32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetEventTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EventTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetEnqueueTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EnqueueTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetDeadTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetEvent() *DataflyEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// DeadLetterFilter selects dead letters. Conditions combine with AND; an
+// empty list or an unset duration imposes no condition.
+type DeadLetterFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only dead letters with one of these reasons (e.g. `AUTH`).
+	Reasons []string `protobuf:"bytes,1,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// Only dead letters for one of these Bluecore event names (e.g.
+	// `purchase`).
+	BluecoreEvents []string `protobuf:"bytes,2,rep,name=bluecore_events,json=bluecoreEvents,proto3" json:"bluecore_events,omitempty"`
+	// Only dead letters given up at least this long ago.
+	OlderThan *durationpb.Duration `protobuf:"bytes,3,opt,name=older_than,json=olderThan,proto3" json:"older_than,omitempty"`
+	// Only dead letters given up less than this long ago.
+	NewerThan     *durationpb.Duration `protobuf:"bytes,4,opt,name=newer_than,json=newerThan,proto3" json:"newer_than,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetterFilter) Reset() {
+	*x = DeadLetterFilter{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetterFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetterFilter) ProtoMessage() {}
+
+func (x *DeadLetterFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetterFilter.ProtoReflect.Descriptor instead.
+func (*DeadLetterFilter) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeadLetterFilter) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *DeadLetterFilter) GetBluecoreEvents() []string {
+	if x != nil {
+		return x.BluecoreEvents
+	}
+	return nil
+}
+
+func (x *DeadLetterFilter) GetOlderThan() *durationpb.Duration {
+	if x != nil {
+		return x.OlderThan
+	}
+	return nil
+}
+
+func (x *DeadLetterFilter) GetNewerThan() *durationpb.Duration {
+	if x != nil {
+		return x.NewerThan
+	}
+	return nil
+}
+
+// ListDeadLettersRequest selects one page of dead letters.
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which dead letters to list.
+	Filter *DeadLetterFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Dead letters per page, 1 to 1000; 0 means 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// `next_page_token` of the previous page; empty for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListDeadLettersResponse carries one page of dead letters.
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dead letters, oldest first, without their events.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Token of the next page; empty when this is the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetDeadLetterRequest names one dead letter.
+type GetDeadLetterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `DeadLetter.id` of the dead letter. Required.
+	Id            uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeadLetterRequest) Reset() {
+	*x = GetDeadLetterRequest{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeadLetterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeadLetterRequest) ProtoMessage() {}
+
+func (x *GetDeadLetterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeadLetterRequest.ProtoReflect.Descriptor instead.
+func (*GetDeadLetterRequest) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetDeadLetterRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+// GetDeadLetterResponse carries one dead letter.
+type GetDeadLetterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dead letter, with its event.
+	DeadLetter    *DeadLetter `protobuf:"bytes,1,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeadLetterResponse) Reset() {
+	*x = GetDeadLetterResponse{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeadLetterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeadLetterResponse) ProtoMessage() {}
+
+func (x *GetDeadLetterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeadLetterResponse.ProtoReflect.Descriptor instead.
+func (*GetDeadLetterResponse) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetDeadLetterResponse) GetDeadLetter() *DeadLetter {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return nil
+}
+
+// ReplayDeadLettersRequest selects dead letters to put back into the queue.
+// The selection is `ids` when given, else `filter` when it has a condition,
+// else everything when `all` is true.
+type ReplayDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `DeadLetter.id` values to replay.
+	Ids []uint64 `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	// Which dead letters to replay, when `ids` is empty.
+	Filter *DeadLetterFilter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Replay every dead letter; needed when neither `ids` nor `filter` select
+	// anything, so that an empty request never replays everything by
+	// accident.
+	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersRequest) Reset() {
+	*x = ReplayDeadLettersRequest{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReplayDeadLettersRequest) GetIds() []uint64 {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *ReplayDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ReplayDeadLettersRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// ReplayDeadLettersResponse says how many dead letters were replayed.
+type ReplayDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dead letters put back into the queue.
+	Replayed uint64 `protobuf:"varint,1,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// Selected dead letters left in place because their message id was
+	// delivered or queued again meanwhile.
+	SkippedDuplicates uint64 `protobuf:"varint,2,opt,name=skipped_duplicates,json=skippedDuplicates,proto3" json:"skipped_duplicates,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersResponse) Reset() {
+	*x = ReplayDeadLettersResponse{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReplayDeadLettersResponse) GetReplayed() uint64 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
+func (x *ReplayDeadLettersResponse) GetSkippedDuplicates() uint64 {
+	if x != nil {
+		return x.SkippedDuplicates
+	}
+	return 0
+}
+
+// PurgeDeadLettersRequest selects dead letters to delete. The selection is
+// `ids` when given, else `filter` when it has a condition, else everything
+// when `all` is true.
+type PurgeDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// `DeadLetter.id` values to delete.
+	Ids []uint64 `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	// Which dead letters to delete, when `ids` is empty.
+	Filter *DeadLetterFilter `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Delete every dead letter; needed when neither `ids` nor `filter` select
+	// anything, so that an empty request never deletes everything by
+	// accident.
+	All           bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDeadLettersRequest) Reset() {
+	*x = PurgeDeadLettersRequest{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDeadLettersRequest) ProtoMessage() {}
+
+func (x *PurgeDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*PurgeDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PurgeDeadLettersRequest) GetIds() []uint64 {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *PurgeDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *PurgeDeadLettersRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// PurgeDeadLettersResponse says how many dead letters were deleted.
+type PurgeDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dead letters deleted.
+	Purged        uint64 `protobuf:"varint,1,opt,name=purged,proto3" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDeadLettersResponse) Reset() {
+	*x = PurgeDeadLettersResponse{}
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDeadLettersResponse) ProtoMessage() {}
+
+func (x *PurgeDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_datafly_bluecore_v1_delivery_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*PurgeDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_datafly_bluecore_v1_delivery_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PurgeDeadLettersResponse) GetPurged() uint64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
+}
+
 var File_datafly_bluecore_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_datafly_bluecore_v1_delivery_proto_rawDesc = "" +
@@ -1253,13 +2024,15 @@ const file_datafly_bluecore_v1_delivery_proto_rawDesc = "" +
 	"\alatency\x18\t \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x19\n" +
 	"\btrace_id\x18\n" +
 	" \x01(\tR\atraceId\x12#\n" +
-	"\rdatafly_event\x18\v \x01(\tR\fdataflyEvent\"I\n" +
+	"\rdatafly_event\x18\v \x01(\tR\fdataflyEvent\"\x80\x01\n" +
 	"\x0eDeliverRequest\x127\n" +
-	"\x05event\x18\x01 \x01(\v2!.datafly.bluecore.v1.DataflyEventR\x05event\"N\n" +
+	"\x05event\x18\x01 \x01(\v2!.datafly.bluecore.v1.DataflyEventR\x05event\x125\n" +
+	"\x04mode\x18\x02 \x01(\x0e2!.datafly.bluecore.v1.DeliveryModeR\x04mode\"N\n" +
 	"\x0fDeliverResponse\x12;\n" +
-	"\x06result\x18\x01 \x01(\v2#.datafly.bluecore.v1.DeliveryResultR\x06result\"P\n" +
+	"\x06result\x18\x01 \x01(\v2#.datafly.bluecore.v1.DeliveryResultR\x06result\"\x87\x01\n" +
 	"\x13DeliverBatchRequest\x129\n" +
-	"\x06events\x18\x01 \x03(\v2!.datafly.bluecore.v1.DataflyEventR\x06events\"U\n" +
+	"\x06events\x18\x01 \x03(\v2!.datafly.bluecore.v1.DataflyEventR\x06events\x125\n" +
+	"\x04mode\x18\x02 \x01(\x0e2!.datafly.bluecore.v1.DeliveryModeR\x04mode\"U\n" +
 	"\x14DeliverBatchResponse\x12=\n" +
 	"\aresults\x18\x01 \x03(\v2#.datafly.bluecore.v1.DeliveryResultR\aresults\"I\n" +
 	"\x0ePreviewRequest\x127\n" +
@@ -1272,7 +2045,58 @@ const file_datafly_bluecore_v1_delivery_proto_rawDesc = "" +
 	"\bstatuses\x18\x01 \x03(\x0e2#.datafly.bluecore.v1.DeliveryStatusR\bstatuses\"p\n" +
 	"\x17WatchDeliveriesResponse\x12;\n" +
 	"\x06result\x18\x01 \x01(\v2#.datafly.bluecore.v1.DeliveryResultR\x06result\x12\x18\n" +
-	"\adropped\x18\x02 \x01(\x04R\adropped*\xf6\x02\n" +
+	"\adropped\x18\x02 \x01(\x04R\adropped\"\xd6\x03\n" +
+	"\n" +
+	"DeadLetter\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12%\n" +
+	"\x0ebluecore_event\x18\x03 \x01(\tR\rbluecoreEvent\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\x12\x1f\n" +
+	"\vhttp_status\x18\x06 \x01(\x05R\n" +
+	"httpStatus\x12\x1a\n" +
+	"\battempts\x18\a \x01(\x05R\battempts\x129\n" +
+	"\n" +
+	"event_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\teventTime\x12=\n" +
+	"\fenqueue_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\venqueueTime\x127\n" +
+	"\tdead_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bdeadTime\x12\x19\n" +
+	"\btrace_id\x18\v \x01(\tR\atraceId\x127\n" +
+	"\x05event\x18\f \x01(\v2!.datafly.bluecore.v1.DataflyEventR\x05event\"\xc9\x01\n" +
+	"\x10DeadLetterFilter\x12\x18\n" +
+	"\areasons\x18\x01 \x03(\tR\areasons\x12'\n" +
+	"\x0fbluecore_events\x18\x02 \x03(\tR\x0ebluecoreEvents\x128\n" +
+	"\n" +
+	"older_than\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\tolderThan\x128\n" +
+	"\n" +
+	"newer_than\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tnewerThan\"\x93\x01\n" +
+	"\x16ListDeadLettersRequest\x12=\n" +
+	"\x06filter\x18\x01 \x01(\v2%.datafly.bluecore.v1.DeadLetterFilterR\x06filter\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x85\x01\n" +
+	"\x17ListDeadLettersResponse\x12B\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x1f.datafly.bluecore.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"&\n" +
+	"\x14GetDeadLetterRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"Y\n" +
+	"\x15GetDeadLetterResponse\x12@\n" +
+	"\vdead_letter\x18\x01 \x01(\v2\x1f.datafly.bluecore.v1.DeadLetterR\n" +
+	"deadLetter\"}\n" +
+	"\x18ReplayDeadLettersRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\x12=\n" +
+	"\x06filter\x18\x02 \x01(\v2%.datafly.bluecore.v1.DeadLetterFilterR\x06filter\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"f\n" +
+	"\x19ReplayDeadLettersResponse\x12\x1a\n" +
+	"\breplayed\x18\x01 \x01(\x04R\breplayed\x12-\n" +
+	"\x12skipped_duplicates\x18\x02 \x01(\x04R\x11skippedDuplicates\"|\n" +
+	"\x17PurgeDeadLettersRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\x12=\n" +
+	"\x06filter\x18\x02 \x01(\v2%.datafly.bluecore.v1.DeadLetterFilterR\x06filter\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"2\n" +
+	"\x18PurgeDeadLettersResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\x04R\x06purged*\xf6\x02\n" +
 	"\x0eDeliveryStatus\x12\x1f\n" +
 	"\x1bDELIVERY_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19DELIVERY_STATUS_DELIVERED\x10\x01\x12\x1a\n" +
@@ -1283,12 +2107,22 @@ const file_datafly_bluecore_v1_delivery_proto_rawDesc = "" +
 	"\x1dDELIVERY_STATUS_SKIPPED_STALE\x10\x06\x12$\n" +
 	" DELIVERY_STATUS_REJECTED_INVALID\x10\a\x12$\n" +
 	" DELIVERY_STATUS_FAILED_PERMANENT\x10\b\x12$\n" +
-	" DELIVERY_STATUS_FAILED_RETRYABLE\x10\t2\x92\x03\n" +
+	" DELIVERY_STATUS_FAILED_RETRYABLE\x10\t*z\n" +
+	"\fDeliveryMode\x12\x1d\n" +
+	"\x19DELIVERY_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12DELIVERY_MODE_WAIT\x10\x01\x12\x19\n" +
+	"\x15DELIVERY_MODE_ENQUEUE\x10\x02\x12\x18\n" +
+	"\x14DELIVERY_MODE_DIRECT\x10\x032\x92\x03\n" +
 	"\x0fDeliveryService\x12T\n" +
 	"\aDeliver\x12#.datafly.bluecore.v1.DeliverRequest\x1a$.datafly.bluecore.v1.DeliverResponse\x12c\n" +
 	"\fDeliverBatch\x12(.datafly.bluecore.v1.DeliverBatchRequest\x1a).datafly.bluecore.v1.DeliverBatchResponse\x12T\n" +
 	"\aPreview\x12#.datafly.bluecore.v1.PreviewRequest\x1a$.datafly.bluecore.v1.PreviewResponse\x12n\n" +
-	"\x0fWatchDeliveries\x12+.datafly.bluecore.v1.WatchDeliveriesRequest\x1a,.datafly.bluecore.v1.WatchDeliveriesResponse0\x01B\xea\x01\n" +
+	"\x0fWatchDeliveries\x12+.datafly.bluecore.v1.WatchDeliveriesRequest\x1a,.datafly.bluecore.v1.WatchDeliveriesResponse0\x012\xce\x03\n" +
+	"\x11DeadLetterService\x12l\n" +
+	"\x0fListDeadLetters\x12+.datafly.bluecore.v1.ListDeadLettersRequest\x1a,.datafly.bluecore.v1.ListDeadLettersResponse\x12f\n" +
+	"\rGetDeadLetter\x12).datafly.bluecore.v1.GetDeadLetterRequest\x1a*.datafly.bluecore.v1.GetDeadLetterResponse\x12r\n" +
+	"\x11ReplayDeadLetters\x12-.datafly.bluecore.v1.ReplayDeadLettersRequest\x1a..datafly.bluecore.v1.ReplayDeadLettersResponse\x12o\n" +
+	"\x10PurgeDeadLetters\x12,.datafly.bluecore.v1.PurgeDeadLettersRequest\x1a-.datafly.bluecore.v1.PurgeDeadLettersResponseB\xea\x01\n" +
 	"\x17com.datafly.bluecore.v1B\rDeliveryProtoP\x01ZRgithub.com/datafly/bluecore-sidecar/client_stubs/go/datafly/bluecore/v1;bluecorev1\xa2\x02\x03DBX\xaa\x02\x13Datafly.Bluecore.V1\xca\x02\x13Datafly\\Bluecore\\V1\xe2\x02\x1fDatafly\\Bluecore\\V1\\GPBMetadata\xea\x02\x15Datafly::Bluecore::V1b\x06proto3"
 
 var (
@@ -1303,67 +2137,99 @@ func file_datafly_bluecore_v1_delivery_proto_rawDescGZIP() []byte {
 	return file_datafly_bluecore_v1_delivery_proto_rawDescData
 }
 
-var file_datafly_bluecore_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_datafly_bluecore_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_datafly_bluecore_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_datafly_bluecore_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_datafly_bluecore_v1_delivery_proto_goTypes = []any{
-	(DeliveryStatus)(0),             // 0: datafly.bluecore.v1.DeliveryStatus
-	(*DataflyEvent)(nil),            // 1: datafly.bluecore.v1.DataflyEvent
-	(*Context)(nil),                 // 2: datafly.bluecore.v1.Context
-	(*Page)(nil),                    // 3: datafly.bluecore.v1.Page
-	(*Library)(nil),                 // 4: datafly.bluecore.v1.Library
-	(*Campaign)(nil),                // 5: datafly.bluecore.v1.Campaign
-	(*DeliveryResult)(nil),          // 6: datafly.bluecore.v1.DeliveryResult
-	(*DeliverRequest)(nil),          // 7: datafly.bluecore.v1.DeliverRequest
-	(*DeliverResponse)(nil),         // 8: datafly.bluecore.v1.DeliverResponse
-	(*DeliverBatchRequest)(nil),     // 9: datafly.bluecore.v1.DeliverBatchRequest
-	(*DeliverBatchResponse)(nil),    // 10: datafly.bluecore.v1.DeliverBatchResponse
-	(*PreviewRequest)(nil),          // 11: datafly.bluecore.v1.PreviewRequest
-	(*PreviewResponse)(nil),         // 12: datafly.bluecore.v1.PreviewResponse
-	(*WatchDeliveriesRequest)(nil),  // 13: datafly.bluecore.v1.WatchDeliveriesRequest
-	(*WatchDeliveriesResponse)(nil), // 14: datafly.bluecore.v1.WatchDeliveriesResponse
-	nil,                             // 15: datafly.bluecore.v1.Context.ConsentEntry
-	(*structpb.Struct)(nil),         // 16: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 18: google.protobuf.Duration
+	(DeliveryStatus)(0),               // 0: datafly.bluecore.v1.DeliveryStatus
+	(DeliveryMode)(0),                 // 1: datafly.bluecore.v1.DeliveryMode
+	(*DataflyEvent)(nil),              // 2: datafly.bluecore.v1.DataflyEvent
+	(*Context)(nil),                   // 3: datafly.bluecore.v1.Context
+	(*Page)(nil),                      // 4: datafly.bluecore.v1.Page
+	(*Library)(nil),                   // 5: datafly.bluecore.v1.Library
+	(*Campaign)(nil),                  // 6: datafly.bluecore.v1.Campaign
+	(*DeliveryResult)(nil),            // 7: datafly.bluecore.v1.DeliveryResult
+	(*DeliverRequest)(nil),            // 8: datafly.bluecore.v1.DeliverRequest
+	(*DeliverResponse)(nil),           // 9: datafly.bluecore.v1.DeliverResponse
+	(*DeliverBatchRequest)(nil),       // 10: datafly.bluecore.v1.DeliverBatchRequest
+	(*DeliverBatchResponse)(nil),      // 11: datafly.bluecore.v1.DeliverBatchResponse
+	(*PreviewRequest)(nil),            // 12: datafly.bluecore.v1.PreviewRequest
+	(*PreviewResponse)(nil),           // 13: datafly.bluecore.v1.PreviewResponse
+	(*WatchDeliveriesRequest)(nil),    // 14: datafly.bluecore.v1.WatchDeliveriesRequest
+	(*WatchDeliveriesResponse)(nil),   // 15: datafly.bluecore.v1.WatchDeliveriesResponse
+	(*DeadLetter)(nil),                // 16: datafly.bluecore.v1.DeadLetter
+	(*DeadLetterFilter)(nil),          // 17: datafly.bluecore.v1.DeadLetterFilter
+	(*ListDeadLettersRequest)(nil),    // 18: datafly.bluecore.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),   // 19: datafly.bluecore.v1.ListDeadLettersResponse
+	(*GetDeadLetterRequest)(nil),      // 20: datafly.bluecore.v1.GetDeadLetterRequest
+	(*GetDeadLetterResponse)(nil),     // 21: datafly.bluecore.v1.GetDeadLetterResponse
+	(*ReplayDeadLettersRequest)(nil),  // 22: datafly.bluecore.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil), // 23: datafly.bluecore.v1.ReplayDeadLettersResponse
+	(*PurgeDeadLettersRequest)(nil),   // 24: datafly.bluecore.v1.PurgeDeadLettersRequest
+	(*PurgeDeadLettersResponse)(nil),  // 25: datafly.bluecore.v1.PurgeDeadLettersResponse
+	nil,                               // 26: datafly.bluecore.v1.Context.ConsentEntry
+	(*structpb.Struct)(nil),           // 27: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 28: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 29: google.protobuf.Duration
 }
 var file_datafly_bluecore_v1_delivery_proto_depIdxs = []int32{
-	16, // 0: datafly.bluecore.v1.DataflyEvent.properties:type_name -> google.protobuf.Struct
-	16, // 1: datafly.bluecore.v1.DataflyEvent.traits:type_name -> google.protobuf.Struct
-	2,  // 2: datafly.bluecore.v1.DataflyEvent.context:type_name -> datafly.bluecore.v1.Context
-	17, // 3: datafly.bluecore.v1.DataflyEvent.timestamp:type_name -> google.protobuf.Timestamp
-	17, // 4: datafly.bluecore.v1.DataflyEvent.sent_at:type_name -> google.protobuf.Timestamp
-	17, // 5: datafly.bluecore.v1.DataflyEvent.received_at:type_name -> google.protobuf.Timestamp
-	17, // 6: datafly.bluecore.v1.DataflyEvent.original_timestamp:type_name -> google.protobuf.Timestamp
-	16, // 7: datafly.bluecore.v1.DataflyEvent.integrations:type_name -> google.protobuf.Struct
-	3,  // 8: datafly.bluecore.v1.Context.page:type_name -> datafly.bluecore.v1.Page
-	16, // 9: datafly.bluecore.v1.Context.traits:type_name -> google.protobuf.Struct
-	15, // 10: datafly.bluecore.v1.Context.consent:type_name -> datafly.bluecore.v1.Context.ConsentEntry
-	4,  // 11: datafly.bluecore.v1.Context.library:type_name -> datafly.bluecore.v1.Library
-	5,  // 12: datafly.bluecore.v1.Context.campaign:type_name -> datafly.bluecore.v1.Campaign
+	27, // 0: datafly.bluecore.v1.DataflyEvent.properties:type_name -> google.protobuf.Struct
+	27, // 1: datafly.bluecore.v1.DataflyEvent.traits:type_name -> google.protobuf.Struct
+	3,  // 2: datafly.bluecore.v1.DataflyEvent.context:type_name -> datafly.bluecore.v1.Context
+	28, // 3: datafly.bluecore.v1.DataflyEvent.timestamp:type_name -> google.protobuf.Timestamp
+	28, // 4: datafly.bluecore.v1.DataflyEvent.sent_at:type_name -> google.protobuf.Timestamp
+	28, // 5: datafly.bluecore.v1.DataflyEvent.received_at:type_name -> google.protobuf.Timestamp
+	28, // 6: datafly.bluecore.v1.DataflyEvent.original_timestamp:type_name -> google.protobuf.Timestamp
+	27, // 7: datafly.bluecore.v1.DataflyEvent.integrations:type_name -> google.protobuf.Struct
+	4,  // 8: datafly.bluecore.v1.Context.page:type_name -> datafly.bluecore.v1.Page
+	27, // 9: datafly.bluecore.v1.Context.traits:type_name -> google.protobuf.Struct
+	26, // 10: datafly.bluecore.v1.Context.consent:type_name -> datafly.bluecore.v1.Context.ConsentEntry
+	5,  // 11: datafly.bluecore.v1.Context.library:type_name -> datafly.bluecore.v1.Library
+	6,  // 12: datafly.bluecore.v1.Context.campaign:type_name -> datafly.bluecore.v1.Campaign
 	0,  // 13: datafly.bluecore.v1.DeliveryResult.status:type_name -> datafly.bluecore.v1.DeliveryStatus
-	18, // 14: datafly.bluecore.v1.DeliveryResult.retry_after:type_name -> google.protobuf.Duration
-	18, // 15: datafly.bluecore.v1.DeliveryResult.latency:type_name -> google.protobuf.Duration
-	1,  // 16: datafly.bluecore.v1.DeliverRequest.event:type_name -> datafly.bluecore.v1.DataflyEvent
-	6,  // 17: datafly.bluecore.v1.DeliverResponse.result:type_name -> datafly.bluecore.v1.DeliveryResult
-	1,  // 18: datafly.bluecore.v1.DeliverBatchRequest.events:type_name -> datafly.bluecore.v1.DataflyEvent
-	6,  // 19: datafly.bluecore.v1.DeliverBatchResponse.results:type_name -> datafly.bluecore.v1.DeliveryResult
-	1,  // 20: datafly.bluecore.v1.PreviewRequest.event:type_name -> datafly.bluecore.v1.DataflyEvent
-	6,  // 21: datafly.bluecore.v1.PreviewResponse.result:type_name -> datafly.bluecore.v1.DeliveryResult
-	0,  // 22: datafly.bluecore.v1.WatchDeliveriesRequest.statuses:type_name -> datafly.bluecore.v1.DeliveryStatus
-	6,  // 23: datafly.bluecore.v1.WatchDeliveriesResponse.result:type_name -> datafly.bluecore.v1.DeliveryResult
-	7,  // 24: datafly.bluecore.v1.DeliveryService.Deliver:input_type -> datafly.bluecore.v1.DeliverRequest
-	9,  // 25: datafly.bluecore.v1.DeliveryService.DeliverBatch:input_type -> datafly.bluecore.v1.DeliverBatchRequest
-	11, // 26: datafly.bluecore.v1.DeliveryService.Preview:input_type -> datafly.bluecore.v1.PreviewRequest
-	13, // 27: datafly.bluecore.v1.DeliveryService.WatchDeliveries:input_type -> datafly.bluecore.v1.WatchDeliveriesRequest
-	8,  // 28: datafly.bluecore.v1.DeliveryService.Deliver:output_type -> datafly.bluecore.v1.DeliverResponse
-	10, // 29: datafly.bluecore.v1.DeliveryService.DeliverBatch:output_type -> datafly.bluecore.v1.DeliverBatchResponse
-	12, // 30: datafly.bluecore.v1.DeliveryService.Preview:output_type -> datafly.bluecore.v1.PreviewResponse
-	14, // 31: datafly.bluecore.v1.DeliveryService.WatchDeliveries:output_type -> datafly.bluecore.v1.WatchDeliveriesResponse
-	28, // [28:32] is the sub-list for method output_type
-	24, // [24:28] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	29, // 14: datafly.bluecore.v1.DeliveryResult.retry_after:type_name -> google.protobuf.Duration
+	29, // 15: datafly.bluecore.v1.DeliveryResult.latency:type_name -> google.protobuf.Duration
+	2,  // 16: datafly.bluecore.v1.DeliverRequest.event:type_name -> datafly.bluecore.v1.DataflyEvent
+	1,  // 17: datafly.bluecore.v1.DeliverRequest.mode:type_name -> datafly.bluecore.v1.DeliveryMode
+	7,  // 18: datafly.bluecore.v1.DeliverResponse.result:type_name -> datafly.bluecore.v1.DeliveryResult
+	2,  // 19: datafly.bluecore.v1.DeliverBatchRequest.events:type_name -> datafly.bluecore.v1.DataflyEvent
+	1,  // 20: datafly.bluecore.v1.DeliverBatchRequest.mode:type_name -> datafly.bluecore.v1.DeliveryMode
+	7,  // 21: datafly.bluecore.v1.DeliverBatchResponse.results:type_name -> datafly.bluecore.v1.DeliveryResult
+	2,  // 22: datafly.bluecore.v1.PreviewRequest.event:type_name -> datafly.bluecore.v1.DataflyEvent
+	7,  // 23: datafly.bluecore.v1.PreviewResponse.result:type_name -> datafly.bluecore.v1.DeliveryResult
+	0,  // 24: datafly.bluecore.v1.WatchDeliveriesRequest.statuses:type_name -> datafly.bluecore.v1.DeliveryStatus
+	7,  // 25: datafly.bluecore.v1.WatchDeliveriesResponse.result:type_name -> datafly.bluecore.v1.DeliveryResult
+	28, // 26: datafly.bluecore.v1.DeadLetter.event_time:type_name -> google.protobuf.Timestamp
+	28, // 27: datafly.bluecore.v1.DeadLetter.enqueue_time:type_name -> google.protobuf.Timestamp
+	28, // 28: datafly.bluecore.v1.DeadLetter.dead_time:type_name -> google.protobuf.Timestamp
+	2,  // 29: datafly.bluecore.v1.DeadLetter.event:type_name -> datafly.bluecore.v1.DataflyEvent
+	29, // 30: datafly.bluecore.v1.DeadLetterFilter.older_than:type_name -> google.protobuf.Duration
+	29, // 31: datafly.bluecore.v1.DeadLetterFilter.newer_than:type_name -> google.protobuf.Duration
+	17, // 32: datafly.bluecore.v1.ListDeadLettersRequest.filter:type_name -> datafly.bluecore.v1.DeadLetterFilter
+	16, // 33: datafly.bluecore.v1.ListDeadLettersResponse.dead_letters:type_name -> datafly.bluecore.v1.DeadLetter
+	16, // 34: datafly.bluecore.v1.GetDeadLetterResponse.dead_letter:type_name -> datafly.bluecore.v1.DeadLetter
+	17, // 35: datafly.bluecore.v1.ReplayDeadLettersRequest.filter:type_name -> datafly.bluecore.v1.DeadLetterFilter
+	17, // 36: datafly.bluecore.v1.PurgeDeadLettersRequest.filter:type_name -> datafly.bluecore.v1.DeadLetterFilter
+	8,  // 37: datafly.bluecore.v1.DeliveryService.Deliver:input_type -> datafly.bluecore.v1.DeliverRequest
+	10, // 38: datafly.bluecore.v1.DeliveryService.DeliverBatch:input_type -> datafly.bluecore.v1.DeliverBatchRequest
+	12, // 39: datafly.bluecore.v1.DeliveryService.Preview:input_type -> datafly.bluecore.v1.PreviewRequest
+	14, // 40: datafly.bluecore.v1.DeliveryService.WatchDeliveries:input_type -> datafly.bluecore.v1.WatchDeliveriesRequest
+	18, // 41: datafly.bluecore.v1.DeadLetterService.ListDeadLetters:input_type -> datafly.bluecore.v1.ListDeadLettersRequest
+	20, // 42: datafly.bluecore.v1.DeadLetterService.GetDeadLetter:input_type -> datafly.bluecore.v1.GetDeadLetterRequest
+	22, // 43: datafly.bluecore.v1.DeadLetterService.ReplayDeadLetters:input_type -> datafly.bluecore.v1.ReplayDeadLettersRequest
+	24, // 44: datafly.bluecore.v1.DeadLetterService.PurgeDeadLetters:input_type -> datafly.bluecore.v1.PurgeDeadLettersRequest
+	9,  // 45: datafly.bluecore.v1.DeliveryService.Deliver:output_type -> datafly.bluecore.v1.DeliverResponse
+	11, // 46: datafly.bluecore.v1.DeliveryService.DeliverBatch:output_type -> datafly.bluecore.v1.DeliverBatchResponse
+	13, // 47: datafly.bluecore.v1.DeliveryService.Preview:output_type -> datafly.bluecore.v1.PreviewResponse
+	15, // 48: datafly.bluecore.v1.DeliveryService.WatchDeliveries:output_type -> datafly.bluecore.v1.WatchDeliveriesResponse
+	19, // 49: datafly.bluecore.v1.DeadLetterService.ListDeadLetters:output_type -> datafly.bluecore.v1.ListDeadLettersResponse
+	21, // 50: datafly.bluecore.v1.DeadLetterService.GetDeadLetter:output_type -> datafly.bluecore.v1.GetDeadLetterResponse
+	23, // 51: datafly.bluecore.v1.DeadLetterService.ReplayDeadLetters:output_type -> datafly.bluecore.v1.ReplayDeadLettersResponse
+	25, // 52: datafly.bluecore.v1.DeadLetterService.PurgeDeadLetters:output_type -> datafly.bluecore.v1.PurgeDeadLettersResponse
+	45, // [45:53] is the sub-list for method output_type
+	37, // [37:45] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_datafly_bluecore_v1_delivery_proto_init() }
@@ -1376,10 +2242,10 @@ func file_datafly_bluecore_v1_delivery_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_datafly_bluecore_v1_delivery_proto_rawDesc), len(file_datafly_bluecore_v1_delivery_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   15,
+			NumEnums:      2,
+			NumMessages:   25,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_datafly_bluecore_v1_delivery_proto_goTypes,
 		DependencyIndexes: file_datafly_bluecore_v1_delivery_proto_depIdxs,

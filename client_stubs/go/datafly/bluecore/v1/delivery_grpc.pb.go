@@ -287,3 +287,257 @@ var DeliveryService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "datafly/bluecore/v1/delivery.proto",
 }
+
+const (
+	DeadLetterService_ListDeadLetters_FullMethodName   = "/datafly.bluecore.v1.DeadLetterService/ListDeadLetters"
+	DeadLetterService_GetDeadLetter_FullMethodName     = "/datafly.bluecore.v1.DeadLetterService/GetDeadLetter"
+	DeadLetterService_ReplayDeadLetters_FullMethodName = "/datafly.bluecore.v1.DeadLetterService/ReplayDeadLetters"
+	DeadLetterService_PurgeDeadLetters_FullMethodName  = "/datafly.bluecore.v1.DeadLetterService/PurgeDeadLetters"
+)
+
+// DeadLetterServiceClient is the client API for DeadLetterService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// DeadLetterService lets operators inspect, replay and purge the events the
+// durable queue gave up on (dead letters). It is served on the same port as
+// DeliveryService, only when the sidecar has a durable queue; without one
+// every RPC answers FAILED_PRECONDITION.
+type DeadLetterServiceClient interface {
+	// ListDeadLetters returns dead letters matching a filter, oldest first,
+	// one page at a time. The events themselves are left out (see
+	// GetDeadLetter). Safe to repeat.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// GetDeadLetter returns one dead letter with its event. Safe to repeat.
+	// Errors: NOT_FOUND when no dead letter has the id.
+	GetDeadLetter(ctx context.Context, in *GetDeadLetterRequest, opts ...grpc.CallOption) (*GetDeadLetterResponse, error)
+	// ReplayDeadLetters puts the selected dead letters back into the queue,
+	// due now, with their attempt count reset; they are mapped again with the
+	// current mapping and settings when they are sent. A dead letter whose
+	// message id has since been delivered or queued again is left where it is
+	// and counted in `skipped_duplicates`. Errors: INVALID_ARGUMENT when
+	// neither ids, a filter nor `all` select anything.
+	ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error)
+	// PurgeDeadLetters deletes the selected dead letters for good. Repeating
+	// it deletes nothing more. Errors: INVALID_ARGUMENT when neither ids, a
+	// filter nor `all` select anything.
+	PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error)
+}
+
+type deadLetterServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewDeadLetterServiceClient(cc grpc.ClientConnInterface) DeadLetterServiceClient {
+	return &deadLetterServiceClient{cc}
+}
+
+func (c *deadLetterServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, DeadLetterService_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deadLetterServiceClient) GetDeadLetter(ctx context.Context, in *GetDeadLetterRequest, opts ...grpc.CallOption) (*GetDeadLetterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDeadLetterResponse)
+	err := c.cc.Invoke(ctx, DeadLetterService_GetDeadLetter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deadLetterServiceClient) ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayDeadLettersResponse)
+	err := c.cc.Invoke(ctx, DeadLetterService_ReplayDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deadLetterServiceClient) PurgeDeadLetters(ctx context.Context, in *PurgeDeadLettersRequest, opts ...grpc.CallOption) (*PurgeDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeDeadLettersResponse)
+	err := c.cc.Invoke(ctx, DeadLetterService_PurgeDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeadLetterServiceServer is the server API for DeadLetterService service.
+// All implementations must embed UnimplementedDeadLetterServiceServer
+// for forward compatibility.
+//
+// DeadLetterService lets operators inspect, replay and purge the events the
+// durable queue gave up on (dead letters). It is served on the same port as
+// DeliveryService, only when the sidecar has a durable queue; without one
+// every RPC answers FAILED_PRECONDITION.
+type DeadLetterServiceServer interface {
+	// ListDeadLetters returns dead letters matching a filter, oldest first,
+	// one page at a time. The events themselves are left out (see
+	// GetDeadLetter). Safe to repeat.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// GetDeadLetter returns one dead letter with its event. Safe to repeat.
+	// Errors: NOT_FOUND when no dead letter has the id.
+	GetDeadLetter(context.Context, *GetDeadLetterRequest) (*GetDeadLetterResponse, error)
+	// ReplayDeadLetters puts the selected dead letters back into the queue,
+	// due now, with their attempt count reset; they are mapped again with the
+	// current mapping and settings when they are sent. A dead letter whose
+	// message id has since been delivered or queued again is left where it is
+	// and counted in `skipped_duplicates`. Errors: INVALID_ARGUMENT when
+	// neither ids, a filter nor `all` select anything.
+	ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error)
+	// PurgeDeadLetters deletes the selected dead letters for good. Repeating
+	// it deletes nothing more. Errors: INVALID_ARGUMENT when neither ids, a
+	// filter nor `all` select anything.
+	PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error)
+	mustEmbedUnimplementedDeadLetterServiceServer()
+}
+
+// UnimplementedDeadLetterServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedDeadLetterServiceServer struct{}
+
+func (UnimplementedDeadLetterServiceServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedDeadLetterServiceServer) GetDeadLetter(context.Context, *GetDeadLetterRequest) (*GetDeadLetterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDeadLetter not implemented")
+}
+func (UnimplementedDeadLetterServiceServer) ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayDeadLetters not implemented")
+}
+func (UnimplementedDeadLetterServiceServer) PurgeDeadLetters(context.Context, *PurgeDeadLettersRequest) (*PurgeDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeDeadLetters not implemented")
+}
+func (UnimplementedDeadLetterServiceServer) mustEmbedUnimplementedDeadLetterServiceServer() {}
+func (UnimplementedDeadLetterServiceServer) testEmbeddedByValue()                           {}
+
+// UnsafeDeadLetterServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to DeadLetterServiceServer will
+// result in compilation errors.
+type UnsafeDeadLetterServiceServer interface {
+	mustEmbedUnimplementedDeadLetterServiceServer()
+}
+
+func RegisterDeadLetterServiceServer(s grpc.ServiceRegistrar, srv DeadLetterServiceServer) {
+	// If the following call panics, it indicates UnimplementedDeadLetterServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&DeadLetterService_ServiceDesc, srv)
+}
+
+func _DeadLetterService_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeadLetterServiceServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeadLetterService_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeadLetterServiceServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeadLetterService_GetDeadLetter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDeadLetterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeadLetterServiceServer).GetDeadLetter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeadLetterService_GetDeadLetter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeadLetterServiceServer).GetDeadLetter(ctx, req.(*GetDeadLetterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeadLetterService_ReplayDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeadLetterServiceServer).ReplayDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeadLetterService_ReplayDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeadLetterServiceServer).ReplayDeadLetters(ctx, req.(*ReplayDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeadLetterService_PurgeDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeadLetterServiceServer).PurgeDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeadLetterService_PurgeDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeadLetterServiceServer).PurgeDeadLetters(ctx, req.(*PurgeDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// DeadLetterService_ServiceDesc is the grpc.ServiceDesc for DeadLetterService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var DeadLetterService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "datafly.bluecore.v1.DeadLetterService",
+	HandlerType: (*DeadLetterServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _DeadLetterService_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "GetDeadLetter",
+			Handler:    _DeadLetterService_GetDeadLetter_Handler,
+		},
+		{
+			MethodName: "ReplayDeadLetters",
+			Handler:    _DeadLetterService_ReplayDeadLetters_Handler,
+		},
+		{
+			MethodName: "PurgeDeadLetters",
+			Handler:    _DeadLetterService_PurgeDeadLetters_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "datafly/bluecore/v1/delivery.proto",
+}

@@ -24,6 +24,13 @@ class DeliveryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DELIVERY_STATUS_REJECTED_INVALID: _ClassVar[DeliveryStatus]
     DELIVERY_STATUS_FAILED_PERMANENT: _ClassVar[DeliveryStatus]
     DELIVERY_STATUS_FAILED_RETRYABLE: _ClassVar[DeliveryStatus]
+
+class DeliveryMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELIVERY_MODE_UNSPECIFIED: _ClassVar[DeliveryMode]
+    DELIVERY_MODE_WAIT: _ClassVar[DeliveryMode]
+    DELIVERY_MODE_ENQUEUE: _ClassVar[DeliveryMode]
+    DELIVERY_MODE_DIRECT: _ClassVar[DeliveryMode]
 DELIVERY_STATUS_UNSPECIFIED: DeliveryStatus
 DELIVERY_STATUS_DELIVERED: DeliveryStatus
 DELIVERY_STATUS_QUEUED: DeliveryStatus
@@ -34,6 +41,10 @@ DELIVERY_STATUS_SKIPPED_STALE: DeliveryStatus
 DELIVERY_STATUS_REJECTED_INVALID: DeliveryStatus
 DELIVERY_STATUS_FAILED_PERMANENT: DeliveryStatus
 DELIVERY_STATUS_FAILED_RETRYABLE: DeliveryStatus
+DELIVERY_MODE_UNSPECIFIED: DeliveryMode
+DELIVERY_MODE_WAIT: DeliveryMode
+DELIVERY_MODE_ENQUEUE: DeliveryMode
+DELIVERY_MODE_DIRECT: DeliveryMode
 
 class DataflyEvent(_message.Message):
     __slots__ = ("message_id", "type", "event", "name", "anonymous_id", "user_id", "properties", "traits", "context", "timestamp", "sent_at", "received_at", "original_timestamp", "integrations", "channel", "category")
@@ -163,10 +174,12 @@ class DeliveryResult(_message.Message):
     def __init__(self, message_id: _Optional[str] = ..., status: _Optional[_Union[DeliveryStatus, str]] = ..., bluecore_event: _Optional[str] = ..., http_status: _Optional[int] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trace_id: _Optional[str] = ..., datafly_event: _Optional[str] = ...) -> None: ...
 
 class DeliverRequest(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "mode")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     event: DataflyEvent
-    def __init__(self, event: _Optional[_Union[DataflyEvent, _Mapping]] = ...) -> None: ...
+    mode: DeliveryMode
+    def __init__(self, event: _Optional[_Union[DataflyEvent, _Mapping]] = ..., mode: _Optional[_Union[DeliveryMode, str]] = ...) -> None: ...
 
 class DeliverResponse(_message.Message):
     __slots__ = ("result",)
@@ -175,10 +188,12 @@ class DeliverResponse(_message.Message):
     def __init__(self, result: _Optional[_Union[DeliveryResult, _Mapping]] = ...) -> None: ...
 
 class DeliverBatchRequest(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "mode")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[DataflyEvent]
-    def __init__(self, events: _Optional[_Iterable[_Union[DataflyEvent, _Mapping]]] = ...) -> None: ...
+    mode: DeliveryMode
+    def __init__(self, events: _Optional[_Iterable[_Union[DataflyEvent, _Mapping]]] = ..., mode: _Optional[_Union[DeliveryMode, str]] = ...) -> None: ...
 
 class DeliverBatchResponse(_message.Message):
     __slots__ = ("results",)
@@ -215,3 +230,107 @@ class WatchDeliveriesResponse(_message.Message):
     result: DeliveryResult
     dropped: int
     def __init__(self, result: _Optional[_Union[DeliveryResult, _Mapping]] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("id", "message_id", "bluecore_event", "reason", "detail", "http_status", "attempts", "event_time", "enqueue_time", "dead_time", "trace_id", "event")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    BLUECORE_EVENT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    ENQUEUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DEAD_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    message_id: str
+    bluecore_event: str
+    reason: str
+    detail: str
+    http_status: int
+    attempts: int
+    event_time: _timestamp_pb2.Timestamp
+    enqueue_time: _timestamp_pb2.Timestamp
+    dead_time: _timestamp_pb2.Timestamp
+    trace_id: str
+    event: DataflyEvent
+    def __init__(self, id: _Optional[int] = ..., message_id: _Optional[str] = ..., bluecore_event: _Optional[str] = ..., reason: _Optional[str] = ..., detail: _Optional[str] = ..., http_status: _Optional[int] = ..., attempts: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., enqueue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dead_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trace_id: _Optional[str] = ..., event: _Optional[_Union[DataflyEvent, _Mapping]] = ...) -> None: ...
+
+class DeadLetterFilter(_message.Message):
+    __slots__ = ("reasons", "bluecore_events", "older_than", "newer_than")
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    BLUECORE_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    OLDER_THAN_FIELD_NUMBER: _ClassVar[int]
+    NEWER_THAN_FIELD_NUMBER: _ClassVar[int]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    bluecore_events: _containers.RepeatedScalarFieldContainer[str]
+    older_than: _duration_pb2.Duration
+    newer_than: _duration_pb2.Duration
+    def __init__(self, reasons: _Optional[_Iterable[str]] = ..., bluecore_events: _Optional[_Iterable[str]] = ..., older_than: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., newer_than: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("filter", "page_size", "page_token")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    filter: DeadLetterFilter
+    page_size: int
+    page_token: str
+    def __init__(self, filter: _Optional[_Union[DeadLetterFilter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters", "next_page_token")
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    next_page_token: str
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetDeadLetterRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class GetDeadLetterResponse(_message.Message):
+    __slots__ = ("dead_letter",)
+    DEAD_LETTER_FIELD_NUMBER: _ClassVar[int]
+    dead_letter: DeadLetter
+    def __init__(self, dead_letter: _Optional[_Union[DeadLetter, _Mapping]] = ...) -> None: ...
+
+class ReplayDeadLettersRequest(_message.Message):
+    __slots__ = ("ids", "filter", "all")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    filter: DeadLetterFilter
+    all: bool
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., filter: _Optional[_Union[DeadLetterFilter, _Mapping]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class ReplayDeadLettersResponse(_message.Message):
+    __slots__ = ("replayed", "skipped_duplicates")
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    replayed: int
+    skipped_duplicates: int
+    def __init__(self, replayed: _Optional[int] = ..., skipped_duplicates: _Optional[int] = ...) -> None: ...
+
+class PurgeDeadLettersRequest(_message.Message):
+    __slots__ = ("ids", "filter", "all")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    filter: DeadLetterFilter
+    all: bool
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., filter: _Optional[_Union[DeadLetterFilter, _Mapping]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class PurgeDeadLettersResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...

@@ -246,3 +246,230 @@ class DeliveryService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DeadLetterServiceStub:
+    """DeadLetterService lets operators inspect, replay and purge the events the
+    durable queue gave up on (dead letters). It is served on the same port as
+    DeliveryService, only when the sidecar has a durable queue; without one
+    every RPC answers FAILED_PRECONDITION.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListDeadLetters = channel.unary_unary(
+                '/datafly.bluecore.v1.DeadLetterService/ListDeadLetters',
+                request_serializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.GetDeadLetter = channel.unary_unary(
+                '/datafly.bluecore.v1.DeadLetterService/GetDeadLetter',
+                request_serializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.GetDeadLetterRequest.SerializeToString,
+                response_deserializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.GetDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/datafly.bluecore.v1.DeadLetterService/ReplayDeadLetters',
+                request_serializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/datafly.bluecore.v1.DeadLetterService/PurgeDeadLetters',
+                request_serializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.PurgeDeadLettersRequest.SerializeToString,
+                response_deserializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
+
+
+class DeadLetterServiceServicer:
+    """DeadLetterService lets operators inspect, replay and purge the events the
+    durable queue gave up on (dead letters). It is served on the same port as
+    DeliveryService, only when the sidecar has a durable queue; without one
+    every RPC answers FAILED_PRECONDITION.
+    """
+
+    def ListDeadLetters(self, request, context):
+        """ListDeadLetters returns dead letters matching a filter, oldest first,
+        one page at a time. The events themselves are left out (see
+        GetDeadLetter). Safe to repeat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeadLetter(self, request, context):
+        """GetDeadLetter returns one dead letter with its event. Safe to repeat.
+        Errors: NOT_FOUND when no dead letter has the id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """ReplayDeadLetters puts the selected dead letters back into the queue,
+        due now, with their attempt count reset; they are mapped again with the
+        current mapping and settings when they are sent. A dead letter whose
+        message id has since been delivered or queued again is left where it is
+        and counted in `skipped_duplicates`. Errors: INVALID_ARGUMENT when
+        neither ids, a filter nor `all` select anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """PurgeDeadLetters deletes the selected dead letters for good. Repeating
+        it deletes nothing more. Errors: INVALID_ARGUMENT when neither ids, a
+        filter nor `all` select anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DeadLetterServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'GetDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeadLetter,
+                    request_deserializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.GetDeadLetterRequest.FromString,
+                    response_serializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.GetDeadLetterResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.PurgeDeadLettersRequest.FromString,
+                    response_serializer=datafly_dot_bluecore_dot_v1_dot_delivery__pb2.PurgeDeadLettersResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'datafly.bluecore.v1.DeadLetterService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('datafly.bluecore.v1.DeadLetterService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DeadLetterService:
+    """DeadLetterService lets operators inspect, replay and purge the events the
+    durable queue gave up on (dead letters). It is served on the same port as
+    DeliveryService, only when the sidecar has a durable queue; without one
+    every RPC answers FAILED_PRECONDITION.
+    """
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datafly.bluecore.v1.DeadLetterService/ListDeadLetters',
+            datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ListDeadLettersRequest.SerializeToString,
+            datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datafly.bluecore.v1.DeadLetterService/GetDeadLetter',
+            datafly_dot_bluecore_dot_v1_dot_delivery__pb2.GetDeadLetterRequest.SerializeToString,
+            datafly_dot_bluecore_dot_v1_dot_delivery__pb2.GetDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datafly.bluecore.v1.DeadLetterService/ReplayDeadLetters',
+            datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ReplayDeadLettersRequest.SerializeToString,
+            datafly_dot_bluecore_dot_v1_dot_delivery__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datafly.bluecore.v1.DeadLetterService/PurgeDeadLetters',
+            datafly_dot_bluecore_dot_v1_dot_delivery__pb2.PurgeDeadLettersRequest.SerializeToString,
+            datafly_dot_bluecore_dot_v1_dot_delivery__pb2.PurgeDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

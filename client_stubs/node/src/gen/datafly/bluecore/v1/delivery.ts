@@ -62,7 +62,8 @@ export enum DeliveryStatus {
   DELIVERY_STATUS_FAILED_PERMANENT = 8,
   /**
    * DELIVERY_STATUS_FAILED_RETRYABLE - Retries or the caller's deadline ran out on a retryable failure (408,
-   * 425, 429, 5xx, timeout, connection error). Safe to send again later.
+   * 425, 429, 5xx, timeout, connection error), or the durable queue could
+   * not take the event (reason `QUEUE_FULL`). Safe to send again later.
    */
   DELIVERY_STATUS_FAILED_RETRYABLE = 9,
   UNRECOGNIZED = -1,
@@ -130,6 +131,81 @@ export function deliveryStatusToJSON(object: DeliveryStatus): string {
     case DeliveryStatus.DELIVERY_STATUS_FAILED_RETRYABLE:
       return "DELIVERY_STATUS_FAILED_RETRYABLE";
     case DeliveryStatus.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/**
+ * DeliveryMode says whether an event may go through the sidecar's durable
+ * queue and when the call answers. Without a durable queue (no
+ * `SIDECAR_QUEUE_PATH`) every mode delivers directly and the answer is never
+ * DELIVERY_STATUS_QUEUED.
+ */
+export enum DeliveryMode {
+  /**
+   * DELIVERY_MODE_UNSPECIFIED - The sidecar's configured default mode applies (direct when the sidecar
+   * has no durable queue).
+   */
+  DELIVERY_MODE_UNSPECIFIED = 0,
+  /**
+   * DELIVERY_MODE_WAIT - The sidecar tries to deliver within the call's deadline. The answer is
+   * the outcome when it is known in time; an event that is still retryable
+   * when the deadline nears is kept in the durable queue and the answer is
+   * DELIVERY_STATUS_QUEUED. Events for a customer with earlier events
+   * waiting in the queue are queued behind them.
+   */
+  DELIVERY_MODE_WAIT = 1,
+  /**
+   * DELIVERY_MODE_ENQUEUE - The sidecar answers DELIVERY_STATUS_QUEUED as soon as the event is
+   * committed to the durable queue, after the checks that need no network
+   * (mapping, consent, age, duplicates), and delivers it in the background.
+   * A full queue answers DELIVERY_STATUS_FAILED_RETRYABLE with reason
+   * `QUEUE_FULL`.
+   */
+  DELIVERY_MODE_ENQUEUE = 2,
+  /**
+   * DELIVERY_MODE_DIRECT - The sidecar delivers within the call's deadline and never queues the
+   * event: a retryable failure answers DELIVERY_STATUS_FAILED_RETRYABLE, as
+   * without a durable queue. The event still waits, within the deadline, for
+   * earlier queued events of the same customer to leave first.
+   */
+  DELIVERY_MODE_DIRECT = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function deliveryModeFromJSON(object: any): DeliveryMode {
+  switch (object) {
+    case 0:
+    case "DELIVERY_MODE_UNSPECIFIED":
+      return DeliveryMode.DELIVERY_MODE_UNSPECIFIED;
+    case 1:
+    case "DELIVERY_MODE_WAIT":
+      return DeliveryMode.DELIVERY_MODE_WAIT;
+    case 2:
+    case "DELIVERY_MODE_ENQUEUE":
+      return DeliveryMode.DELIVERY_MODE_ENQUEUE;
+    case 3:
+    case "DELIVERY_MODE_DIRECT":
+      return DeliveryMode.DELIVERY_MODE_DIRECT;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return DeliveryMode.UNRECOGNIZED;
+  }
+}
+
+export function deliveryModeToJSON(object: DeliveryMode): string {
+  switch (object) {
+    case DeliveryMode.DELIVERY_MODE_UNSPECIFIED:
+      return "DELIVERY_MODE_UNSPECIFIED";
+    case DeliveryMode.DELIVERY_MODE_WAIT:
+      return "DELIVERY_MODE_WAIT";
+    case DeliveryMode.DELIVERY_MODE_ENQUEUE:
+      return "DELIVERY_MODE_ENQUEUE";
+    case DeliveryMode.DELIVERY_MODE_DIRECT:
+      return "DELIVERY_MODE_DIRECT";
+    case DeliveryMode.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -296,7 +372,10 @@ export interface DeliveryResult {
   attempts: number;
   /**
    * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+   * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+   * queue is at its size limit, or its disk is full or read-only, so the
+   * event was not accepted).
    */
   reason: string;
   /**
@@ -321,7 +400,14 @@ export interface DeliveryResult {
 /** DeliverRequest carries one event to deliver. */
 export interface DeliverRequest {
   /** The event. Required. */
-  event?: DataflyEvent | undefined;
+  event?:
+    | DataflyEvent
+    | undefined;
+  /**
+   * How the event is delivered and when the call answers; unset means the
+   * sidecar's configured default.
+   */
+  mode: DeliveryMode;
 }
 
 /** DeliverResponse carries the outcome of one event. */
@@ -334,6 +420,11 @@ export interface DeliverResponse {
 export interface DeliverBatchRequest {
   /** The events, 1 to the configured batch limit (500 by default). */
   events: DataflyEvent[];
+  /**
+   * How every event of the batch is delivered and when the call answers;
+   * unset means the sidecar's configured default.
+   */
+  mode: DeliveryMode;
 }
 
 /** DeliverBatchResponse carries one outcome per event. */
@@ -383,6 +474,163 @@ export interface WatchDeliveriesResponse {
     | undefined;
   /** Outcomes this watcher has lost so far because it read too slowly. */
   dropped: number;
+}
+
+/** DeadLetter is an event the durable queue stopped retrying, and why. */
+export interface DeadLetter {
+  /** Id of the dead letter in this sidecar's queue (not the message id). */
+  id: number;
+  /** The event's `message_id`. */
+  messageId: string;
+  /** Bluecore event name it mapped to when it was queued (e.g. `purchase`). */
+  bluecoreEvent: string;
+  /**
+   * Why it was given up, in UPPER_SNAKE_CASE: `EXPIRED` (older than the
+   * maximum age before it could be delivered), `AUTH` (Bluecore answered 401
+   * or 403; replay once the namespace token is fixed) or the reason of a
+   * permanent failure (e.g. `HTTP_400`).
+   */
+  reason: string;
+  /**
+   * Human-readable explanation. Never contains the namespace token or an
+   * email address.
+   */
+  detail: string;
+  /** Last HTTP status Bluecore answered; 0 when no answer was received. */
+  httpStatus: number;
+  /** HTTP requests made for the event while it was queued, retries included. */
+  attempts: number;
+  /** When the event happened (its `timestamp`). */
+  eventTime?:
+    | Date
+    | undefined;
+  /** When the event entered the queue. */
+  enqueueTime?:
+    | Date
+    | undefined;
+  /** When the queue gave up on it. */
+  deadTime?:
+    | Date
+    | undefined;
+  /**
+   * W3C trace id (32 lowercase hex digits) of the call that queued the
+   * event; empty when that call was not traced.
+   */
+  traceId: string;
+  /**
+   * The event as it was queued. Set by GetDeadLetter only; it is the
+   * caller's own event, so it can hold personal data such as an email.
+   */
+  event?: DataflyEvent | undefined;
+}
+
+/**
+ * DeadLetterFilter selects dead letters. Conditions combine with AND; an
+ * empty list or an unset duration imposes no condition.
+ */
+export interface DeadLetterFilter {
+  /** Only dead letters with one of these reasons (e.g. `AUTH`). */
+  reasons: string[];
+  /**
+   * Only dead letters for one of these Bluecore event names (e.g.
+   * `purchase`).
+   */
+  bluecoreEvents: string[];
+  /** Only dead letters given up at least this long ago. */
+  olderThan?:
+    | Duration
+    | undefined;
+  /** Only dead letters given up less than this long ago. */
+  newerThan?: Duration | undefined;
+}
+
+/** ListDeadLettersRequest selects one page of dead letters. */
+export interface ListDeadLettersRequest {
+  /** Which dead letters to list. */
+  filter?:
+    | DeadLetterFilter
+    | undefined;
+  /** Dead letters per page, 1 to 1000; 0 means 100. */
+  pageSize: number;
+  /** `next_page_token` of the previous page; empty for the first page. */
+  pageToken: string;
+}
+
+/** ListDeadLettersResponse carries one page of dead letters. */
+export interface ListDeadLettersResponse {
+  /** The dead letters, oldest first, without their events. */
+  deadLetters: DeadLetter[];
+  /** Token of the next page; empty when this is the last page. */
+  nextPageToken: string;
+}
+
+/** GetDeadLetterRequest names one dead letter. */
+export interface GetDeadLetterRequest {
+  /** `DeadLetter.id` of the dead letter. Required. */
+  id: number;
+}
+
+/** GetDeadLetterResponse carries one dead letter. */
+export interface GetDeadLetterResponse {
+  /** The dead letter, with its event. */
+  deadLetter?: DeadLetter | undefined;
+}
+
+/**
+ * ReplayDeadLettersRequest selects dead letters to put back into the queue.
+ * The selection is `ids` when given, else `filter` when it has a condition,
+ * else everything when `all` is true.
+ */
+export interface ReplayDeadLettersRequest {
+  /** `DeadLetter.id` values to replay. */
+  ids: number[];
+  /** Which dead letters to replay, when `ids` is empty. */
+  filter?:
+    | DeadLetterFilter
+    | undefined;
+  /**
+   * Replay every dead letter; needed when neither `ids` nor `filter` select
+   * anything, so that an empty request never replays everything by
+   * accident.
+   */
+  all: boolean;
+}
+
+/** ReplayDeadLettersResponse says how many dead letters were replayed. */
+export interface ReplayDeadLettersResponse {
+  /** Dead letters put back into the queue. */
+  replayed: number;
+  /**
+   * Selected dead letters left in place because their message id was
+   * delivered or queued again meanwhile.
+   */
+  skippedDuplicates: number;
+}
+
+/**
+ * PurgeDeadLettersRequest selects dead letters to delete. The selection is
+ * `ids` when given, else `filter` when it has a condition, else everything
+ * when `all` is true.
+ */
+export interface PurgeDeadLettersRequest {
+  /** `DeadLetter.id` values to delete. */
+  ids: number[];
+  /** Which dead letters to delete, when `ids` is empty. */
+  filter?:
+    | DeadLetterFilter
+    | undefined;
+  /**
+   * Delete every dead letter; needed when neither `ids` nor `filter` select
+   * anything, so that an empty request never deletes everything by
+   * accident.
+   */
+  all: boolean;
+}
+
+/** PurgeDeadLettersResponse says how many dead letters were deleted. */
+export interface PurgeDeadLettersResponse {
+  /** Dead letters deleted. */
+  purged: number;
 }
 
 function createBaseDataflyEvent(): DataflyEvent {
@@ -1688,13 +1936,16 @@ export const DeliveryResult: MessageFns<DeliveryResult> = {
 };
 
 function createBaseDeliverRequest(): DeliverRequest {
-  return { event: undefined };
+  return { event: undefined, mode: 0 };
 }
 
 export const DeliverRequest: MessageFns<DeliverRequest> = {
   encode(message: DeliverRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.event !== undefined) {
       DataflyEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    if (message.mode !== 0) {
+      writer.uint32(16).int32(message.mode);
     }
     return writer;
   },
@@ -1720,6 +1971,14 @@ export const DeliverRequest: MessageFns<DeliverRequest> = {
             message.event = DataflyEvent.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1733,13 +1992,19 @@ export const DeliverRequest: MessageFns<DeliverRequest> = {
   },
 
   fromJSON(object: any): DeliverRequest {
-    return { event: isSet(object.event) ? DataflyEvent.fromJSON(object.event) : undefined };
+    return {
+      event: isSet(object.event) ? DataflyEvent.fromJSON(object.event) : undefined,
+      mode: isSet(object.mode) ? deliveryModeFromJSON(object.mode) : 0,
+    };
   },
 
   toJSON(message: DeliverRequest): unknown {
     const obj: any = {};
     if (message.event !== undefined) {
       obj.event = DataflyEvent.toJSON(message.event);
+    }
+    if (message.mode !== 0) {
+      obj.mode = deliveryModeToJSON(message.mode);
     }
     return obj;
   },
@@ -1752,6 +2017,7 @@ export const DeliverRequest: MessageFns<DeliverRequest> = {
     message.event = (object.event !== undefined && object.event !== null)
       ? DataflyEvent.fromPartial(object.event)
       : undefined;
+    message.mode = object.mode ?? 0;
     return message;
   },
 };
@@ -1826,13 +2092,16 @@ export const DeliverResponse: MessageFns<DeliverResponse> = {
 };
 
 function createBaseDeliverBatchRequest(): DeliverBatchRequest {
-  return { events: [] };
+  return { events: [], mode: 0 };
 }
 
 export const DeliverBatchRequest: MessageFns<DeliverBatchRequest> = {
   encode(message: DeliverBatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.events) {
       DataflyEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.mode !== 0) {
+      writer.uint32(16).int32(message.mode);
     }
     return writer;
   },
@@ -1858,6 +2127,14 @@ export const DeliverBatchRequest: MessageFns<DeliverBatchRequest> = {
             message.events.push(DataflyEvent.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1873,6 +2150,7 @@ export const DeliverBatchRequest: MessageFns<DeliverBatchRequest> = {
   fromJSON(object: any): DeliverBatchRequest {
     return {
       events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => DataflyEvent.fromJSON(e)) : [],
+      mode: isSet(object.mode) ? deliveryModeFromJSON(object.mode) : 0,
     };
   },
 
@@ -1880,6 +2158,9 @@ export const DeliverBatchRequest: MessageFns<DeliverBatchRequest> = {
     const obj: any = {};
     if (message.events?.length) {
       obj.events = message.events.map((e) => DataflyEvent.toJSON(e));
+    }
+    if (message.mode !== 0) {
+      obj.mode = deliveryModeToJSON(message.mode);
     }
     return obj;
   },
@@ -1890,6 +2171,7 @@ export const DeliverBatchRequest: MessageFns<DeliverBatchRequest> = {
   fromPartial<I extends Exact<DeepPartial<DeliverBatchRequest>, I>>(object: I): DeliverBatchRequest {
     const message = createBaseDeliverBatchRequest();
     message.events = object.events?.map((e) => DataflyEvent.fromPartial(e)) || [];
+    message.mode = object.mode ?? 0;
     return message;
   },
 };
@@ -2317,6 +2599,1163 @@ export const WatchDeliveriesResponse: MessageFns<WatchDeliveriesResponse> = {
   },
 };
 
+function createBaseDeadLetter(): DeadLetter {
+  return {
+    id: 0,
+    messageId: "",
+    bluecoreEvent: "",
+    reason: "",
+    detail: "",
+    httpStatus: 0,
+    attempts: 0,
+    eventTime: undefined,
+    enqueueTime: undefined,
+    deadTime: undefined,
+    traceId: "",
+    event: undefined,
+  };
+}
+
+export const DeadLetter: MessageFns<DeadLetter> = {
+  encode(message: DeadLetter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.messageId !== "") {
+      writer.uint32(18).string(message.messageId);
+    }
+    if (message.bluecoreEvent !== "") {
+      writer.uint32(26).string(message.bluecoreEvent);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    if (message.detail !== "") {
+      writer.uint32(42).string(message.detail);
+    }
+    if (message.httpStatus !== 0) {
+      writer.uint32(48).int32(message.httpStatus);
+    }
+    if (message.attempts !== 0) {
+      writer.uint32(56).int32(message.attempts);
+    }
+    if (message.eventTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.eventTime), writer.uint32(66).fork()).join();
+    }
+    if (message.enqueueTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.enqueueTime), writer.uint32(74).fork()).join();
+    }
+    if (message.deadTime !== undefined) {
+      Timestamp.encode(toTimestamp(message.deadTime), writer.uint32(82).fork()).join();
+    }
+    if (message.traceId !== "") {
+      writer.uint32(90).string(message.traceId);
+    }
+    if (message.event !== undefined) {
+      DataflyEvent.encode(message.event, writer.uint32(98).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeadLetter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeadLetter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.messageId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.bluecoreEvent = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.httpStatus = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.attempts = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.eventTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.enqueueTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.deadTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.traceId = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.event = DataflyEvent.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeadLetter {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      messageId: isSet(object.messageId)
+        ? globalThis.String(object.messageId)
+        : isSet(object.message_id)
+        ? globalThis.String(object.message_id)
+        : "",
+      bluecoreEvent: isSet(object.bluecoreEvent)
+        ? globalThis.String(object.bluecoreEvent)
+        : isSet(object.bluecore_event)
+        ? globalThis.String(object.bluecore_event)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+      httpStatus: isSet(object.httpStatus)
+        ? globalThis.Number(object.httpStatus)
+        : isSet(object.http_status)
+        ? globalThis.Number(object.http_status)
+        : 0,
+      attempts: isSet(object.attempts) ? globalThis.Number(object.attempts) : 0,
+      eventTime: isSet(object.eventTime)
+        ? fromJsonTimestamp(object.eventTime)
+        : isSet(object.event_time)
+        ? fromJsonTimestamp(object.event_time)
+        : undefined,
+      enqueueTime: isSet(object.enqueueTime)
+        ? fromJsonTimestamp(object.enqueueTime)
+        : isSet(object.enqueue_time)
+        ? fromJsonTimestamp(object.enqueue_time)
+        : undefined,
+      deadTime: isSet(object.deadTime)
+        ? fromJsonTimestamp(object.deadTime)
+        : isSet(object.dead_time)
+        ? fromJsonTimestamp(object.dead_time)
+        : undefined,
+      traceId: isSet(object.traceId)
+        ? globalThis.String(object.traceId)
+        : isSet(object.trace_id)
+        ? globalThis.String(object.trace_id)
+        : "",
+      event: isSet(object.event) ? DataflyEvent.fromJSON(object.event) : undefined,
+    };
+  },
+
+  toJSON(message: DeadLetter): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.messageId !== "") {
+      obj.messageId = message.messageId;
+    }
+    if (message.bluecoreEvent !== "") {
+      obj.bluecoreEvent = message.bluecoreEvent;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    if (message.httpStatus !== 0) {
+      obj.httpStatus = Math.round(message.httpStatus);
+    }
+    if (message.attempts !== 0) {
+      obj.attempts = Math.round(message.attempts);
+    }
+    if (message.eventTime !== undefined) {
+      obj.eventTime = message.eventTime.toISOString();
+    }
+    if (message.enqueueTime !== undefined) {
+      obj.enqueueTime = message.enqueueTime.toISOString();
+    }
+    if (message.deadTime !== undefined) {
+      obj.deadTime = message.deadTime.toISOString();
+    }
+    if (message.traceId !== "") {
+      obj.traceId = message.traceId;
+    }
+    if (message.event !== undefined) {
+      obj.event = DataflyEvent.toJSON(message.event);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeadLetter>, I>>(base?: I): DeadLetter {
+    return DeadLetter.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeadLetter>, I>>(object: I): DeadLetter {
+    const message = createBaseDeadLetter();
+    message.id = object.id ?? 0;
+    message.messageId = object.messageId ?? "";
+    message.bluecoreEvent = object.bluecoreEvent ?? "";
+    message.reason = object.reason ?? "";
+    message.detail = object.detail ?? "";
+    message.httpStatus = object.httpStatus ?? 0;
+    message.attempts = object.attempts ?? 0;
+    message.eventTime = object.eventTime ?? undefined;
+    message.enqueueTime = object.enqueueTime ?? undefined;
+    message.deadTime = object.deadTime ?? undefined;
+    message.traceId = object.traceId ?? "";
+    message.event = (object.event !== undefined && object.event !== null)
+      ? DataflyEvent.fromPartial(object.event)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeadLetterFilter(): DeadLetterFilter {
+  return { reasons: [], bluecoreEvents: [], olderThan: undefined, newerThan: undefined };
+}
+
+export const DeadLetterFilter: MessageFns<DeadLetterFilter> = {
+  encode(message: DeadLetterFilter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.reasons) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.bluecoreEvents) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.olderThan !== undefined) {
+      Duration.encode(message.olderThan, writer.uint32(26).fork()).join();
+    }
+    if (message.newerThan !== undefined) {
+      Duration.encode(message.newerThan, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeadLetterFilter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeadLetterFilter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reasons.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.bluecoreEvents.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.olderThan = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.newerThan = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeadLetterFilter {
+    return {
+      reasons: globalThis.Array.isArray(object?.reasons) ? object.reasons.map((e: any) => globalThis.String(e)) : [],
+      bluecoreEvents: globalThis.Array.isArray(object?.bluecoreEvents)
+        ? object.bluecoreEvents.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.bluecore_events)
+        ? object.bluecore_events.map((e: any) => globalThis.String(e))
+        : [],
+      olderThan: isSet(object.olderThan)
+        ? Duration.fromJSON(object.olderThan)
+        : isSet(object.older_than)
+        ? Duration.fromJSON(object.older_than)
+        : undefined,
+      newerThan: isSet(object.newerThan)
+        ? Duration.fromJSON(object.newerThan)
+        : isSet(object.newer_than)
+        ? Duration.fromJSON(object.newer_than)
+        : undefined,
+    };
+  },
+
+  toJSON(message: DeadLetterFilter): unknown {
+    const obj: any = {};
+    if (message.reasons?.length) {
+      obj.reasons = message.reasons;
+    }
+    if (message.bluecoreEvents?.length) {
+      obj.bluecoreEvents = message.bluecoreEvents;
+    }
+    if (message.olderThan !== undefined) {
+      obj.olderThan = Duration.toJSON(message.olderThan);
+    }
+    if (message.newerThan !== undefined) {
+      obj.newerThan = Duration.toJSON(message.newerThan);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DeadLetterFilter>, I>>(base?: I): DeadLetterFilter {
+    return DeadLetterFilter.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DeadLetterFilter>, I>>(object: I): DeadLetterFilter {
+    const message = createBaseDeadLetterFilter();
+    message.reasons = object.reasons?.map((e) => e) || [];
+    message.bluecoreEvents = object.bluecoreEvents?.map((e) => e) || [];
+    message.olderThan = (object.olderThan !== undefined && object.olderThan !== null)
+      ? Duration.fromPartial(object.olderThan)
+      : undefined;
+    message.newerThan = (object.newerThan !== undefined && object.newerThan !== null)
+      ? Duration.fromPartial(object.newerThan)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListDeadLettersRequest(): ListDeadLettersRequest {
+  return { filter: undefined, pageSize: 0, pageToken: "" };
+}
+
+export const ListDeadLettersRequest: MessageFns<ListDeadLettersRequest> = {
+  encode(message: ListDeadLettersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.filter !== undefined) {
+      DeadLetterFilter.encode(message.filter, writer.uint32(10).fork()).join();
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).int32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDeadLettersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDeadLettersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.filter = DeadLetterFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDeadLettersRequest {
+    return {
+      filter: isSet(object.filter) ? DeadLetterFilter.fromJSON(object.filter) : undefined,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListDeadLettersRequest): unknown {
+    const obj: any = {};
+    if (message.filter !== undefined) {
+      obj.filter = DeadLetterFilter.toJSON(message.filter);
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListDeadLettersRequest>, I>>(base?: I): ListDeadLettersRequest {
+    return ListDeadLettersRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListDeadLettersRequest>, I>>(object: I): ListDeadLettersRequest {
+    const message = createBaseListDeadLettersRequest();
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? DeadLetterFilter.fromPartial(object.filter)
+      : undefined;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListDeadLettersResponse(): ListDeadLettersResponse {
+  return { deadLetters: [], nextPageToken: "" };
+}
+
+export const ListDeadLettersResponse: MessageFns<ListDeadLettersResponse> = {
+  encode(message: ListDeadLettersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.deadLetters) {
+      DeadLetter.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListDeadLettersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListDeadLettersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deadLetters.push(DeadLetter.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListDeadLettersResponse {
+    return {
+      deadLetters: globalThis.Array.isArray(object?.deadLetters)
+        ? object.deadLetters.map((e: any) => DeadLetter.fromJSON(e))
+        : globalThis.Array.isArray(object?.dead_letters)
+        ? object.dead_letters.map((e: any) => DeadLetter.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListDeadLettersResponse): unknown {
+    const obj: any = {};
+    if (message.deadLetters?.length) {
+      obj.deadLetters = message.deadLetters.map((e) => DeadLetter.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListDeadLettersResponse>, I>>(base?: I): ListDeadLettersResponse {
+    return ListDeadLettersResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListDeadLettersResponse>, I>>(object: I): ListDeadLettersResponse {
+    const message = createBaseListDeadLettersResponse();
+    message.deadLetters = object.deadLetters?.map((e) => DeadLetter.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseGetDeadLetterRequest(): GetDeadLetterRequest {
+  return { id: 0 };
+}
+
+export const GetDeadLetterRequest: MessageFns<GetDeadLetterRequest> = {
+  encode(message: GetDeadLetterRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDeadLetterRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDeadLetterRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDeadLetterRequest {
+    return { id: isSet(object.id) ? globalThis.Number(object.id) : 0 };
+  },
+
+  toJSON(message: GetDeadLetterRequest): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDeadLetterRequest>, I>>(base?: I): GetDeadLetterRequest {
+    return GetDeadLetterRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDeadLetterRequest>, I>>(object: I): GetDeadLetterRequest {
+    const message = createBaseGetDeadLetterRequest();
+    message.id = object.id ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetDeadLetterResponse(): GetDeadLetterResponse {
+  return { deadLetter: undefined };
+}
+
+export const GetDeadLetterResponse: MessageFns<GetDeadLetterResponse> = {
+  encode(message: GetDeadLetterResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deadLetter !== undefined) {
+      DeadLetter.encode(message.deadLetter, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetDeadLetterResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetDeadLetterResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deadLetter = DeadLetter.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetDeadLetterResponse {
+    return {
+      deadLetter: isSet(object.deadLetter)
+        ? DeadLetter.fromJSON(object.deadLetter)
+        : isSet(object.dead_letter)
+        ? DeadLetter.fromJSON(object.dead_letter)
+        : undefined,
+    };
+  },
+
+  toJSON(message: GetDeadLetterResponse): unknown {
+    const obj: any = {};
+    if (message.deadLetter !== undefined) {
+      obj.deadLetter = DeadLetter.toJSON(message.deadLetter);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetDeadLetterResponse>, I>>(base?: I): GetDeadLetterResponse {
+    return GetDeadLetterResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetDeadLetterResponse>, I>>(object: I): GetDeadLetterResponse {
+    const message = createBaseGetDeadLetterResponse();
+    message.deadLetter = (object.deadLetter !== undefined && object.deadLetter !== null)
+      ? DeadLetter.fromPartial(object.deadLetter)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReplayDeadLettersRequest(): ReplayDeadLettersRequest {
+  return { ids: [], filter: undefined, all: false };
+}
+
+export const ReplayDeadLettersRequest: MessageFns<ReplayDeadLettersRequest> = {
+  encode(message: ReplayDeadLettersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ids.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.ids) {
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.filter !== undefined) {
+      DeadLetterFilter.encode(message.filter, writer.uint32(18).fork()).join();
+    }
+    if (message.all !== false) {
+      writer.uint32(24).bool(message.all);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplayDeadLettersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplayDeadLettersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.ids.push(longToNumber(reader.uint64()));
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.ids.push(longToNumber(reader.uint64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.filter = DeadLetterFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplayDeadLettersRequest {
+    return {
+      ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.Number(e)) : [],
+      filter: isSet(object.filter) ? DeadLetterFilter.fromJSON(object.filter) : undefined,
+      all: isSet(object.all) ? globalThis.Boolean(object.all) : false,
+    };
+  },
+
+  toJSON(message: ReplayDeadLettersRequest): unknown {
+    const obj: any = {};
+    if (message.ids?.length) {
+      obj.ids = message.ids.map((e) => Math.round(e));
+    }
+    if (message.filter !== undefined) {
+      obj.filter = DeadLetterFilter.toJSON(message.filter);
+    }
+    if (message.all !== false) {
+      obj.all = message.all;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplayDeadLettersRequest>, I>>(base?: I): ReplayDeadLettersRequest {
+    return ReplayDeadLettersRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplayDeadLettersRequest>, I>>(object: I): ReplayDeadLettersRequest {
+    const message = createBaseReplayDeadLettersRequest();
+    message.ids = object.ids?.map((e) => e) || [];
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? DeadLetterFilter.fromPartial(object.filter)
+      : undefined;
+    message.all = object.all ?? false;
+    return message;
+  },
+};
+
+function createBaseReplayDeadLettersResponse(): ReplayDeadLettersResponse {
+  return { replayed: 0, skippedDuplicates: 0 };
+}
+
+export const ReplayDeadLettersResponse: MessageFns<ReplayDeadLettersResponse> = {
+  encode(message: ReplayDeadLettersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.replayed !== 0) {
+      writer.uint32(8).uint64(message.replayed);
+    }
+    if (message.skippedDuplicates !== 0) {
+      writer.uint32(16).uint64(message.skippedDuplicates);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplayDeadLettersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplayDeadLettersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.replayed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.skippedDuplicates = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplayDeadLettersResponse {
+    return {
+      replayed: isSet(object.replayed) ? globalThis.Number(object.replayed) : 0,
+      skippedDuplicates: isSet(object.skippedDuplicates)
+        ? globalThis.Number(object.skippedDuplicates)
+        : isSet(object.skipped_duplicates)
+        ? globalThis.Number(object.skipped_duplicates)
+        : 0,
+    };
+  },
+
+  toJSON(message: ReplayDeadLettersResponse): unknown {
+    const obj: any = {};
+    if (message.replayed !== 0) {
+      obj.replayed = Math.round(message.replayed);
+    }
+    if (message.skippedDuplicates !== 0) {
+      obj.skippedDuplicates = Math.round(message.skippedDuplicates);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReplayDeadLettersResponse>, I>>(base?: I): ReplayDeadLettersResponse {
+    return ReplayDeadLettersResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReplayDeadLettersResponse>, I>>(object: I): ReplayDeadLettersResponse {
+    const message = createBaseReplayDeadLettersResponse();
+    message.replayed = object.replayed ?? 0;
+    message.skippedDuplicates = object.skippedDuplicates ?? 0;
+    return message;
+  },
+};
+
+function createBasePurgeDeadLettersRequest(): PurgeDeadLettersRequest {
+  return { ids: [], filter: undefined, all: false };
+}
+
+export const PurgeDeadLettersRequest: MessageFns<PurgeDeadLettersRequest> = {
+  encode(message: PurgeDeadLettersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ids.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.ids) {
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    if (message.filter !== undefined) {
+      DeadLetterFilter.encode(message.filter, writer.uint32(18).fork()).join();
+    }
+    if (message.all !== false) {
+      writer.uint32(24).bool(message.all);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeDeadLettersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeDeadLettersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.ids.push(longToNumber(reader.uint64()));
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.ids.push(longToNumber(reader.uint64()));
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.filter = DeadLetterFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeDeadLettersRequest {
+    return {
+      ids: globalThis.Array.isArray(object?.ids) ? object.ids.map((e: any) => globalThis.Number(e)) : [],
+      filter: isSet(object.filter) ? DeadLetterFilter.fromJSON(object.filter) : undefined,
+      all: isSet(object.all) ? globalThis.Boolean(object.all) : false,
+    };
+  },
+
+  toJSON(message: PurgeDeadLettersRequest): unknown {
+    const obj: any = {};
+    if (message.ids?.length) {
+      obj.ids = message.ids.map((e) => Math.round(e));
+    }
+    if (message.filter !== undefined) {
+      obj.filter = DeadLetterFilter.toJSON(message.filter);
+    }
+    if (message.all !== false) {
+      obj.all = message.all;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PurgeDeadLettersRequest>, I>>(base?: I): PurgeDeadLettersRequest {
+    return PurgeDeadLettersRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PurgeDeadLettersRequest>, I>>(object: I): PurgeDeadLettersRequest {
+    const message = createBasePurgeDeadLettersRequest();
+    message.ids = object.ids?.map((e) => e) || [];
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? DeadLetterFilter.fromPartial(object.filter)
+      : undefined;
+    message.all = object.all ?? false;
+    return message;
+  },
+};
+
+function createBasePurgeDeadLettersResponse(): PurgeDeadLettersResponse {
+  return { purged: 0 };
+}
+
+export const PurgeDeadLettersResponse: MessageFns<PurgeDeadLettersResponse> = {
+  encode(message: PurgeDeadLettersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.purged !== 0) {
+      writer.uint32(8).uint64(message.purged);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeDeadLettersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeDeadLettersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.purged = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeDeadLettersResponse {
+    return { purged: isSet(object.purged) ? globalThis.Number(object.purged) : 0 };
+  },
+
+  toJSON(message: PurgeDeadLettersResponse): unknown {
+    const obj: any = {};
+    if (message.purged !== 0) {
+      obj.purged = Math.round(message.purged);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PurgeDeadLettersResponse>, I>>(base?: I): PurgeDeadLettersResponse {
+    return PurgeDeadLettersResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PurgeDeadLettersResponse>, I>>(object: I): PurgeDeadLettersResponse {
+    const message = createBasePurgeDeadLettersResponse();
+    message.purged = object.purged ?? 0;
+    return message;
+  },
+};
+
 /** DeliveryService maps Datafly events to Bluecore events and delivers them. */
 export type DeliveryServiceService = typeof DeliveryServiceService;
 export const DeliveryServiceService = {
@@ -2512,6 +3951,204 @@ export const DeliveryServiceClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): DeliveryServiceClient;
   service: typeof DeliveryServiceService;
+  serviceName: string;
+};
+
+/**
+ * DeadLetterService lets operators inspect, replay and purge the events the
+ * durable queue gave up on (dead letters). It is served on the same port as
+ * DeliveryService, only when the sidecar has a durable queue; without one
+ * every RPC answers FAILED_PRECONDITION.
+ */
+export type DeadLetterServiceService = typeof DeadLetterServiceService;
+export const DeadLetterServiceService = {
+  /**
+   * ListDeadLetters returns dead letters matching a filter, oldest first,
+   * one page at a time. The events themselves are left out (see
+   * GetDeadLetter). Safe to repeat.
+   */
+  listDeadLetters: {
+    path: "/datafly.bluecore.v1.DeadLetterService/ListDeadLetters" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListDeadLettersRequest): Buffer =>
+      Buffer.from(ListDeadLettersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListDeadLettersRequest => ListDeadLettersRequest.decode(value),
+    responseSerialize: (value: ListDeadLettersResponse): Buffer =>
+      Buffer.from(ListDeadLettersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListDeadLettersResponse => ListDeadLettersResponse.decode(value),
+  },
+  /**
+   * GetDeadLetter returns one dead letter with its event. Safe to repeat.
+   * Errors: NOT_FOUND when no dead letter has the id.
+   */
+  getDeadLetter: {
+    path: "/datafly.bluecore.v1.DeadLetterService/GetDeadLetter" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetDeadLetterRequest): Buffer => Buffer.from(GetDeadLetterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetDeadLetterRequest => GetDeadLetterRequest.decode(value),
+    responseSerialize: (value: GetDeadLetterResponse): Buffer =>
+      Buffer.from(GetDeadLetterResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetDeadLetterResponse => GetDeadLetterResponse.decode(value),
+  },
+  /**
+   * ReplayDeadLetters puts the selected dead letters back into the queue,
+   * due now, with their attempt count reset; they are mapped again with the
+   * current mapping and settings when they are sent. A dead letter whose
+   * message id has since been delivered or queued again is left where it is
+   * and counted in `skipped_duplicates`. Errors: INVALID_ARGUMENT when
+   * neither ids, a filter nor `all` select anything.
+   */
+  replayDeadLetters: {
+    path: "/datafly.bluecore.v1.DeadLetterService/ReplayDeadLetters" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReplayDeadLettersRequest): Buffer =>
+      Buffer.from(ReplayDeadLettersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReplayDeadLettersRequest => ReplayDeadLettersRequest.decode(value),
+    responseSerialize: (value: ReplayDeadLettersResponse): Buffer =>
+      Buffer.from(ReplayDeadLettersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReplayDeadLettersResponse => ReplayDeadLettersResponse.decode(value),
+  },
+  /**
+   * PurgeDeadLetters deletes the selected dead letters for good. Repeating
+   * it deletes nothing more. Errors: INVALID_ARGUMENT when neither ids, a
+   * filter nor `all` select anything.
+   */
+  purgeDeadLetters: {
+    path: "/datafly.bluecore.v1.DeadLetterService/PurgeDeadLetters" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PurgeDeadLettersRequest): Buffer =>
+      Buffer.from(PurgeDeadLettersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PurgeDeadLettersRequest => PurgeDeadLettersRequest.decode(value),
+    responseSerialize: (value: PurgeDeadLettersResponse): Buffer =>
+      Buffer.from(PurgeDeadLettersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PurgeDeadLettersResponse => PurgeDeadLettersResponse.decode(value),
+  },
+} as const;
+
+export interface DeadLetterServiceServer extends UntypedServiceImplementation {
+  /**
+   * ListDeadLetters returns dead letters matching a filter, oldest first,
+   * one page at a time. The events themselves are left out (see
+   * GetDeadLetter). Safe to repeat.
+   */
+  listDeadLetters: handleUnaryCall<ListDeadLettersRequest, ListDeadLettersResponse>;
+  /**
+   * GetDeadLetter returns one dead letter with its event. Safe to repeat.
+   * Errors: NOT_FOUND when no dead letter has the id.
+   */
+  getDeadLetter: handleUnaryCall<GetDeadLetterRequest, GetDeadLetterResponse>;
+  /**
+   * ReplayDeadLetters puts the selected dead letters back into the queue,
+   * due now, with their attempt count reset; they are mapped again with the
+   * current mapping and settings when they are sent. A dead letter whose
+   * message id has since been delivered or queued again is left where it is
+   * and counted in `skipped_duplicates`. Errors: INVALID_ARGUMENT when
+   * neither ids, a filter nor `all` select anything.
+   */
+  replayDeadLetters: handleUnaryCall<ReplayDeadLettersRequest, ReplayDeadLettersResponse>;
+  /**
+   * PurgeDeadLetters deletes the selected dead letters for good. Repeating
+   * it deletes nothing more. Errors: INVALID_ARGUMENT when neither ids, a
+   * filter nor `all` select anything.
+   */
+  purgeDeadLetters: handleUnaryCall<PurgeDeadLettersRequest, PurgeDeadLettersResponse>;
+}
+
+export interface DeadLetterServiceClient extends Client {
+  /**
+   * ListDeadLetters returns dead letters matching a filter, oldest first,
+   * one page at a time. The events themselves are left out (see
+   * GetDeadLetter). Safe to repeat.
+   */
+  listDeadLetters(
+    request: ListDeadLettersRequest,
+    callback: (error: ServiceError | null, response: ListDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  listDeadLetters(
+    request: ListDeadLettersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  listDeadLetters(
+    request: ListDeadLettersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * GetDeadLetter returns one dead letter with its event. Safe to repeat.
+   * Errors: NOT_FOUND when no dead letter has the id.
+   */
+  getDeadLetter(
+    request: GetDeadLetterRequest,
+    callback: (error: ServiceError | null, response: GetDeadLetterResponse) => void,
+  ): ClientUnaryCall;
+  getDeadLetter(
+    request: GetDeadLetterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetDeadLetterResponse) => void,
+  ): ClientUnaryCall;
+  getDeadLetter(
+    request: GetDeadLetterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetDeadLetterResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ReplayDeadLetters puts the selected dead letters back into the queue,
+   * due now, with their attempt count reset; they are mapped again with the
+   * current mapping and settings when they are sent. A dead letter whose
+   * message id has since been delivered or queued again is left where it is
+   * and counted in `skipped_duplicates`. Errors: INVALID_ARGUMENT when
+   * neither ids, a filter nor `all` select anything.
+   */
+  replayDeadLetters(
+    request: ReplayDeadLettersRequest,
+    callback: (error: ServiceError | null, response: ReplayDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  replayDeadLetters(
+    request: ReplayDeadLettersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReplayDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  replayDeadLetters(
+    request: ReplayDeadLettersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReplayDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * PurgeDeadLetters deletes the selected dead letters for good. Repeating
+   * it deletes nothing more. Errors: INVALID_ARGUMENT when neither ids, a
+   * filter nor `all` select anything.
+   */
+  purgeDeadLetters(
+    request: PurgeDeadLettersRequest,
+    callback: (error: ServiceError | null, response: PurgeDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  purgeDeadLetters(
+    request: PurgeDeadLettersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PurgeDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+  purgeDeadLetters(
+    request: PurgeDeadLettersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PurgeDeadLettersResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const DeadLetterServiceClient = makeGenericClientConstructor(
+  DeadLetterServiceService,
+  "datafly.bluecore.v1.DeadLetterService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): DeadLetterServiceClient;
+  service: typeof DeadLetterServiceService;
   serviceName: string;
 };
 

@@ -33,6 +33,7 @@ private static final long serialVersionUID = 0L;
   }
   private DeliverBatchRequest() {
     events_ = java.util.Collections.emptyList();
+    mode_ = 0;
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -114,6 +115,34 @@ private static final long serialVersionUID = 0L;
     return events_.get(index);
   }
 
+  public static final int MODE_FIELD_NUMBER = 2;
+  private int mode_ = 0;
+  /**
+   * <pre>
+   * How every event of the batch is delivered and when the call answers;
+   * unset means the sidecar's configured default.
+   * </pre>
+   *
+   * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+   * @return The enum numeric value on the wire for mode.
+   */
+  @java.lang.Override public int getModeValue() {
+    return mode_;
+  }
+  /**
+   * <pre>
+   * How every event of the batch is delivered and when the call answers;
+   * unset means the sidecar's configured default.
+   * </pre>
+   *
+   * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+   * @return The mode.
+   */
+  @java.lang.Override public com.datafly.bluecore.v1.DeliveryMode getMode() {
+    com.datafly.bluecore.v1.DeliveryMode result = com.datafly.bluecore.v1.DeliveryMode.forNumber(mode_);
+    return result == null ? com.datafly.bluecore.v1.DeliveryMode.UNRECOGNIZED : result;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -131,6 +160,9 @@ private static final long serialVersionUID = 0L;
     for (int i = 0; i < events_.size(); i++) {
       output.writeMessage(1, events_.get(i));
     }
+    if (mode_ != com.datafly.bluecore.v1.DeliveryMode.DELIVERY_MODE_UNSPECIFIED.getNumber()) {
+      output.writeEnum(2, mode_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -144,6 +176,10 @@ private static final long serialVersionUID = 0L;
           }
           size += 1 * count;
         }
+    if (mode_ != com.datafly.bluecore.v1.DeliveryMode.DELIVERY_MODE_UNSPECIFIED.getNumber()) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeEnumSize(2, mode_);
+    }
     return size;
   }
   @java.lang.Override
@@ -170,6 +206,7 @@ private static final long serialVersionUID = 0L;
 
     if (!getEventsList()
         .equals(other.getEventsList())) return false;
+    if (mode_ != other.mode_) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -185,6 +222,8 @@ private static final long serialVersionUID = 0L;
       hash = (37 * hash) + EVENTS_FIELD_NUMBER;
       hash = (53 * hash) + getEventsList().hashCode();
     }
+    hash = (37 * hash) + MODE_FIELD_NUMBER;
+    hash = (53 * hash) + mode_;
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -327,6 +366,7 @@ private static final long serialVersionUID = 0L;
         eventsBuilder_.clear();
       }
       bitField0_ = (bitField0_ & ~0x00000001);
+      mode_ = 0;
       return this;
     }
 
@@ -373,6 +413,9 @@ private static final long serialVersionUID = 0L;
 
     private void buildPartial0(com.datafly.bluecore.v1.DeliverBatchRequest result) {
       int from_bitField0_ = bitField0_;
+      if (((from_bitField0_ & 0x00000002) != 0)) {
+        result.mode_ = mode_;
+      }
     }
 
     @java.lang.Override
@@ -413,6 +456,9 @@ private static final long serialVersionUID = 0L;
           }
         }
       }
+      if (other.mode_ != 0) {
+        setModeValue(other.getModeValue());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -452,6 +498,11 @@ private static final long serialVersionUID = 0L;
               }
               break;
             } // case 10
+            case 16: {
+              mode_ = input.readEnum();
+              bitField0_ |= 0x00000002;
+              break;
+            } // case 16
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -779,6 +830,83 @@ private static final long serialVersionUID = 0L;
         events_ = null;
       }
       return eventsBuilder_;
+    }
+
+    private int mode_ = 0;
+    /**
+     * <pre>
+     * How every event of the batch is delivered and when the call answers;
+     * unset means the sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @return The enum numeric value on the wire for mode.
+     */
+    @java.lang.Override public int getModeValue() {
+      return mode_;
+    }
+    /**
+     * <pre>
+     * How every event of the batch is delivered and when the call answers;
+     * unset means the sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @param value The enum numeric value on the wire for mode to set.
+     * @return This builder for chaining.
+     */
+    public Builder setModeValue(int value) {
+      mode_ = value;
+      bitField0_ |= 0x00000002;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * How every event of the batch is delivered and when the call answers;
+     * unset means the sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @return The mode.
+     */
+    @java.lang.Override
+    public com.datafly.bluecore.v1.DeliveryMode getMode() {
+      com.datafly.bluecore.v1.DeliveryMode result = com.datafly.bluecore.v1.DeliveryMode.forNumber(mode_);
+      return result == null ? com.datafly.bluecore.v1.DeliveryMode.UNRECOGNIZED : result;
+    }
+    /**
+     * <pre>
+     * How every event of the batch is delivered and when the call answers;
+     * unset means the sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @param value The mode to set.
+     * @throws IllegalArgumentException if UNRECOGNIZED is provided.
+     * @return This builder for chaining.
+     */
+    public Builder setMode(com.datafly.bluecore.v1.DeliveryMode value) {
+      if (value == null) { throw new NullPointerException(); }
+      bitField0_ |= 0x00000002;
+      mode_ = value.getNumber();
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * How every event of the batch is delivered and when the call answers;
+     * unset means the sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearMode() {
+      bitField0_ = (bitField0_ & ~0x00000002);
+      mode_ = 0;
+      onChanged();
+      return this;
     }
 
     // @@protoc_insertion_point(builder_scope:datafly.bluecore.v1.DeliverBatchRequest)

@@ -53,4 +53,25 @@ public interface DeliverBatchRequestOrBuilder extends
    */
   com.datafly.bluecore.v1.DataflyEventOrBuilder getEventsOrBuilder(
       int index);
+
+  /**
+   * <pre>
+   * How every event of the batch is delivered and when the call answers;
+   * unset means the sidecar's configured default.
+   * </pre>
+   *
+   * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+   * @return The enum numeric value on the wire for mode.
+   */
+  int getModeValue();
+  /**
+   * <pre>
+   * How every event of the batch is delivered and when the call answers;
+   * unset means the sidecar's configured default.
+   * </pre>
+   *
+   * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+   * @return The mode.
+   */
+  com.datafly.bluecore.v1.DeliveryMode getMode();
 }

@@ -32,6 +32,7 @@ private static final long serialVersionUID = 0L;
     super(builder);
   }
   private DeliverRequest() {
+    mode_ = 0;
   }
 
   public static final com.google.protobuf.Descriptors.Descriptor
@@ -91,6 +92,34 @@ private static final long serialVersionUID = 0L;
     return event_ == null ? com.datafly.bluecore.v1.DataflyEvent.getDefaultInstance() : event_;
   }
 
+  public static final int MODE_FIELD_NUMBER = 2;
+  private int mode_ = 0;
+  /**
+   * <pre>
+   * How the event is delivered and when the call answers; unset means the
+   * sidecar's configured default.
+   * </pre>
+   *
+   * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+   * @return The enum numeric value on the wire for mode.
+   */
+  @java.lang.Override public int getModeValue() {
+    return mode_;
+  }
+  /**
+   * <pre>
+   * How the event is delivered and when the call answers; unset means the
+   * sidecar's configured default.
+   * </pre>
+   *
+   * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+   * @return The mode.
+   */
+  @java.lang.Override public com.datafly.bluecore.v1.DeliveryMode getMode() {
+    com.datafly.bluecore.v1.DeliveryMode result = com.datafly.bluecore.v1.DeliveryMode.forNumber(mode_);
+    return result == null ? com.datafly.bluecore.v1.DeliveryMode.UNRECOGNIZED : result;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -108,6 +137,9 @@ private static final long serialVersionUID = 0L;
     if (((bitField0_ & 0x00000001) != 0)) {
       output.writeMessage(1, getEvent());
     }
+    if (mode_ != com.datafly.bluecore.v1.DeliveryMode.DELIVERY_MODE_UNSPECIFIED.getNumber()) {
+      output.writeEnum(2, mode_);
+    }
     getUnknownFields().writeTo(output);
   }
   private int computeSerializedSize_0() {
@@ -115,6 +147,10 @@ private static final long serialVersionUID = 0L;
     if (((bitField0_ & 0x00000001) != 0)) {
       size += com.google.protobuf.CodedOutputStream
         .computeMessageSize(1, getEvent());
+    }
+    if (mode_ != com.datafly.bluecore.v1.DeliveryMode.DELIVERY_MODE_UNSPECIFIED.getNumber()) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeEnumSize(2, mode_);
     }
     return size;
   }
@@ -145,6 +181,7 @@ private static final long serialVersionUID = 0L;
       if (!getEvent()
           .equals(other.getEvent())) return false;
     }
+    if (mode_ != other.mode_) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -160,6 +197,8 @@ private static final long serialVersionUID = 0L;
       hash = (37 * hash) + EVENT_FIELD_NUMBER;
       hash = (53 * hash) + getEvent().hashCode();
     }
+    hash = (37 * hash) + MODE_FIELD_NUMBER;
+    hash = (53 * hash) + mode_;
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -306,6 +345,7 @@ private static final long serialVersionUID = 0L;
         eventBuilder_.dispose();
         eventBuilder_ = null;
       }
+      mode_ = 0;
       return this;
     }
 
@@ -346,6 +386,9 @@ private static final long serialVersionUID = 0L;
             : eventBuilder_.build();
         to_bitField0_ |= 0x00000001;
       }
+      if (((from_bitField0_ & 0x00000002) != 0)) {
+        result.mode_ = mode_;
+      }
       result.bitField0_ |= to_bitField0_;
     }
 
@@ -363,6 +406,9 @@ private static final long serialVersionUID = 0L;
       if (other == com.datafly.bluecore.v1.DeliverRequest.getDefaultInstance()) return this;
       if (other.hasEvent()) {
         mergeEvent(other.getEvent());
+      }
+      if (other.mode_ != 0) {
+        setModeValue(other.getModeValue());
       }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
@@ -397,6 +443,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000001;
               break;
             } // case 10
+            case 16: {
+              mode_ = input.readEnum();
+              bitField0_ |= 0x00000002;
+              break;
+            } // case 16
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -569,6 +620,83 @@ private static final long serialVersionUID = 0L;
         event_ = null;
       }
       return eventBuilder_;
+    }
+
+    private int mode_ = 0;
+    /**
+     * <pre>
+     * How the event is delivered and when the call answers; unset means the
+     * sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @return The enum numeric value on the wire for mode.
+     */
+    @java.lang.Override public int getModeValue() {
+      return mode_;
+    }
+    /**
+     * <pre>
+     * How the event is delivered and when the call answers; unset means the
+     * sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @param value The enum numeric value on the wire for mode to set.
+     * @return This builder for chaining.
+     */
+    public Builder setModeValue(int value) {
+      mode_ = value;
+      bitField0_ |= 0x00000002;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * How the event is delivered and when the call answers; unset means the
+     * sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @return The mode.
+     */
+    @java.lang.Override
+    public com.datafly.bluecore.v1.DeliveryMode getMode() {
+      com.datafly.bluecore.v1.DeliveryMode result = com.datafly.bluecore.v1.DeliveryMode.forNumber(mode_);
+      return result == null ? com.datafly.bluecore.v1.DeliveryMode.UNRECOGNIZED : result;
+    }
+    /**
+     * <pre>
+     * How the event is delivered and when the call answers; unset means the
+     * sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @param value The mode to set.
+     * @throws IllegalArgumentException if UNRECOGNIZED is provided.
+     * @return This builder for chaining.
+     */
+    public Builder setMode(com.datafly.bluecore.v1.DeliveryMode value) {
+      if (value == null) { throw new NullPointerException(); }
+      bitField0_ |= 0x00000002;
+      mode_ = value.getNumber();
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * How the event is delivered and when the call answers; unset means the
+     * sidecar's configured default.
+     * </pre>
+     *
+     * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearMode() {
+      bitField0_ = (bitField0_ & ~0x00000002);
+      mode_ = 0;
+      onChanged();
+      return this;
     }
 
     // @@protoc_insertion_point(builder_scope:datafly.bluecore.v1.DeliverRequest)

@@ -36,4 +36,25 @@ public interface DeliverRequestOrBuilder extends
    * <code>.datafly.bluecore.v1.DataflyEvent event = 1 [json_name = "event"];</code>
    */
   com.datafly.bluecore.v1.DataflyEventOrBuilder getEventOrBuilder();
+
+  /**
+   * <pre>
+   * How the event is delivered and when the call answers; unset means the
+   * sidecar's configured default.
+   * </pre>
+   *
+   * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+   * @return The enum numeric value on the wire for mode.
+   */
+  int getModeValue();
+  /**
+   * <pre>
+   * How the event is delivered and when the call answers; unset means the
+   * sidecar's configured default.
+   * </pre>
+   *
+   * <code>.datafly.bluecore.v1.DeliveryMode mode = 2 [json_name = "mode"];</code>
+   * @return The mode.
+   */
+  com.datafly.bluecore.v1.DeliveryMode getMode();
 }

@@ -101,6 +101,56 @@ public final class DeliveryProto extends com.google.protobuf.GeneratedFile {
   static final 
     com.google.protobuf.GeneratedMessage.FieldAccessorTable
       internal_static_datafly_bluecore_v1_WatchDeliveriesResponse_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_DeadLetter_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_DeadLetter_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_DeadLetterFilter_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_DeadLetterFilter_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_ListDeadLettersRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_ListDeadLettersRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_ListDeadLettersResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_ListDeadLettersResponse_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_GetDeadLetterRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_GetDeadLetterRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_GetDeadLetterResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_GetDeadLetterResponse_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_ReplayDeadLettersRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_ReplayDeadLettersRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_ReplayDeadLettersResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_ReplayDeadLettersResponse_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_PurgeDeadLettersRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_PurgeDeadLettersRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_datafly_bluecore_v1_PurgeDeadLettersResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessage.FieldAccessorTable
+      internal_static_datafly_bluecore_v1_PurgeDeadLettersResponse_fieldAccessorTable;
 
   public static com.google.protobuf.Descriptors.FileDescriptor
       getDescriptor() {
@@ -160,52 +210,107 @@ public final class DeliveryProto extends com.google.protobuf.GeneratedFile {
       "2\031.google.protobuf.DurationR\nretryAfter\022" +
       "3\n\007latency\030\t \001(\0132\031.google.protobuf.Durat" +
       "ionR\007latency\022\031\n\010trace_id\030\n \001(\tR\007traceId\022" +
-      "#\n\rdatafly_event\030\013 \001(\tR\014dataflyEvent\"I\n\016" +
-      "DeliverRequest\0227\n\005event\030\001 \001(\0132!.datafly." +
-      "bluecore.v1.DataflyEventR\005event\"N\n\017Deliv" +
-      "erResponse\022;\n\006result\030\001 \001(\0132#.datafly.blu" +
-      "ecore.v1.DeliveryResultR\006result\"P\n\023Deliv" +
-      "erBatchRequest\0229\n\006events\030\001 \003(\0132!.datafly" +
-      ".bluecore.v1.DataflyEventR\006events\"U\n\024Del" +
-      "iverBatchResponse\022=\n\007results\030\001 \003(\0132#.dat" +
-      "afly.bluecore.v1.DeliveryResultR\007results" +
-      "\"I\n\016PreviewRequest\0227\n\005event\030\001 \001(\0132!.data" +
-      "fly.bluecore.v1.DataflyEventR\005event\"\240\001\n\017" +
-      "PreviewResponse\022;\n\006result\030\001 \001(\0132#.datafl" +
-      "y.bluecore.v1.DeliveryResultR\006result\022#\n\r" +
-      "bluecore_body\030\002 \001(\tR\014bluecoreBody\022+\n\021add" +
-      "itional_bodies\030\003 \003(\tR\020additionalBodies\"Y" +
-      "\n\026WatchDeliveriesRequest\022?\n\010statuses\030\001 \003" +
-      "(\0162#.datafly.bluecore.v1.DeliveryStatusR" +
-      "\010statuses\"p\n\027WatchDeliveriesResponse\022;\n\006" +
-      "result\030\001 \001(\0132#.datafly.bluecore.v1.Deliv" +
-      "eryResultR\006result\022\030\n\007dropped\030\002 \001(\004R\007drop" +
-      "ped*\366\002\n\016DeliveryStatus\022\037\n\033DELIVERY_STATU" +
-      "S_UNSPECIFIED\020\000\022\035\n\031DELIVERY_STATUS_DELIV" +
-      "ERED\020\001\022\032\n\026DELIVERY_STATUS_QUEUED\020\002\022$\n DE" +
-      "LIVERY_STATUS_SKIPPED_UNMAPPED\020\003\022&\n\"DELI" +
-      "VERY_STATUS_SKIPPED_NO_CONSENT\020\004\022%\n!DELI" +
-      "VERY_STATUS_SKIPPED_DUPLICATE\020\005\022!\n\035DELIV" +
-      "ERY_STATUS_SKIPPED_STALE\020\006\022$\n DELIVERY_S" +
-      "TATUS_REJECTED_INVALID\020\007\022$\n DELIVERY_STA" +
-      "TUS_FAILED_PERMANENT\020\010\022$\n DELIVERY_STATU" +
-      "S_FAILED_RETRYABLE\020\t2\222\003\n\017DeliveryService" +
-      "\022T\n\007Deliver\022#.datafly.bluecore.v1.Delive" +
-      "rRequest\032$.datafly.bluecore.v1.DeliverRe" +
-      "sponse\022c\n\014DeliverBatch\022(.datafly.bluecor" +
-      "e.v1.DeliverBatchRequest\032).datafly.bluec" +
-      "ore.v1.DeliverBatchResponse\022T\n\007Preview\022#" +
-      ".datafly.bluecore.v1.PreviewRequest\032$.da" +
-      "tafly.bluecore.v1.PreviewResponse\022n\n\017Wat" +
-      "chDeliveries\022+.datafly.bluecore.v1.Watch" +
-      "DeliveriesRequest\032,.datafly.bluecore.v1." +
-      "WatchDeliveriesResponse0\001B\352\001\n\027com.datafl" +
-      "y.bluecore.v1B\rDeliveryProtoP\001ZRgithub.c" +
-      "om/datafly/bluecore-sidecar/client_stubs" +
-      "/go/datafly/bluecore/v1;bluecorev1\242\002\003DBX" +
-      "\252\002\023Datafly.Bluecore.V1\312\002\023Datafly\\Bluecor" +
-      "e\\V1\342\002\037Datafly\\Bluecore\\V1\\GPBMetadata\352\002" +
-      "\025Datafly::Bluecore::V1b\006proto3"
+      "#\n\rdatafly_event\030\013 \001(\tR\014dataflyEvent\"\200\001\n" +
+      "\016DeliverRequest\0227\n\005event\030\001 \001(\0132!.datafly" +
+      ".bluecore.v1.DataflyEventR\005event\0225\n\004mode" +
+      "\030\002 \001(\0162!.datafly.bluecore.v1.DeliveryMod" +
+      "eR\004mode\"N\n\017DeliverResponse\022;\n\006result\030\001 \001" +
+      "(\0132#.datafly.bluecore.v1.DeliveryResultR" +
+      "\006result\"\207\001\n\023DeliverBatchRequest\0229\n\006event" +
+      "s\030\001 \003(\0132!.datafly.bluecore.v1.DataflyEve" +
+      "ntR\006events\0225\n\004mode\030\002 \001(\0162!.datafly.bluec" +
+      "ore.v1.DeliveryModeR\004mode\"U\n\024DeliverBatc" +
+      "hResponse\022=\n\007results\030\001 \003(\0132#.datafly.blu" +
+      "ecore.v1.DeliveryResultR\007results\"I\n\016Prev" +
+      "iewRequest\0227\n\005event\030\001 \001(\0132!.datafly.blue" +
+      "core.v1.DataflyEventR\005event\"\240\001\n\017PreviewR" +
+      "esponse\022;\n\006result\030\001 \001(\0132#.datafly.blueco" +
+      "re.v1.DeliveryResultR\006result\022#\n\rbluecore" +
+      "_body\030\002 \001(\tR\014bluecoreBody\022+\n\021additional_" +
+      "bodies\030\003 \003(\tR\020additionalBodies\"Y\n\026WatchD" +
+      "eliveriesRequest\022?\n\010statuses\030\001 \003(\0162#.dat" +
+      "afly.bluecore.v1.DeliveryStatusR\010statuse" +
+      "s\"p\n\027WatchDeliveriesResponse\022;\n\006result\030\001" +
+      " \001(\0132#.datafly.bluecore.v1.DeliveryResul" +
+      "tR\006result\022\030\n\007dropped\030\002 \001(\004R\007dropped\"\326\003\n\n" +
+      "DeadLetter\022\016\n\002id\030\001 \001(\004R\002id\022\035\n\nmessage_id" +
+      "\030\002 \001(\tR\tmessageId\022%\n\016bluecore_event\030\003 \001(" +
+      "\tR\rbluecoreEvent\022\026\n\006reason\030\004 \001(\tR\006reason" +
+      "\022\026\n\006detail\030\005 \001(\tR\006detail\022\037\n\013http_status\030" +
+      "\006 \001(\005R\nhttpStatus\022\032\n\010attempts\030\007 \001(\005R\010att" +
+      "empts\0229\n\nevent_time\030\010 \001(\0132\032.google.proto" +
+      "buf.TimestampR\teventTime\022=\n\014enqueue_time" +
+      "\030\t \001(\0132\032.google.protobuf.TimestampR\013enqu" +
+      "eueTime\0227\n\tdead_time\030\n \001(\0132\032.google.prot" +
+      "obuf.TimestampR\010deadTime\022\031\n\010trace_id\030\013 \001" +
+      "(\tR\007traceId\0227\n\005event\030\014 \001(\0132!.datafly.blu" +
+      "ecore.v1.DataflyEventR\005event\"\311\001\n\020DeadLet" +
+      "terFilter\022\030\n\007reasons\030\001 \003(\tR\007reasons\022\'\n\017b" +
+      "luecore_events\030\002 \003(\tR\016bluecoreEvents\0228\n\n" +
+      "older_than\030\003 \001(\0132\031.google.protobuf.Durat" +
+      "ionR\tolderThan\0228\n\nnewer_than\030\004 \001(\0132\031.goo" +
+      "gle.protobuf.DurationR\tnewerThan\"\223\001\n\026Lis" +
+      "tDeadLettersRequest\022=\n\006filter\030\001 \001(\0132%.da" +
+      "tafly.bluecore.v1.DeadLetterFilterR\006filt" +
+      "er\022\033\n\tpage_size\030\002 \001(\005R\010pageSize\022\035\n\npage_" +
+      "token\030\003 \001(\tR\tpageToken\"\205\001\n\027ListDeadLette" +
+      "rsResponse\022B\n\014dead_letters\030\001 \003(\0132\037.dataf" +
+      "ly.bluecore.v1.DeadLetterR\013deadLetters\022&" +
+      "\n\017next_page_token\030\002 \001(\tR\rnextPageToken\"&" +
+      "\n\024GetDeadLetterRequest\022\016\n\002id\030\001 \001(\004R\002id\"Y" +
+      "\n\025GetDeadLetterResponse\022@\n\013dead_letter\030\001" +
+      " \001(\0132\037.datafly.bluecore.v1.DeadLetterR\nd" +
+      "eadLetter\"}\n\030ReplayDeadLettersRequest\022\020\n" +
+      "\003ids\030\001 \003(\004R\003ids\022=\n\006filter\030\002 \001(\0132%.datafl" +
+      "y.bluecore.v1.DeadLetterFilterR\006filter\022\020" +
+      "\n\003all\030\003 \001(\010R\003all\"f\n\031ReplayDeadLettersRes" +
+      "ponse\022\032\n\010replayed\030\001 \001(\004R\010replayed\022-\n\022ski" +
+      "pped_duplicates\030\002 \001(\004R\021skippedDuplicates" +
+      "\"|\n\027PurgeDeadLettersRequest\022\020\n\003ids\030\001 \003(\004" +
+      "R\003ids\022=\n\006filter\030\002 \001(\0132%.datafly.bluecore" +
+      ".v1.DeadLetterFilterR\006filter\022\020\n\003all\030\003 \001(" +
+      "\010R\003all\"2\n\030PurgeDeadLettersResponse\022\026\n\006pu" +
+      "rged\030\001 \001(\004R\006purged*\366\002\n\016DeliveryStatus\022\037\n" +
+      "\033DELIVERY_STATUS_UNSPECIFIED\020\000\022\035\n\031DELIVE" +
+      "RY_STATUS_DELIVERED\020\001\022\032\n\026DELIVERY_STATUS" +
+      "_QUEUED\020\002\022$\n DELIVERY_STATUS_SKIPPED_UNM" +
+      "APPED\020\003\022&\n\"DELIVERY_STATUS_SKIPPED_NO_CO" +
+      "NSENT\020\004\022%\n!DELIVERY_STATUS_SKIPPED_DUPLI" +
+      "CATE\020\005\022!\n\035DELIVERY_STATUS_SKIPPED_STALE\020" +
+      "\006\022$\n DELIVERY_STATUS_REJECTED_INVALID\020\007\022" +
+      "$\n DELIVERY_STATUS_FAILED_PERMANENT\020\010\022$\n" +
+      " DELIVERY_STATUS_FAILED_RETRYABLE\020\t*z\n\014D" +
+      "eliveryMode\022\035\n\031DELIVERY_MODE_UNSPECIFIED" +
+      "\020\000\022\026\n\022DELIVERY_MODE_WAIT\020\001\022\031\n\025DELIVERY_M" +
+      "ODE_ENQUEUE\020\002\022\030\n\024DELIVERY_MODE_DIRECT\020\0032" +
+      "\222\003\n\017DeliveryService\022T\n\007Deliver\022#.datafly" +
+      ".bluecore.v1.DeliverRequest\032$.datafly.bl" +
+      "uecore.v1.DeliverResponse\022c\n\014DeliverBatc" +
+      "h\022(.datafly.bluecore.v1.DeliverBatchRequ" +
+      "est\032).datafly.bluecore.v1.DeliverBatchRe" +
+      "sponse\022T\n\007Preview\022#.datafly.bluecore.v1." +
+      "PreviewRequest\032$.datafly.bluecore.v1.Pre" +
+      "viewResponse\022n\n\017WatchDeliveries\022+.datafl" +
+      "y.bluecore.v1.WatchDeliveriesRequest\032,.d" +
+      "atafly.bluecore.v1.WatchDeliveriesRespon" +
+      "se0\0012\316\003\n\021DeadLetterService\022l\n\017ListDeadLe" +
+      "tters\022+.datafly.bluecore.v1.ListDeadLett" +
+      "ersRequest\032,.datafly.bluecore.v1.ListDea" +
+      "dLettersResponse\022f\n\rGetDeadLetter\022).data" +
+      "fly.bluecore.v1.GetDeadLetterRequest\032*.d" +
+      "atafly.bluecore.v1.GetDeadLetterResponse" +
+      "\022r\n\021ReplayDeadLetters\022-.datafly.bluecore" +
+      ".v1.ReplayDeadLettersRequest\032..datafly.b" +
+      "luecore.v1.ReplayDeadLettersResponse\022o\n\020" +
+      "PurgeDeadLetters\022,.datafly.bluecore.v1.P" +
+      "urgeDeadLettersRequest\032-.datafly.bluecor" +
+      "e.v1.PurgeDeadLettersResponseB\352\001\n\027com.da" +
+      "tafly.bluecore.v1B\rDeliveryProtoP\001ZRgith" +
+      "ub.com/datafly/bluecore-sidecar/client_s" +
+      "tubs/go/datafly/bluecore/v1;bluecorev1\242\002" +
+      "\003DBX\252\002\023Datafly.Bluecore.V1\312\002\023Datafly\\Blu" +
+      "ecore\\V1\342\002\037Datafly\\Bluecore\\V1\\GPBMetada" +
+      "ta\352\002\025Datafly::Bluecore::V1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -261,7 +366,7 @@ public final class DeliveryProto extends com.google.protobuf.GeneratedFile {
     internal_static_datafly_bluecore_v1_DeliverRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_datafly_bluecore_v1_DeliverRequest_descriptor,
-        new java.lang.String[] { "Event", });
+        new java.lang.String[] { "Event", "Mode", });
     internal_static_datafly_bluecore_v1_DeliverResponse_descriptor =
       getDescriptor().getMessageType(7);
     internal_static_datafly_bluecore_v1_DeliverResponse_fieldAccessorTable = new
@@ -273,7 +378,7 @@ public final class DeliveryProto extends com.google.protobuf.GeneratedFile {
     internal_static_datafly_bluecore_v1_DeliverBatchRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_datafly_bluecore_v1_DeliverBatchRequest_descriptor,
-        new java.lang.String[] { "Events", });
+        new java.lang.String[] { "Events", "Mode", });
     internal_static_datafly_bluecore_v1_DeliverBatchResponse_descriptor =
       getDescriptor().getMessageType(9);
     internal_static_datafly_bluecore_v1_DeliverBatchResponse_fieldAccessorTable = new
@@ -304,6 +409,66 @@ public final class DeliveryProto extends com.google.protobuf.GeneratedFile {
       com.google.protobuf.GeneratedMessage.FieldAccessorTable(
         internal_static_datafly_bluecore_v1_WatchDeliveriesResponse_descriptor,
         new java.lang.String[] { "Result", "Dropped", });
+    internal_static_datafly_bluecore_v1_DeadLetter_descriptor =
+      getDescriptor().getMessageType(14);
+    internal_static_datafly_bluecore_v1_DeadLetter_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_DeadLetter_descriptor,
+        new java.lang.String[] { "Id", "MessageId", "BluecoreEvent", "Reason", "Detail", "HttpStatus", "Attempts", "EventTime", "EnqueueTime", "DeadTime", "TraceId", "Event", });
+    internal_static_datafly_bluecore_v1_DeadLetterFilter_descriptor =
+      getDescriptor().getMessageType(15);
+    internal_static_datafly_bluecore_v1_DeadLetterFilter_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_DeadLetterFilter_descriptor,
+        new java.lang.String[] { "Reasons", "BluecoreEvents", "OlderThan", "NewerThan", });
+    internal_static_datafly_bluecore_v1_ListDeadLettersRequest_descriptor =
+      getDescriptor().getMessageType(16);
+    internal_static_datafly_bluecore_v1_ListDeadLettersRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_ListDeadLettersRequest_descriptor,
+        new java.lang.String[] { "Filter", "PageSize", "PageToken", });
+    internal_static_datafly_bluecore_v1_ListDeadLettersResponse_descriptor =
+      getDescriptor().getMessageType(17);
+    internal_static_datafly_bluecore_v1_ListDeadLettersResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_ListDeadLettersResponse_descriptor,
+        new java.lang.String[] { "DeadLetters", "NextPageToken", });
+    internal_static_datafly_bluecore_v1_GetDeadLetterRequest_descriptor =
+      getDescriptor().getMessageType(18);
+    internal_static_datafly_bluecore_v1_GetDeadLetterRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_GetDeadLetterRequest_descriptor,
+        new java.lang.String[] { "Id", });
+    internal_static_datafly_bluecore_v1_GetDeadLetterResponse_descriptor =
+      getDescriptor().getMessageType(19);
+    internal_static_datafly_bluecore_v1_GetDeadLetterResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_GetDeadLetterResponse_descriptor,
+        new java.lang.String[] { "DeadLetter", });
+    internal_static_datafly_bluecore_v1_ReplayDeadLettersRequest_descriptor =
+      getDescriptor().getMessageType(20);
+    internal_static_datafly_bluecore_v1_ReplayDeadLettersRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_ReplayDeadLettersRequest_descriptor,
+        new java.lang.String[] { "Ids", "Filter", "All", });
+    internal_static_datafly_bluecore_v1_ReplayDeadLettersResponse_descriptor =
+      getDescriptor().getMessageType(21);
+    internal_static_datafly_bluecore_v1_ReplayDeadLettersResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_ReplayDeadLettersResponse_descriptor,
+        new java.lang.String[] { "Replayed", "SkippedDuplicates", });
+    internal_static_datafly_bluecore_v1_PurgeDeadLettersRequest_descriptor =
+      getDescriptor().getMessageType(22);
+    internal_static_datafly_bluecore_v1_PurgeDeadLettersRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_PurgeDeadLettersRequest_descriptor,
+        new java.lang.String[] { "Ids", "Filter", "All", });
+    internal_static_datafly_bluecore_v1_PurgeDeadLettersResponse_descriptor =
+      getDescriptor().getMessageType(23);
+    internal_static_datafly_bluecore_v1_PurgeDeadLettersResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessage.FieldAccessorTable(
+        internal_static_datafly_bluecore_v1_PurgeDeadLettersResponse_descriptor,
+        new java.lang.String[] { "Purged", });
     descriptor.resolveAllFeaturesImmutable();
     com.google.protobuf.DurationProto.getDescriptor();
     com.google.protobuf.StructProto.getDescriptor();

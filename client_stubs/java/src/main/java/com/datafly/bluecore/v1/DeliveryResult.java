@@ -217,7 +217,10 @@ private static final long serialVersionUID = 0L;
   /**
    * <pre>
    * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+   * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+   * queue is at its size limit, or its disk is full or read-only, so the
+   * event was not accepted).
    * </pre>
    *
    * <code>string reason = 6 [json_name = "reason"];</code>
@@ -239,7 +242,10 @@ private static final long serialVersionUID = 0L;
   /**
    * <pre>
    * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+   * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+   * queue is at its size limit, or its disk is full or read-only, so the
+   * event was not accepted).
    * </pre>
    *
    * <code>string reason = 6 [json_name = "reason"];</code>
@@ -1403,7 +1409,10 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+     * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+     * queue is at its size limit, or its disk is full or read-only, so the
+     * event was not accepted).
      * </pre>
      *
      * <code>string reason = 6 [json_name = "reason"];</code>
@@ -1424,7 +1433,10 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+     * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+     * queue is at its size limit, or its disk is full or read-only, so the
+     * event was not accepted).
      * </pre>
      *
      * <code>string reason = 6 [json_name = "reason"];</code>
@@ -1446,7 +1458,10 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+     * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+     * queue is at its size limit, or its disk is full or read-only, so the
+     * event was not accepted).
      * </pre>
      *
      * <code>string reason = 6 [json_name = "reason"];</code>
@@ -1464,7 +1479,10 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+     * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+     * queue is at its size limit, or its disk is full or read-only, so the
+     * event was not accepted).
      * </pre>
      *
      * <code>string reason = 6 [json_name = "reason"];</code>
@@ -1479,7 +1497,10 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+     * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+     * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+     * queue is at its size limit, or its disk is full or read-only, so the
+     * event was not accepted).
      * </pre>
      *
      * <code>string reason = 6 [json_name = "reason"];</code>

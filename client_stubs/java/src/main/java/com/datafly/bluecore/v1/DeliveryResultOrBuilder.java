@@ -93,7 +93,10 @@ public interface DeliveryResultOrBuilder extends
   /**
    * <pre>
    * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+   * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+   * queue is at its size limit, or its disk is full or read-only, so the
+   * event was not accepted).
    * </pre>
    *
    * <code>string reason = 6 [json_name = "reason"];</code>
@@ -103,7 +106,10 @@ public interface DeliveryResultOrBuilder extends
   /**
    * <pre>
    * Machine-readable reason in UPPER_SNAKE_CASE (e.g. `MISSING_IDENTITY`,
-   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered.
+   * `NO_MARKETING_CONSENT`, `HTTP_400`); empty when delivered. With a
+   * durable queue also `QUEUE_FULL` (DELIVERY_STATUS_FAILED_RETRYABLE: the
+   * queue is at its size limit, or its disk is full or read-only, so the
+   * event was not accepted).
    * </pre>
    *
    * <code>string reason = 6 [json_name = "reason"];</code>

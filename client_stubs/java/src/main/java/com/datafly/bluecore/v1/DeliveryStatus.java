@@ -94,7 +94,8 @@ public enum DeliveryStatus
   /**
    * <pre>
    * Retries or the caller's deadline ran out on a retryable failure (408,
-   * 425, 429, 5xx, timeout, connection error). Safe to send again later.
+   * 425, 429, 5xx, timeout, connection error), or the durable queue could
+   * not take the event (reason `QUEUE_FULL`). Safe to send again later.
    * </pre>
    *
    * <code>DELIVERY_STATUS_FAILED_RETRYABLE = 9;</code>
@@ -191,7 +192,8 @@ public enum DeliveryStatus
   /**
    * <pre>
    * Retries or the caller's deadline ran out on a retryable failure (408,
-   * 425, 429, 5xx, timeout, connection error). Safe to send again later.
+   * 425, 429, 5xx, timeout, connection error), or the durable queue could
+   * not take the event (reason `QUEUE_FULL`). Safe to send again later.
    * </pre>
    *
    * <code>DELIVERY_STATUS_FAILED_RETRYABLE = 9;</code>

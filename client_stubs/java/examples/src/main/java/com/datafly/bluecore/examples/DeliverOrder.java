@@ -3,6 +3,7 @@ package com.datafly.bluecore.examples;
 import com.datafly.bluecore.v1.Context;
 import com.datafly.bluecore.v1.DataflyEvent;
 import com.datafly.bluecore.v1.DeliverRequest;
+import com.datafly.bluecore.v1.DeliveryMode;
 import com.datafly.bluecore.v1.DeliveryResult;
 import com.datafly.bluecore.v1.DeliveryServiceGrpc;
 import com.datafly.bluecore.v1.DeliveryStatus;
@@ -60,7 +61,11 @@ public final class DeliverOrder {
 
     DeliveryResult result;
     try {
-      result = stub.deliver(DeliverRequest.newBuilder().setEvent(orderCompleted()).build())
+      result = stub.deliver(DeliverRequest.newBuilder()
+              .setEvent(orderCompleted())
+              // DIRECT: answer once Bluecore has; WAIT or ENQUEUE may answer QUEUED.
+              .setMode(DeliveryMode.DELIVERY_MODE_DIRECT)
+              .build())
           .getResult();
     } catch (StatusRuntimeException e) {
       // Only a request that is unusable as a whole is an RPC error.

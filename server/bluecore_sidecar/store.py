@@ -1,0 +1,1353 @@
+"""The durable queue: one SQLite file (WAL) holding queued events, dedup memory and dead letters.
+
+One dedicated writer thread owns the only connection; asyncio callers hand it operations and
+await the answers. Operations that arrive while a transaction commits are run together in the
+next one (group commit), so an enqueue answers only after its COMMIT returned, yet many
+concurrent calls share one commit and one fsync. The queue is behind three small protocols
+(:class:`EventQueue`, :class:`DedupStore`, :class:`DeadLetterStore`) so that another backend,
+such as a shared log, can take its place. The store never parses events: entries carry the
+serialized ``DataflyEvent`` and the caller computes the ordering key and the Bluecore name.
+
+Layout of one database (schema version :data:`SCHEMA_VERSION`, in ``PRAGMA user_version``)::
+
+    entries    every queued event: pending (0), claimed by a worker (1) or dead letter (2)
+    delivered  message ids delivered within the dedup window (queued ones are in entries)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import fcntl
+import functools
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+_log = logging.getLogger("bluecore_sidecar.store")
+
+T = TypeVar("T")
+
+#: Marks a file as this sidecar's queue (``PRAGMA application_id``): ASCII "BCSQ".
+APPLICATION_ID: Final = 0x42435351
+#: The schema this code writes; older files are migrated, newer or foreign ones moved aside.
+SCHEMA_VERSION: Final = 1
+
+#: Reason codes the durable queue adds to the sidecar's table (see ``skip.py``).
+QUEUE_FULL: Final = "QUEUE_FULL"
+EXPIRED: Final = "EXPIRED"
+AUTH: Final = "AUTH"
+
+PENDING: Final = 0
+CLAIMED: Final = 1
+DEAD: Final = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """How much the queue holds before it answers :class:`QueueFull`.
+
+    ``max_bytes`` counts the serialized events of pending and claimed entries; dead letters
+    count towards neither limit (they are bounded by the disk, ``max_file_bytes``).
+    """
+
+    max_entries: int = 100_000
+    max_bytes: int = 256 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An event to queue. ``ordering_key`` is the customer's ``distinct_id``.
+
+    ``attempts``, ``next_due`` and the last answer let a caller queue an event it already
+    tried (wait mode); a fresh event leaves them at their defaults and is due at once.
+    """
+
+    message_id: str
+    ordering_key: str = dataclasses.field(repr=False)  # an email, most of the time
+    bluecore_event: str
+    payload: bytes = dataclasses.field(repr=False)  # the event, with its email
+    event_time: float
+    """When the event happened, seconds since the epoch: the start of its maximum age."""
+    traceparent: str = ""
+    """W3C ``traceparent`` of the call that queued it, for a span link from the worker."""
+    attempts: int = 0
+    next_due: float | None = None
+    last_reason: str = ""
+    last_http_status: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueuedEntry:
+    """An entry as stored."""
+
+    id: int
+    message_id: str
+    ordering_key: str = dataclasses.field(repr=False)  # an email, most of the time
+    bluecore_event: str
+    payload: bytes = dataclasses.field(repr=False)
+    enqueued_at: float
+    event_time: float
+    attempts: int
+    next_due: float
+    last_reason: str
+    last_http_status: int
+    traceparent: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """One entry handed to one worker. ``claim_id`` tells a stale claim from a current one."""
+
+    entry: QueuedEntry
+    claim_id: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DedupRecord:
+    """What the store remembers about a message id: enough to answer a duplicate."""
+
+    message_id: str
+    state: Literal["queued", "delivered"]
+    bluecore_event: str
+    attempts: int
+    http_status: int
+    at: float
+    """When it was queued (``queued``) or delivered (``delivered``), seconds since the epoch."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The entry is committed to disk."""
+
+    id: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The message id is already queued or was delivered within the window; nothing added."""
+
+    record: DedupRecord
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueFull:
+    """The entry was not accepted: ``cause`` is COUNT, BYTES, DISK_FULL, READ_ONLY, BUSY or
+    IO_ERROR.
+
+    The caller answers ``FAILED_RETRYABLE`` with reason :data:`QUEUE_FULL`; ``detail`` is free
+    of personal data.
+    """
+
+    cause: str
+    detail: str
+    reason: str = QUEUE_FULL
+
+
+EnqueueOutcome = Enqueued | Duplicate | QueueFull
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Selects dead letters; every given condition must hold, an empty filter selects all.
+
+    ``dead_before`` / ``dead_after`` are seconds since the epoch (the RPC's ``older_than`` and
+    ``newer_than`` are ``now - duration``).
+    """
+
+    ids: tuple[int, ...] = ()
+    reasons: tuple[str, ...] = ()
+    bluecore_events: tuple[str, ...] = ()
+    dead_before: float | None = None
+    dead_after: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry the queue gave up on. ``payload`` is set by :meth:`get_dead_letter` only."""
+
+    id: int
+    message_id: str
+    bluecore_event: str
+    reason: str
+    detail: str
+    http_status: int
+    attempts: int
+    event_time: float
+    enqueued_at: float
+    dead_at: float
+    traceparent: str
+    payload: bytes | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """How many dead letters went back to the queue, and how many were left as duplicates."""
+
+    replayed: int
+    skipped_duplicates: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A snapshot for metrics and the CLI."""
+
+    depth: int
+    """Pending and claimed entries."""
+    bytes: int
+    claimed: int
+    oldest_pending_age: float
+    """Seconds since the oldest pending or claimed entry was queued; 0 when empty."""
+    dead_letters: dict[str, int]
+    """Dead letters by reason."""
+    commits: int
+
+
+class StoreError(Exception):
+    """The queue cannot do what was asked (never raised for a full queue: see QueueFull)."""
+
+
+class StoreClosed(StoreError):
+    """The queue was closed; nothing more is accepted."""
+
+
+class StoreUnavailable(StoreError):
+    """SQLite failed the operation (disk full, read-only, I/O error); nothing changed."""
+
+
+# --------------------------------------------------------------------------------------------
+# The narrow interface
+
+
+class EventQueue(Protocol):
+    """Queued events, in order per ordering key."""
+
+    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
+        """Commit ``entries``; one outcome each, in order. Never raises for a full disk."""
+        ...
+
+    async def claim_due(self, limit: int, now: float | None = None) -> list[Claim]:
+        """Claim up to ``limit`` due entries, at most one per key, each its key's oldest."""
+        ...
+
+    async def complete(self, claim: Claim, *, attempts: int, http_status: int) -> bool:
+        """Delivered: drop the entry, remember the id. False when the claim is stale."""
+        ...
+
+    async def reschedule(
+        self, claim: Claim, *, next_due: float, reason: str, http_status: int, attempts: int
+    ) -> bool:
+        """Back to pending, due at ``next_due``. False when the claim is stale."""
+        ...
+
+    async def dead_letter(
+        self, claim: Claim, *, reason: str, detail: str, http_status: int, attempts: int
+    ) -> bool:
+        """Give up on the entry. False when the claim is stale."""
+        ...
+
+    async def release_all_claims(self) -> int:
+        """Make every claimed entry pending again; returns how many."""
+        ...
+
+    def stop_claiming(self) -> None:
+        """From now on :meth:`claim_due` returns nothing (shutdown)."""
+        ...
+
+    async def has_pending(self, ordering_key: str) -> bool:
+        """Whether the key has a pending or claimed entry, so a direct send must wait."""
+        ...
+
+    async def stats(self, now: float | None = None) -> QueueStats:
+        """Depth, bytes, age of the oldest entry, dead letters by reason."""
+        ...
+
+
+class DedupStore(Protocol):
+    """Message ids queued or delivered within the dedup window."""
+
+    async def lookup(self, message_id: str, now: float | None = None) -> DedupRecord | None:
+        """The record of a queued id or of one delivered within the window, else None."""
+        ...
+
+    async def remember(self, record: DedupRecord) -> None:
+        """Record a delivery made without the queue (a direct send)."""
+        ...
+
+    async def purge_expired(self, now: float | None = None, batch: int = 1000) -> int:
+        """Delete up to ``batch`` delivered ids older than the window; returns how many."""
+        ...
+
+
+class DeadLetterStore(Protocol):
+    """What the queue gave up on, for operators."""
+
+    async def list_dead_letters(
+        self, selection: DeadLetterFilter, *, limit: int = 100, after_id: int = 0
+    ) -> list[DeadLetter]:
+        """Matching dead letters with ``id > after_id``, oldest id first, without payloads."""
+        ...
+
+    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
+        """One dead letter with its payload, or None."""
+        ...
+
+    async def replay_dead_letters(
+        self, selection: DeadLetterFilter, now: float | None = None
+    ) -> ReplayResult:
+        """Back to pending, due now, attempts reset, behind what the key has queued."""
+        ...
+
+    async def purge_dead_letters(self, selection: DeadLetterFilter) -> int:
+        """Delete matching dead letters for good; returns how many."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Retry schedule (pure)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueRetryPolicy:
+    """When the queue's workers try again. All values in seconds.
+
+    ``cap`` is ``SIDECAR_QUEUE_RETRY_CAP`` (5 minutes by default); ``max_age`` is the event age
+    after which the queue gives up (``EXPIRED``); 0 means never.
+    """
+
+    base: float = 1.0
+    cap: float = 300.0
+    max_age: float = 24 * 3600.0
+
+
+def retry_delay(
+    policy: QueueRetryPolicy, attempt: int, retry_after: float | None, rand: Callable[[], float]
+) -> float:
+    """Delay after failed try number ``attempt`` (1-based): capped exponential, full jitter.
+
+    ``Retry-After`` is a floor, so Bluecore's own word is never undercut by the jitter.
+    """
+    exponent = min(max(attempt - 1, 0), 60)  # 2**60 s is past any cap; avoids float overflow
+    delay = min(policy.cap, policy.base * float(2**exponent)) * rand()
+    if retry_after is not None and retry_after > delay:
+        delay = retry_after
+    return delay
+
+
+def next_due(
+    policy: QueueRetryPolicy,
+    *,
+    attempt: int,
+    now: float,
+    event_time: float,
+    retry_after: float | None,
+    rand: Callable[[], float],
+) -> float | None:
+    """When to try again after failed try ``attempt``, or None when that is past the max age.
+
+    None means the entry is dead-lettered ``EXPIRED``: Bluecore refuses old events, so a try
+    after the event's maximum age could only fail.
+    """
+    due = now + retry_delay(policy, attempt, retry_after, rand)
+    if policy.max_age > 0 and due > event_time + policy.max_age:
+        return None
+    return due
+
+
+# --------------------------------------------------------------------------------------------
+# SQLite
+
+
+_SCHEMA_V1: Final = (
+    """
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        message_id TEXT NOT NULL,
+        ordering_key TEXT NOT NULL,
+        bluecore_event TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        enqueued_at REAL NOT NULL,
+        event_time REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_due REAL NOT NULL,
+        claim_id INTEGER NOT NULL DEFAULT 0,
+        last_reason TEXT NOT NULL,
+        last_http_status INTEGER NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        dead_at REAL,
+        traceparent TEXT NOT NULL
+    )
+    """,
+    # A message id is live (pending or claimed) at most once: the dedup guarantee.
+    "CREATE UNIQUE INDEX entries_live_id ON entries(message_id) WHERE state < 2",
+    # The head of each key (its oldest live entry) and has_pending.
+    "CREATE INDEX entries_live_key ON entries(ordering_key, seq) WHERE state < 2",
+    "CREATE INDEX entries_due ON entries(next_due, seq) WHERE state = 0",
+    "CREATE INDEX entries_dead ON entries(dead_at) WHERE state = 2",
+    """
+    CREATE TABLE delivered (
+        message_id TEXT PRIMARY KEY,
+        bluecore_event TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        http_status INTEGER NOT NULL,
+        delivered_at REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX delivered_at ON delivered(delivered_at)",
+)
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    for sql in _SCHEMA_V1:
+        conn.execute(sql)
+
+
+#: Migration hook: ``MIGRATIONS[n]`` turns a version ``n - 1`` file into version ``n``, inside
+#: the transaction that also sets ``user_version``.
+MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _create_v1}
+
+_ENTRY_COLUMNS: Final = (
+    "id, message_id, ordering_key, bluecore_event, payload, enqueued_at, event_time, "
+    "attempts, next_due, last_reason, last_http_status, traceparent"
+)
+_DEAD_COLUMNS: Final = (
+    "id, message_id, bluecore_event, last_reason, detail, last_http_status, attempts, "
+    "event_time, enqueued_at, dead_at, traceparent"
+)
+_DEAD_FIELDS: Final = (
+    "id",
+    "message_id",
+    "bluecore_event",
+    "reason",
+    "detail",
+    "http_status",
+    "attempts",
+    "event_time",
+    "enqueued_at",
+    "dead_at",
+    "traceparent",
+)
+
+
+def _entry(row: Sequence[Any]) -> QueuedEntry:
+    return QueuedEntry(*row)
+
+
+def _dead(row: Sequence[Any], payload: bytes | None = None) -> DeadLetter:
+    fields = dict(zip(_DEAD_FIELDS, row, strict=True))
+    return DeadLetter(**fields, payload=payload)
+
+
+def _primary(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of an error (extended codes carry it in the low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _cause(exc: sqlite3.Error) -> str:
+    """COUNT/BYTES aside, why SQLite refused a write, as a QueueFull cause."""
+    primary = _primary(exc)
+    if primary == sqlite3.SQLITE_FULL:
+        return "DISK_FULL"
+    if primary == sqlite3.SQLITE_READONLY:
+        return "READ_ONLY"
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return "BUSY"
+    return "IO_ERROR"
+
+
+def _filter_sql(selection: DeadLetterFilter) -> tuple[str, list[Any]]:
+    where = ["state = 2"]
+    args: list[Any] = []
+    for column, values in (
+        ("id", selection.ids),
+        ("last_reason", selection.reasons),
+        ("bluecore_event", selection.bluecore_events),
+    ):
+        if values:
+            where.append(f"{column} IN ({','.join('?' * len(values))})")
+            args.extend(values)
+    if selection.dead_before is not None:
+        where.append("dead_at < ?")
+        args.append(selection.dead_before)
+    if selection.dead_after is not None:
+        where.append("dead_at >= ?")
+        args.append(selection.dead_after)
+    return " AND ".join(where), args
+
+
+class _Tx:
+    """What one write operation changes besides the rows: applied only after COMMIT."""
+
+    __slots__ = ("depth", "effects", "nbytes")
+
+    def __init__(self, depth: int, nbytes: int) -> None:
+        self.depth = depth
+        self.nbytes = nbytes
+        self.effects: list[Callable[[], None]] = []
+
+
+@dataclasses.dataclass(slots=True)
+class _Op:
+    fn: Callable[[sqlite3.Connection, _Tx], Any]
+    future: concurrent.futures.Future[Any]
+    write: bool
+    on_error: Callable[[sqlite3.Error], Any] | None = None
+    """Turns a SQLite error into a result (enqueue answers QueueFull); None raises."""
+
+
+_STOP: Final = object()
+
+
+class SqliteQueue:
+    """The SQLite backend of :class:`EventQueue`, :class:`DedupStore` and :class:`DeadLetterStore`.
+
+    Open it with :meth:`open` inside the event loop; :meth:`close` stops the writer thread.
+    Times are seconds since the epoch (``clock``, ``time.time`` by default), as they outlive
+    the process.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        limits: QueueLimits,
+        dedup_window: float,
+        lru_size: int,
+        max_file_bytes: int | None,
+        synchronous: Literal["FULL", "NORMAL"],
+        clock: Callable[[], float],
+        max_group: int,
+    ) -> None:
+        self.path = path
+        self._limits = limits
+        self._window = dedup_window
+        self._lru_size = lru_size
+        self._max_file_bytes = max_file_bytes
+        self._synchronous = synchronous
+        self._clock = clock
+        self._max_group = max_group
+        self._ops: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        self._opened: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, name="queue-writer", daemon=True)
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._closed = False
+        self._claiming = True
+        # Written by the writer thread after COMMIT, read by callers: guarded by the lock.
+        self._lock = threading.Lock()
+        self._live: collections.Counter[str] = collections.Counter()
+        self._lru: collections.OrderedDict[str, DedupRecord] = collections.OrderedDict()
+        self._depth = 0
+        self._bytes = 0
+        self._seq = 0
+        self._commits = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        limits: QueueLimits | None = None,
+        dedup_window: float = 24 * 3600.0,
+        lru_size: int = 100_000,
+        max_file_bytes: int | None = None,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Callable[[], float] = time.time,
+        max_group: int = 1024,
+    ) -> SqliteQueue:
+        """Open (or create) the queue at ``path``, repairing what a crash left.
+
+        A corrupt or foreign file is moved aside (``<name>.corrupt-<UTC>`` or
+        ``<name>.foreign-<UTC>``, with its ``-wal``/``-shm``), logged at ERROR, and replaced
+        by an empty queue. Entries claimed when the last process stopped become pending.
+        ``max_file_bytes`` caps the database file (``PRAGMA max_page_count``); beyond it
+        enqueues answer QueueFull (DISK_FULL).
+        """
+        store = cls(
+            Path(path),
+            limits=limits or QueueLimits(),
+            dedup_window=dedup_window,
+            lru_size=lru_size,
+            max_file_bytes=max_file_bytes,
+            synchronous=synchronous,
+            clock=clock,
+            max_group=max_group,
+        )
+        store._thread.start()
+        try:
+            await asyncio.wrap_future(store._opened)
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Stop the writer thread after the operations already submitted; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._claiming = False
+            self._ops.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def stop_claiming(self) -> None:
+        """From now on :meth:`claim_due` returns nothing: workers drain, then shutdown."""
+        self._claiming = False
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed since open (the group-commit counter)."""
+        return self._commits
+
+    # -- submitting work to the writer thread ----------------------------------------------
+
+    async def _submit(
+        self,
+        fn: Callable[[sqlite3.Connection, _Tx], T],
+        *,
+        write: bool,
+        on_error: Callable[[sqlite3.Error], T] | None = None,
+    ) -> T:
+        if self._closed:
+            raise StoreClosed("the durable queue is closed")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._ops.put(_Op(fn, future, write, on_error))
+        return await asyncio.wrap_future(future)
+
+    def _run(self) -> None:
+        try:
+            self._open_db()
+        except Exception as exc:  # noqa: BLE001 - handed to open()'s caller, who re-raises it
+            self._opened.set_exception(exc)
+            self._shut()
+            return
+        self._opened.set_result(None)
+        stopping = False
+        while not stopping:
+            first = self._ops.get()
+            if first is _STOP:
+                break
+            batch: list[_Op] = [first] if isinstance(first, _Op) else []
+            while len(batch) < self._max_group:
+                try:
+                    more = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stopping = True
+                    break
+                if isinstance(more, _Op):
+                    batch.append(more)
+            # A caller cancelled before its turn: skip it, so nothing it did not see happens.
+            live = [op for op in batch if op.future.set_running_or_notify_cancel()]
+            try:
+                self._execute(live)
+            except Exception as exc:  # noqa: BLE001 - the writer must not die with callers waiting
+                _log.exception("the durable queue's writer failed a batch")
+                for op in live:
+                    if not op.future.done():
+                        op.future.set_exception(StoreUnavailable(f"the writer failed: {exc}"))
+        self._shut()
+
+    def _shut(self) -> None:
+        while True:
+            try:
+                op = self._ops.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(op, _Op) and op.future.set_running_or_notify_cancel():
+                op.future.set_exception(StoreClosed("the durable queue is closed"))
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                _log.exception("closing the durable queue failed")
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
+
+    def _execute(self, batch: list[_Op]) -> None:
+        writes = [op for op in batch if op.write]
+        if writes:
+            self._execute_writes(writes)
+        for op in batch:
+            if not op.write:
+                self._run_read(op)
+
+    def _run_read(self, op: _Op) -> None:
+        conn = self._conn
+        if conn is None:
+            op.future.set_exception(StoreClosed("the durable queue is not open"))
+            return
+        try:
+            op.future.set_result(op.fn(conn, _Tx(self._depth, self._bytes)))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's future
+            self._fail(op, exc)
+
+    @staticmethod
+    def _fail(op: _Op, exc: Exception) -> None:
+        if not isinstance(exc, sqlite3.Error):
+            op.future.set_exception(exc)
+        elif op.on_error is not None:
+            op.future.set_result(op.on_error(exc))
+        else:
+            op.future.set_exception(StoreUnavailable(f"the durable queue failed: {exc}"))
+
+    def _execute_writes(self, writes: list[_Op]) -> None:
+        """Run ``writes`` in one transaction, each inside its own savepoint; then COMMIT once.
+
+        A statement error undoes only its operation. SQLite may instead drop the whole
+        transaction (it does on SQLITE_FULL); then the failing operation fails alone, the ones
+        before it run again in a new transaction that is committed at once (so none of them
+        runs a third time), and the rest follow in another.
+        """
+        conn = self._conn
+        if conn is None:
+            for op in writes:
+                op.future.set_exception(StoreClosed("the durable queue is not open"))
+            return
+        todo = collections.deque(writes)
+        done: list[tuple[_Op, Any, _Tx]] = []
+        redo = 0  # how many operations at the front of `todo` are redone, to commit first
+        while todo:
+            if not conn.in_transaction:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    for op in todo:
+                        self._fail(op, exc)
+                    return
+            op = todo.popleft()
+            depth, nbytes = (done[-1][2].depth, done[-1][2].nbytes) if done else self._totals()
+            tx = _Tx(depth, nbytes)
+            try:
+                conn.execute("SAVEPOINT op")
+                result = op.fn(conn, tx)
+                conn.execute("RELEASE op")
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's future
+                self._fail(op, exc)
+                if not self._undo_op(conn):
+                    # The transaction is gone, and what it held with it: redo those.
+                    redone = [earlier for earlier, _, _ in done]
+                    todo.extendleft(reversed(redone))
+                    redo = len(redone)
+                    done.clear()
+                continue
+            done.append((op, result, tx))
+            if redo:
+                redo -= 1
+                if redo == 0:
+                    self._commit(conn, done)
+                    done = []
+        if done or conn.in_transaction:
+            self._commit(conn, done)
+
+    def _totals(self) -> tuple[int, int]:
+        return self._depth, self._bytes
+
+    def _commit(self, conn: sqlite3.Connection, done: list[tuple[_Op, Any, _Tx]]) -> None:
+        """COMMIT, then apply what the operations changed in memory and answer their callers."""
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            for op, _, _ in done:
+                self._fail(op, exc)
+            return
+        self._commits += 1
+        with self._lock:
+            if done:
+                self._depth, self._bytes = done[-1][2].depth, done[-1][2].nbytes
+            for _, _, tx in done:
+                for effect in tx.effects:
+                    effect()
+        for op, result, _ in done:
+            op.future.set_result(result)
+
+    @staticmethod
+    def _undo_op(conn: sqlite3.Connection) -> bool:
+        """Undo the current operation's savepoint; False when the transaction is gone."""
+        if not conn.in_transaction:
+            return False
+        try:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+        except sqlite3.Error:
+            SqliteQueue._rollback(conn)
+            return False
+        return True
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                _log.exception("rolling back a durable queue transaction failed")
+
+    # -- opening (writer thread) -----------------------------------------------------------
+
+    def _open_db(self) -> None:
+        self._take_ownership()
+        verdict = self._inspect()
+        if verdict is not None:
+            kind, why = verdict
+            aside = self._move_aside(kind)
+            _log.error(
+                "durable queue %s is %s (%s): moved it to %s and started an empty queue",
+                self.path,
+                "corrupt" if kind == "corrupt" else "not this sidecar's queue",
+                why,
+                aside.name,
+            )
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        self._conn = conn
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            _log.warning("durable queue %s runs in journal mode %s, not WAL", self.path, mode)
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        self._migrate(conn)
+        if self._max_file_bytes is not None:
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            pages = max(1, self._max_file_bytes // page_size)
+            conn.execute(f"PRAGMA max_page_count={pages}")
+        self._load(conn)
+        try:
+            released = self._release(conn)
+        except sqlite3.Error as exc:
+            _log.error("durable queue %s: could not release old claims: %s", self.path, exc)
+        else:
+            if released:
+                _log.info("durable queue: %d claimed entries made pending again", released)
+
+    def _take_ownership(self) -> None:
+        """Hold ``<name>.lock`` while open, so no second process shares the queue.
+
+        Another opener would release this process's claims at its start (crash recovery) and
+        send them a second time, out of order; it gets a StoreError instead.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            _log.warning(
+                "durable queue %s: cannot create its lock file (%s); make sure only one process"
+                " uses it",
+                self.path,
+                exc.strerror,
+            )
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"the durable queue {self.path} is in use by another process or sidecar"
+            ) from exc
+        self._lock_fd = fd
+
+    def _inspect(self) -> tuple[str, str] | None:
+        """None when the file is ours (or absent/empty), else ("corrupt"|"foreign", why)."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        # Read-only, so that SQLite neither checkpoints nor deletes a -wal it cannot make sense
+        # of: a file that is moved aside is moved aside whole.
+        uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+        try:
+            check = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if check != ["ok"]:
+                return "corrupt", f"quick_check: {'; '.join(map(str, check[:3]))}"
+            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {
+                row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        except sqlite3.Error as exc:
+            if _primary(exc) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+                return "corrupt", str(exc)
+            # Not the file's fault (permissions, a locked or vanished file): nothing is moved.
+            raise StoreError(f"cannot open the durable queue {self.path}: {exc}") from exc
+        finally:
+            conn.close()
+        if app_id == 0 and version == 0 and not tables:
+            return None  # an empty SQLite file: ours to fill
+        if app_id != APPLICATION_ID:
+            return "foreign", f"application_id {app_id:#x}, tables {sorted(tables)[:5]}"
+        if not 1 <= version <= SCHEMA_VERSION:
+            return "foreign", f"schema version {version}, this sidecar knows 1 to {SCHEMA_VERSION}"
+        if version == SCHEMA_VERSION and not {"entries", "delivered"} <= tables:
+            return "corrupt", f"tables missing: {sorted({'entries', 'delivered'} - tables)}"
+        return None
+
+    def _move_aside(self, kind: str) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.{kind}-{stamp}")
+        n = 1
+        while aside.exists():
+            aside = self.path.with_name(f"{self.path.name}.{kind}-{stamp}-{n}")
+            n += 1
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + suffix))
+        os.replace(self.path, aside)
+        return aside
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](conn)
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            SqliteQueue._rollback(conn)
+            raise
+
+    def _load(self, conn: sqlite3.Connection) -> None:
+        depth, nbytes = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM entries WHERE state < 2"
+        ).fetchone()
+        live: collections.Counter[str] = collections.Counter()
+        for key, count in conn.execute(
+            "SELECT ordering_key, COUNT(*) FROM entries WHERE state < 2 GROUP BY ordering_key"
+        ):
+            live[key] = count
+        (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
+        with self._lock:
+            self._depth, self._bytes, self._live, self._seq = depth, nbytes, live, seq
+
+    @staticmethod
+    def _release(conn: sqlite3.Connection) -> int:
+        return conn.execute("UPDATE entries SET state = 0 WHERE state = 1").rowcount
+
+    # -- EventQueue --------------------------------------------------------------------------
+
+    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
+        """Commit ``entries`` in one group commit; one outcome each, in order.
+
+        An entry whose message id is queued, or was delivered within the window, is a
+        :class:`Duplicate`; one past the count or byte limit, or refused by SQLite (disk full,
+        read-only, I/O error) is :class:`QueueFull`. Only :class:`Enqueued` is on disk.
+        """
+        batch = tuple(entries)
+        if not batch:
+            return []
+        now = self._clock()
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> list[EnqueueOutcome]:
+            return [self._enqueue_one(conn, tx, entry, now) for entry in batch]
+
+        def refused(exc: sqlite3.Error) -> list[EnqueueOutcome]:
+            cause = _cause(exc)
+            _log.error("durable queue refused %d entries: %s (%s)", len(batch), cause, exc)
+            return [QueueFull(cause, f"the queue's database refused the write ({cause})")] * len(
+                batch
+            )
+
+        return await self._submit(run, write=True, on_error=refused)
+
+    def _enqueue_one(
+        self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float
+    ) -> EnqueueOutcome:
+        known = self._lookup_db(conn, entry.message_id, now)
+        if known is not None:
+            return Duplicate(known)
+        if tx.depth + 1 > self._limits.max_entries:
+            return QueueFull("COUNT", f"the queue holds its limit of {self._limits.max_entries}")
+        size = len(entry.payload)
+        if tx.nbytes + size > self._limits.max_bytes:
+            return QueueFull("BYTES", f"the queue holds its limit of {self._limits.max_bytes} B")
+        self._seq += 1  # only grows: a rolled-back number is skipped, never reused out of order
+        due = now if entry.next_due is None else entry.next_due
+        row_id = conn.execute(
+            "INSERT INTO entries (seq, state, message_id, ordering_key, bluecore_event, payload,"
+            " enqueued_at, event_time, attempts, next_due, last_reason, last_http_status,"
+            " traceparent) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._seq,
+                entry.message_id,
+                entry.ordering_key,
+                entry.bluecore_event,
+                entry.payload,
+                now,
+                entry.event_time,
+                entry.attempts,
+                due,
+                entry.last_reason,
+                entry.last_http_status,
+                entry.traceparent,
+            ),
+        ).lastrowid
+        assert row_id is not None
+        tx.depth += 1
+        tx.nbytes += size
+        record = DedupRecord(
+            entry.message_id, "queued", entry.bluecore_event, entry.attempts, 0, now
+        )
+        key = entry.ordering_key
+        tx.effects.append(lambda: self._note_live(key, +1))
+        tx.effects.append(lambda: self._cache(record))
+        return Enqueued(row_id)
+
+    async def claim_due(self, limit: int, now: float | None = None) -> list[Claim]:
+        """Claim up to ``limit`` due entries: only the oldest live entry of each key, and only
+        when it is pending (so never a key with an entry already claimed)."""
+        if not self._claiming or limit <= 0:
+            return []
+        at = self._clock() if now is None else now
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> list[Claim]:
+            if not self._claiming:
+                return []
+            rows = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS}, claim_id FROM entries AS e"  # noqa: S608 - constants and ? placeholders only
+                " WHERE e.state = 0 AND e.next_due <= ?"
+                " AND e.seq = (SELECT MIN(h.seq) FROM entries AS h"
+                "              WHERE h.ordering_key = e.ordering_key AND h.state < 2)"
+                " ORDER BY e.next_due, e.seq LIMIT ?",
+                (at, limit),
+            ).fetchall()
+            claims = []
+            for row in rows:
+                claim_id = int(row[-1]) + 1
+                conn.execute(
+                    "UPDATE entries SET state = 1, claim_id = ? WHERE id = ?", (claim_id, row[0])
+                )
+                claims.append(Claim(_entry(row[:-1]), claim_id))
+            return claims
+
+        return await self._submit(run, write=True)
+
+    async def complete(self, claim: Claim, *, attempts: int, http_status: int) -> bool:
+        """Delivered: delete the entry and remember its message id for the dedup window."""
+        now = self._clock()
+        entry = claim.entry
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> bool:
+            gone = conn.execute(
+                "DELETE FROM entries WHERE id = ? AND state = 1 AND claim_id = ?",
+                (entry.id, claim.claim_id),
+            ).rowcount
+            if gone != 1:
+                return False
+            total = entry.attempts + attempts
+            conn.execute(
+                "INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?, ?)",
+                (entry.message_id, entry.bluecore_event, total, http_status, now),
+            )
+            self._leave(tx, entry)
+            record = DedupRecord(
+                entry.message_id, "delivered", entry.bluecore_event, total, http_status, now
+            )
+            tx.effects.append(lambda: self._cache(record))
+            return True
+
+        return await self._submit(run, write=True)
+
+    async def reschedule(
+        self, claim: Claim, *, next_due: float, reason: str, http_status: int, attempts: int
+    ) -> bool:
+        """Back to pending, due at ``next_due``; its key stays blocked behind it meanwhile."""
+        entry = claim.entry
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> bool:
+            changed = conn.execute(
+                "UPDATE entries SET state = 0, next_due = ?, last_reason = ?,"
+                " last_http_status = ?, attempts = attempts + ?"
+                " WHERE id = ? AND state = 1 AND claim_id = ?",
+                (next_due, reason, http_status, attempts, entry.id, claim.claim_id),
+            ).rowcount
+            if changed != 1:
+                return False
+            record = DedupRecord(
+                entry.message_id,
+                "queued",
+                entry.bluecore_event,
+                entry.attempts + attempts,
+                http_status,
+                entry.enqueued_at,
+            )
+            tx.effects.append(lambda: self._cache(record))
+            return True
+
+        return await self._submit(run, write=True)
+
+    async def dead_letter(
+        self, claim: Claim, *, reason: str, detail: str, http_status: int, attempts: int
+    ) -> bool:
+        """Give up on the entry: it becomes a dead letter and unblocks its key.
+
+        ``detail`` is shown to operators as it is: it must not hold the token or an email.
+
+        Its message id is forgotten by dedup (only deliveries are remembered), so the caller
+        may send it again; a replay later skips it if that delivery happened.
+        """
+        now = self._clock()
+        entry = claim.entry
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> bool:
+            changed = conn.execute(
+                "UPDATE entries SET state = 2, dead_at = ?, last_reason = ?, detail = ?,"
+                " last_http_status = ?, attempts = attempts + ?"
+                " WHERE id = ? AND state = 1 AND claim_id = ?",
+                (now, reason, detail, http_status, attempts, entry.id, claim.claim_id),
+            ).rowcount
+            if changed != 1:
+                return False
+            self._leave(tx, entry)
+            message_id = entry.message_id
+            tx.effects.append(lambda: self._uncache(message_id))
+            return True
+
+        return await self._submit(run, write=True)
+
+    def _leave(self, tx: _Tx, entry: QueuedEntry) -> None:
+        """Account for a live entry leaving the queue (delivered or dead)."""
+        tx.depth -= 1
+        tx.nbytes -= len(entry.payload)
+        key = entry.ordering_key
+        tx.effects.append(lambda: self._note_live(key, -1))
+
+    async def release_all_claims(self) -> int:
+        """Make every claimed entry pending again (shutdown); also done at every open."""
+        return await self._submit(lambda conn, tx: self._release(conn), write=True)
+
+    async def has_pending(self, ordering_key: str) -> bool:
+        """Whether ``ordering_key`` has a pending or claimed entry (memory only, no I/O)."""
+        with self._lock:
+            return self._live[ordering_key] > 0
+
+    async def stats(self, now: float | None = None) -> QueueStats:
+        """Depth, bytes, claimed, oldest entry's age and dead letters by reason."""
+        at = self._clock() if now is None else now
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> QueueStats:
+            claimed, oldest = conn.execute(
+                "SELECT COUNT(*) FILTER (WHERE state = 1), MIN(enqueued_at)"
+                " FROM entries WHERE state < 2"
+            ).fetchone()
+            dead = dict(
+                conn.execute(
+                    "SELECT last_reason, COUNT(*) FROM entries WHERE state = 2"
+                    " GROUP BY last_reason ORDER BY last_reason"
+                ).fetchall()
+            )
+            return QueueStats(
+                depth=tx.depth,
+                bytes=tx.nbytes,
+                claimed=claimed,
+                oldest_pending_age=0.0 if oldest is None else max(0.0, at - oldest),
+                dead_letters=dead,
+                commits=self._commits,
+            )
+
+        return await self._submit(run, write=False)
+
+    # -- DedupStore ----------------------------------------------------------------------------
+
+    async def lookup(self, message_id: str, now: float | None = None) -> DedupRecord | None:
+        """The record of a queued id, or of one delivered within the window; else None.
+
+        Hits are answered from memory (an LRU of recent records); misses read the database.
+        """
+        at = self._clock() if now is None else now
+        with self._lock:
+            cached = self._lru.get(message_id)
+            if cached is not None:
+                self._lru.move_to_end(message_id)
+        if cached is not None and self._fresh(cached, at):
+            return cached
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> DedupRecord | None:
+            record = self._lookup_db(conn, message_id, at)
+            if record is not None:
+                with self._lock:
+                    self._cache(record)
+            return record
+
+        return await self._submit(run, write=False)
+
+    def _fresh(self, record: DedupRecord, now: float) -> bool:
+        return record.state == "queued" or record.at >= now - self._window
+
+    def _lookup_db(
+        self, conn: sqlite3.Connection, message_id: str, now: float
+    ) -> DedupRecord | None:
+        row = conn.execute(
+            "SELECT bluecore_event, attempts, last_http_status, enqueued_at FROM entries"
+            " WHERE message_id = ? AND state < 2",
+            (message_id,),
+        ).fetchone()
+        if row is not None:
+            return DedupRecord(message_id, "queued", *row)
+        row = conn.execute(
+            "SELECT bluecore_event, attempts, http_status, delivered_at FROM delivered"
+            " WHERE message_id = ? AND delivered_at >= ?",
+            (message_id, now - self._window),
+        ).fetchone()
+        return None if row is None else DedupRecord(message_id, "delivered", *row)
+
+    async def remember(self, record: DedupRecord) -> None:
+        """Record a delivery made without the queue, so a restart still knows the id."""
+        if record.state != "delivered":
+            raise ValueError("remember() records deliveries; queued ids come from enqueue()")
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?, ?)",
+                (
+                    record.message_id,
+                    record.bluecore_event,
+                    record.attempts,
+                    record.http_status,
+                    record.at,
+                ),
+            )
+            tx.effects.append(lambda: self._cache(record))
+
+        await self._submit(run, write=True)
+
+    async def purge_expired(self, now: float | None = None, batch: int = 1000) -> int:
+        """Delete up to ``batch`` delivered ids older than the window, oldest first.
+
+        Small batches keep each transaction short; call it again while it returns ``batch``.
+        """
+        cutoff = (self._clock() if now is None else now) - self._window
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> int:
+            return conn.execute(
+                "DELETE FROM delivered WHERE message_id IN (SELECT message_id FROM delivered"
+                " WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?)",
+                (cutoff, batch),
+            ).rowcount
+
+        purged = await self._submit(run, write=True)
+        with self._lock:
+            stale = [k for k, r in self._lru.items() if r.state == "delivered" and r.at < cutoff]
+            for key in stale:
+                del self._lru[key]
+        return purged
+
+    # -- DeadLetterStore ---------------------------------------------------------------------
+
+    async def list_dead_letters(
+        self, selection: DeadLetterFilter, *, limit: int = 100, after_id: int = 0
+    ) -> list[DeadLetter]:
+        """Matching dead letters with ``id > after_id``, by id, without their payloads."""
+        where, args = _filter_sql(selection)
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> list[DeadLetter]:
+            # `where` holds constant SQL and ? placeholders only (see _filter_sql).
+            sql = (
+                f"SELECT {_DEAD_COLUMNS} FROM entries WHERE {where} AND id > ? ORDER BY id LIMIT ?"  # noqa: S608
+            )
+            rows = conn.execute(sql, (*args, after_id, limit))
+            return [_dead(row) for row in rows]
+
+        return await self._submit(run, write=False)
+
+    async def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
+        """One dead letter with its payload (the serialized event), or None."""
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> DeadLetter | None:
+            row = conn.execute(
+                f"SELECT {_DEAD_COLUMNS}, payload FROM entries WHERE id = ? AND state = 2",  # noqa: S608
+                (dead_letter_id,),
+            ).fetchone()
+            return None if row is None else _dead(row[:-1], payload=row[-1])
+
+        return await self._submit(run, write=False)
+
+    async def replay_dead_letters(
+        self, selection: DeadLetterFilter, now: float | None = None
+    ) -> ReplayResult:
+        """Put matching dead letters back: pending, due now, attempts reset, last in line.
+
+        Each goes behind whatever its key has queued (a fresh sequence number), and a dead
+        letter whose message id was delivered or queued again meanwhile stays where it is.
+        Replay ignores the count and byte limits: the rows are on disk already.
+        """
+        at = self._clock() if now is None else now
+        where, args = _filter_sql(selection)
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> ReplayResult:
+            rows = conn.execute(
+                f"SELECT id, message_id, ordering_key, bluecore_event, length(payload),"  # noqa: S608 - constants and ? placeholders only
+                f" enqueued_at FROM entries WHERE {where} ORDER BY id",
+                args,
+            ).fetchall()
+            replayed = skipped = 0
+            for row_id, message_id, key, bluecore_event, size, enqueued_at in rows:
+                if self._lookup_db(conn, message_id, at) is not None:
+                    skipped += 1
+                    continue
+                self._seq += 1
+                conn.execute(
+                    "UPDATE entries SET state = 0, seq = ?, attempts = 0, next_due = ?,"
+                    " dead_at = NULL, last_reason = '', detail = '', last_http_status = 0"
+                    " WHERE id = ?",
+                    (self._seq, at, row_id),
+                )
+                replayed += 1
+                tx.depth += 1
+                tx.nbytes += size
+                record = DedupRecord(message_id, "queued", bluecore_event, 0, 0, enqueued_at)
+                tx.effects.append(functools.partial(self._note_live, key, +1))
+                tx.effects.append(functools.partial(self._cache, record))
+            return ReplayResult(replayed, skipped)
+
+        return await self._submit(run, write=True)
+
+    async def purge_dead_letters(self, selection: DeadLetterFilter) -> int:
+        """Delete matching dead letters for good; returns how many."""
+        where, args = _filter_sql(selection)
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> int:
+            sql = f"DELETE FROM entries WHERE {where}"  # noqa: S608 - see _filter_sql
+            return conn.execute(sql, args).rowcount
+
+        return await self._submit(run, write=True)
+
+    # -- in-memory fronts (called with the lock held) -----------------------------------------
+
+    def _note_live(self, key: str, delta: int) -> None:
+        count = self._live[key] + delta
+        if count > 0:
+            self._live[key] = count
+        else:
+            self._live.pop(key, None)
+
+    def _cache(self, record: DedupRecord) -> None:
+        self._lru[record.message_id] = record
+        self._lru.move_to_end(record.message_id)
+        while len(self._lru) > self._lru_size:
+            self._lru.popitem(last=False)
+
+    def _uncache(self, message_id: str) -> None:
+        self._lru.pop(message_id, None)

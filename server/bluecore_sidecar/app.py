@@ -26,11 +26,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .admin import SERVICE_NAME as DEAD_LETTER_SERVICE
+from .admin import DeadLetterAdmin
+from .background import BackgroundDelivery
 from .config import Settings, split_address
-from .dedup import DedupTable
+from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
 from .outcomes import OutcomeBus
 from .service import DeliveryService, Lifecycle
+from .store import QueueLimits, SqliteQueue
 from .telemetry import (
     LOGGER_NAME,
     Metrics,
@@ -60,24 +64,33 @@ class Sidecar:
     metrics: Metrics
     bus: OutcomeBus
     _server: grpc.aio.Server
+    background: BackgroundDelivery | None = None
+    """The durable queue's workers; None without ``SIDECAR_QUEUE_PATH``."""
     _stopped: bool = False
 
     async def drain(self) -> None:
-        """Stop taking work, let in-flight deliveries finish within the grace, stop serving."""
+        """Stop taking work, let in-flight deliveries finish within the grace, stop serving.
+
+        Background tries go on while calls drain (a WAIT call may be waiting on one); then
+        claiming stops and the tries in flight get what is left of the grace.
+        """
         if self._stopped:
             return
         self._stopped = True
         grace = self.settings.shutdown_grace.total_seconds()
+        until = asyncio.get_running_loop().time() + grace
         self.lifecycle.draining = True
         await self.health.enter_graceful_shutdown()
         log.info("draining", extra={"fields": {"in_flight": self.lifecycle.in_flight}})
         finished = await self.lifecycle.wait_idle(grace)
-        self.bus.close_all()
         if not finished:
             log.warning(
                 "grace period over with calls in flight",
                 extra={"fields": {"in_flight": self.lifecycle.in_flight}},
             )
+        if self.background is not None:
+            await self.background.stop(until - asyncio.get_running_loop().time())
+        self.bus.close_all()
         await self._server.stop(grace=1.0)
 
 
@@ -96,6 +109,16 @@ async def running_sidecar(
             stack.push_async_callback(asyncio.to_thread, _flush, provider)
         tracer = (provider or trace.NoOpTracerProvider()).get_tracer("bluecore_sidecar")
         metrics = Metrics()
+        queue: SqliteQueue | None = None
+        if settings.queue_path is not None:
+            # Opened before the session and closed after it: the workers' sends end first.
+            queue = await SqliteQueue.open(
+                settings.queue_path,
+                limits=QueueLimits(settings.queue_max_events, settings.queue_max_bytes),
+                dedup_window=settings.dedup_window.total_seconds(),
+            )
+            stack.push_async_callback(queue.close)
+            log.info("durable queue open", extra={"fields": {"path": str(settings.queue_path)}})
 
         connector = aiohttp.TCPConnector(
             limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
@@ -115,13 +138,40 @@ async def running_sidecar(
             observer=metrics,
         )
         bus = OutcomeBus(settings.watch_buffer)
+        recorder = OutcomeRecorder(metrics, log)
+        table = DedupTable(settings.dedup_window, settings.dedup_max_entries)
+        background: BackgroundDelivery | None = None
+        if queue is not None:
+            background = BackgroundDelivery(
+                queue=queue,
+                client=client,
+                rules=settings.rules,
+                gates=settings.gates,
+                max_event_bytes=settings.max_event_bytes,
+                policy=dataclasses.replace(
+                    settings.retry,
+                    cap=settings.queue_retry_cap.total_seconds(),
+                    max_pause=settings.queue_retry_cap.total_seconds(),
+                ),
+                workers=settings.queue_workers,
+                try_budget=min(
+                    settings.default_deadline.total_seconds(),
+                    settings.shutdown_grace.total_seconds() or 1.0,
+                ),
+                bus=bus,
+                observer=recorder,
+                metrics=metrics,
+                tracer=tracer,
+            )
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
-            dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
+            dedup=table if queue is None else DurableDedup(table, queue),
             bus=bus,
-            observer=OutcomeRecorder(metrics, log),
+            background=background,
+            default_mode=settings.delivery_mode,
+            observer=recorder,
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
         )
@@ -145,10 +195,17 @@ async def running_sidecar(
             ),
             server,
         )
+        delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(
+            DeadLetterAdmin(
+                queue, on_replay=background.wake if background is not None else lambda: None
+            ),
+            server,
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
         )
         port = server.add_insecure_port(settings.grpc_address)
         if port == 0:
@@ -166,10 +223,13 @@ async def running_sidecar(
             metrics=metrics,
             bus=bus,
             _server=server,
+            background=background,
         )
         sidecar.ops_url = await _start_ops(stack, sidecar)
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, DEAD_LETTER_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if background is not None:
+            background.start()
         log.info(
             "serving",
             extra={"fields": {"grpc_address": sidecar.grpc_address, "ops_url": sidecar.ops_url}},
@@ -190,6 +250,8 @@ async def _start_ops(stack: contextlib.AsyncExitStack, sidecar: Sidecar) -> str:
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
+        if sidecar.background is not None:
+            await sidecar.background.refresh_metrics()
         body = generate_latest(sidecar.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

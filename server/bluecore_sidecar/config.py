@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from datafly.bluecore.v1 import delivery_pb2
+
 from .errors import ConfigError
 from .gates import GatePolicy
 from .mapping import MappingRules, normalise_event_name
@@ -50,9 +52,30 @@ ENV_VARS: tuple[str, ...] = (
     "SIDECAR_SHUTDOWN_GRACE",
     "SIDECAR_LOG_LEVEL",
     "SIDECAR_WATCH_BUFFER",
+    "SIDECAR_QUEUE_PATH",
+    "SIDECAR_DELIVERY_MODE",
+    "SIDECAR_QUEUE_RETRY_CAP",
+    "SIDECAR_QUEUE_MAX_EVENTS",
+    "SIDECAR_QUEUE_MAX_BYTES",
+    "SIDECAR_QUEUE_WORKERS",
 )
 
+#: ``SIDECAR_DELIVERY_MODE`` values and the ``DeliveryMode`` each one stands for.
+DELIVERY_MODES: dict[str, int] = {
+    "wait": delivery_pb2.DELIVERY_MODE_WAIT,
+    "enqueue": delivery_pb2.DELIVERY_MODE_ENQUEUE,
+    "direct": delivery_pb2.DELIVERY_MODE_DIRECT,
+}
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_BYTES = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_BYTE_UNITS: dict[str | None, int] = {
+    None: 1,
+    "B": 1,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+}
 _DURATION_UNITS: dict[str | None, float] = {
     "ms": 0.001,
     "s": 1.0,
@@ -91,6 +114,14 @@ class Settings:
     shutdown_grace: timedelta = timedelta(seconds=20)
     log_level: str = "INFO"
     watch_buffer: int = 1000
+    queue_path: Path | None = None
+    """The durable queue's SQLite file; None: no queue, every event is delivered directly."""
+    delivery_mode: int = int(delivery_pb2.DELIVERY_MODE_WAIT)
+    """The ``DeliveryMode`` of calls that leave it unset (matters only with a queue)."""
+    queue_retry_cap: timedelta = timedelta(minutes=5)
+    queue_max_events: int = 100_000
+    queue_max_bytes: int = 256 << 20
+    queue_workers: int = 16
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, namespace_required: bool = True) -> Settings:
@@ -150,6 +181,18 @@ class Settings:
             ),
             log_level=reader.get("SIDECAR_LOG_LEVEL", "INFO", _parse_log_level),
             watch_buffer=reader.get("SIDECAR_WATCH_BUFFER", 1000, _positive_int(1, 1_000_000)),
+            queue_path=reader.get("SIDECAR_QUEUE_PATH", None, _parse_path),
+            delivery_mode=reader.get(
+                "SIDECAR_DELIVERY_MODE", int(delivery_pb2.DELIVERY_MODE_WAIT), _parse_delivery_mode
+            ),
+            queue_retry_cap=reader.get(
+                "SIDECAR_QUEUE_RETRY_CAP", timedelta(minutes=5), _parse_positive_duration
+            ),
+            queue_max_events=reader.get(
+                "SIDECAR_QUEUE_MAX_EVENTS", 100_000, _positive_int(1, 100_000_000)
+            ),
+            queue_max_bytes=reader.get("SIDECAR_QUEUE_MAX_BYTES", 256 << 20, _parse_bytes),
+            queue_workers=reader.get("SIDECAR_QUEUE_WORKERS", 16, _positive_int(1, 1024)),
         )
 
 
@@ -342,10 +385,34 @@ def _parse_log_level(text: str) -> str:
     return value
 
 
+def _parse_path(text: str) -> Path:
+    path = Path(text.strip())
+    if path.is_dir():
+        raise ValueError(f"{text.strip()!r} is a directory; name a file, e.g. /var/queue/q.db")
+    return path
+
+
+def _parse_delivery_mode(text: str) -> int:
+    value = text.strip().lower()
+    if value not in DELIVERY_MODES:
+        raise ValueError(f"{text!r} must be one of {', '.join(DELIVERY_MODES)}")
+    return DELIVERY_MODES[value]
+
+
+def _parse_bytes(text: str) -> int:
+    match = _BYTES.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size; use bytes or e.g. 512KiB, 256MiB, 2GiB")
+    value = int(match.group(1)) * _BYTE_UNITS[match.group(2)]
+    if value < 1024:
+        raise ValueError(f"{value} bytes is below the smallest allowed size (1KiB)")
+    return value
+
+
 def split_address(address: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` (``[::1]:PORT`` for IPv6) into host and port."""
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
 
 
-__all__ = ["DEFAULT_API_URL", "ENV_VARS", "Settings", "split_address"]
+__all__ = ["DEFAULT_API_URL", "DELIVERY_MODES", "ENV_VARS", "Settings", "split_address"]

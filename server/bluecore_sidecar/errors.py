@@ -7,7 +7,9 @@ for configuration mistakes and for requests that are unusable as a whole::
     ├── ConfigError            a setting is missing or malformed (start-up stops, exit 2)
     ├── RequestError           an RPC request as a whole is unusable
     │   ├── InvalidRequest        -> INVALID_ARGUMENT (no event, empty or oversized batch)
-    │   └── Unavailable           -> UNAVAILABLE (shutting down)
+    │   ├── Unavailable           -> UNAVAILABLE (shutting down)
+    │   ├── FailedPrecondition    -> FAILED_PRECONDITION (dead-letter admin without a queue)
+    │   └── NotFound              -> NOT_FOUND (no dead letter with that id)
     └── UpstreamError          one HTTP attempt against Bluecore failed (wraps aiohttp errors)
         ├── UpstreamTimeout       the attempt's timeout elapsed
         └── UpstreamConnectionError  connecting, sending or reading failed
@@ -58,6 +60,18 @@ class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class FailedPrecondition(RequestError):
+    """The sidecar is not set up for the request, e.g. no durable queue (FAILED_PRECONDITION)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class NotFound(RequestError):
+    """The named thing does not exist (NOT_FOUND)."""
+
+    code = grpc.StatusCode.NOT_FOUND
 
 
 class UpstreamError(SidecarError):

@@ -86,7 +86,9 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
             try:
                 with self._lifecycle.admit():
                     _require_event(request)
-                    result = await self._deliverer.deliver(request.event, self._deadline(context))
+                    result = await self._deliverer.deliver(
+                        request.event, self._deadline(context), request.mode
+                    )
             except RequestError as error:
                 await _abort(context, error)
             return delivery_pb2.DeliverResponse(result=result)
@@ -110,7 +112,10 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
                         )
                     deadline = self._deadline(context)
                     results = await asyncio.gather(
-                        *(self._deliverer.deliver(event, deadline) for event in request.events)
+                        *(
+                            self._deliverer.deliver(event, deadline, request.mode)
+                            for event in request.events
+                        )
                     )
             except RequestError as error:
                 await _abort(context, error)

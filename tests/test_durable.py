@@ -1,0 +1,532 @@
+"""Durable mode end to end: real gRPC, the real sandbox as Bluecore, a real SQLite file.
+
+Each test starts the sidecar with ``SIDECAR_QUEUE_PATH`` in ``tmp_path`` through the same
+factory ``serve`` uses, and watches what Bluecore (the sandbox) received and in what order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from bluecore_sidecar.app import Sidecar, running_sidecar
+from bluecore_sidecar.background import BACKGROUND_SPAN
+from bluecore_sidecar.config import Settings
+from bluecore_sidecar.delivery import DELIVERY_SPAN
+from bluecore_sidecar.sandbox import BluecoreSandbox
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from .conftest import EMAIL, NAMESPACE, make_event, test_settings
+
+Status = delivery_pb2.DeliveryStatus
+Mode = delivery_pb2.DeliveryMode
+WAIT = Mode.DELIVERY_MODE_WAIT
+ENQUEUE = Mode.DELIVERY_MODE_ENQUEUE
+DIRECT = Mode.DELIVERY_MODE_DIRECT
+OUTAGE = 1_000_000  # "fail every request from now on", until clear_faults()
+
+
+def durable_settings(sandbox: BluecoreSandbox, path: Path, **overrides: Any) -> Settings:
+    """Test settings with a queue at ``path`` and a fast background schedule."""
+    values: dict[str, Any] = {
+        "queue_path": path,
+        "queue_retry_cap": timedelta(milliseconds=100),
+    }
+    values.update(overrides)
+    return test_settings(sandbox.url, **values)
+
+
+@dataclasses.dataclass
+class Running:
+    """A started durable sidecar and clients for both of its services."""
+
+    sidecar: Sidecar
+    stub: delivery_pb2_grpc.DeliveryServiceStub
+    admin: delivery_pb2_grpc.DeadLetterServiceStub
+
+    async def deliver(
+        self, event: delivery_pb2.DataflyEvent, mode: int = WAIT, timeout: float = 10
+    ) -> delivery_pb2.DeliveryResult:
+        request = delivery_pb2.DeliverRequest(event=event, mode=mode)  # type: ignore[arg-type]
+        return (await self.stub.Deliver(request, timeout=timeout)).result
+
+    async def dead_letters(self, **filters: Any) -> list[delivery_pb2.DeadLetter]:
+        request = delivery_pb2.ListDeadLettersRequest(
+            filter=delivery_pb2.DeadLetterFilter(**filters)
+        )
+        return list((await self.admin.ListDeadLetters(request, timeout=10)).dead_letters)
+
+
+@contextlib.asynccontextmanager
+async def durable(
+    settings: Settings, exporter: InMemorySpanExporter | None = None
+) -> AsyncIterator[Running]:
+    async with (
+        running_sidecar(settings, {}, span_exporter=exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        yield Running(
+            sidecar,
+            delivery_pb2_grpc.DeliveryServiceStub(channel),
+            delivery_pb2_grpc.DeadLetterServiceStub(channel),
+        )
+
+
+StartDurable = Callable[..., Any]
+
+
+@pytest.fixture
+async def start(
+    sandbox: BluecoreSandbox, tmp_path: Path, span_exporter: InMemorySpanExporter
+) -> AsyncIterator[StartDurable]:
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def run(**overrides: Any) -> Running:
+            settings = durable_settings(sandbox, tmp_path / "queue.db", **overrides)
+            return await stack.enter_async_context(durable(settings, span_exporter))
+
+        yield run
+
+
+def accepted(sandbox: BluecoreSandbox) -> list[tuple[str | None, Any]]:
+    """(Bluecore event, distinct_id) of every request the sandbox accepted, in arrival order."""
+    return [
+        (record.event, record.body["properties"]["distinct_id"])  # type: ignore[index, call-overload]
+        for record in sandbox.received
+        if record.status is not None and 200 <= record.status < 300
+    ]
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true (the background has no event a test can await)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polling an observable outcome
+            await asyncio.sleep(0.02)
+
+
+async def dead_letter_appears(running: Running, timeout: float = 10.0) -> delivery_pb2.DeadLetter:
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await running.dead_letters()
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+
+
+def signed_up(message_id: str) -> delivery_pb2.DataflyEvent:
+    return make_event(messageId=message_id, event="Signed Up", properties={})
+
+
+def unsubscribed(message_id: str) -> delivery_pb2.DataflyEvent:
+    return make_event(messageId=message_id, event="Unsubscribed", properties={})
+
+
+# -- what Deliver answers, per mode -------------------------------------------------------
+
+
+async def test_wait_mode_answers_delivered_when_bluecore_accepts_and_leaves_the_queue_empty(
+    start, sandbox
+):
+    running = await start()
+    result = await running.deliver(make_event(messageId="w-1"), WAIT)
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    assert result.http_status == 202
+    assert result.attempts == 1
+    stats = await running.sidecar.background.queue.stats()  # type: ignore[union-attr]
+    assert stats.depth == 0
+    assert len(accepted(sandbox)) == 1
+
+
+async def test_unset_mode_follows_the_configured_default(start, sandbox):
+    running = await start(delivery_mode=ENQUEUE)
+    result = await running.deliver(make_event(messageId="d-1"), Mode.DELIVERY_MODE_UNSPECIFIED)
+    assert result.status == Status.DELIVERY_STATUS_QUEUED
+    await until(lambda: len(accepted(sandbox)) == 1)
+
+
+async def test_enqueue_mode_answers_queued_at_once_and_a_worker_delivers_it(start, sandbox):
+    running = await start()
+    watch = running.stub.WatchDeliveries(delivery_pb2.WatchDeliveriesRequest())
+    await until(lambda: running.sidecar.bus.watcher_count == 1)
+    result = await running.deliver(make_event(messageId="e-1"), ENQUEUE)
+    assert result.status == Status.DELIVERY_STATUS_QUEUED
+    assert result.attempts == 0
+    async with asyncio.timeout(10):
+        seen = [(await watch.read()).result for _ in range(2)]
+    background = [r for r in seen if r.status == Status.DELIVERY_STATUS_DELIVERED]
+    assert [r.message_id for r in background] == ["e-1"]
+    assert background[0].http_status == 202
+    assert len(accepted(sandbox)) == 1
+    watch.cancel()
+
+
+async def test_direct_mode_never_queues_a_failure(start, sandbox):
+    running = await start()
+    sandbox.fail_next(OUTAGE, 503)
+    result = await running.deliver(make_event(messageId="x-1"), DIRECT, timeout=1)
+    assert result.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
+    assert result.reason == "HTTP_503"
+    stats = await running.sidecar.background.queue.stats()  # type: ignore[union-attr]
+    assert stats.depth == 0
+
+
+async def test_skips_and_rejects_answer_at_once_and_are_never_queued(start, sandbox):
+    running = await start()
+    no_consent = make_event(messageId="s-1", context={"consent": {"marketing": False}})
+    invalid = make_event(messageId="s-2", event="Order Completed", properties={})
+    for event, status in (
+        (no_consent, Status.DELIVERY_STATUS_SKIPPED_NO_CONSENT),
+        (invalid, Status.DELIVERY_STATUS_REJECTED_INVALID),
+    ):
+        for mode in (WAIT, ENQUEUE):
+            assert (await running.deliver(event, mode)).status == status
+    stats = await running.sidecar.background.queue.stats()  # type: ignore[union-attr]
+    assert stats.depth == 0
+    assert sandbox.received == []
+
+
+# -- outages and background delivery ------------------------------------------------------
+
+
+async def test_an_outage_answers_queued_and_the_worker_delivers_after_recovery(start, sandbox):
+    """WAIT during a 503 outage: QUEUED (never FAILED_RETRYABLE) once on disk; when Bluecore
+    recovers the worker delivers it and WatchDeliveries shows the background DELIVERED."""
+    running = await start()
+    watch = running.stub.WatchDeliveries(
+        delivery_pb2.WatchDeliveriesRequest(statuses=[Status.DELIVERY_STATUS_DELIVERED])
+    )
+    await until(lambda: running.sidecar.bus.watcher_count == 1)
+    sandbox.fail_next(OUTAGE, 503)
+    result = await running.deliver(make_event(messageId="o-1"), WAIT, timeout=1)
+    assert result.status == Status.DELIVERY_STATUS_QUEUED
+    assert result.reason == "HTTP_503"
+    assert result.attempts >= 1
+    assert accepted(sandbox) == []
+
+    sandbox.clear_faults()
+    async with asyncio.timeout(10):
+        delivered = (await watch.read()).result
+    assert delivered.message_id == "o-1"
+    assert delivered.attempts > result.attempts  # the failed tries count too
+    assert len(accepted(sandbox)) == 1
+    watch.cancel()
+
+
+async def test_a_duplicate_of_a_queued_id_answers_queued_again_and_is_sent_once(start, sandbox):
+    running = await start()
+    sandbox.fail_next(OUTAGE, 503)
+    first = await running.deliver(make_event(messageId="q-1"), ENQUEUE)
+    again = await running.deliver(make_event(messageId="q-1"), WAIT, timeout=1)
+    assert first.status == again.status == Status.DELIVERY_STATUS_QUEUED
+    assert again.reason == "ALREADY_QUEUED"
+    stats = await running.sidecar.background.queue.stats()  # type: ignore[union-attr]
+    assert stats.depth == 1
+    sandbox.clear_faults()
+    await until(lambda: len(accepted(sandbox)) == 1)
+    after = await running.deliver(make_event(messageId="q-1"), WAIT)
+    assert after.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
+    await asyncio.sleep(0.2)
+    assert len(accepted(sandbox)) == 1
+
+
+async def test_a_permanent_4xx_becomes_a_dead_letter_and_replay_delivers_it(start, sandbox):
+    running = await start()
+    sandbox.fail_next(1, 400)
+    result = await running.deliver(make_event(messageId="p-1"), ENQUEUE)
+    assert result.status == Status.DELIVERY_STATUS_QUEUED
+    dead = await dead_letter_appears(running)
+    assert (dead.message_id, dead.reason, dead.http_status) == ("p-1", "HTTP_400", 400)
+    assert dead.bluecore_event == "viewed_product"
+    assert not dead.HasField("event")  # listing leaves the event (and its email) out
+    shown = await running.admin.GetDeadLetter(delivery_pb2.GetDeadLetterRequest(id=dead.id))
+    assert shown.dead_letter.event.message_id == "p-1"
+
+    replay = await running.admin.ReplayDeadLetters(
+        delivery_pb2.ReplayDeadLettersRequest(ids=[dead.id])
+    )
+    assert replay.replayed == 1
+    await until(lambda: len(accepted(sandbox)) == 1)
+    assert await running.dead_letters() == []
+
+
+async def test_wait_mode_answers_a_permanent_refusal_as_failed_permanent_and_keeps_it(
+    start, sandbox
+):
+    running = await start()
+    sandbox.fail_next(1, 422)
+    result = await running.deliver(make_event(messageId="p-2"), WAIT)
+    assert result.status == Status.DELIVERY_STATUS_FAILED_PERMANENT
+    assert result.reason == "HTTP_422"
+    assert [d.message_id for d in await running.dead_letters(reasons=["HTTP_422"])] == ["p-2"]
+
+
+async def test_401_is_an_auth_dead_letter_replayed_once_the_token_works(start, sandbox):
+    running = await start()
+    sandbox.set_token_status(NAMESPACE, 401)
+    await running.deliver(make_event(messageId="a-1"), ENQUEUE)
+    dead = await dead_letter_appears(running)
+    assert dead.reason == "AUTH"
+    assert dead.http_status == 401
+    assert NAMESPACE not in dead.detail
+
+    sandbox.set_token_status(NAMESPACE, None)
+    replay = await running.admin.ReplayDeadLetters(
+        delivery_pb2.ReplayDeadLettersRequest(
+            filter=delivery_pb2.DeadLetterFilter(reasons=["AUTH"])
+        )
+    )
+    assert replay.replayed == 1
+    await until(lambda: len(accepted(sandbox)) == 1)
+
+
+async def test_an_event_that_reaches_the_maximum_age_in_the_queue_is_an_expired_dead_letter(
+    start, sandbox
+):
+    running = await start()
+    sandbox.fail_next(OUTAGE, 503)
+    almost_too_old = datetime.now(UTC) - timedelta(hours=24) + timedelta(seconds=1)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(almost_too_old)
+    event = make_event(messageId="old-1")
+    event.timestamp.CopyFrom(stamp)
+    result = await running.deliver(event, ENQUEUE)
+    assert result.status == Status.DELIVERY_STATUS_QUEUED
+    dead = await dead_letter_appears(running, timeout=15)
+    assert dead.message_id == "old-1"
+    assert dead.reason == "EXPIRED"
+    assert dead.attempts >= 1
+    stats = await running.sidecar.background.queue.stats()  # type: ignore[union-attr]
+    assert stats.depth == 0
+
+
+# -- order per customer --------------------------------------------------------------------
+
+
+async def stalled_failing_optin(running: Running, sandbox: BluecoreSandbox) -> asyncio.Task[Any]:
+    """An optin whose first try Bluecore holds for a second and then refuses with 503.
+
+    Its WAIT call answers QUEUED at its deadline; the entry stays the customer's head in the
+    queue until a later background try delivers it. Returns once Bluecore holds the request.
+    """
+    sandbox.fail_next(1, 503)
+    sandbox.delay(1.0, count=1)
+    call = asyncio.create_task(running.deliver(signed_up("optin"), WAIT, timeout=0.5))
+    await until(lambda: len(sandbox.received) == 1)
+    return call
+
+
+async def test_an_unsubscribe_never_overtakes_an_optin_that_failed_and_was_queued(start, sandbox):
+    """The case that must never happen: the optin fails and is queued, the unsubscribe after
+    it is delivered first, and the customer ends up opted in. Bluecore would accept the
+    unsubscribe at once; it must still leave after the optin."""
+    running = await start()
+    optin = await stalled_failing_optin(running, sandbox)
+    unsubscribe = await running.deliver(unsubscribed("unsub"), WAIT)
+    assert unsubscribe.status == Status.DELIVERY_STATUS_QUEUED  # behind the optin, at once
+    assert (await optin).status == Status.DELIVERY_STATUS_QUEUED
+    await until(lambda: len(accepted(sandbox)) == 2)
+    assert [event for event, _ in accepted(sandbox)] == ["optin", "unsubscribe"]
+    assert sandbox.received[0].status == 503  # the optin's first try did fail
+
+
+async def test_a_direct_unsubscribe_waits_for_the_queued_optin_to_leave_first(start, sandbox):
+    running = await start()
+    optin = await stalled_failing_optin(running, sandbox)
+    direct = await running.deliver(unsubscribed("unsub"), DIRECT, timeout=10)
+    assert direct.status == Status.DELIVERY_STATUS_DELIVERED
+    await optin
+    assert [event for event, _ in accepted(sandbox)] == ["optin", "unsubscribe"]
+
+
+async def test_other_customers_are_not_held_up_by_one_customers_queue(start, sandbox):
+    running = await start()
+    optin = await stalled_failing_optin(running, sandbox)
+    other = make_event(messageId="c-2", traits={"email": "sam@example.com"})
+    result = await running.deliver(other, DIRECT)
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    await optin
+    await until(lambda: len(accepted(sandbox)) == 2)
+    assert [who for _, who in accepted(sandbox)] == ["sam@example.com", EMAIL]
+
+
+async def test_direct_mode_for_a_customer_with_queued_events_answers_customer_busy(start, sandbox):
+    running = await start()
+    sandbox.fail_next(OUTAGE, 503)
+    await running.deliver(signed_up("b-1"), ENQUEUE)
+    result = await running.deliver(unsubscribed("b-2"), DIRECT, timeout=1)
+    assert result.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
+    assert result.reason == "CUSTOMER_BUSY"
+    assert accepted(sandbox) == []
+
+
+# -- restarts, limits, admin without a queue -----------------------------------------------
+
+
+def searched(message_id: str) -> delivery_pb2.DataflyEvent:
+    return make_event(messageId=message_id, event="Products Searched", properties={"query": "x"})
+
+
+async def test_a_restart_keeps_delivered_and_queued_ids(sandbox, tmp_path):
+    """Stop the sidecar, start another on the same file, resend: duplicates, nothing sent."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db")
+    async with durable(settings) as first:
+        assert (await first.deliver(searched("r-1"))).status == Status.DELIVERY_STATUS_DELIVERED
+        sandbox.fail_next(OUTAGE, 503)
+        queued = await first.deliver(make_event(messageId="r-2"), ENQUEUE)
+        assert queued.status == Status.DELIVERY_STATUS_QUEUED
+        direct = await first.deliver(
+            make_event(messageId="r-3", traits={"email": "sam@example.com"}), DIRECT, timeout=1
+        )
+        assert direct.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
+    sandbox.clear_faults()
+    sandbox.fail_next(OUTAGE, 503)
+    before = len(sandbox.received)
+    async with durable(settings) as second:
+        delivered_again = await second.deliver(searched("r-1"))
+        assert delivered_again.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
+        assert delivered_again.bluecore_event == "search"
+        queued_again = await second.deliver(make_event(messageId="r-2"), WAIT, timeout=1)
+        assert queued_again.status == Status.DELIVERY_STATUS_QUEUED
+        assert queued_again.reason == "ALREADY_QUEUED"
+        sandbox.clear_faults()
+        await until(lambda: len(accepted(sandbox)) == 2)
+        # Since the restart only r-2 (a product view) went out: no search, and r-2 once.
+        events = [record.event for record in sandbox.received[before:]]
+        assert "search" not in events
+        assert [e for e, _ in accepted(sandbox)] == ["search", "viewed_product"]
+
+
+async def test_a_full_queue_answers_queue_full_and_accepts_nothing_it_cannot_keep(start, sandbox):
+    running = await start(queue_max_events=1)
+    sandbox.fail_next(OUTAGE, 503)
+    first = await running.deliver(make_event(messageId="f-1"), ENQUEUE)
+    second = await running.deliver(
+        make_event(messageId="f-2", traits={"email": "sam@example.com"}), ENQUEUE
+    )
+    assert first.status == Status.DELIVERY_STATUS_QUEUED
+    assert second.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
+    assert second.reason == "QUEUE_FULL"
+    assert "COUNT" in second.detail
+    stats = await running.sidecar.background.queue.stats()  # type: ignore[union-attr]
+    assert stats.depth == 1
+
+
+async def test_dead_letter_rpcs_without_a_queue_answer_failed_precondition(sidecar):
+    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
+        admin = delivery_pb2_grpc.DeadLetterServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await admin.ListDeadLetters(delivery_pb2.ListDeadLettersRequest(), timeout=5)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    status.details[0].Unpack(info)
+    assert info.reason == "NO_DURABLE_QUEUE"
+
+
+async def test_replay_and_purge_need_a_selection(start):
+    running = await start()
+    for call in (running.admin.ReplayDeadLetters, running.admin.PurgeDeadLetters):
+        request_type = (
+            delivery_pb2.ReplayDeadLettersRequest
+            if call is running.admin.ReplayDeadLetters
+            else delivery_pb2.PurgeDeadLettersRequest
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(request_type(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- operating it ----------------------------------------------------------------------------
+
+
+async def test_metrics_show_depth_oldest_age_dead_letters_and_tries(start, sandbox):
+    running = await start()
+    sandbox.fail_next(1, 400)
+    await running.deliver(make_event(messageId="m-1"), ENQUEUE)
+    await dead_letter_appears(running)
+    sandbox.fail_next(OUTAGE, 503)
+    await running.deliver(make_event(messageId="m-2", traits={"email": "sam@example.com"}), ENQUEUE)
+    retried = 'bluecore_sidecar_queue_tries_total{outcome="retry"}'
+    async with asyncio.timeout(10), aiohttp.ClientSession() as session:
+        while True:  # until m-2's first background try has ended (and been rescheduled)
+            async with session.get(running.sidecar.ops_url + "/metrics") as response:
+                text = await response.text()
+            lines = set(text.splitlines())
+            if any(line.startswith(retried) for line in lines):
+                break
+            await asyncio.sleep(0.05)
+    assert "bluecore_sidecar_queue_depth 1.0" in lines
+    assert 'bluecore_sidecar_dead_letters{reason="HTTP_400"} 1.0' in lines
+    assert 'bluecore_sidecar_queue_tries_total{outcome="dead_letter"} 1.0' in lines
+    oldest = next(x for x in lines if x.startswith("bluecore_sidecar_queue_oldest_age_seconds "))
+    assert float(oldest.split()[1]) > 0
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(running.sidecar.ops_url + "/readyz") as ready,
+    ):
+        assert ready.status == 200  # readiness does not depend on what is queued
+    assert EMAIL not in text
+
+
+async def test_a_background_try_span_links_to_the_call_that_queued_it(
+    start, sandbox, span_exporter
+):
+    running = await start()
+    sandbox.fail_next(OUTAGE, 503)
+    await running.deliver(make_event(messageId="t-1"), ENQUEUE)
+    await until(lambda: len(sandbox.received) >= 1)
+    sandbox.clear_faults()
+    await until(lambda: len(accepted(sandbox)) == 1)
+    await until(
+        lambda: any(
+            s.name == BACKGROUND_SPAN and s.attributes.get("delivery.status") == "DELIVERED"
+            for s in span_exporter.get_finished_spans()
+        )
+    )
+    spans = span_exporter.get_finished_spans()
+    call = next(s for s in spans if s.name == DELIVERY_SPAN)
+    tries = [s for s in spans if s.name == BACKGROUND_SPAN]
+    assert tries
+    for span in tries:
+        assert [link.context.trace_id for link in span.links] == [call.context.trace_id]
+        assert span.context.trace_id != call.context.trace_id
+        assert EMAIL not in str(dict(span.attributes or {}))
+    delivered = [s for s in tries if s.attributes.get("delivery.status") == "DELIVERED"]
+    assert len(delivered) == 1
+
+
+async def test_shutdown_puts_a_try_in_flight_back_and_the_next_start_sends_it(sandbox, tmp_path):
+    """A background try still waiting on Bluecore when the grace ends goes back to the queue;
+    the next sidecar on the same file delivers it."""
+    settings = durable_settings(
+        sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(milliseconds=300)
+    )
+    sandbox.delay(30, count=1)
+    async with durable(settings) as first:
+        await first.deliver(make_event(messageId="g-1"), ENQUEUE)
+        await until(lambda: len(sandbox.received) == 1)
+    async with durable(settings) as second:
+        watch = second.stub.WatchDeliveries(
+            delivery_pb2.WatchDeliveriesRequest(statuses=[Status.DELIVERY_STATUS_DELIVERED])
+        )
+        await until(lambda: second.sidecar.bus.watcher_count == 1)
+        stats = await second.sidecar.background.queue.stats()  # type: ignore[union-attr]
+        if stats.depth:
+            async with asyncio.timeout(10):
+                assert (await watch.read()).result.message_id == "g-1"
+        watch.cancel()
+    assert len(sandbox.received) == 2  # the held try, and the one after the restart

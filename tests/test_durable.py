@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +21,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from bluecore_sidecar import cli
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.background import BACKGROUND_SPAN
 from bluecore_sidecar.config import Settings
@@ -530,3 +535,154 @@ async def test_shutdown_puts_a_try_in_flight_back_and_the_next_start_sends_it(sa
                 assert (await watch.read()).result.message_id == "g-1"
         watch.cancel()
     assert len(sandbox.received) == 2  # the held try, and the one after the restart
+
+
+# -- the dead-letters command against a running sidecar -------------------------------------
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = await asyncio.to_thread(cli.main, list(argv), {})
+    return code, capsys.readouterr().out
+
+
+async def test_dead_letters_command_lists_shows_replays_and_purges(start, sandbox, capsys):
+    running = await start()
+    target = ("--target", running.sidecar.grpc_address)
+    sandbox.fail_next(2, 400)
+    await running.deliver(make_event(messageId="cli-1"), ENQUEUE)
+    await running.deliver(
+        make_event(messageId="cli-2", event="Products Searched", properties={"query": "x"}),
+        ENQUEUE,
+    )
+    await until(lambda: len(sandbox.received) == 2)
+    async with asyncio.timeout(10):
+        while len(await running.dead_letters()) < 2:  # noqa: ASYNC110 - background outcome
+            await asyncio.sleep(0.05)
+
+    code, out = await run_cli(capsys, "dead-letters", "list", "--json", *target)
+    assert code == 0
+    listed = json.loads(out)["dead_letters"]
+    assert [(d["message_id"], d["reason"]) for d in listed] == [
+        ("cli-1", "HTTP_400"),
+        ("cli-2", "HTTP_400"),
+    ]
+    assert EMAIL not in out  # the list leaves the events out
+    by_event = json.loads(
+        (await run_cli(capsys, "dead-letters", "list", "--json", "--event", "search", *target))[1]
+    )["dead_letters"]
+    assert [d["message_id"] for d in by_event] == ["cli-2"]
+    none_old = json.loads(
+        (await run_cli(capsys, "dead-letters", "list", "--json", "--older-than", "1h", *target))[1]
+    )
+    assert none_old == {"dead_letters": []}
+
+    first, second = (int(d["id"]) for d in listed)
+    code, out = await run_cli(capsys, "dead-letters", "show", str(first), "--json", *target)
+    assert code == 0
+    assert json.loads(out)["event"]["message_id"] == "cli-1"
+
+    code, out = await run_cli(capsys, "dead-letters", "replay", str(first), "--json", *target)
+    assert (code, json.loads(out)) == (0, {"replayed": 1, "skipped_duplicates": 0})
+    await until(lambda: len(accepted(sandbox)) == 1)
+
+    code, out = await run_cli(capsys, "dead-letters", "purge", "--reason", "HTTP_400", *target)
+    assert (code, out.strip()) == (0, "purged: 1")
+    code, out = await run_cli(capsys, "dead-letters", "list", *target)
+    assert code == 0
+    assert "0 dead letters" in out
+    assert second not in [d.id for d in await running.dead_letters()]
+
+
+async def test_dead_letters_command_refuses_an_empty_selection_and_reports_rpc_errors(
+    start, sidecar, capsys
+):
+    running = await start()
+    code = await asyncio.to_thread(
+        cli.main, ["dead-letters", "purge", "--target", running.sidecar.grpc_address], {}
+    )
+    assert code == 2
+    assert "needs ids" in capsys.readouterr().err
+    without_queue = await asyncio.to_thread(
+        cli.main, ["dead-letters", "list", "--target", sidecar.grpc_address], {}
+    )
+    assert without_queue == 2
+    assert "FAILED_PRECONDITION" in capsys.readouterr().err
+
+
+# -- `bluecore-sidecar serve` as a real process ----------------------------------------------
+
+
+async def start_serve(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    """Start ``python -m bluecore_sidecar serve``; returns it and its gRPC address."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bluecore_sidecar",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        while line := await process.stderr.readline():
+            entry = json.loads(line)
+            if entry.get("message") == "serving":
+                return process, str(entry["grpc_address"])
+    raise AssertionError(f"the sidecar stopped before serving (exit {await process.wait()})")
+
+
+async def test_serve_with_a_queue_path_queues_exits_0_on_sigterm_and_keeps_the_event(
+    sandbox, tmp_path
+):
+    """A real `serve` process: QUEUED during an outage, SIGTERM exits 0, a second `serve`
+    on the same file while the first runs stops with one line, and the next start delivers."""
+    path = tmp_path / "queue.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLUECORE_", "SIDECAR_"))}
+    env.update(
+        BLUECORE_NAMESPACE=NAMESPACE,
+        BLUECORE_API_URL=sandbox.url,
+        SIDECAR_GRPC_ADDRESS="127.0.0.1:0",
+        SIDECAR_OPS_ADDRESS="127.0.0.1:0",
+        SIDECAR_QUEUE_PATH=str(path),
+        SIDECAR_QUEUE_RETRY_CAP="100ms",
+        SIDECAR_RETRY_BASE="10ms",
+        SIDECAR_SHUTDOWN_GRACE="2s",
+    )
+    sandbox.fail_next(OUTAGE, 503)
+    process, address = await start_serve(env)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+            request = delivery_pb2.DeliverRequest(event=make_event(messageId="p-1"), mode=WAIT)
+            reply = await stub.Deliver(request, timeout=1)
+        assert reply.result.status == Status.DELIVERY_STATUS_QUEUED
+
+        second = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bluecore_sidecar",
+            "serve",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            _, err = await second.communicate()
+        assert second.returncode == 2
+        assert "in use" in err.decode().splitlines()[-1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await process.wait()
+    assert code == 0
+    assert accepted(sandbox) == []
+
+    sandbox.clear_faults()
+    process, _ = await start_serve(env)
+    try:
+        await until(lambda: len(accepted(sandbox)) == 1, timeout=15)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0

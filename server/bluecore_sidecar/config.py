@@ -299,6 +299,11 @@ def _parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
+def parse_duration(text: str) -> timedelta:
+    """A duration as the settings write it (``250ms``, ``5s``, ``10m``, ``24h``, seconds)."""
+    return _parse_duration(text)
+
+
 def _parse_positive_duration(text: str) -> timedelta:
     value = _parse_duration(text)
     if value <= timedelta(0):
@@ -415,4 +420,11 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-__all__ = ["DEFAULT_API_URL", "DELIVERY_MODES", "ENV_VARS", "Settings", "split_address"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "DELIVERY_MODES",
+    "ENV_VARS",
+    "Settings",
+    "parse_duration",
+    "split_address",
+]

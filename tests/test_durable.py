@@ -686,3 +686,17 @@ async def test_serve_with_a_queue_path_queues_exits_0_on_sigterm_and_keeps_the_e
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert await process.wait() == 0
+
+
+async def test_a_corrupt_queue_file_is_moved_aside_and_a_fresh_queue_serves(
+    start, sandbox, tmp_path, captured_logs
+):
+    (tmp_path / "queue.db").write_bytes(b"this is not a SQLite database" * 100)
+    running = await start()
+    result = await running.deliver(make_event(messageId="fresh-1"), WAIT)
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    aside = [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1
+    assert aside[0].startswith("queue.db.corrupt-")
+    errors = [line for line in captured_logs.getvalue().splitlines() if '"ERROR"' in line]
+    assert any("corrupt" in line for line in errors)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -124,6 +125,22 @@ def test_send_without_events_exits_2(capsys):
     assert "send needs event files" in err
 
 
+def test_send_to_a_closed_port_says_nothing_is_listening(capsys):
+    """A refused connection is named as such, not as an answer from the sidecar."""
+    # Bound but not listening: connections are refused, and no one else can take the port.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{closed.getsockname()[1]}"
+        code, out, err = run_main(capsys, "send", str(EXAMPLES / "page.json"), "--target", target)
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f"bluecore-sidecar: nothing is listening on {target} (start the sidecar with "
+        "`bluecore-sidecar serve`, or pass --target HOST:PORT)\n"
+    )
+    assert "UNAVAILABLE" not in err
+
+
 # -- send, as a real process against a sidecar running in this test ----------------------------
 
 
@@ -201,6 +218,21 @@ async def test_send_batch_of_deliverable_events_exits_0(sidecar, sandbox, tmp_pa
     assert code == 0
     assert [json.loads(line)["message_id"] for line in out.splitlines()] == ["j-1", "j-2"]
     assert len(sandbox.received) == 2
+
+
+async def test_the_readme_batch_file_delivers_every_event(sidecar, sandbox):
+    """examples/events.jsonl (named by the README) holds example events that all go out."""
+    batch = EXAMPLES.parent / "events.jsonl"
+    code, out, err = await run_cli("send", "--batch", str(batch), "--target", sidecar.grpc_address)
+    assert code == 0, err
+    results = [json.loads(line) for line in out.splitlines()]
+    assert len(results) >= 5
+    assert {r["status"] for r in results} == {"DELIVERY_STATUS_DELIVERED"}
+    assert len(sandbox.received) == len(results)
+    # Each line is one of the single-event examples, so the two never drift apart.
+    singles = [json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES.glob("*.json")]
+    for line in batch.read_text(encoding="utf-8").splitlines():
+        assert json.loads(line) in singles
 
 
 async def test_send_with_a_bad_line_in_the_batch_exits_2_sending_nothing(

@@ -21,12 +21,12 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from bluecore_devtools.sandbox import BluecoreSandbox
 from bluecore_sidecar import cli
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.background import BACKGROUND_SPAN
 from bluecore_sidecar.config import Settings
 from bluecore_sidecar.delivery import DELIVERY_SPAN
-from bluecore_sidecar.sandbox import BluecoreSandbox
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2

@@ -111,11 +111,17 @@ async def health(address: str, service: str = "") -> int:
 
 
 async def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(sandbox):
+    """SIGTERM: health watchers see NOT_SERVING, new calls are refused with UNAVAILABLE,
+    the call in flight still finishes, and the process exits 0."""
     sandbox.delay(1.5)
     async with serve(serve_env(sandbox.url, BLUECORE_NAMESPACE=NAMESPACE)) as served:
         assert await health(served.grpc_address) == health_pb2.HealthCheckResponse.SERVING
         async with grpc.aio.insecure_channel(served.grpc_address) as channel:
             stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=SERVICE)
+            )
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             in_flight = asyncio.ensure_future(
                 stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
             )
@@ -128,15 +134,13 @@ async def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(sandbo
             served.process.send_signal(signal.SIGTERM)
 
             async with asyncio.timeout(5):
-                while True:
-                    status = await health(served.grpc_address, SERVICE)
-                    if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                        break
-                    await asyncio.sleep(0.02)
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Deliver(
-                    delivery_pb2.DeliverRequest(event=make_event(messageId="late")), timeout=5
-                )
+                assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()
+            async with grpc.aio.insecure_channel(served.grpc_address) as late_channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await delivery_pb2_grpc.DeliveryServiceStub(late_channel).Deliver(
+                        delivery_pb2.DeliverRequest(event=make_event(messageId="late")), timeout=5
+                    )
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
             reply = await in_flight

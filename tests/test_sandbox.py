@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from bluecore_sidecar.sandbox import BluecoreSandbox, run_sandbox
+from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
 from multidict import CIMultiDictProxy
 
 TOKEN = "bluestore"
@@ -440,6 +440,9 @@ async def test_record_keeps_only_the_most_recent_requests(session: aiohttp.Clien
         lambda s: s.delay(float("nan")),
         lambda s: s.reset_next(-2),
         lambda s: s.set_token_status("", 403),
+        lambda s: s.answer_next(1),
+        lambda s: s.answer_next(1, text="x", size=1),
+        lambda s: s.answer_next(1, size=-1),
     ],
 )
 def test_nonsensical_fault_settings_are_refused(configure: Any) -> None:
@@ -564,6 +567,11 @@ async def test_http_token_status_fault_and_its_removal(
         {"kind": "delay", "seconds": -1},
         {"kind": "reset", "count": True},
         {"kind": "token_status", "status": 403},
+        {"kind": "body"},
+        {"kind": "body", "text": "x", "endless": True},
+        {"kind": "body", "size": "1"},
+        {"kind": "body", "text": 3},
+        {"kind": "body", "endless": "yes"},
         ["not", "an", "object"],
     ],
 )
@@ -655,6 +663,113 @@ async def test_control_requests_are_not_recorded_and_consume_no_fault(
     assert (await post(session, sandbox.url, body("viewed_page")))[0] == 503
 
 
+# -- odd bodies and per-event counts --------------------------------------------------------
+
+
+async def test_answer_next_sends_the_given_text_with_its_status(
+    sandbox: BluecoreSandbox, session: aiohttp.ClientSession
+) -> None:
+    text = "a" * 60_000 + "@"
+    sandbox.answer_next(1, text=text)
+
+    async with session.post(sandbox.url, json=body("viewed_page")) as response:
+        got = (response.status, await response.text())
+
+    assert got == (202, text)
+    assert sandbox.received[0].faults == ("body",)
+    assert (await post(session, sandbox.url, body("viewed_page")))[0] == 202
+
+
+async def test_answer_next_streams_exactly_size_bytes(
+    sandbox: BluecoreSandbox, session: aiohttp.ClientSession
+) -> None:
+    """An odd size (not a whole number of chunks) arrives complete, with its length announced."""
+    size = 3 * 64 * 1024 + 7
+    sandbox.answer_next(1, status=200, size=size)
+
+    async with session.post(sandbox.url, json=body("viewed_page")) as response:
+        raw = await response.read()
+        length = response.content_length
+
+    assert (response.status, len(raw), length, set(raw)) == (200, size, size, {ord("x")})
+
+
+async def test_endless_body_streams_until_the_client_leaves(
+    sandbox: BluecoreSandbox, session: aiohttp.ClientSession
+) -> None:
+    """A client can read far more than any real answer; when it hangs up, the sandbox goes on."""
+    sandbox.answer_next(1, endless=True)
+    read = 0
+    async with session.post(sandbox.url, json=body("viewed_page")) as response:
+        while read < 8 * 1024 * 1024:
+            read += len(await response.content.readany())
+        response.close()
+
+    assert response.status == 202
+    assert response.content_length is None
+    assert (await post(session, sandbox.url, body("viewed_page")))[0] == 202
+
+
+async def test_body_rules_take_their_turn_in_the_failure_queue(
+    sandbox: BluecoreSandbox, session: aiohttp.ClientSession
+) -> None:
+    sandbox.fail_next(1, status=503)
+    sandbox.answer_next(1, status=429, text="slow down", retry_after="99999999999")
+
+    first = await post(session, sandbox.url, body("viewed_page"))
+    async with session.post(sandbox.url, json=body("viewed_page")) as response:
+        second = (response.status, await response.text(), response.headers["Retry-After"])
+
+    assert first[0] == 503
+    assert second == (429, "slow down", "99999999999")
+    assert [r.faults for r in sandbox.received] == [("fail",), ("body",)]
+
+
+async def test_http_body_faults_are_listed_in_the_failure_queue(
+    sandbox: BluecoreSandbox, session: aiohttp.ClientSession
+) -> None:
+    specs = [
+        {"kind": "body", "text": "héllo"},
+        {"kind": "body", "count": 2, "status": 200, "size": 1000},
+        {"kind": "body", "endless": True, "retry_after": "Fri, 31 Dec 9999 23:59:59 GMT"},
+    ]
+    for spec in specs:
+        assert (await control(session, sandbox, "POST", "faults", json=spec))[0] == 200
+
+    _, faults = await control(session, sandbox, "GET", "faults")
+
+    assert faults["fail"] == [
+        {"status": 202, "remaining": 1, "retry_after": None, "body": {"text_bytes": 6}},
+        {"status": 200, "remaining": 2, "retry_after": None, "body": {"size": 1000}},
+        {
+            "status": 202,
+            "remaining": 1,
+            "retry_after": "Fri, 31 Dec 9999 23:59:59 GMT",
+            "body": {"endless": True},
+        },
+    ]
+    async with session.post(sandbox.url, json=body("viewed_page")) as response:
+        assert await response.text() == "héllo"
+
+
+async def test_counts_requests_per_distinct_id_beyond_the_record(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Counts survive the record's size limit, include failed tries, and clear with it."""
+    async with run_sandbox(max_records=2) as sandbox:
+        sandbox.fail_next(1, status=503)
+        for distinct_id in ("anon-1", "anon-1", "anon-2", "anon-1"):
+            await post(session, sandbox.url, body("viewed_page", distinct_id=distinct_id))
+        await post(session, sandbox.url, {"not": "an event"})
+
+        _, counts = await control(session, sandbox, "GET", "counts")
+        await control(session, sandbox, "DELETE", "received")
+        _, cleared = await control(session, sandbox, "GET", "counts")
+
+    assert counts == {"total": 5, "by_distinct_id": {"anon-1": 3, "anon-2": 1}}
+    assert cleared == {"total": 0, "by_distinct_id": {}}
+
+
 # -- the CLI entry point --------------------------------------------------------------------
 
 
@@ -662,7 +777,7 @@ async def test_control_requests_are_not_recorded_and_consume_no_fault(
 async def test_serve_sandbox_prints_its_url_and_exits_cleanly_on_sigterm(
     session: aiohttp.ClientSession,
 ) -> None:
-    code = "from bluecore_sidecar.sandbox import serve_sandbox; serve_sandbox('127.0.0.1', 0)"
+    code = "from bluecore_devtools.sandbox import serve_sandbox; serve_sandbox('127.0.0.1', 0)"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
     )

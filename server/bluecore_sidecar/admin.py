@@ -1,8 +1,10 @@
 """The ``DeadLetterService`` servicer: list, show, replay and purge the queue's dead letters.
 
 A thin layer over :class:`~.store.DeadLetterStore`. Without a durable queue every RPC answers
-``FAILED_PRECONDITION``. The CLI's ``dead-letters`` verb is its client: the store holds an
-exclusive lock on its file, so nothing else may open it while the sidecar runs.
+``FAILED_PRECONDITION``. Errors are raised as :class:`~.errors.RequestError`; the edge
+interceptor turns them into statuses with an ``ErrorInfo``. The CLI's ``dead-letters`` verb
+is its client: the store holds an exclusive lock on its file, so nothing else may open it
+while the sidecar runs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import grpc
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import timestamp_pb2
 
-from .errors import FailedPrecondition, InvalidRequest, NotFound, RequestError, to_rpc_status
+from .errors import FailedPrecondition, InvalidRequest, NotFound
 from .store import DeadLetter, DeadLetterFilter, DeadLetterStore
 
 #: Largest page ``ListDeadLetters`` returns; 0 in the request means :data:`DEFAULT_PAGE`.
@@ -43,18 +45,15 @@ class DeadLetterAdmin(delivery_pb2_grpc.DeadLetterServiceServicer):  # type: ign
         self, request: delivery_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> delivery_pb2.ListDeadLettersResponse:
         """One page of dead letters, oldest first, without their events."""
-        try:
-            store = self._require()
-            size = request.page_size or DEFAULT_PAGE
-            if not 1 <= size <= MAX_PAGE:
-                raise InvalidRequest(
-                    "BAD_PAGE_SIZE", f"page_size must be 0 to {MAX_PAGE}; got {request.page_size}"
-                )
-            after = _page_token(request.page_token)
-            selection = self._filter(request.filter)
-            rows = await store.list_dead_letters(selection, limit=size + 1, after_id=after)
-        except RequestError as error:
-            await context.abort_with_status(to_rpc_status(error))
+        store = self._require()
+        size = request.page_size or DEFAULT_PAGE
+        if not 1 <= size <= MAX_PAGE:
+            raise InvalidRequest(
+                "BAD_PAGE_SIZE", f"page_size must be 0 to {MAX_PAGE}; got {request.page_size}"
+            )
+        after = _page_token(request.page_token)
+        selection = self._filter(request.filter)
+        rows = await store.list_dead_letters(selection, limit=size + 1, after_id=after)
         page = rows[:size]
         more = len(rows) > size
         return delivery_pb2.ListDeadLettersResponse(
@@ -66,26 +65,18 @@ class DeadLetterAdmin(delivery_pb2_grpc.DeadLetterServiceServicer):  # type: ign
         self, request: delivery_pb2.GetDeadLetterRequest, context: grpc.aio.ServicerContext
     ) -> delivery_pb2.GetDeadLetterResponse:
         """One dead letter with its event."""
-        try:
-            store = self._require()
-            row = await store.get_dead_letter(request.id)
-            if row is None:
-                raise NotFound("DEAD_LETTER_NOT_FOUND", f"no dead letter has id {request.id}")
-            return delivery_pb2.GetDeadLetterResponse(dead_letter=_to_proto(row))
-        except RequestError as error:
-            await context.abort_with_status(to_rpc_status(error))
-            raise  # abort_with_status raises; this line is never reached
+        store = self._require()
+        row = await store.get_dead_letter(request.id)
+        if row is None:
+            raise NotFound("DEAD_LETTER_NOT_FOUND", f"no dead letter has id {request.id}")
+        return delivery_pb2.GetDeadLetterResponse(dead_letter=_to_proto(row))
 
     async def ReplayDeadLetters(  # noqa: N802 - the proto names the RPC
         self, request: delivery_pb2.ReplayDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> delivery_pb2.ReplayDeadLettersResponse:
         """Put the selected dead letters back into the queue, due now."""
-        try:
-            store = self._require()
-            selection = self._selection(request)
-            outcome = await store.replay_dead_letters(selection)
-        except RequestError as error:
-            await context.abort_with_status(to_rpc_status(error))
+        store = self._require()
+        outcome = await store.replay_dead_letters(self._selection(request))
         if outcome.replayed:
             self._on_replay()
         return delivery_pb2.ReplayDeadLettersResponse(
@@ -96,12 +87,8 @@ class DeadLetterAdmin(delivery_pb2_grpc.DeadLetterServiceServicer):  # type: ign
         self, request: delivery_pb2.PurgeDeadLettersRequest, context: grpc.aio.ServicerContext
     ) -> delivery_pb2.PurgeDeadLettersResponse:
         """Delete the selected dead letters for good."""
-        try:
-            store = self._require()
-            selection = self._selection(request)
-            purged = await store.purge_dead_letters(selection)
-        except RequestError as error:
-            await context.abort_with_status(to_rpc_status(error))
+        store = self._require()
+        purged = await store.purge_dead_letters(self._selection(request))
         return delivery_pb2.PurgeDeadLettersResponse(purged=purged)
 
     def _require(self) -> DeadLetterStore:

@@ -2,8 +2,8 @@
 
 :func:`running_sidecar` builds everything and pairs each part with its teardown in one
 ``AsyncExitStack``; tests start the sidecar through it exactly as ``serve`` does. Shutdown
-order: health NOT_SERVING and refuse new calls -> let in-flight calls finish within the grace
--> stop the gRPC server -> close the HTTP session -> flush spans.
+order: health NOT_SERVING and refuse new calls -> end watch streams -> grpc's graceful stop
+with the one configured grace -> close the HTTP session -> flush spans.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
 
 import aiohttp
 import grpc
 from aiohttp import web
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -32,8 +32,10 @@ from .background import BackgroundDelivery
 from .config import Settings, split_address
 from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
+from .interceptor import Admission, EdgeInterceptor
 from .outcomes import OutcomeBus
-from .service import DeliveryService, Lifecycle
+from .redaction import Redactor
+from .service import DeliveryService, HealthService, add_reflection
 from .store import QueueLimits, SqliteQueue
 from .telemetry import (
     LOGGER_NAME,
@@ -48,6 +50,8 @@ from .upstream import Credential, UpstreamClient
 SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name
 #: Largest gRPC message accepted: room for a full batch, far below a memory risk.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+#: How long a caller shed as OVERLOADED is asked to wait (RetryInfo) before trying again.
+OVERLOAD_RETRY_DELAY = timedelta(seconds=1)
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -59,39 +63,43 @@ class Sidecar:
     grpc_address: str
     ops_url: str
     settings: Settings
-    lifecycle: Lifecycle
+    admission: Admission
     health: health.aio.HealthServicer
     metrics: Metrics
     bus: OutcomeBus
-    _server: grpc.aio.Server
+    server: grpc.aio.Server
     background: BackgroundDelivery | None = None
     """The durable queue's workers; None without ``SIDECAR_QUEUE_PATH``."""
     _stopped: bool = False
 
     async def drain(self) -> None:
-        """Stop taking work, let in-flight deliveries finish within the grace, stop serving.
+        """Stop taking work, let in-flight calls finish within the grace, stop serving.
 
         Background tries go on while calls drain (a WAIT call may be waiting on one); then
-        claiming stops and the tries in flight get what is left of the grace.
+        claiming stops and the tries in flight get what is left of the grace, or go back to
+        the queue.
         """
         if self._stopped:
             return
         self._stopped = True
-        grace = self.settings.shutdown_grace.total_seconds()
-        until = asyncio.get_running_loop().time() + grace
-        self.lifecycle.draining = True
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.settings.shutdown_grace.total_seconds()
+        self.admission.draining = True
         await self.health.enter_graceful_shutdown()
-        log.info("draining", extra={"fields": {"in_flight": self.lifecycle.in_flight}})
-        finished = await self.lifecycle.wait_idle(grace)
-        if not finished:
+        log.info("draining", extra={"fields": {"in_flight": self.admission.in_flight}})
+        # Watch streams never end by themselves; graceful stop would wait the grace for them.
+        self.bus.close_all()
+        grace = self.settings.shutdown_grace.total_seconds()
+        # Only watches the same grace, started first so that it looks before grpc cuts calls.
+        busy = asyncio.ensure_future(self.admission.busy_after(grace))
+        await asyncio.sleep(0)
+        await self.server.stop(grace)
+        if cut := await busy:
             log.warning(
-                "grace period over with calls in flight",
-                extra={"fields": {"in_flight": self.lifecycle.in_flight}},
+                "grace period over with calls in flight", extra={"fields": {"in_flight": cut}}
             )
         if self.background is not None:
-            await self.background.stop(until - asyncio.get_running_loop().time())
-        self.bus.close_all()
-        await self._server.stop(grace=1.0)
+            await self.background.stop(until - loop.time())
 
 
 @contextlib.asynccontextmanager
@@ -138,7 +146,9 @@ async def running_sidecar(
             observer=metrics,
         )
         bus = OutcomeBus(settings.watch_buffer)
-        recorder = OutcomeRecorder(metrics, log)
+        # One redactor for logs and spans: the token's exact value, and one tag per email.
+        redactor = Redactor(secrets=(settings.namespace,))
+        recorder = OutcomeRecorder(metrics, log, redactor)
         table = DedupTable(settings.dedup_window, settings.dedup_max_entries)
         background: BackgroundDelivery | None = None
         if queue is not None:
@@ -162,6 +172,7 @@ async def running_sidecar(
                 observer=recorder,
                 metrics=metrics,
                 tracer=tracer,
+                redactor=redactor,
             )
         deliverer = Deliverer(
             rules=settings.rules,
@@ -174,24 +185,38 @@ async def running_sidecar(
             observer=recorder,
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
+            redactor=redactor,
         )
         metrics.in_flight.set_function(lambda: deliverer.in_flight)
-        lifecycle = Lifecycle()
-
+        admission = Admission(settings.max_inflight_calls, OVERLOAD_RETRY_DELAY)
+        # grpc core keeps calls that Python has not picked up yet in a backlog and, past 1000
+        # of them, cancels new ones at random, unlogged (callers see CANCELLED). A backlog
+        # well above the admission limit lets every call reach the interceptor, which
+        # answers what it cannot take with OVERLOADED instead.
+        backlog = max(10_000, 10 * settings.max_inflight_calls)
         server = grpc.aio.server(
+            interceptors=[
+                EdgeInterceptor(
+                    SERVICE_NAME,
+                    admission,
+                    metrics,
+                    tracer,
+                    unbounded=frozenset({"WatchDeliveries"}),
+                )
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
-            ]
+                ("grpc.server.max_pending_requests", backlog),
+                ("grpc.server.max_pending_requests_hard_limit", backlog),
+            ],
         )
         delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
             DeliveryService(
                 deliverer,
                 bus,
-                lifecycle,
                 batch_limit=settings.batch_limit,
                 default_deadline=settings.default_deadline,
-                tracer=tracer,
             ),
             server,
         )
@@ -201,12 +226,9 @@ async def running_sidecar(
             ),
             server,
         )
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
-            server,
-        )
+        add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
         port = server.add_insecure_port(settings.grpc_address)
         if port == 0:
             raise OSError(f"cannot listen on SIDECAR_GRPC_ADDRESS {settings.grpc_address}")
@@ -214,18 +236,18 @@ async def running_sidecar(
         await server.start()
         stack.push_async_callback(server.stop, 0)
 
+        ops_url = await _start_ops(stack, settings.ops_address, admission, metrics, background)
         sidecar = Sidecar(
             grpc_address=_join(host, port),
-            ops_url="",
+            ops_url=ops_url,
             settings=settings,
-            lifecycle=lifecycle,
+            admission=admission,
             health=health_servicer,
             metrics=metrics,
             bus=bus,
-            _server=server,
+            server=server,
             background=background,
         )
-        sidecar.ops_url = await _start_ops(stack, sidecar)
         for name in ("", SERVICE_NAME, DEAD_LETTER_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         if background is not None:
@@ -238,21 +260,29 @@ async def running_sidecar(
         yield sidecar
 
 
-async def _start_ops(stack: contextlib.AsyncExitStack, sidecar: Sidecar) -> str:
+async def _start_ops(
+    stack: contextlib.AsyncExitStack,
+    address: str,
+    admission: Admission,
+    registry: Metrics,
+    background: BackgroundDelivery | None,
+) -> str:
     """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        if sidecar.lifecycle.draining:
+        if admission.draining:
             return web.json_response({"status": "draining"}, status=503)
         return web.json_response({"status": "ready"})
 
     async def metrics(_: web.Request) -> web.Response:
-        if sidecar.background is not None:
-            await sidecar.background.refresh_metrics()
-        body = generate_latest(sidecar.metrics.registry)
+        if background is not None:
+            # The queue gauges are read from the store at scrape time: exact, and free
+            # between scrapes. Readiness above never looks at them.
+            await background.refresh_metrics()
+        body = generate_latest(registry.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
@@ -262,12 +292,9 @@ async def _start_ops(stack: contextlib.AsyncExitStack, sidecar: Sidecar) -> str:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    host, port = split_address(sidecar.settings.ops_address)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    server = site._server  # aiohttp exposes the bound socket only here
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    host, port = split_address(address)
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    bound = runner.addresses[0][1]
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
     return f"http://{_join(shown, bound)}"
 

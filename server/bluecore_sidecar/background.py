@@ -34,7 +34,7 @@ from .decision import Skip, decide
 from .gates import GatePolicy
 from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
-from .redaction import scrub
+from .redaction import Redactor
 from .retry import RetryPolicy, Verdict, backoff_delay
 from .store import Claim, EnqueueOutcome, NewEntry, SqliteQueue, StoreError
 from .telemetry import Metrics
@@ -90,6 +90,7 @@ class BackgroundDelivery:
         observer: OutcomeObserver | None = None,
         metrics: Metrics | None = None,
         tracer: trace.Tracer | None = None,
+        redactor: Redactor | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
@@ -106,6 +107,7 @@ class BackgroundDelivery:
         self._observer = observer
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
+        self._redactor = redactor or Redactor()
         self._clock = clock
         self._wall_clock = wall_clock
         self._rand = rand
@@ -307,7 +309,7 @@ class BackgroundDelivery:
             result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
             result.latency.CopyFrom(_duration(self._clock() - started))
             if span.is_recording():
-                span.set_attributes(_span_attributes(result, entry.attempts))
+                span.set_attributes(_span_attributes(result, entry.attempts, self._redactor))
                 if result.status not in (
                     Status.DELIVERY_STATUS_DELIVERED,
                     Status.DELIVERY_STATUS_QUEUED,
@@ -418,7 +420,7 @@ class BackgroundDelivery:
         skip: Skip | None = None,
     ) -> tuple[DeliveryResult, bool]:
         used = outcome or SendOutcome(Verdict.PERMANENT, 0, 0, reason, detail)
-        detail = scrub(detail)
+        detail = self._redactor.scrub(detail)
         kept = await self.queue.dead_letter(
             claim,
             reason=reason,
@@ -459,7 +461,7 @@ class BackgroundDelivery:
         result = DeliveryResult(
             message_id=entry.message_id,
             status=status,  # type: ignore[arg-type]
-            datafly_event=scrub(label),
+            datafly_event=self._redactor.scrub(label),
             bluecore_event=entry.bluecore_event,
             reason=reason,
             detail=detail,
@@ -511,9 +513,11 @@ def _combine(outcomes: list[SendOutcome]) -> SendOutcome:
     return outcomes[-1]
 
 
-def _span_attributes(result: DeliveryResult, earlier_attempts: int) -> dict[str, str | int]:
+def _span_attributes(
+    result: DeliveryResult, earlier_attempts: int, redactor: Redactor
+) -> dict[str, str | int]:
     attributes: dict[str, str | int] = {
-        "datafly.message_id": scrub(result.message_id),
+        "datafly.message_id": redactor.scrub(result.message_id),
         "bluecore.event": result.bluecore_event,
         "delivery.status": Status.Name(result.status).removeprefix("DELIVERY_STATUS_"),
         "delivery.attempts": result.attempts,

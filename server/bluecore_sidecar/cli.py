@@ -23,7 +23,8 @@ import grpc
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 
-from .config import Settings, parse_duration
+from .config import Settings
+from .envparse import parse_duration
 from .errors import ConfigError
 from .store import StoreError
 from .telemetry import configure_logging
@@ -162,7 +163,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _sandbox(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .sandbox import serve_sandbox  # noqa: PLC0415
+    from bluecore_devtools.sandbox import serve_sandbox  # noqa: PLC0415
 
     serve_sandbox(args.host, args.port, tokens=args.tokens)
     return 0
@@ -211,16 +212,27 @@ async def _send_all(target: str, events: list[delivery_pb2.DataflyEvent], timeou
     failures = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
-        if len(events) == 1:
-            response = await stub.Deliver(
-                delivery_pb2.DeliverRequest(event=events[0]), timeout=timeout
-            )
-            results = [response.result]
-        else:
-            batch = await stub.DeliverBatch(
-                delivery_pb2.DeliverBatchRequest(events=events), timeout=timeout
-            )
-            results = list(batch.results)
+        try:
+            if len(events) == 1:
+                response = await stub.Deliver(
+                    delivery_pb2.DeliverRequest(event=events[0]), timeout=timeout
+                )
+                results = [response.result]
+            else:
+                batch = await stub.DeliverBatch(
+                    delivery_pb2.DeliverBatchRequest(events=events), timeout=timeout
+                )
+                results = list(batch.results)
+        except grpc.aio.AioRpcError as exc:
+            # gRPC reports a refused connection as UNAVAILABLE, which read as if the sidecar
+            # had answered. A channel that never connected means nobody answered at all.
+            never_connected = channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+            if exc.code() is grpc.StatusCode.UNAVAILABLE and never_connected:
+                raise UsageError(
+                    f"nothing is listening on {target} (start the sidecar with "
+                    "`bluecore-sidecar serve`, or pass --target HOST:PORT)"
+                ) from None
+            raise
     for result in results:
         print(json.dumps(_result_dict(result)), flush=True)
         failures += result.status not in SUCCESS

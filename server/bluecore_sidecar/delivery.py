@@ -40,7 +40,7 @@ from .dedup import Claimed, DedupTable, DurableDedup, Existing, InFlight, Queued
 from .gates import GatePolicy
 from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
-from .redaction import scrub
+from .redaction import Redactor
 from .retry import Verdict, deadline_margin
 from .store import Duplicate, Enqueued, NewEntry, QueueFull
 from .upstream import SendOutcome, UpstreamClient
@@ -111,8 +111,10 @@ class Deliverer:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
+        redactor: Redactor | None = None,
     ) -> None:
         self._rules = rules
+        self._redactor = redactor or Redactor()
         self._gates = gates
         self._client = client
         self._dedup = dedup
@@ -171,7 +173,7 @@ class Deliverer:
                 trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
                 result, dedup_hit = await self._deliver(event, respond_by, started, trace_id, mode)
                 if span.is_recording():
-                    span.set_attributes(_span_attributes(result, dedup_hit))
+                    span.set_attributes(_span_attributes(result, dedup_hit, self._redactor))
                     if result.status in _FAILED:
                         span.set_status(trace.StatusCode.ERROR, result.reason)
         finally:
@@ -519,10 +521,12 @@ def _result(
 DELIVERY_SPAN = "bluecore.deliver"
 
 
-def _span_attributes(result: DeliveryResult, dedup_hit: bool) -> dict[str, str | int | bool]:
+def _span_attributes(
+    result: DeliveryResult, dedup_hit: bool, redactor: Redactor
+) -> dict[str, str | int | bool]:
     attributes: dict[str, str | int | bool] = {
-        "datafly.message_id": scrub(result.message_id),
-        "datafly.event": scrub(result.datafly_event),
+        "datafly.message_id": redactor.scrub(result.message_id),
+        "datafly.event": redactor.scrub(result.datafly_event),
         "bluecore.event": result.bluecore_event,
         "delivery.status": Status.Name(result.status).removeprefix("DELIVERY_STATUS_"),
         "delivery.attempts": result.attempts,

@@ -6,10 +6,12 @@ for configuration mistakes and for requests that are unusable as a whole::
     SidecarError
     ├── ConfigError            a setting is missing or malformed (start-up stops, exit 2)
     ├── RequestError           an RPC request as a whole is unusable
-    │   ├── InvalidRequest        -> INVALID_ARGUMENT (no event, empty or oversized batch)
+    │   ├── InvalidRequest        -> INVALID_ARGUMENT (no event, bad batch, undecodable bytes)
+    │   ├── Overloaded            -> RESOURCE_EXHAUSTED (too many calls in flight; retry later)
     │   ├── Unavailable           -> UNAVAILABLE (shutting down)
     │   ├── FailedPrecondition    -> FAILED_PRECONDITION (dead-letter admin without a queue)
-    │   └── NotFound              -> NOT_FOUND (no dead letter with that id)
+    │   ├── NotFound              -> NOT_FOUND (no dead letter with that id)
+    │   └── InternalError         -> INTERNAL (a bug below the edge; logged, never described)
     └── UpstreamError          one HTTP attempt against Bluecore failed (wraps aiohttp errors)
         ├── UpstreamTimeout       the attempt's timeout elapsed
         └── UpstreamConnectionError  connecting, sending or reading failed
@@ -17,8 +19,10 @@ for configuration mistakes and for requests that are unusable as a whole::
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -39,14 +43,25 @@ class ConfigError(SidecarError):
 
 
 class RequestError(SidecarError):
-    """A whole RPC request is unusable. ``reason`` is an UPPER_SNAKE ``ErrorInfo.reason``."""
+    """A whole RPC request is unusable. ``reason`` is an UPPER_SNAKE ``ErrorInfo.reason``.
+
+    ``message`` reaches the caller: it never names a Python type, a token or an email.
+    """
 
     code = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, reason: str, message: str, **metadata: str) -> None:
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        retry_delay: timedelta | None = None,
+        **metadata: str,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.retry_delay = retry_delay
         self.metadata = metadata
 
 
@@ -54,6 +69,12 @@ class InvalidRequest(RequestError):
     """The request is malformed (INVALID_ARGUMENT)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Overloaded(RequestError):
+    """Too many calls are in flight; the caller should retry after ``retry_delay``."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class Unavailable(RequestError):
@@ -72,6 +93,12 @@ class NotFound(RequestError):
     """The named thing does not exist (NOT_FOUND)."""
 
     code = grpc.StatusCode.NOT_FOUND
+
+
+class InternalError(RequestError):
+    """Something unexpected failed while serving the call (INTERNAL)."""
+
+    code = grpc.StatusCode.INTERNAL
 
 
 class UpstreamError(SidecarError):
@@ -93,11 +120,22 @@ class UpstreamConnectionError(UpstreamError):
 
 
 def to_rpc_status(error: RequestError) -> grpc.Status:
-    """Build the ``google.rpc.Status`` (with an ``ErrorInfo`` detail) for ``error``."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
-    )
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    """Build the ``google.rpc.Status`` for ``error``: an ``ErrorInfo``, and a ``RetryInfo``
+    when the error says when to come back (the delay is in the ErrorInfo metadata too, as
+    ``retryDelay``, for callers that read only one detail)."""
+    metadata = dict(error.metadata)
+    details: list[any_pb2.Any] = []
+    retry: error_details_pb2.RetryInfo | None = None
+    if error.retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(error.retry_delay)
+        metadata["retryDelay"] = delay.ToJsonString()
+        retry = error_details_pb2.RetryInfo(retry_delay=delay)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    for detail in (info, retry):
+        if detail is not None:
+            packed = any_pb2.Any()
+            packed.Pack(detail)
+            details.append(packed)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
     return rpc_status.to_status(status)

@@ -1,61 +1,29 @@
-"""The grpc.aio servicer: a thin layer that checks requests and calls the delivery pipeline."""
+"""The grpc.aio servicers: delivery over the pipeline, health with ``List``, reflection v1.
+
+The delivery servicer is thin: spans, admission and turning :class:`RequestError` into a
+status all happen once, in :mod:`.interceptor`; a method here only checks its request and
+calls the pipeline.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 
 import grpc
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
-from opentelemetry import context as otel_context
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health, health_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from opentelemetry import trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .delivery import Deliverer, OutcomeBus
-from .errors import InvalidRequest, RequestError, Unavailable, to_rpc_status
+from .errors import InvalidRequest
 
-_SERVICE = "datafly.bluecore.v1.DeliveryService"
-_W3C = TraceContextTextMapPropagator()
-
-
-class Lifecycle:
-    """Tracks in-flight calls and whether the sidecar still takes new work."""
-
-    def __init__(self) -> None:
-        self.draining = False
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one in-flight slot, or refuse with UNAVAILABLE when draining."""
-        if self.draining:
-            raise Unavailable("SHUTTING_DOWN", "the sidecar is shutting down; send to another")
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
-
-    @property
-    def in_flight(self) -> int:
-        """Calls currently being served."""
-        return self._in_flight
-
-    async def wait_idle(self, timeout: float) -> bool:
-        """Wait until nothing is in flight; False if ``timeout`` seconds passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+#: grpc's reflection service under its stable name; grpcio-reflection ships only v1alpha.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignore[misc]
@@ -65,84 +33,55 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         self,
         deliverer: Deliverer,
         bus: OutcomeBus,
-        lifecycle: Lifecycle,
         *,
         batch_limit: int,
         default_deadline: timedelta,
-        tracer: trace.Tracer | None = None,
     ) -> None:
         self._deliverer = deliverer
         self._bus = bus
-        self._lifecycle = lifecycle
         self._batch_limit = batch_limit
         self._default_deadline = default_deadline.total_seconds()
-        self._tracer = tracer or trace.NoOpTracer()
 
     async def Deliver(
         self, request: delivery_pb2.DeliverRequest, context: grpc.aio.ServicerContext
     ) -> delivery_pb2.DeliverResponse:
         """Deliver one event."""
-        with _server_span(self._tracer, "Deliver", context):
-            try:
-                with self._lifecycle.admit():
-                    _require_event(request)
-                    result = await self._deliverer.deliver(
-                        request.event, self._deadline(context), request.mode
-                    )
-            except RequestError as error:
-                await _abort(context, error)
-            return delivery_pb2.DeliverResponse(result=result)
+        event = _event(request)
+        result = await self._deliverer.deliver(event, self._deadline(context), request.mode)
+        return delivery_pb2.DeliverResponse(result=result)
 
     async def DeliverBatch(
         self, request: delivery_pb2.DeliverBatchRequest, context: grpc.aio.ServicerContext
     ) -> delivery_pb2.DeliverBatchResponse:
         """Deliver several events concurrently; results keep the request order."""
-        with _server_span(self._tracer, "DeliverBatch", context) as span:
-            span.set_attribute("datafly.batch_size", len(request.events))
-            try:
-                with self._lifecycle.admit():
-                    if not request.events:
-                        raise InvalidRequest("EMPTY_BATCH", "events must hold at least one event")
-                    if len(request.events) > self._batch_limit:
-                        raise InvalidRequest(
-                            "BATCH_TOO_LARGE",
-                            f"a batch holds at most {self._batch_limit} events; "
-                            f"got {len(request.events)}",
-                            limit=str(self._batch_limit),
-                        )
-                    deadline = self._deadline(context)
-                    results = await asyncio.gather(
-                        *(
-                            self._deliverer.deliver(event, deadline, request.mode)
-                            for event in request.events
-                        )
-                    )
-            except RequestError as error:
-                await _abort(context, error)
-            return delivery_pb2.DeliverBatchResponse(results=results)
+        trace.get_current_span().set_attribute("datafly.batch_size", len(request.events))
+        if not request.events:
+            raise InvalidRequest("EMPTY_BATCH", "events must hold at least one event")
+        if len(request.events) > self._batch_limit:
+            raise InvalidRequest(
+                "BATCH_TOO_LARGE",
+                f"a batch holds at most {self._batch_limit} events; got {len(request.events)}",
+                limit=str(self._batch_limit),
+            )
+        deadline = self._deadline(context)
+        results = await asyncio.gather(
+            *(self._deliverer.deliver(event, deadline, request.mode) for event in request.events)
+        )
+        return delivery_pb2.DeliverBatchResponse(results=results)
 
     async def Preview(
         self, request: delivery_pb2.PreviewRequest, context: grpc.aio.ServicerContext
     ) -> delivery_pb2.PreviewResponse:
         """Decide on one event and show the bodies, sending nothing."""
-        with _server_span(self._tracer, "Preview", context):
-            try:
-                _require_event(request)
-            except RequestError as error:
-                await _abort(context, error)
-            result, bodies = self._deliverer.preview(request.event)
-            return delivery_pb2.PreviewResponse(
-                result=result,
-                bluecore_body=bodies[0] if bodies else "",
-                additional_bodies=bodies[1:],
-            )
+        result, bodies = self._deliverer.preview(_event(request))
+        return delivery_pb2.PreviewResponse(
+            result=result, bluecore_body=bodies[0] if bodies else "", additional_bodies=bodies[1:]
+        )
 
     async def WatchDeliveries(
         self, request: delivery_pb2.WatchDeliveriesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[delivery_pb2.WatchDeliveriesResponse]:
         """Stream outcomes as they happen until the caller leaves or the sidecar stops."""
-        if self._lifecycle.draining:
-            await _abort(context, Unavailable("SHUTTING_DOWN", "the sidecar is shutting down"))
         watcher = self._bus.subscribe(request.statuses)
         try:
             while (result := await watcher.next()) is not None:
@@ -156,41 +95,98 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         return time.monotonic() + budget
 
 
-def _require_event(
+def _event(
     request: delivery_pb2.DeliverRequest | delivery_pb2.PreviewRequest,
-) -> None:
+) -> delivery_pb2.DataflyEvent:
     if not request.HasField("event"):
         raise InvalidRequest("EVENT_MISSING", "the request has no event; set the event field")
+    return request.event
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: RequestError) -> None:
-    trace.get_current_span().set_status(trace.StatusCode.ERROR, error.reason)
-    await context.abort_with_status(to_rpc_status(error))
+class HealthService(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc's asyncio health servicer plus ``List``, which the library leaves unimplemented."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Kept here as well as in the base class, whose table is private.
+        self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus.ValueType] = {
+            "": health_pb2.HealthCheckResponse.SERVING
+        }
+        self._shutting_down = False
+
+    async def set(
+        self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
+        """Set ``service``'s status (ignored once graceful shutdown has begun)."""
+        if not self._shutting_down:
+            self._statuses[service] = status
+        await super().set(service, status)
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Mark every service NOT_SERVING for good."""
+        self._shutting_down = True
+        for service in self._statuses:
+            self._statuses[service] = health_pb2.HealthCheckResponse.NOT_SERVING
+        await super().enter_graceful_shutdown()
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        """Every service with a status, and that status."""
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._statuses.items()
+            }
+        )
 
 
-@contextlib.contextmanager
-def _server_span(
-    tracer: trace.Tracer, method: str, context: grpc.aio.ServicerContext
-) -> Iterator[trace.Span]:
-    """A SERVER span for one RPC that continues the caller's W3C ``traceparent``."""
-    carrier = {
-        key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
-    }
-    # Only W3C trace context: the caller's baggage could carry anything, and what is in the
-    # context is injected into the requests to Bluecore.
-    parent = _W3C.extract(carrier)
-    token = otel_context.attach(parent)
+def add_reflection(service_names: Iterable[str], server: grpc.aio.Server) -> None:
+    """Serve reflection as ``grpc.reflection.v1`` and ``v1alpha`` (grpcurl tries v1 first).
+
+    The two protocols are the same messages under two package names, so one servicer
+    answers both: v1 bytes decode as the v1alpha messages unchanged. The v1 descriptor is
+    added to the default pool so that reflection can describe itself under both names.
+    """
+    _register_reflection_v1_descriptor()
+    names = (*service_names, reflection.SERVICE_NAME, REFLECTION_V1)
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.method_handlers_generic_handler(
+        REFLECTION_V1,
+        {
+            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                servicer.ServerReflectionInfo,
+                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((v1,))
+
+
+def _register_reflection_v1_descriptor() -> None:
+    """Add ``grpc/reflection/v1/reflection.proto`` to the default pool, built from v1alpha."""
+    pool = descriptor_pool.Default()
+    v1_file = "grpc/reflection/v1/reflection.proto"
     try:
-        with tracer.start_as_current_span(
-            f"{_SERVICE}/{method}",
-            kind=trace.SpanKind.SERVER,
-            attributes={
-                "rpc.system": "grpc",
-                "rpc.service": _SERVICE,
-                "rpc.method": method,
-            },
-            record_exception=False,
-        ) as span:
-            yield span
-    finally:
-        otel_context.detach(token)
+        pool.FindFileByName(v1_file)
+    except KeyError:
+        pass
+    else:
+        return
+    source = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(source)
+    old, new = f".{source.package}.", ".grpc.reflection.v1."
+    source.name = v1_file
+    source.package = "grpc.reflection.v1"
+    source.ClearField("options")
+    for message in source.message_type:
+        for field in message.field:
+            if field.type_name:
+                field.type_name = field.type_name.replace(old, new)
+    for service in source.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.Add(source)

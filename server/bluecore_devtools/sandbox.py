@@ -31,7 +31,10 @@ consumes them, valid or not:
 2. reset: if resets are pending, one is used and the connection is closed with a TCP reset
    instead of an answer (after the delay, if any);
 3. fail: the head of the failure queue answers its status (and ``Retry-After``); rules are
-   queued in the order they were added, each for its count of requests;
+   queued in the order they were added, each for its count of requests.  A ``body`` rule
+   shares that queue and answers its status with a body of its own: a given text, ``size``
+   bytes streamed in chunks, or a stream that never ends (until the client goes away, the
+   sandbox stops, or ``ENDLESS_BODY_SECONDS`` pass);
 4. the endpoint's own checks above, including the per-token status.
 
 Control API (JSON in and out; it records nothing and consumes no fault):
@@ -39,9 +42,15 @@ Control API (JSON in and out; it records nothing and consumes no fault):
 * ``GET /_sandbox/health`` -> ``{"status": "ok", "received": N, "faults": FAULTS}``
 * ``GET /_sandbox/received[?event=NAME]`` -> ``[RECORD, ...]`` oldest first, where RECORD is
   ``{"method", "path", "headers": {name: value}, "body": JSON or null, "status": int or null
-  (null: connection reset), "faults": ["delay", "reset", "fail", "token_status"],
+  (null: connection reset), "faults": ["delay", "reset", "fail", "body", "token_status"],
   "received_at": monotonic seconds}``
 * ``DELETE /_sandbox/received`` -> ``{"cleared": N}``
+* ``GET /_sandbox/counts`` -> ``{"total": N, "by_distinct_id": {distinct_id: N}}``: how many
+  requests reached the events path, per ``properties.distinct_id`` of the body (the Bluecore
+  body carries no message id, so a caller that gives each event its own anonymous id gets
+  upstream requests per event).  Counted apart from the record, so it is not cut at
+  ``max_records``; requests without a distinct id count in ``total`` only.  Cleared with the
+  record.
 * ``GET /_sandbox/faults`` -> FAULTS = ``{"fail": [{"status", "remaining", "retry_after"}],
   "delay": {"seconds", "remaining"} or null, "reset": N, "token_status": {token: status}}``
 * ``POST /_sandbox/faults`` with one of the bodies below -> ``{"faults": FAULTS}`` (400 if invalid)
@@ -52,6 +61,11 @@ Control API (JSON in and out; it records nothing and consumes no fault):
     ``seconds: 0`` removes it)
   - ``{"kind": "reset", "count": 1}``
   - ``{"kind": "token_status", "token": "bluestore", "status": 403}`` (``status: null`` removes)
+  - ``{"kind": "body", "count": 1, "status": 202, "text": "..."}``, or ``"size": BYTES``
+    (that many filler bytes, streamed in 64 KiB chunks), or ``"endless": true``; exactly one
+    of the three; status defaults to 202, count to 1, and ``retry_after`` may be set as for
+    ``fail``.  Listed in FAULTS' ``fail`` queue with an extra ``"body"`` key
+    (``{"text_bytes": N}``, ``{"size": N}`` or ``{"endless": true}``).
 
   RETRY_AFTER is an integer (seconds form, ``Retry-After: 2``), a string (sent verbatim, e.g.
   an HTTP-date or something malformed on purpose) or ``{"http_date_in": 2}`` (an HTTP-date
@@ -60,7 +74,8 @@ Control API (JSON in and out; it records nothing and consumes no fault):
 * ``POST /_sandbox/reset`` -> ``{"cleared": N, "faults": FAULTS}`` (faults and record cleared)
 
 From Python: ``async with run_sandbox() as sandbox:`` gives a started :class:`BluecoreSandbox`
-(``sandbox.url``, ``sandbox.received``, ``sandbox.fail_next(3)``...); ``serve_sandbox`` runs one
+(``sandbox.url``, ``sandbox.received``, ``sandbox.fail_next(3)``,
+``sandbox.answer_next(1, size=200 << 20)``, ``sandbox.counts``...); ``serve_sandbox`` runs one
 until SIGINT or SIGTERM for ``bluecore-sidecar sandbox``.
 """
 
@@ -76,7 +91,7 @@ import socket
 import struct
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,6 +106,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_RECORDS",
     "DEFAULT_PORT",
+    "ENDLESS_BODY_SECONDS",
     "EVENTS_PATH",
     "MAX_BODY_BYTES",
     "MAX_PURCHASE_PRODUCTS",
@@ -111,6 +127,12 @@ MAX_PURCHASE_PRODUCTS: Final = 30
 DEFAULT_MAX_RECORDS: Final = 10_000
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8089
+#: An "endless" body stops after this long anyway, so a forgotten fault cannot run forever.
+ENDLESS_BODY_SECONDS: Final = 300.0
+#: Chunk size of streamed bodies: large enough to stream fast, small enough to cost no memory.
+_BODY_CHUNK: Final = 64 * 1024
+#: At most this many distinct ids are counted one by one; later ones count in ``total`` only.
+_MAX_COUNTED_IDS: Final = 1_000_000
 
 # Long enough for in-flight answers to be written, short enough that stopping a sandbox with
 # stalled requests does not hang a test run (stalled requests are woken on stop anyway).
@@ -144,7 +166,7 @@ class ReceivedRequest:
     received_at: float
     """time.monotonic() when the request arrived."""
     faults: tuple[str, ...] = ()
-    """Injected faults that shaped the answer: "delay", "reset", "fail", "token_status"."""
+    """Injected faults that shaped the answer: "delay", "reset", "fail", "body", "token_status"."""
 
     @property
     def event(self) -> str | None:
@@ -172,11 +194,28 @@ class ReceivedRequest:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """The body of a ``body`` rule: exactly one of text, size or endless."""
+
+    text: str | None = None
+    size: int | None = None
+    endless: bool = False
+
+    def to_json(self) -> dict[str, JSONValue]:
+        if self.text is not None:
+            return {"text_bytes": len(self.text.encode())}
+        if self.size is not None:
+            return {"size": self.size}
+        return {"endless": True}
+
+
 @dataclass(slots=True)
 class _FailRule:
     status: int
     remaining: int
     retry_after: int | str | timedelta | None
+    body: _Body | None = None
 
 
 @dataclass(slots=True)
@@ -192,13 +231,25 @@ class _Answer:
     message: str = ""
     retry_after: int | str | timedelta | None = None
     allow: str | None = None
+    body: _Body | None = None
 
-    def response(self) -> web.Response:
+    def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
         if self.retry_after is not None:
             headers["Retry-After"] = _retry_after_header(self.retry_after)
         if self.allow is not None:
             headers["Allow"] = self.allow
+        return headers
+
+    def response(self) -> web.Response:
+        headers = self.headers()
+        if self.body is not None and self.body.text is not None:
+            return web.Response(
+                text=self.body.text,
+                status=self.status,
+                headers=headers,
+                content_type="application/json",
+            )
         if self.error is None:
             payload: dict[str, str] = {"status": "accepted"}
         else:
@@ -228,6 +279,8 @@ class BluecoreSandbox:
             tokens = (tokens,)
         self._tokens = None if tokens is None else frozenset(tokens)
         self._records: deque[ReceivedRequest] = deque(maxlen=max_records)
+        self._counts: Counter[str] = Counter()
+        self._total = 0
         self._failures: deque[_FailRule] = deque()
         self._delay: _DelayRule | None = None
         self._resets = 0
@@ -247,11 +300,28 @@ class BluecoreSandbox:
         """The recorded requests whose body names ``event``."""
         return [record for record in self._records if record.event == event]
 
+    @property
+    def counts(self) -> dict[str, JSONValue]:
+        """Requests received so far, in total and per ``properties.distinct_id`` of the body."""
+        by_id: dict[str, JSONValue] = dict(self._counts)
+        return {"total": self._total, "by_distinct_id": by_id}
+
     def clear_received(self) -> int:
-        """Forget every recorded request; returns how many there were."""
+        """Forget every recorded request and the counts; returns how many records there were."""
         count = len(self._records)
         self._records.clear()
+        self._counts.clear()
+        self._total = 0
         return count
+
+    def _count(self, body: JSONValue) -> None:
+        self._total += 1
+        properties = body.get("properties") if isinstance(body, dict) else None
+        distinct_id = properties.get("distinct_id") if isinstance(properties, dict) else None
+        if isinstance(distinct_id, str) and (
+            distinct_id in self._counts or len(self._counts) < _MAX_COUNTED_IDS
+        ):
+            self._counts[distinct_id] += 1
 
     # -- faults -------------------------------------------------------------------------------
 
@@ -265,6 +335,30 @@ class BluecoreSandbox:
             retry_after = _http_date(retry_after)
         if n:
             self._failures.append(_FailRule(status, n, retry_after))
+
+    def answer_next(
+        self,
+        n: int,
+        status: int = 202,
+        *,
+        text: str | None = None,
+        size: int | None = None,
+        endless: bool = False,
+        retry_after: RetryAfter = None,
+    ) -> None:
+        """Answer the next ``n`` requests with ``status`` and an odd body, in the failure queue.
+
+        Exactly one of: ``text`` (sent as it is), ``size`` (that many filler bytes, streamed in
+        chunks, never held in memory whole) or ``endless`` (a stream that does not end until
+        the client leaves, the sandbox stops or ``ENDLESS_BODY_SECONDS`` pass).
+        """
+        if (text is not None) + (size is not None) + bool(endless) != 1:
+            raise ValueError("a body rule must have exactly one of text, size and endless")
+        if size is not None:
+            _check_count(size, "size")
+        self.fail_next(n, status, retry_after)
+        if n:
+            self._failures[-1].body = _Body(text=text, size=size, endless=bool(endless))
 
     def delay(self, seconds: float, count: int | None = None) -> None:
         """Hold every answer (or the next ``count``) for ``seconds``; replaces any earlier delay.
@@ -310,14 +404,7 @@ class BluecoreSandbox:
         if self._delay is not None:
             delay = {"seconds": self._delay.seconds, "remaining": self._delay.remaining}
         return {
-            "fail": [
-                {
-                    "status": rule.status,
-                    "remaining": rule.remaining,
-                    "retry_after": _retry_after_json(rule.retry_after),
-                }
-                for rule in self._failures
-            ],
+            "fail": [_fail_rule_json(rule) for rule in self._failures],
             "delay": delay,
             "reset": self._resets,
             "token_status": dict(self._token_status),
@@ -332,6 +419,7 @@ class BluecoreSandbox:
         app.router.add_get(f"{CONTROL_PREFIX}/health", self._handle_health)
         app.router.add_get(f"{CONTROL_PREFIX}/received", self._handle_get_received)
         app.router.add_delete(f"{CONTROL_PREFIX}/received", self._handle_delete_received)
+        app.router.add_get(f"{CONTROL_PREFIX}/counts", self._handle_get_counts)
         app.router.add_get(f"{CONTROL_PREFIX}/faults", self._handle_get_faults)
         app.router.add_post(f"{CONTROL_PREFIX}/faults", self._handle_post_fault)
         app.router.add_delete(f"{CONTROL_PREFIX}/faults", self._handle_delete_faults)
@@ -394,13 +482,14 @@ class BluecoreSandbox:
         if pause is not None:
             faults.append("delay")
         answer: _Answer | None = None
+        self._count(body)
         if self._resets:
             self._resets -= 1
             faults.append("reset")
         else:
             answer = self._take_failure()
             if answer is not None:
-                faults.append("fail")
+                faults.append("fail" if answer.body is None else "body")
             else:
                 answer = self._check(request, too_large=too_large, is_json=is_json, body=body)
                 if answer.error == "token_status":
@@ -424,7 +513,40 @@ class BluecoreSandbox:
             _drop_connection(request)
             # aiohttp quietly gives up writing this to the closed transport.
             return web.Response(status=499)
+        if answer.body is not None and answer.body.text is None:
+            return await self._stream(request, answer)
         return answer.response()
+
+    async def _stream(self, request: web.Request, answer: _Answer) -> web.StreamResponse:
+        """Send a ``size`` or endless body chunk by chunk; stop early if the client leaves."""
+        assert answer.body is not None
+        response = web.StreamResponse(status=answer.status, headers=answer.headers())
+        response.content_type = "application/json"
+        size = answer.body.size
+        if size is not None:
+            response.content_length = size
+        chunk = b"x" * _BODY_CHUNK
+        left = size
+        stop_at = time.monotonic() + ENDLESS_BODY_SECONDS
+        try:
+            await response.prepare(request)
+            while not self._closing.is_set():
+                if left is None:
+                    if time.monotonic() >= stop_at:
+                        break
+                    await response.write(chunk)
+                else:
+                    if left <= 0:
+                        break
+                    await response.write(chunk[: min(left, _BODY_CHUNK)])
+                    left -= _BODY_CHUNK
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            # The client hung up (what a careful client does with a body it will not read
+            # whole); aiohttp raises ConnectionResetError or, on a closing transport, a
+            # RuntimeError.  Nothing more can be sent either way.
+            pass
+        return response
 
     def _take_delay(self) -> float | None:
         rule = self._delay
@@ -448,6 +570,7 @@ class BluecoreSandbox:
             "injected_fault",
             f"sandbox fault: status {rule.status}",
             retry_after=rule.retry_after,
+            body=rule.body,
         )
 
     def _check(
@@ -497,6 +620,9 @@ class BluecoreSandbox:
     async def _handle_delete_received(self, _request: web.Request) -> web.Response:
         return web.json_response({"cleared": self.clear_received()})
 
+    async def _handle_get_counts(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.counts)
+
     async def _handle_get_faults(self, _request: web.Request) -> web.Response:
         return web.json_response(self.faults())
 
@@ -541,8 +667,24 @@ class BluecoreSandbox:
                 raise ValueError("token_status needs a token string")
             status = spec.get("status")
             self.set_token_status(token, None if status is None else _json_int(spec, "status", 0))
+        elif kind == "body":
+            text = spec.get("text")
+            if text is not None and not isinstance(text, str):
+                raise ValueError("text must be a string")
+            size = spec.get("size")
+            endless = spec.get("endless", False)
+            if not isinstance(endless, bool):
+                raise ValueError("endless must be true or false")
+            self.answer_next(
+                _json_int(spec, "count", 1),
+                status=_json_int(spec, "status", 202),
+                text=text,
+                size=None if size is None else _json_int(spec, "size", 0),
+                endless=endless,
+                retry_after=_json_retry_after(spec.get("retry_after")),
+            )
         else:
-            raise ValueError('kind must be one of "fail", "delay", "reset", "token_status"')
+            raise ValueError('kind must be one of "fail", "body", "delay", "reset", "token_status"')
 
 
 def validate_event(body: Mapping[str, JSONValue]) -> tuple[str, str] | None:
@@ -659,6 +801,17 @@ def _json_retry_after(value: JSONValue) -> RetryAfter:
         if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
             return timedelta(seconds=seconds)
     raise ValueError('retry_after must be an integer, a string or {"http_date_in": seconds}')
+
+
+def _fail_rule_json(rule: _FailRule) -> JSONValue:
+    shown: dict[str, JSONValue] = {
+        "status": rule.status,
+        "remaining": rule.remaining,
+        "retry_after": _retry_after_json(rule.retry_after),
+    }
+    if rule.body is not None:
+        shown["body"] = rule.body.to_json()
+    return shown
 
 
 def _retry_after_json(value: int | str | timedelta | None) -> JSONValue:

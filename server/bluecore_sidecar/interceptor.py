@@ -1,0 +1,350 @@
+"""The gRPC edge: one server interceptor that every RPC passes through.
+
+For each method of the delivery service it opens the SERVER span (continuing the caller's
+W3C ``traceparent``), applies admission control and turns a :class:`RequestError` raised
+anywhere below into a ``google.rpc.Status`` with an ``ErrorInfo``. For every method, health
+and reflection included, it also decodes the requests itself, so bytes
+that are not a valid message become ``INVALID_ARGUMENT`` rather than grpc's ``UNKNOWN``
+"Unexpected <class ...>" (grpc.aio treats any exception from a deserializer that way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import descriptor_pool
+from google.protobuf.message import DecodeError
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .errors import (
+    InternalError,
+    InvalidRequest,
+    Overloaded,
+    RequestError,
+    Unavailable,
+    to_rpc_status,
+)
+from .telemetry import LOGGER_NAME, Metrics
+
+_W3C = TraceContextTextMapPropagator()
+log = logging.getLogger(LOGGER_NAME)
+
+#: What upb says when a message nests deeper than its limit of 100 levels; a ``Struct`` costs
+#: three levels per JSON object (Struct, map entry, Value), so about 33 objects deep.
+_TOO_DEEP_HINT = "MaxDepth"
+_BAD_UTF8_HINT = "UTF-8"
+
+
+class Admission:
+    """Bounds the calls being served, and refuses everything once draining has begun."""
+
+    def __init__(self, limit: int, retry_delay: timedelta) -> None:
+        self.limit = limit
+        self.retry_delay = retry_delay
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def admit(self, *, bounded: bool) -> Iterator[None]:
+        """Hold a slot for one call (``bounded``) or only check that the sidecar is serving.
+
+        Raises :class:`Unavailable` while draining and :class:`Overloaded` when ``limit``
+        calls are already in flight: answering at once beats queueing a call past its deadline.
+        """
+        if self.draining:
+            raise Unavailable("SHUTTING_DOWN", "the sidecar is shutting down; send to another")
+        if bounded and self.in_flight >= self.limit:
+            raise Overloaded(
+                "OVERLOADED",
+                f"the sidecar is serving its limit of {self.limit} calls; retry after "
+                f"{self.retry_delay.total_seconds():g}s",
+                retry_delay=self.retry_delay,
+                limit=str(self.limit),
+            )
+        if bounded:
+            self.in_flight += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            if bounded:
+                self.in_flight -= 1
+                if not self.in_flight:
+                    self._idle.set()
+
+    async def busy_after(self, timeout: float) -> int:
+        """How many calls are still in flight ``timeout`` seconds from now (0 once idle)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return self.in_flight
+        return 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode; the handler refuses it."""
+
+    error: InvalidRequest
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Method:
+    """What the interceptor knows about one RPC method."""
+
+    path: str  # "/package.Service/Method"
+    service: str
+    name: str
+    traced: bool  # a SERVER span, admission, and request errors as statuses
+    bounded: bool  # counts against the admission limit
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Spans, admission and error statuses for ``service``; safe decoding for everything."""
+
+    def __init__(
+        self,
+        service: str,
+        admission: Admission,
+        metrics: Metrics,
+        tracer: trace.Tracer,
+        *,
+        unbounded: frozenset[str] = frozenset(),
+    ) -> None:
+        self._service = service
+        self._admission = admission
+        self._metrics = metrics
+        self._tracer = tracer
+        self._unbounded = unbounded
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Wrap the method's handler (built once per method, then reused)."""
+        path: str = handler_call_details.method
+        wrapped = self._handlers.get(path)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None or (
+                handler.request_streaming
+                and not (
+                    handler.response_streaming and inspect.isasyncgenfunction(handler.stream_stream)
+                )
+            ):
+                # Unknown methods stay UNIMPLEMENTED; there is no other streamed kind to wrap.
+                return handler
+            service, _, name = path.lstrip("/").partition("/")
+            traced = service == self._service
+            method = _Method(path, service, name, traced, traced and name not in self._unbounded)
+            wrapped = self._wrap(method, handler)
+            self._handlers[path] = wrapped
+        return wrapped
+
+    def _wrap(self, method: _Method, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        deserializer = _tolerant(method, handler.request_deserializer)
+        if handler.request_streaming:
+            # Reflection: each undecodable message in the stream ends the call with a status.
+            bidi = handler.stream_stream
+
+            async def both(
+                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                with self._rpc(method, context) as span:
+                    try:
+                        async for response in bidi(_checked(requests), context):
+                            yield response
+                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
+                        await self._refuse(method, error, context, span)
+
+            return grpc.stream_stream_rpc_method_handler(
+                both,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if not handler.response_streaming:
+            inner = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                with self._rpc(method, context) as span:
+                    try:
+                        with self._admitted(method, request):
+                            return await inner(request, context)
+                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
+                        await self._refuse(method, error, context, span)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        stream = handler.unary_stream
+        if inspect.isasyncgenfunction(stream):
+
+            async def streaming(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                with self._rpc(method, context) as span:
+                    try:
+                        with self._admitted(method, request):
+                            async for response in stream(request, context):
+                                yield response
+                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
+                        await self._refuse(method, error, context, span)
+
+            behaviour: Callable[..., Any] = streaming
+        else:
+            # A handler that writes with ``context.write`` (grpc's health Watch) stays a
+            # coroutine: grpc.aio tells the two kinds apart by their function type.
+            async def writing(request: Any, context: grpc.aio.ServicerContext) -> None:
+                with self._rpc(method, context) as span:
+                    try:
+                        with self._admitted(method, request):
+                            await stream(request, context)
+                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
+                        await self._refuse(method, error, context, span)
+
+            behaviour = writing
+        return grpc.unary_stream_rpc_method_handler(
+            behaviour,
+            request_deserializer=deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    @contextlib.contextmanager
+    def _admitted(self, method: _Method, request: Any) -> Iterator[None]:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        if not method.traced:
+            yield
+            return
+        with self._admission.admit(bounded=method.bounded):
+            if method.bounded:
+                self._metrics.calls_admitted.labels(method=method.name).inc()
+            yield
+
+    @contextlib.contextmanager
+    def _rpc(self, method: _Method, context: grpc.aio.ServicerContext) -> Iterator[trace.Span]:
+        """The SERVER span of one traced RPC, continuing the caller's W3C trace context."""
+        if not method.traced:
+            yield trace.INVALID_SPAN
+            return
+        carrier = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)
+        }
+        # Only W3C trace context: the caller's baggage could carry anything, and what is in
+        # the context is injected into the requests to Bluecore.
+        token = otel_context.attach(_W3C.extract(carrier))
+        try:
+            with self._tracer.start_as_current_span(
+                f"{method.service}/{method.name}",
+                kind=trace.SpanKind.SERVER,
+                attributes={
+                    "rpc.system": "grpc",
+                    "rpc.service": method.service,
+                    "rpc.method": method.name,
+                },
+                record_exception=False,
+                # _refuse sets the status: the abort that ends a refused call is no failure.
+                set_status_on_exception=False,
+            ) as span:
+                yield span
+        finally:
+            otel_context.detach(token)
+
+    async def _refuse(
+        self,
+        method: _Method,
+        error: Exception,
+        context: grpc.aio.ServicerContext,
+        span: trace.Span,
+    ) -> NoReturn:
+        """Count ``error``, mark the span and end the RPC with its status (always raises).
+
+        A handler's own ``context.abort`` passes through unchanged. Anything else that is not
+        a :class:`RequestError` is a bug: logged by type, answered INTERNAL without details
+        (grpc would answer UNKNOWN naming the Python type, and the text could carry data).
+        """
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if not isinstance(error, RequestError):
+            log.error(
+                "unexpected error serving a call",
+                extra={"fields": {"method": method.name, "error_type": type(error).__name__}},
+            )
+            span.set_attribute("error.type", type(error).__name__)
+            error = InternalError("INTERNAL_ERROR", "the sidecar failed unexpectedly; it is logged")
+        self._metrics.calls_refused.labels(
+            method=method.name, code=error.code.name, reason=error.reason
+        ).inc()
+        span.set_attribute("rpc.grpc.status_code", error.code.value[0])
+        span.set_status(trace.StatusCode.ERROR, error.reason)
+        await context.abort_with_status(to_rpc_status(error))
+        raise AssertionError("abort_with_status returned")  # pragma: no cover - it raises
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``requests``, raising the decoding error in place of an undecodable one."""
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        yield request
+
+
+def _tolerant(
+    method: _Method, deserializer: Callable[[bytes], Any] | None
+) -> Callable[[bytes], Any] | None:
+    """``deserializer``, except that undecodable bytes yield an :class:`_Undecodable`."""
+    if deserializer is None:
+        return None
+    expected = _request_type(method)
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as error:
+            return _Undecodable(_decode_problem(str(error), expected))
+
+    return deserialize
+
+
+def _decode_problem(text: str, expected: str) -> InvalidRequest:
+    # upb's message names the problem; it is summarised, never echoed (it names types).
+    if _TOO_DEEP_HINT in text:
+        return InvalidRequest(
+            "TOO_DEEP",
+            f"the request is not a valid {expected}: it nests messages deeper than the "
+            "protobuf limit of 100 levels (a Struct holds at most 33 levels of JSON objects)",
+        )
+    problem = (
+        "a string field holds invalid UTF-8"
+        if _BAD_UTF8_HINT in text
+        else "the bytes are truncated or not protobuf"
+    )
+    return InvalidRequest("MALFORMED_REQUEST", f"the request is not a valid {expected}: {problem}")
+
+
+def _request_type(method: _Method) -> str:
+    """The protobuf name of ``method``'s request message, for error messages."""
+    try:
+        found = descriptor_pool.Default().FindMethodByName(f"{method.service}.{method.name}")
+    except KeyError:
+        return "request message"
+    return str(found.input_type.full_name)

@@ -700,3 +700,49 @@ async def test_a_corrupt_queue_file_is_moved_aside_and_a_fresh_queue_serves(
     assert aside[0].startswith("queue.db.corrupt-")
     errors = [line for line in captured_logs.getvalue().splitlines() if '"ERROR"' in line]
     assert any("corrupt" in line for line in errors)
+
+
+async def test_replay_maps_again_with_the_settings_of_the_sidecar_that_sends_it(sandbox, tmp_path):
+    """A dead letter replayed by a sidecar whose event map now drops that event is not sent:
+    it is a dead letter again, with the mapping's reason."""
+    path = tmp_path / "queue.db"
+    sandbox.fail_next(1, 400)
+    async with durable(durable_settings(sandbox, path)) as first:
+        await first.deliver(make_event(messageId="rm-1"), ENQUEUE)
+        dead = await dead_letter_appears(first)
+        assert dead.reason == "HTTP_400"
+    base = durable_settings(sandbox, path)
+    dropping = dataclasses.replace(
+        base, rules=dataclasses.replace(base.rules, event_map={"productviewed": None})
+    )
+    async with durable(dropping) as second:
+        replay = await second.admin.ReplayDeadLetters(
+            delivery_pb2.ReplayDeadLettersRequest(all=True)
+        )
+        assert replay.replayed == 1
+        async with asyncio.timeout(10):
+            while not (again := await second.dead_letters(reasons=["EVENT_DISABLED"])):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert again[0].message_id == "rm-1"
+    assert len(sandbox.received) == 1  # only the first, refused try
+
+
+async def test_a_batch_in_wait_mode_answers_each_event_in_order(start, sandbox):
+    running = await start()
+    events = [
+        make_event(messageId=f"bt-{n}", traits={"email": f"c{n}@example.com"}) for n in range(5)
+    ]
+    reply = await running.stub.DeliverBatch(
+        delivery_pb2.DeliverBatchRequest(events=events, mode=WAIT), timeout=10
+    )
+    assert [r.message_id for r in reply.results] == [f"bt-{n}" for n in range(5)]
+    assert {r.status for r in reply.results} == {Status.DELIVERY_STATUS_DELIVERED}
+    sandbox.fail_next(OUTAGE, 503)
+    later = [make_event(messageId=f"bq-{n}") for n in range(3)]
+    queued = await running.stub.DeliverBatch(
+        delivery_pb2.DeliverBatchRequest(events=later, mode=ENQUEUE), timeout=10
+    )
+    assert {r.status for r in queued.results} == {Status.DELIVERY_STATUS_QUEUED}
+    sandbox.clear_faults()
+    # The queued three are delivered by the workers once Bluecore is back.
+    await until(lambda: len(accepted(sandbox)) == 8)

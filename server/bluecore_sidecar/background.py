@@ -293,18 +293,10 @@ class BackgroundDelivery:
         with self._tracer.start_as_current_span(
             BACKGROUND_SPAN, context=parent, links=links, record_exception=False
         ) as span:
-            try:
-                result, kept = await self._try(claim, waiter)
-            except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the worker
-                _log.error(
-                    "unexpected error in a background try",
-                    extra={"fields": {"error_type": type(exc).__name__}},
-                )
-                result, kept = await self._settle_retry(
-                    claim,
-                    SendOutcome(Verdict.RETRY, 0, 0, "INTERNAL_ERROR", type(exc).__name__),
-                    "",
-                )
+            settled = await self._settled(claim, waiter)
+            if settled is None:
+                return
+            result, kept = settled
             ctx = span.get_span_context()
             result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
             result.latency.CopyFrom(_duration(self._clock() - started))
@@ -328,6 +320,44 @@ class BackgroundDelivery:
         self._bus.publish(result)
         if self._observer is not None:
             self._observer.on_outcome(result, False)
+
+    async def _settled(
+        self, claim: Claim, waiter: Waiter | None
+    ) -> tuple[DeliveryResult, bool] | None:
+        """Try the entry and record the outcome; None when the store could not record it.
+
+        A store that fails (disk full or read-only, I/O errors) leaves the entry claimed; it
+        is asked once more, a second later, to put it back as due, and otherwise the entry
+        waits, safe on disk, for the release at the next start. The worker never dies of it.
+        """
+        try:
+            return await self._try(claim, waiter)
+        except StoreError as exc:
+            failure: Exception = exc
+        except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the worker
+            _log.error(
+                "unexpected error in a background try",
+                extra={"fields": {"error_type": type(exc).__name__}},
+            )
+            outcome = SendOutcome(Verdict.RETRY, 0, 0, "INTERNAL_ERROR", type(exc).__name__)
+            try:
+                return await self._settle_retry(claim, outcome, "")
+            except StoreError as again:
+                failure = again
+        _log.error(
+            "the durable queue could not record a background try; it is tried again later",
+            extra={"fields": {"error_type": type(failure).__name__}},
+        )
+        await asyncio.sleep(1.0)
+        try:
+            await self.queue.reschedule(
+                claim, next_due=self._wall_clock(), reason="STORE_ERROR", http_status=0, attempts=0
+            )
+        except StoreError:
+            _log.error("the entry stays claimed until the next start releases it")
+        self._changed()
+        self._count("store_error")
+        return None
 
     async def _try(self, claim: Claim, waiter: Waiter | None) -> tuple[DeliveryResult, bool]:
         entry = claim.entry

@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import duration_pb2
@@ -36,7 +37,7 @@ from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
 from .redaction import Redactor
 from .retry import RetryPolicy, Verdict, backoff_delay
-from .store import Claim, EnqueueOutcome, NewEntry, SqliteQueue, StoreError
+from .store import Claim, DedupStore, EnqueueOutcome, EventQueue, NewEntry, StoreError
 from .telemetry import Metrics
 from .upstream import SendOutcome, UpstreamClient
 
@@ -55,6 +56,13 @@ BLUECORE_MAX_AGE = 24 * 3600.0
 _AUTH_STATUSES = frozenset({401, 403})
 _W3C = TraceContextTextMapPropagator()
 _log = logging.getLogger("bluecore_sidecar")
+
+
+class WorkQueue(EventQueue, DedupStore, Protocol):
+    """What the workers use of the durable queue: its events, and purging old delivered ids.
+
+    :class:`~.store.SqliteQueue` is one; a shared log could be another.
+    """
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,7 +86,7 @@ class BackgroundDelivery:
     def __init__(
         self,
         *,
-        queue: SqliteQueue,
+        queue: WorkQueue,
         client: UpstreamClient,
         rules: MappingRules,
         gates: GatePolicy,

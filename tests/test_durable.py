@@ -746,3 +746,13 @@ async def test_a_batch_in_wait_mode_answers_each_event_in_order(start, sandbox):
     sandbox.clear_faults()
     # The queued three are delivered by the workers once Bluecore is back.
     await until(lambda: len(accepted(sandbox)) == 8)
+
+
+async def test_background_tries_honour_retry_after(start, sandbox):
+    running = await start()
+    sandbox.fail_next(1, 503, retry_after=1)
+    await running.deliver(make_event(messageId="ra-1"), ENQUEUE)
+    await until(lambda: len(accepted(sandbox)) == 1)
+    first, second = sandbox.received
+    assert first.status == 503
+    assert second.received_at - first.received_at >= 0.95

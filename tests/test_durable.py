@@ -180,7 +180,7 @@ async def test_enqueue_mode_answers_queued_at_once_and_a_worker_delivers_it(star
 async def test_direct_mode_never_queues_a_failure(start, sandbox):
     running = await start()
     sandbox.fail_next(OUTAGE, 503)
-    result = await running.deliver(make_event(messageId="x-1"), DIRECT, timeout=1)
+    result = await running.deliver(make_event(messageId="x-1"), DIRECT, timeout=2)
     assert result.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
     assert result.reason == "HTTP_503"
     stats = await running.sidecar.background.queue.stats()  # type: ignore[union-attr]
@@ -214,7 +214,7 @@ async def test_an_outage_answers_queued_and_the_worker_delivers_after_recovery(s
     )
     await until(lambda: running.sidecar.bus.watcher_count == 1)
     sandbox.fail_next(OUTAGE, 503)
-    result = await running.deliver(make_event(messageId="o-1"), WAIT, timeout=1)
+    result = await running.deliver(make_event(messageId="o-1"), WAIT, timeout=2)
     assert result.status == Status.DELIVERY_STATUS_QUEUED
     assert result.reason == "HTTP_503"
     assert result.attempts >= 1
@@ -233,7 +233,7 @@ async def test_a_duplicate_of_a_queued_id_answers_queued_again_and_is_sent_once(
     running = await start()
     sandbox.fail_next(OUTAGE, 503)
     first = await running.deliver(make_event(messageId="q-1"), ENQUEUE)
-    again = await running.deliver(make_event(messageId="q-1"), WAIT, timeout=1)
+    again = await running.deliver(make_event(messageId="q-1"), WAIT, timeout=2)
     assert first.status == again.status == Status.DELIVERY_STATUS_QUEUED
     assert again.reason == "ALREADY_QUEUED"
     stats = await running.sidecar.background.queue.stats()  # type: ignore[union-attr]
@@ -320,14 +320,14 @@ async def test_an_event_that_reaches_the_maximum_age_in_the_queue_is_an_expired_
 
 
 async def stalled_failing_optin(running: Running, sandbox: BluecoreSandbox) -> asyncio.Task[Any]:
-    """An optin whose first try Bluecore holds for a second and then refuses with 503.
+    """An optin whose first try Bluecore holds for three seconds and then refuses with 503.
 
     Its WAIT call answers QUEUED at its deadline; the entry stays the customer's head in the
     queue until a later background try delivers it. Returns once Bluecore holds the request.
     """
     sandbox.fail_next(1, 503)
-    sandbox.delay(1.0, count=1)
-    call = asyncio.create_task(running.deliver(signed_up("optin"), WAIT, timeout=0.5))
+    sandbox.delay(3.0, count=1)
+    call = asyncio.create_task(running.deliver(signed_up("optin"), WAIT, timeout=1.5))
     await until(lambda: len(sandbox.received) == 1)
     return call
 
@@ -370,7 +370,7 @@ async def test_direct_mode_for_a_customer_with_queued_events_answers_customer_bu
     running = await start()
     sandbox.fail_next(OUTAGE, 503)
     await running.deliver(signed_up("b-1"), ENQUEUE)
-    result = await running.deliver(unsubscribed("b-2"), DIRECT, timeout=1)
+    result = await running.deliver(unsubscribed("b-2"), DIRECT, timeout=2)
     assert result.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
     assert result.reason == "CUSTOMER_BUSY"
     assert accepted(sandbox) == []
@@ -392,7 +392,7 @@ async def test_a_restart_keeps_delivered_and_queued_ids(sandbox, tmp_path):
         queued = await first.deliver(make_event(messageId="r-2"), ENQUEUE)
         assert queued.status == Status.DELIVERY_STATUS_QUEUED
         direct = await first.deliver(
-            make_event(messageId="r-3", traits={"email": "sam@example.com"}), DIRECT, timeout=1
+            make_event(messageId="r-3", traits={"email": "sam@example.com"}), DIRECT, timeout=2
         )
         assert direct.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
     sandbox.clear_faults()
@@ -402,7 +402,7 @@ async def test_a_restart_keeps_delivered_and_queued_ids(sandbox, tmp_path):
         delivered_again = await second.deliver(searched("r-1"))
         assert delivered_again.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
         assert delivered_again.bluecore_event == "search"
-        queued_again = await second.deliver(make_event(messageId="r-2"), WAIT, timeout=1)
+        queued_again = await second.deliver(make_event(messageId="r-2"), WAIT, timeout=2)
         assert queued_again.status == Status.DELIVERY_STATUS_QUEUED
         assert queued_again.reason == "ALREADY_QUEUED"
         sandbox.clear_faults()
@@ -655,7 +655,7 @@ async def test_serve_with_a_queue_path_queues_exits_0_on_sigterm_and_keeps_the_e
         async with grpc.aio.insecure_channel(address) as channel:
             stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
             request = delivery_pb2.DeliverRequest(event=make_event(messageId="p-1"), mode=WAIT)
-            reply = await stub.Deliver(request, timeout=1)
+            reply = await stub.Deliver(request, timeout=2)
         assert reply.result.status == Status.DELIVERY_STATUS_QUEUED
 
         second = await asyncio.create_subprocess_exec(

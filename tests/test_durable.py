@@ -756,3 +756,35 @@ async def test_background_tries_honour_retry_after(start, sandbox):
     first, second = sandbox.received
     assert first.status == 503
     assert second.received_at - first.received_at >= 0.95
+
+
+async def test_dead_letters_come_in_pages_and_an_unknown_id_is_not_found(start, sandbox):
+    running = await start()
+    sandbox.fail_next(3, 400)
+    for n in range(3):
+        await running.deliver(
+            make_event(messageId=f"pg-{n}", traits={"email": f"p{n}@example.com"}), ENQUEUE
+        )
+    async with asyncio.timeout(10):
+        while len(await running.dead_letters()) < 3:  # noqa: ASYNC110 - background outcome
+            await asyncio.sleep(0.05)
+    seen: list[str] = []
+    token = ""
+    for _ in range(3):
+        page = await running.admin.ListDeadLetters(
+            delivery_pb2.ListDeadLettersRequest(page_size=2, page_token=token)
+        )
+        seen.extend(d.message_id for d in page.dead_letters)
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == ["pg-0", "pg-1", "pg-2"]
+    assert len(seen) == 3
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await running.admin.GetDeadLetter(delivery_pb2.GetDeadLetterRequest(id=999))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await running.admin.ListDeadLetters(
+            delivery_pb2.ListDeadLettersRequest(page_token="not-a-token")
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -36,7 +36,7 @@ from .gates import GatePolicy
 from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
 from .redaction import Redactor
-from .retry import RetryPolicy, Verdict, backoff_delay
+from .retry import RetryPolicy, Verdict, backoff_delay, deadline_margin
 from .store import Claim, DedupStore, EnqueueOutcome, EventQueue, NewEntry, StoreError
 from .telemetry import Metrics
 from .upstream import SendOutcome, UpstreamClient
@@ -382,9 +382,12 @@ class BackgroundDelivery:
             reason = sk.EXPIRED if decision.reason == sk.STALE_EVENT else decision.reason
             detail = _expired_detail(self._max_age) if reason == sk.EXPIRED else decision.detail
             return await self._dead(claim, reason, detail, event=event, skip=decision)
-        deadline = self._clock() + self._try_budget
+        now_mono = self._clock()
+        deadline = now_mono + self._try_budget
         if waiter is not None:
-            deadline = min(deadline, waiter.respond_by)
+            # The outcome must still be committed and handed over before the call answers.
+            left = waiter.respond_by - now_mono
+            deadline = min(deadline, waiter.respond_by - deadline_margin(left))
         outcomes = await asyncio.gather(
             *(self._client.send(request.body, deadline) for request in decision.requests)
         )

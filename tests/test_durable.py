@@ -788,3 +788,29 @@ async def test_dead_letters_come_in_pages_and_an_unknown_id_is_not_found(start, 
             delivery_pb2.ListDeadLettersRequest(page_token="not-a-token")
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_sigterm_answers_waiting_calls_queued_at_once_and_stops_within_the_grace(
+    sandbox, tmp_path
+):
+    """Draining stops claiming: a WAIT call waiting on a background try during an outage
+    answers QUEUED at once (its event is on disk) rather than at its deadline."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(seconds=3))
+    sandbox.fail_next(OUTAGE, 503)
+    async with durable(settings) as running:
+        call = asyncio.create_task(running.deliver(make_event(messageId="sd-1"), WAIT, timeout=20))
+        await until(lambda: len(sandbox.received) >= 1)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        drain = asyncio.create_task(running.sidecar.drain())
+        result = await call
+        answered = loop.time() - began
+        await drain
+        drained = loop.time() - began
+    assert result.status == Status.DELIVERY_STATUS_QUEUED
+    assert "shutting down" in result.detail
+    assert answered < 2.0  # long before the call's 20 s deadline
+    assert drained < 3.0 + 2.0  # the grace, and the try cut at its end
+    sandbox.clear_faults()
+    async with durable(settings):
+        await until(lambda: len(accepted(sandbox)) == 1)

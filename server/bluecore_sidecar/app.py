@@ -76,14 +76,16 @@ class Sidecar:
     async def drain(self) -> None:
         """Stop taking work, let in-flight calls finish within the grace, stop serving.
 
-        Background tries go on while calls drain (a WAIT call may be waiting on one); then
-        claiming stops and the tries in flight get what is left of the grace, or go back to
-        the queue.
+        With a queue, claiming stops at once and calls waiting on a background try answer
+        ``QUEUED``; the tries in flight get what is left of the grace once the calls are
+        over, and are put back into the queue if they need longer.
         """
         if self._stopped:
             return
         self._stopped = True
         self.admission.draining = True
+        if self.background is not None:
+            self.background.stop_claiming()
         await self.health.enter_graceful_shutdown()
         log.info("draining", extra={"fields": {"in_flight": self.admission.in_flight}})
         # Watch streams never end by themselves; graceful stop would wait the grace for them.

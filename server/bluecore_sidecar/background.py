@@ -73,10 +73,11 @@ class Waiter:
     """Monotonic time the call must answer by; the try's own deadline."""
     context: otel_context.Context
     """The call's trace context: its try is a child span there."""
-    future: asyncio.Future[DeliveryResult]
+    future: asyncio.Future[DeliveryResult | None]
 
-    async def wait(self, timeout: float) -> DeliveryResult:
-        """The first try's outcome; ``TimeoutError`` after ``timeout`` seconds."""
+    async def wait(self, timeout: float) -> DeliveryResult | None:
+        """The first try's outcome, or None when shutdown began first (answer QUEUED now);
+        ``TimeoutError`` after ``timeout`` seconds."""
         return await asyncio.wait_for(asyncio.shield(self.future), max(timeout, 0.0))
 
 
@@ -137,12 +138,20 @@ class BackgroundDelivery:
             asyncio.create_task(self._housekeeping(), name="queue-housekeeping"),
         ]
 
-    async def stop(self, timeout: float) -> None:
-        """Stop claiming; let tries in flight finish within ``timeout``, then cancel them and
-        put every claimed entry back to pending. Nothing on disk is lost either way."""
+    def stop_claiming(self) -> None:
+        """Shutdown begins: claim nothing more, and let waiting calls answer ``QUEUED`` now
+        (their events are on disk) instead of holding the drain up to their deadline."""
         self._stopping = True
         self.queue.stop_claiming()
         self._wake.set()
+        for waiter in self._waiters.values():
+            if not waiter.future.done():
+                waiter.future.set_result(None)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming; let tries in flight finish within ``timeout``, then cancel them and
+        put every claimed entry back to pending. Nothing on disk is lost either way."""
+        self.stop_claiming()
         for task in self._loops:
             if task.get_name() == "queue-housekeeping":
                 task.cancel()
@@ -199,7 +208,10 @@ class BackgroundDelivery:
             otel_context.get_current(),
             asyncio.get_running_loop().create_future(),
         )
-        self._waiters[message_id] = waiter
+        if self._stopping:
+            waiter.future.set_result(None)  # nothing will be claimed any more
+        else:
+            self._waiters[message_id] = waiter
         return waiter
 
     def unregister(self, message_id: str, waiter: Waiter) -> None:

@@ -386,21 +386,25 @@ class Deliverer:
                     return self._already_queued(event, record, started, trace_id)
                 return self._duplicate(event, record, started, trace_id)
             assert isinstance(outcome, Enqueued)
+            first: DeliveryResult | None = None
+            waited_out = False
             if waiter is not None:
                 try:
                     first = await waiter.wait(respond_by - self._clock())
                 except TimeoutError:
-                    pass
-                else:
-                    shared = DeliveryResult()
-                    shared.CopyFrom(first)
-                    shared.datafly_event = decision.datafly_event
-                    return self._stamp(shared, started, trace_id)
+                    waited_out = True
+            if first is not None:
+                shared = DeliveryResult()
+                shared.CopyFrom(first)
+                shared.datafly_event = decision.datafly_event
+                return self._stamp(shared, started, trace_id)
             detail = "committed to the durable queue; delivered in the background"
             if behind:
                 detail += ", after the earlier queued events of this customer"
-            elif waiter is not None:
+            elif waited_out:
                 detail += "; the first try did not finish before the deadline"
+            elif waiter is not None:
+                detail += "; the sidecar is shutting down, so it is sent after the restart"
             return self._stamp(
                 _result(
                     event,

@@ -147,6 +147,7 @@ class BackgroundDelivery:
         for waiter in self._waiters.values():
             if not waiter.future.done():
                 waiter.future.set_result(None)
+        self._changed()  # DIRECT calls waiting for a customer's queue give up now too
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming; let tries in flight finish within ``timeout``, then cancel them and
@@ -193,8 +194,8 @@ class BackgroundDelivery:
         """Wait until the customer has nothing queued; False if ``respond_by`` comes first."""
         while await self.queue.has_pending(ordering_key):
             remaining = respond_by - self._clock()
-            if remaining <= 0:
-                return False
+            if remaining <= 0 or self._stopping:
+                return False  # out of time, or nothing more leaves the queue before a restart
             try:
                 await asyncio.wait_for(asyncio.shield(self._change), remaining)
             except TimeoutError:

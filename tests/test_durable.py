@@ -814,3 +814,17 @@ async def test_sigterm_answers_waiting_calls_queued_at_once_and_stops_within_the
     sandbox.clear_faults()
     async with durable(settings):
         await until(lambda: len(accepted(sandbox)) == 1)
+
+
+async def test_a_wait_calls_try_is_a_child_span_of_the_call(start, sandbox, span_exporter):
+    running = await start()
+    result = await running.deliver(make_event(messageId="tw-1"), WAIT)
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    spans = span_exporter.get_finished_spans()
+    call = next(s for s in spans if s.name == DELIVERY_SPAN)
+    tried = next(s for s in spans if s.name == BACKGROUND_SPAN)
+    assert tried.parent is not None
+    assert tried.parent.span_id == call.context.span_id
+    assert result.trace_id == format(call.context.trace_id, "032x")
+    http = [s for s in spans if s.parent is not None and s.parent.span_id == tried.context.span_id]
+    assert [s.name for s in http] == ["POST"]

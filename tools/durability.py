@@ -664,7 +664,8 @@ async def proof_b(ctx: Context, row: Row, args: argparse.Namespace) -> None:
 async def proof_c(ctx: Context, row: Row, args: argparse.Namespace) -> None:
     """SIGTERM under load: exit 0, nothing lost."""
     sandbox = await ctx.sandbox()
-    await sandbox.fault(kind="delay", seconds=0.2)
+    # 16 workers at 0.5 s an answer take 32 events/s, below the 50/s queued: a backlog builds.
+    await sandbox.fault(kind="delay", seconds=0.5)
     queue = ctx.workdir / "queue.db"
     grace = 5.0
     first = await ctx.sidecar("c-first", sandbox, queue, {"SIDECAR_SHUTDOWN_GRACE": f"{grace:g}s"})
@@ -711,7 +712,7 @@ async def proof_c(ctx: Context, row: Row, args: argparse.Namespace) -> None:
     count(row, ledger, sandbox)
     row.check("0 accepted events lost", row.lost == 0)
     row.done += [
-        "100 Deliver/s, half wait, half enqueue, answers held 0.2 s upstream; SIGTERM after "
+        "100 Deliver/s, half wait, half enqueue, answers held 0.5 s upstream; SIGTERM after "
         f"3 s with {pending} accepted events not yet delivered; calls kept coming",
         f"answers: {ledger.tally()}",
         "restart on the same file delivers what was left",

@@ -1049,7 +1049,11 @@ def render(rows: list[Row], started: dt.datetime, seconds: float, command: str) 
             f"{r.accepted} | {r.delivered} | {r.lost} | {num(r.requests_per_event)} | "
             f"{r.duplicates} | {codes} | {'PASS' if r.passed else '**FAIL**'} |"
         )
-    lines += ["", "Checks (✓ held, ✗ did not):", ""]
+    return "\n".join(lines) + "\n"
+
+
+def render_checks(rows: list[Row]) -> str:
+    lines = ["Checks (✓ held, ✗ did not):", ""]
     for r in rows:
         lines.append(f"- ({r.proof}) {r.title}, {r.seconds:.0f} s: " + "; ".join(r.done[1:]))
         for what, ok in r.checks:
@@ -1059,7 +1063,10 @@ def render(rows: list[Row], started: dt.datetime, seconds: float, command: str) 
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, block: str) -> None:
+def update_readme(readme: Path, table: str, checks_file: Path) -> None:
+    """Put ``table`` between the README's markers, with a link to the file of every check."""
+    shown = os.path.relpath(checks_file.resolve(), readme.resolve().parent)
+    block = f"{table}\nEvery check of this run: [{shown}]({shown}).\n"
     text = readme.read_text(encoding="utf-8")
     head, sep, rest = text.partition(BEGIN_MARK)
     _, sep2, tail = rest.partition(END_MARK)
@@ -1139,18 +1146,20 @@ async def main_async(args: argparse.Namespace, command: str) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="durability-"))
     print(f"durability: proofs {','.join(args.proofs)}; logs and queue files in {workdir}")
     rows = [await run_proof(letter, args, workdir) for letter in args.proofs]
-    report = render(rows, started, time.monotonic() - began, command)
+    table = render(rows, started, time.monotonic() - began, command)
+    checks = render_checks(rows)
     print()
-    print(report)
+    print(table)
+    print(checks)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         "# Durability: the last run of `make durability`\n\n"
         "Written by `tools/durability.py`; README.md, section Durability, explains the "
-        "proofs.\n\n" + report,
+        "proofs.\n\n" + table + "\n" + checks,
         encoding="utf-8",
     )
     if args.readme:
-        update_readme(args.readme, report)
+        update_readme(args.readme, table, args.out)
     failed = [r.proof for r in rows if not r.passed]
     print(f"durability: {len(rows) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

@@ -33,7 +33,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from .conftest import EMAIL, NAMESPACE, make_event, test_settings
+from .conftest import EMAIL, NAMESPACE, eventually, make_event, test_settings
 
 Status = delivery_pb2.DeliveryStatus
 Mode = delivery_pb2.DeliveryMode
@@ -115,19 +115,24 @@ def accepted(sandbox: BluecoreSandbox) -> list[tuple[str | None, Any]]:
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Wait until ``predicate()`` is true (the background has no event a test can await)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polling an observable outcome
-            await asyncio.sleep(0.02)
+    """``eventually`` with room for background tries on a loaded machine."""
+    await eventually(predicate, timeout=timeout)
 
 
-async def dead_letter_appears(running: Running, timeout: float = 10.0) -> delivery_pb2.DeadLetter:
-    async with asyncio.timeout(timeout):
-        while True:
-            found = await running.dead_letters()
-            if found:
-                return found[0]
-            await asyncio.sleep(0.05)
+async def dead_letters_appear(
+    running: Running, count: int = 1, **filters: Any
+) -> list[delivery_pb2.DeadLetter]:
+    """The dead letters once there are ``count`` (the background gives up asynchronously)."""
+
+    async def enough() -> list[delivery_pb2.DeadLetter] | None:
+        found = await running.dead_letters(**filters)
+        return found if len(found) >= count else None
+
+    return await eventually(enough, timeout=15.0, interval=0.05)
+
+
+async def dead_letter_appears(running: Running) -> delivery_pb2.DeadLetter:
+    return (await dead_letters_appear(running))[0]
 
 
 def signed_up(message_id: str) -> delivery_pb2.DataflyEvent:
@@ -308,7 +313,7 @@ async def test_an_event_that_reaches_the_maximum_age_in_the_queue_is_an_expired_
     event.timestamp.CopyFrom(stamp)
     result = await running.deliver(event, ENQUEUE)
     assert result.status == Status.DELIVERY_STATUS_QUEUED
-    dead = await dead_letter_appears(running, timeout=15)
+    dead = await dead_letter_appears(running)
     assert dead.message_id == "old-1"
     assert dead.reason == "EXPIRED"
     assert dead.attempts >= 1
@@ -555,9 +560,7 @@ async def test_dead_letters_command_lists_shows_replays_and_purges(start, sandbo
         ENQUEUE,
     )
     await until(lambda: len(sandbox.received) == 2)
-    async with asyncio.timeout(10):
-        while len(await running.dead_letters()) < 2:  # noqa: ASYNC110 - background outcome
-            await asyncio.sleep(0.05)
+    await dead_letters_appear(running, 2)
 
     code, out = await run_cli(capsys, "dead-letters", "list", "--json", *target)
     assert code == 0
@@ -720,9 +723,7 @@ async def test_replay_maps_again_with_the_settings_of_the_sidecar_that_sends_it(
             delivery_pb2.ReplayDeadLettersRequest(all=True)
         )
         assert replay.replayed == 1
-        async with asyncio.timeout(10):
-            while not (again := await second.dead_letters(reasons=["EVENT_DISABLED"])):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+        again = await dead_letters_appear(second, reasons=["EVENT_DISABLED"])
         assert again[0].message_id == "rm-1"
     assert len(sandbox.received) == 1  # only the first, refused try
 
@@ -765,9 +766,7 @@ async def test_dead_letters_come_in_pages_and_an_unknown_id_is_not_found(start, 
         await running.deliver(
             make_event(messageId=f"pg-{n}", traits={"email": f"p{n}@example.com"}), ENQUEUE
         )
-    async with asyncio.timeout(10):
-        while len(await running.dead_letters()) < 3:  # noqa: ASYNC110 - background outcome
-            await asyncio.sleep(0.05)
+    await dead_letters_appear(running, 3)
     seen: list[str] = []
     token = ""
     for _ in range(3):

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 
 import aiohttp
@@ -31,6 +31,7 @@ from .admin import SERVICE_NAME as DEAD_LETTER_SERVICE
 from .admin import DeadLetterAdmin
 from .background import BackgroundDelivery
 from .config import Settings, split_address
+from .credential import Credential, FileCredential
 from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
 from .interceptor import Admission, EdgeInterceptor
@@ -46,7 +47,7 @@ from .telemetry import (
     http_trace_configs,
 )
 from .transport import AiohttpTransport
-from .upstream import Credential, UpstreamClient
+from .upstream import UpstreamClient
 
 SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name
 #: Largest gRPC message accepted: room for a full batch, far below a memory risk.
@@ -141,18 +142,29 @@ async def running_sidecar(
             trace_configs=http_trace_configs(provider),
         )
         stack.push_async_callback(session.close)
+        # One redactor for logs and spans: the token's exact value, and one tag per email.
+        redactor = Redactor(secrets=(settings.namespace,))
+        credential = _credential(settings, redactor)
         client = UpstreamClient(
             AiohttpTransport(session, settings.api_url),
             settings.retry,
-            Credential(settings.namespace),
+            credential,
             max_concurrency=settings.max_concurrency,
             observer=metrics,
         )
-        bus = OutcomeBus(settings.watch_buffer)
-        # One redactor for logs and spans: the token's exact value, and one tag per email.
-        redactor = Redactor(secrets=(settings.namespace,))
+        metrics.upstream_pause.set_function(client.throttle.wait_time)
+        bus = OutcomeBus(
+            settings.watch_buffer,
+            max_watchers=settings.max_watchers,
+            on_drop=metrics.watch_dropped.inc,
+        )
+        metrics.watchers.set_function(lambda: bus.watcher_count)
         recorder = OutcomeRecorder(metrics, log, redactor)
-        table = DedupTable(settings.dedup_window, settings.dedup_max_entries)
+        table = DedupTable(
+            settings.dedup_window,
+            settings.dedup_max_entries,
+            max_bytes=settings.dedup_max_bytes,
+        )
         background: BackgroundDelivery | None = None
         if queue is not None:
             background = BackgroundDelivery(
@@ -239,7 +251,14 @@ async def running_sidecar(
         await server.start()
         stack.push_async_callback(server.stop, 0)
 
-        ops_url = await _start_ops(stack, settings.ops_address, admission, metrics, background)
+        ops_url = await _start_ops(
+            stack,
+            settings.ops_address,
+            admission,
+            metrics,
+            client.throttle.wait_time,
+            background=background,
+        )
         sidecar = Sidecar(
             grpc_address=_join(host, port),
             ops_url=ops_url,
@@ -263,14 +282,37 @@ async def running_sidecar(
         yield sidecar
 
 
+def _credential(settings: Settings, redactor: Redactor) -> Credential:
+    """The token as configured: followed in its file (rotation), else fixed."""
+    if settings.namespace_file is None:
+        return Credential(settings.namespace)
+
+    def learn(secrets: tuple[str, ...]) -> None:
+        # The new token and the earlier ones: an old one may still echo back in an answer.
+        redactor.secrets = secrets
+
+    return FileCredential(
+        settings.namespace_file,
+        settings.namespace,
+        check_every=settings.token_check_interval.total_seconds(),
+        on_change=learn,
+    )
+
+
 async def _start_ops(
     stack: contextlib.AsyncExitStack,
     address: str,
     admission: Admission,
     registry: Metrics,
+    pause: Callable[[], float],
+    *,
     background: BackgroundDelivery | None,
 ) -> str:
-    """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus."""
+    """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus.
+
+    A shared pause (Bluecore's 429 / Retry-After) shows in /readyz but leaves the pod
+    ready: another replica would be told the same, and the pause is capped.
+    """
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -278,7 +320,7 @@ async def _start_ops(
     async def readyz(_: web.Request) -> web.Response:
         if admission.draining:
             return web.json_response({"status": "draining"}, status=503)
-        return web.json_response({"status": "ready"})
+        return web.json_response({"status": "ready", "upstream_pause_seconds": round(pause(), 3)})
 
     async def metrics(_: web.Request) -> web.Response:
         if background is not None:

@@ -930,7 +930,7 @@ async def proof_f(ctx: Context, row: Row, args: argparse.Namespace) -> None:
         optin_ok = min((r.at for r in requests if r.event == "optin" and r.ok), default=None)
         first_unsub = min((r.at for r in requests if r.event == "unsubscribe"), default=None)
         row.check(
-            f"unsubscribe ({name}) first reached Bluecore after the optin was accepted",
+            f"unsubscribe ({name}) first reached Bluecore after Bluecore took the optin",
             optin_ok is not None and first_unsub is not None and first_unsub > optin_ok,
         )
     row.check("the sidecar exited 0 on SIGTERM", row.exit_codes[0] == 0)

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
 
 import aiohttp
@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import http_door
 from .admin import SERVICE_NAME as DEAD_LETTER_SERVICE
 from .admin import DeadLetterAdmin
 from .background import BackgroundDelivery
@@ -72,6 +73,8 @@ class Sidecar:
     server: grpc.aio.Server
     background: BackgroundDelivery | None = None
     """The durable queue's workers; None without ``SIDECAR_QUEUE_PATH``."""
+    http_url: str = ""  # the JSON door's base URL; "" when SIDECAR_HTTP_ADDRESS is off
+    http_runner: web.AppRunner | None = None
     _stopped: bool = False
 
     async def drain(self) -> None:
@@ -95,12 +98,16 @@ class Sidecar:
         started = time.monotonic()
         # While calls are in flight the server keeps listening, so a late caller hears a clear
         # UNAVAILABLE from the interceptor; once grpc's stop begins, calls that race it are
-        # cut with CANCELLED. The one grace covers both waits.
+        # cut with CANCELLED. The one grace covers both waits. The HTTP door keeps listening
+        # as long, answering SHUTTING_DOWN (503), and closes with the gRPC listener.
         if cut := await self.admission.busy_after(grace):
             log.warning(
                 "grace period over with calls in flight", extra={"fields": {"in_flight": cut}}
             )
-        await self.server.stop(max(grace - (time.monotonic() - started), 0.0))
+        doors = [self.server.stop(max(grace - (time.monotonic() - started), 0.0))]
+        if self.http_runner is not None:
+            doors.append(self.http_runner.cleanup())
+        await asyncio.gather(*doors)
         if self.background is not None:
             # The calls are over; the tries in flight get what is left of the same grace.
             await self.background.stop(grace - (time.monotonic() - started))
@@ -121,16 +128,8 @@ async def running_sidecar(
             stack.push_async_callback(asyncio.to_thread, _flush, provider)
         tracer = (provider or trace.NoOpTracerProvider()).get_tracer("bluecore_sidecar")
         metrics = Metrics()
-        queue: SqliteQueue | None = None
-        if settings.queue_path is not None:
-            # Opened before the session and closed after it: the workers' sends end first.
-            queue = await SqliteQueue.open(
-                settings.queue_path,
-                limits=QueueLimits(settings.queue_max_events, settings.queue_max_bytes),
-                dedup_window=settings.dedup_window.total_seconds(),
-            )
-            stack.push_async_callback(queue.close)
-            log.info("durable queue open", extra={"fields": {"path": str(settings.queue_path)}})
+        # Opened before the session and closed after it: the workers' sends end first.
+        queue = await _open_queue(stack, settings)
 
         connector = aiohttp.TCPConnector(
             limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
@@ -160,40 +159,25 @@ async def running_sidecar(
         )
         metrics.watchers.set_function(lambda: bus.watcher_count)
         recorder = OutcomeRecorder(metrics, log, redactor)
-        table = DedupTable(
-            settings.dedup_window,
-            settings.dedup_max_entries,
-            max_bytes=settings.dedup_max_bytes,
-        )
-        background: BackgroundDelivery | None = None
-        if queue is not None:
-            background = BackgroundDelivery(
-                queue=queue,
+        background = (
+            None
+            if queue is None
+            else _background(
+                settings,
+                queue,
                 client=client,
-                rules=settings.rules,
-                gates=settings.gates,
-                max_event_bytes=settings.max_event_bytes,
-                policy=dataclasses.replace(
-                    settings.retry,
-                    cap=settings.queue_retry_cap.total_seconds(),
-                    max_pause=settings.queue_retry_cap.total_seconds(),
-                ),
-                workers=settings.queue_workers,
-                try_budget=min(
-                    settings.default_deadline.total_seconds(),
-                    settings.shutdown_grace.total_seconds() or 1.0,
-                ),
                 bus=bus,
-                observer=recorder,
+                recorder=recorder,
                 metrics=metrics,
                 tracer=tracer,
                 redactor=redactor,
             )
+        )
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
-            dedup=table if queue is None else DurableDedup(table, queue),
+            dedup=_dedup(settings, queue),
             bus=bus,
             background=background,
             default_mode=settings.delivery_mode,
@@ -209,32 +193,27 @@ async def running_sidecar(
         # well above the admission limit lets every call reach the interceptor, which
         # answers what it cannot take with OVERLOADED instead.
         backlog = max(10_000, 10 * settings.max_inflight_calls)
+        interceptor = EdgeInterceptor(
+            SERVICE_NAME, admission, metrics, tracer, unbounded=frozenset({"WatchDeliveries"})
+        )
         server = grpc.aio.server(
-            interceptors=[
-                EdgeInterceptor(
-                    SERVICE_NAME,
-                    admission,
-                    metrics,
-                    tracer,
-                    unbounded=frozenset({"WatchDeliveries"}),
-                )
-            ],
+            interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
+                # Off for one process, so a second sidecar on the same port fails to start;
+                # on for SIDECAR_WORKERS > 1, whose workers share the port (supervisor.py).
+                ("grpc.so_reuseport", int(settings.workers > 1)),
                 ("grpc.server.max_pending_requests", backlog),
                 ("grpc.server.max_pending_requests_hard_limit", backlog),
             ],
         )
-        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
-            DeliveryService(
-                deliverer,
-                bus,
-                batch_limit=settings.batch_limit,
-                default_deadline=settings.default_deadline,
-            ),
-            server,
+        servicer = DeliveryService(
+            deliverer,
+            bus,
+            batch_limit=settings.batch_limit,
+            default_deadline=settings.default_deadline,
         )
+        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
         delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(
             DeadLetterAdmin(
                 queue, on_replay=background.wake if background is not None else lambda: None
@@ -259,6 +238,17 @@ async def running_sidecar(
             client.throttle.wait_time,
             background=background,
         )
+        http_runner, http_url = None, ""
+        if settings.http_address:
+            # The JSON door: the same edge and servicer as gRPC; stopped before the gRPC server.
+            door = http_door.HttpDoor(
+                interceptor.edge,
+                servicer,
+                max_message_bytes=MAX_MESSAGE_BYTES,
+                max_events_bytes=settings.max_event_bytes * settings.batch_limit,
+            )
+            http_runner = await http_door.start(stack, settings.http_address, door)
+            http_url = _base_url(settings.http_address, http_runner.addresses[0][1])
         sidecar = Sidecar(
             grpc_address=_join(host, port),
             ops_url=ops_url,
@@ -269,6 +259,8 @@ async def running_sidecar(
             bus=bus,
             server=server,
             background=background,
+            http_url=http_url,
+            http_runner=http_runner,
         )
         for name in ("", SERVICE_NAME, DEAD_LETTER_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -276,7 +268,13 @@ async def running_sidecar(
             background.start()
         log.info(
             "serving",
-            extra={"fields": {"grpc_address": sidecar.grpc_address, "ops_url": sidecar.ops_url}},
+            extra={
+                "fields": {
+                    "grpc_address": sidecar.grpc_address,
+                    "ops_url": sidecar.ops_url,
+                    "http_url": sidecar.http_url,
+                }
+            },
         )
         stack.push_async_callback(sidecar.drain)
         yield sidecar
@@ -296,6 +294,65 @@ def _credential(settings: Settings, redactor: Redactor) -> Credential:
         settings.namespace,
         check_every=settings.token_check_interval.total_seconds(),
         on_change=learn,
+    )
+
+
+async def _open_queue(stack: contextlib.AsyncExitStack, settings: Settings) -> SqliteQueue | None:
+    """The durable queue at ``SIDECAR_QUEUE_PATH``, closed with ``stack``; None when unset."""
+    if settings.queue_path is None:
+        return None
+    queue = await SqliteQueue.open(
+        settings.queue_path,
+        limits=QueueLimits(settings.queue_max_events, settings.queue_max_bytes),
+        dedup_window=settings.dedup_window.total_seconds(),
+        # The workers of SIDECAR_WORKERS share one file, so dedup and order hold across them
+        # (store.py, shared mode).
+        shared=settings.workers > 1,
+    )
+    stack.push_async_callback(queue.close)
+    log.info("durable queue open", extra={"fields": {"path": str(settings.queue_path)}})
+    return queue
+
+
+def _dedup(settings: Settings, queue: SqliteQueue | None) -> DedupTable | DurableDedup:
+    """The dedup table, with the durable queue's memory behind it when there is one."""
+    table = DedupTable(
+        settings.dedup_window, settings.dedup_max_entries, max_bytes=settings.dedup_max_bytes
+    )
+    return table if queue is None else DurableDedup(table, queue)
+
+
+def _background(
+    settings: Settings,
+    queue: SqliteQueue,
+    *,
+    client: UpstreamClient,
+    bus: OutcomeBus,
+    recorder: OutcomeRecorder,
+    metrics: Metrics,
+    tracer: trace.Tracer,
+    redactor: Redactor,
+) -> BackgroundDelivery:
+    """The queue's workers, sending with the pipeline's client, bus and recorder."""
+    cap = settings.queue_retry_cap.total_seconds()
+    return BackgroundDelivery(
+        queue=queue,
+        client=client,
+        rules=settings.rules,
+        gates=settings.gates,
+        max_event_bytes=settings.max_event_bytes,
+        # One backoff formula for in-call and queue retries, with the queue's own cap.
+        policy=dataclasses.replace(settings.retry, cap=cap, max_pause=cap),
+        workers=settings.queue_workers,
+        try_budget=min(
+            settings.default_deadline.total_seconds(),
+            settings.shutdown_grace.total_seconds() or 1.0,
+        ),
+        bus=bus,
+        observer=recorder,
+        metrics=metrics,
+        tracer=tracer,
+        redactor=redactor,
     )
 
 
@@ -339,18 +396,34 @@ async def _start_ops(
     stack.push_async_callback(runner.cleanup)
     host, port = split_address(address)
     await web.TCPSite(runner, host, port, reuse_address=True).start()
-    bound = runner.addresses[0][1]
+    return _base_url(address, runner.addresses[0][1])
+
+
+def _base_url(address: str, bound: int) -> str:
+    """``http://host:port`` of a listener on ``address`` that got port ``bound``."""
+    host, _ = split_address(address)
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
     return f"http://{_join(shown, bound)}"
 
 
-async def serve(settings: Settings, env: Mapping[str, str]) -> int:
-    """Run until SIGTERM or SIGINT, then drain and return the exit code (0)."""
+async def serve(
+    settings: Settings,
+    env: Mapping[str, str],
+    *,
+    on_serving: Callable[[Sidecar, asyncio.Event], Awaitable[None]] | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT, then drain and return the exit code (0).
+
+    ``on_serving`` (a worker of ``SIDECAR_WORKERS``) runs once the sidecar serves; setting the
+    event it is given stops the sidecar as a signal would.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_sidecar(settings, env) as sidecar:
+        if on_serving is not None:
+            await on_serving(sidecar, stop)
         await stop.wait()
         log.info("signal received, shutting down")
         await sidecar.drain()

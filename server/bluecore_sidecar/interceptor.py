@@ -1,11 +1,17 @@
-"""The gRPC edge: one server interceptor that every RPC passes through.
+"""The edge every call passes through: :class:`Edge`, and its gRPC adapter.
 
-For each method of the delivery service it opens the SERVER span (continuing the caller's
-W3C ``traceparent``), applies admission control and turns a :class:`RequestError` raised
-anywhere below into a ``google.rpc.Status`` with an ``ErrorInfo``. For every method, health
-and reflection included, it also decodes the requests itself, so bytes
-that are not a valid message become ``INVALID_ARGUMENT`` rather than grpc's ``UNKNOWN``
-"Unexpected <class ...>" (grpc.aio treats any exception from a deserializer that way).
+:class:`Edge` is the part that does not depend on the wire: the SERVER span (continuing the
+caller's W3C ``traceparent``), admission control, safe decoding of request bytes, and turning
+whatever went wrong into one :class:`RequestError`, counted and marked on the span. The gRPC
+server interceptor and the HTTP door (:mod:`.http_door`) both use it, so a call is traced,
+admitted and refused the same way whichever door it came in by.
+
+:class:`EdgeInterceptor` adapts it to grpc.aio: for each method of the delivery service it
+wraps the handler in the span and admission and answers a refusal with a ``google.rpc.Status``
+carrying an ``ErrorInfo``. For every method, health and reflection included, it also decodes
+the requests itself, so bytes that are not a valid message become ``INVALID_ARGUMENT`` rather
+than grpc's ``UNKNOWN`` "Unexpected <class ...>" (grpc.aio treats any exception from a
+deserializer that way).
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import descriptor_pool
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -93,6 +99,77 @@ class Admission:
         return 0
 
 
+class Edge:
+    """Spans, admission and refusals for the calls of one service, whatever the wire."""
+
+    def __init__(
+        self, service: str, admission: Admission, metrics: Metrics, tracer: trace.Tracer
+    ) -> None:
+        self.service = service
+        self.admission = admission
+        self._metrics = metrics
+        self._tracer = tracer
+
+    @contextlib.contextmanager
+    def call(
+        self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
+    ) -> Iterator[trace.Span]:
+        """The SERVER span ``name`` of one call, continuing the trace context in ``carrier``.
+
+        ``carrier`` holds the call's metadata or HTTP headers, keys in lower case. Only W3C
+        trace context is read: the caller's baggage could carry anything, and what is in the
+        context is injected into the requests to Bluecore.
+        """
+        token = otel_context.attach(_W3C.extract(carrier))
+        try:
+            with self._tracer.start_as_current_span(
+                name,
+                kind=trace.SpanKind.SERVER,
+                attributes=dict(attributes),
+                record_exception=False,
+                # The adapter sets the status from the refusal: an abort is no failure.
+                set_status_on_exception=False,
+            ) as span:
+                yield span
+        finally:
+            otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def admitted(self, method: str, *, bounded: bool) -> Iterator[None]:
+        """Hold an admission slot for one call of ``method`` (see :meth:`Admission.admit`)."""
+        with self.admission.admit(bounded=bounded):
+            if bounded:
+                self._metrics.calls_admitted.labels(method=method).inc()
+            yield
+
+    def refusal(self, method: str, error: Exception, span: trace.Span) -> RequestError:
+        """The :class:`RequestError` to answer ``error`` with, counted and marked on ``span``.
+
+        Anything that is not a :class:`RequestError` is a bug: logged by type and answered
+        INTERNAL without details (its text could carry data).
+        """
+        if not isinstance(error, RequestError):
+            log.error(
+                "unexpected error serving a call",
+                extra={"fields": {"method": method, "error_type": type(error).__name__}},
+            )
+            span.set_attribute("error.type", type(error).__name__)
+            error = InternalError("INTERNAL_ERROR", "the sidecar failed unexpectedly; it is logged")
+        self._metrics.calls_refused.labels(
+            method=method, code=error.code.name, reason=error.reason
+        ).inc()
+        span.set_status(trace.StatusCode.ERROR, error.reason)
+        return error
+
+
+def decode_request(message_type: type[Message], data: bytes) -> Message:
+    """``data`` parsed as ``message_type``; :class:`InvalidRequest` when it does not decode."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as error:
+        raise _decode_problem(str(error), message_type.DESCRIPTOR.full_name) from None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Undecodable:
     """Stands in for a request whose bytes did not decode; the handler refuses it."""
@@ -123,10 +200,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         *,
         unbounded: frozenset[str] = frozenset(),
     ) -> None:
-        self._service = service
-        self._admission = admission
-        self._metrics = metrics
-        self._tracer = tracer
+        self.edge = Edge(service, admission, metrics, tracer)
         self._unbounded = unbounded
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -149,7 +223,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 # Unknown methods stay UNIMPLEMENTED; there is no other streamed kind to wrap.
                 return handler
             service, _, name = path.lstrip("/").partition("/")
-            traced = service == self._service
+            traced = service == self.edge.service
             method = _Method(path, service, name, traced, traced and name not in self._unbounded)
             wrapped = self._wrap(method, handler)
             self._handlers[path] = wrapped
@@ -233,9 +307,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not method.traced:
             yield
             return
-        with self._admission.admit(bounded=method.bounded):
-            if method.bounded:
-                self._metrics.calls_admitted.labels(method=method.name).inc()
+        with self.edge.admitted(method.name, bounded=method.bounded):
             yield
 
     @contextlib.contextmanager
@@ -249,25 +321,13 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             for key, value in context.invocation_metadata() or ()
             if isinstance(value, str)
         }
-        # Only W3C trace context: the caller's baggage could carry anything, and what is in
-        # the context is injected into the requests to Bluecore.
-        token = otel_context.attach(_W3C.extract(carrier))
-        try:
-            with self._tracer.start_as_current_span(
-                f"{method.service}/{method.name}",
-                kind=trace.SpanKind.SERVER,
-                attributes={
-                    "rpc.system": "grpc",
-                    "rpc.service": method.service,
-                    "rpc.method": method.name,
-                },
-                record_exception=False,
-                # _refuse sets the status: the abort that ends a refused call is no failure.
-                set_status_on_exception=False,
-            ) as span:
-                yield span
-        finally:
-            otel_context.detach(token)
+        attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": method.service,
+            "rpc.method": method.name,
+        }
+        with self.edge.call(f"{method.service}/{method.name}", carrier, attributes) as span:
+            yield span
 
     async def _refuse(
         self,
@@ -279,24 +339,14 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         """Count ``error``, mark the span and end the RPC with its status (always raises).
 
         A handler's own ``context.abort`` passes through unchanged. Anything else that is not
-        a :class:`RequestError` is a bug: logged by type, answered INTERNAL without details
-        (grpc would answer UNKNOWN naming the Python type, and the text could carry data).
+        a :class:`RequestError` is answered INTERNAL (grpc would answer UNKNOWN naming the
+        Python type).
         """
         if isinstance(error, grpc.aio.AbortError):
             raise error
-        if not isinstance(error, RequestError):
-            log.error(
-                "unexpected error serving a call",
-                extra={"fields": {"method": method.name, "error_type": type(error).__name__}},
-            )
-            span.set_attribute("error.type", type(error).__name__)
-            error = InternalError("INTERNAL_ERROR", "the sidecar failed unexpectedly; it is logged")
-        self._metrics.calls_refused.labels(
-            method=method.name, code=error.code.name, reason=error.reason
-        ).inc()
-        span.set_attribute("rpc.grpc.status_code", error.code.value[0])
-        span.set_status(trace.StatusCode.ERROR, error.reason)
-        await context.abort_with_status(to_rpc_status(error))
+        refusal = self.edge.refusal(method.name, error, span)
+        span.set_attribute("rpc.grpc.status_code", refusal.code.value[0])
+        await context.abort_with_status(to_rpc_status(refusal))
         raise AssertionError("abort_with_status returned")  # pragma: no cover - it raises
 
 

@@ -39,7 +39,15 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, message, then the record's ``fields``."""
+    """One JSON object per line: time, level, message, ``static`` fields, the record's ``fields``.
+
+    ``static`` holds what every line of the process carries, e.g. ``{"worker": 2}`` in a worker
+    process of ``SIDECAR_WORKERS``.
+    """
+
+    def __init__(self, static: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self._static = dict(static or {})
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -47,6 +55,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **self._static,
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
@@ -56,12 +65,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"), default=str)
 
 
-def configure_logging(level: str, stream: TextIO | None = None) -> logging.Logger:
+def configure_logging(
+    level: str, stream: TextIO | None = None, *, static: Mapping[str, Any] | None = None
+) -> logging.Logger:
     """Send the sidecar's logs, as JSON lines, to ``stream`` (stderr by default)."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(static))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

@@ -827,3 +827,19 @@ async def test_a_wait_calls_try_is_a_child_span_of_the_call(start, sandbox, span
     assert result.trace_id == format(call.context.trace_id, "032x")
     http = [s for s in spans if s.parent is not None and s.parent.span_id == tried.context.span_id]
     assert [s.name for s in http] == ["POST"]
+
+
+async def test_workers_sharing_one_file_keep_dedup_and_order_across_them(sandbox, tmp_path):
+    """SIDECAR_WORKERS > 1: two sidecars on one queue file. An id queued through one is
+    ALREADY_QUEUED through the other, and a DIRECT unsubscribe through the second waits for
+    the optin that the first has queued."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db", workers=2)
+    async with durable(settings) as first, durable(settings) as second:
+        optin = await stalled_failing_optin(first, sandbox)
+        again = await second.deliver(signed_up("optin"), WAIT, timeout=2)
+        assert again.status == Status.DELIVERY_STATUS_QUEUED
+        assert again.reason == "ALREADY_QUEUED"
+        direct = await second.deliver(unsubscribed("unsub"), DIRECT, timeout=10)
+        assert direct.status == Status.DELIVERY_STATUS_DELIVERED
+        assert (await optin).status == Status.DELIVERY_STATUS_QUEUED
+    assert [event for event, _ in accepted(sandbox)] == ["optin", "unsubscribe"]

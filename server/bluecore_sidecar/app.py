@@ -353,6 +353,7 @@ def _background(
         metrics=metrics,
         tracer=tracer,
         redactor=redactor,
+        shared=settings.workers > 1,
     )
 
 

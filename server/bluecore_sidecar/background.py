@@ -50,6 +50,10 @@ BACKGROUND_SPAN = "bluecore.deliver.background"
 HOUSEKEEPING_INTERVAL = 60.0
 #: Longest sleep of an idle worker loop, as a safety net (seconds); wake-ups come sooner.
 MAX_IDLE_SLEEP = 30.0
+#: With a shared file (SIDECAR_WORKERS > 1) other processes change it without waking this
+#: one: how often a DIRECT call re-reads a customer's queue, and the longest idle sleep (s).
+SHARED_POLL = 0.2
+SHARED_MAX_IDLE = 1.0
 #: Bluecore refuses events older than this (seconds), whatever the staleness gate says.
 BLUECORE_MAX_AGE = 24 * 3600.0
 
@@ -100,6 +104,7 @@ class BackgroundDelivery:
         metrics: Metrics | None = None,
         tracer: trace.Tracer | None = None,
         redactor: Redactor | None = None,
+        shared: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
@@ -117,6 +122,7 @@ class BackgroundDelivery:
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
         self._redactor = redactor or Redactor()
+        self._shared = shared
         self._clock = clock
         self._wall_clock = wall_clock
         self._rand = rand
@@ -196,10 +202,10 @@ class BackgroundDelivery:
             remaining = respond_by - self._clock()
             if remaining <= 0 or self._stopping:
                 return False  # out of time, or nothing more leaves the queue before a restart
-            try:
-                await asyncio.wait_for(asyncio.shield(self._change), remaining)
-            except TimeoutError:
-                return False
+            # Another process's worker may let the customer's events out unseen: look again.
+            wait = min(remaining, SHARED_POLL) if self._shared else remaining
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._change), wait)
         return True
 
     def register(self, message_id: str, respond_by: float) -> Waiter:
@@ -268,9 +274,10 @@ class BackgroundDelivery:
             due = await self.queue.earliest_due()
         except StoreError:
             return 1.0
+        longest = SHARED_MAX_IDLE if self._shared else MAX_IDLE_SLEEP
         if due is None:
-            return MAX_IDLE_SLEEP
-        return min(MAX_IDLE_SLEEP, max(0.0, due - self._wall_clock()))
+            return longest
+        return min(longest, max(0.0, due - self._wall_clock()))
 
     async def _sleep(self, seconds: float) -> None:
         if self._stopping or seconds <= 0:

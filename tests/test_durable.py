@@ -629,7 +629,7 @@ async def start_serve(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, 
     assert process.stderr is not None
     async with asyncio.timeout(30):
         while line := await process.stderr.readline():
-            entry = json.loads(line)
+            entry = json.loads(line) if line.startswith(b"{") else {}
             if entry.get("message") == "serving":
                 return process, str(entry["grpc_address"])
     raise AssertionError(f"the sidecar stopped before serving (exit {await process.wait()})")
@@ -647,6 +647,7 @@ async def test_serve_with_a_queue_path_queues_exits_0_on_sigterm_and_keeps_the_e
         BLUECORE_API_URL=sandbox.url,
         SIDECAR_GRPC_ADDRESS="127.0.0.1:0",
         SIDECAR_OPS_ADDRESS="127.0.0.1:0",
+        SIDECAR_HTTP_ADDRESS="127.0.0.1:0",
         SIDECAR_QUEUE_PATH=str(path),
         SIDECAR_QUEUE_RETRY_CAP="100ms",
         SIDECAR_RETRY_BASE="10ms",

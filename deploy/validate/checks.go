@@ -845,8 +845,10 @@ func (s *sidecarCheck) checkClaimSize(claim *corev1.PersistentVolumeClaim, limit
 	}
 }
 
-// checkOneQueuePerPod fails a claim that several pods would share: the sidecar takes an
-// exclusive lock on its queue file, so a second pod's sidecar would refuse to start.
+// checkOneQueuePerPod fails a claim that several pods would share: with SIDECAR_WORKERS=1 the
+// sidecar locks its queue file exclusively, so a second pod's sidecar would refuse to start;
+// with several workers the lock is shared, and two pods' workers would write one SQLite file
+// from two machines.
 func (s *sidecarCheck) checkOneQueuePerPod(claim string) {
 	d, ok := s.pod.owner.Value.(*appsv1.Deployment)
 	if !ok {

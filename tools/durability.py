@@ -414,6 +414,8 @@ class Context:
                 "BLUECORE_API_URL": sandbox.url,
                 "SIDECAR_GRPC_ADDRESS": address,
                 "SIDECAR_OPS_ADDRESS": ops,
+                # The JSON door is not under test; its fixed default port may be taken.
+                "SIDECAR_HTTP_ADDRESS": "off",
                 "SIDECAR_QUEUE_PATH": str(queue),
                 "SIDECAR_LOG_LEVEL": "INFO",
                 "OTEL_SDK_DISABLED": "true",
@@ -905,6 +907,8 @@ async def proof_f(ctx: Context, row: Row, args: argparse.Namespace) -> None:
     modes = {"wait": WAIT, "enqueue": ENQUEUE, "direct": DIRECT}
     for name, mode in modes.items():
         email = f"order-{name}@example.com"
+        # The previous customer's events must be in first, or one of them could take the 503.
+        await wait_delivered(sandbox, ledger.accepted, args.drain_timeout)
         await sandbox.fault(kind="fail", count=1, status=503)  # the optin's first request
         optin = await client.deliver(email_event("Signed Up", email, f"f-optin-{name}"), ENQUEUE, 5)
         ledger.note(f"{email}#optin", optin)

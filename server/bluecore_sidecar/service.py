@@ -56,7 +56,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
     ) -> delivery_pb2.DeliverResponse:
         """Deliver one event."""
         event = _event(request)
-        result = await self._deliverer.deliver(event, self._deadline(context))
+        result = await self._deliverer.deliver(event, self._deadline(context), request.mode)
         return delivery_pb2.DeliverResponse(result=result)
 
     async def DeliverBatch(
@@ -74,7 +74,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
             )
         deadline = self._deadline(context)
         results = await asyncio.gather(
-            *(self._deliverer.deliver(event, deadline) for event in request.events)
+            *(self._deliverer.deliver(event, deadline, request.mode) for event in request.events)
         )
         return delivery_pb2.DeliverBatchResponse(results=results)
 

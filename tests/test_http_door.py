@@ -28,7 +28,7 @@ from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from .conftest import EMAIL, NAMESPACE, make_event, seed_purchase_body, serving
+from .conftest import EMAIL, NAMESPACE, eventually, make_event, seed_purchase_body, serving
 from .test_metrics import scrape
 
 SERVICE = "datafly.bluecore.v1.DeliveryService"
@@ -222,10 +222,7 @@ async def test_connect_overload_is_429_with_retry_after(start_sidecar, sandbox):
     sandbox.delay(1.0, count=1)
     url = f"{sidecar.http_url}/{SERVICE}/Deliver"
     slow = asyncio.create_task(post(url, {"event": seed_event()}, CONNECT_JSON))
-    for _ in range(500):  # until the slow call holds the one admission slot
-        if sidecar.admission.in_flight:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: sidecar.admission.in_flight, what="the slow call admitted")
     status, headers, body = await post(url, {"event": make_event_json("m-2")}, CONNECT_JSON)
     assert (status, headers["Retry-After"]) == (429, "1")
     error, info = error_info(body)
@@ -454,10 +451,7 @@ async def test_drain_answers_late_callers_lets_the_call_in_flight_finish_and_clo
     url = f"{sidecar.http_url}/v1/events"
     headers = {"Content-Type": "application/json"}
     slow = asyncio.create_task(post(url, seed_event(), headers))
-    for _ in range(500):  # until the call is in flight
-        if sidecar.admission.in_flight:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: sidecar.admission.in_flight, what="the call in flight")
     drain = asyncio.create_task(sidecar.drain())
     await asyncio.sleep(0.05)
     status, _, body = await post(url, make_event_json("late"), headers)

@@ -9,6 +9,7 @@ line. None of them ever carries the namespace token or an email address.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -47,9 +48,17 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, message, then the record's ``fields``."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # One encoder for every line: json.dumps with options builds a new one per call.
+        self._encoder = json.JSONEncoder(separators=(",", ":"), default=str)
+        # The date and time to the second changes once a second; only the milliseconds vary.
+        self._second = -1
+        self._second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -59,7 +68,16 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(entry, separators=(",", ":"), default=str)
+        return self._encoder.encode(entry)
+
+    def _time(self, created: float) -> str:
+        """``created`` as ISO 8601 UTC with milliseconds, e.g. ``2026-12-01T20:11:25.123+00:00``."""
+        moment = datetime.fromtimestamp(created, UTC)
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._second_text = moment.replace(microsecond=0).isoformat()[:-6]
+        return f"{self._second_text}.{moment.microsecond // 1000:03d}+00:00"
 
 
 def configure_logging(level: str, stream: TextIO | None = None) -> logging.Logger:
@@ -363,6 +381,11 @@ class OutcomeRecorder:
 
     Free-form fields (message id, Datafly event name, detail) are scrubbed of email-shaped
     text: they come from the caller or from Bluecore, and a log line is kept for a long time.
+
+    Per outcome it does only what the outcome needs: the metric children of each (status,
+    Bluecore event) pair are looked up once and kept, and the log record is built only when
+    its level is enabled, without the stack walk ``Logger.log`` makes to find the caller (the
+    JSON line does not show it).
     """
 
     def __init__(
@@ -371,33 +394,59 @@ class OutcomeRecorder:
         self._metrics = metrics
         self._logger = logger
         self._redactor = redactor or Redactor()
+        # Keyed by (status, bluecore_event): both come from closed sets (the enum and the
+        # mapping table), so this stays as small as the metrics' own label sets.
+        self._children: dict[tuple[int, str], _OutcomeChildren] = {}
 
     def on_outcome(self, result: delivery_pb2.DeliveryResult, dedup_hit: bool) -> None:
         """Record ``result``."""
-        status = delivery_pb2.DeliveryStatus.Name(result.status).removeprefix("DELIVERY_STATUS_")
-        latency = result.latency.ToTimedelta().total_seconds()
-        self._metrics.deliveries.labels(status=status, bluecore_event=result.bluecore_event).inc()
-        self._metrics.latency.labels(status=status).observe(latency)
+        key = (result.status, result.bluecore_event)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = self._children_of(*key)
+        latency = result.latency.seconds + result.latency.nanos / 1e9
+        children.delivered.inc()
+        children.latency.observe(latency)
         if dedup_hit:
             self._metrics.dedup_hits.inc()
-        level = logging.WARNING if status.startswith(("FAILED", "REJECTED")) else logging.INFO
-        if not self._logger.isEnabledFor(level):
+        level = children.level
+        logger = self._logger
+        if not logger.isEnabledFor(level):
             return
-        self._logger.log(
-            level,
-            "delivery outcome",
-            extra={
-                "fields": {
-                    "message_id": self._redactor.scrub(result.message_id),
-                    "datafly_event": self._redactor.scrub(result.datafly_event),
-                    "bluecore_event": result.bluecore_event,
-                    "status": status,
-                    "reason": result.reason,
-                    "detail": self._redactor.scrub(result.detail),
-                    "http_status": result.http_status,
-                    "attempts": result.attempts,
-                    "latency_ms": round(latency * 1000, 2),
-                    "trace_id": result.trace_id,
-                }
-            },
+        scrub = self._redactor.scrub
+        fields = {
+            "message_id": scrub(result.message_id),
+            "datafly_event": scrub(result.datafly_event),
+            "bluecore_event": result.bluecore_event,
+            "status": children.status,
+            "reason": result.reason,
+            "detail": scrub(result.detail),
+            "http_status": result.http_status,
+            "attempts": result.attempts,
+            "latency_ms": round(latency * 1000, 2),
+            "trace_id": result.trace_id,
+        }
+        logger.handle(
+            logger.makeRecord(
+                logger.name, level, "", 0, "delivery outcome", (), None, extra={"fields": fields}
+            )
         )
+
+    def _children_of(self, status_code: int, bluecore_event: str) -> _OutcomeChildren:
+        status = delivery_pb2.DeliveryStatus.Name(status_code).removeprefix("DELIVERY_STATUS_")
+        return _OutcomeChildren(
+            status=status,
+            level=logging.WARNING if status.startswith(("FAILED", "REJECTED")) else logging.INFO,
+            delivered=self._metrics.deliveries.labels(status=status, bluecore_event=bluecore_event),
+            latency=self._metrics.latency.labels(status=status),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _OutcomeChildren:
+    """What :class:`OutcomeRecorder` needs for one (status, Bluecore event) pair."""
+
+    status: str
+    level: int
+    delivered: Counter
+    latency: Histogram

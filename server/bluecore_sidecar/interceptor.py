@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter
 
 from .errors import (
     InternalError,
@@ -110,6 +111,16 @@ class _Method:
     traced: bool  # a SERVER span, admission, and request errors as statuses
     bounded: bool  # counts against the admission limit
 
+    @property
+    def span_name(self) -> str:
+        """The SERVER span's name: ``package.Service/Method``."""
+        return f"{self.service}/{self.name}"
+
+    @property
+    def span_attributes(self) -> dict[str, str]:
+        """The SERVER span's RPC attributes."""
+        return {"rpc.system": "grpc", "rpc.service": self.service, "rpc.method": self.name}
+
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Spans, admission and error statuses for ``service``; safe decoding for everything."""
@@ -127,8 +138,12 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._admission = admission
         self._metrics = metrics
         self._tracer = tracer
+        # With tracing off no SERVER span is started at all, not even a no-op one.
+        self._tracing = not isinstance(tracer, trace.NoOpTracer)
         self._unbounded = unbounded
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        # One counter child per method name, looked up once (the names are the service's).
+        self._admitted_counters: dict[str, Counter] = {}
 
     async def intercept_service(
         self,
@@ -235,7 +250,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return
         with self._admission.admit(bounded=method.bounded):
             if method.bounded:
-                self._metrics.calls_admitted.labels(method=method.name).inc()
+                counter = self._admitted_counters.get(method.name)
+                if counter is None:
+                    counter = self._metrics.calls_admitted.labels(method=method.name)
+                    self._admitted_counters[method.name] = counter
+                counter.inc()
             yield
 
     @contextlib.contextmanager
@@ -244,30 +263,29 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not method.traced:
             yield trace.INVALID_SPAN
             return
-        carrier = {
-            key: value
-            for key, value in context.invocation_metadata() or ()
-            if isinstance(value, str)
-        }
         # Only W3C trace context: the caller's baggage could carry anything, and what is in
         # the context is injected into the requests to Bluecore.
-        token = otel_context.attach(_W3C.extract(carrier))
+        carrier = _trace_headers(context.invocation_metadata())
+        token = None if carrier is None else otel_context.attach(_W3C.extract(carrier))
         try:
+            if not self._tracing:
+                # No span is made, not even a no-op one; the caller's trace id (when it sent
+                # one) is still current, so the result and the log line name its trace.
+                yield trace.get_current_span()
+                return
             with self._tracer.start_as_current_span(
-                f"{method.service}/{method.name}",
+                method.span_name,
                 kind=trace.SpanKind.SERVER,
-                attributes={
-                    "rpc.system": "grpc",
-                    "rpc.service": method.service,
-                    "rpc.method": method.name,
-                },
                 record_exception=False,
                 # _refuse sets the status: the abort that ends a refused call is no failure.
                 set_status_on_exception=False,
             ) as span:
+                if span.is_recording():  # an unsampled call builds no attributes
+                    span.set_attributes(method.span_attributes)
                 yield span
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
 
     async def _refuse(
         self,
@@ -298,6 +316,20 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         span.set_status(trace.StatusCode.ERROR, error.reason)
         await context.abort_with_status(to_rpc_status(error))
         raise AssertionError("abort_with_status returned")  # pragma: no cover - it raises
+
+
+def _trace_headers(metadata: Any) -> dict[str, str] | None:
+    """The caller's ``traceparent`` and ``tracestate``, or None when it sent no traceparent."""
+    carrier: dict[str, str] | None = None
+    for key, value in metadata or ():
+        if key in _W3C_KEYS and isinstance(value, str):
+            if carrier is None:
+                carrier = {}
+            carrier[key] = value
+    return carrier if carrier is not None and "traceparent" in carrier else None
+
+
+_W3C_KEYS = frozenset(_W3C.fields)
 
 
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import grpc
@@ -106,15 +107,28 @@ async def running_sidecar(
         connector = aiohttp.TCPConnector(
             limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
         )
+        session_options: dict[str, Any] = {
+            "timeout": aiohttp.ClientTimeout(
+                total=None, sock_connect=settings.retry.attempt_timeout
+            ),
+            "raise_for_status": False,
+        }
         session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
-            raise_for_status=False,
-            trace_configs=http_trace_configs(provider),
+            connector=connector, trace_configs=http_trace_configs(provider), **session_options
         )
         stack.push_async_callback(session.close)
+        # Requests of unsampled calls go through a second session without trace hooks over
+        # the same connector (one pool): aiohttp runs every hook of a session on every request.
+        plain = session
+        if provider is not None:
+            plain = aiohttp.ClientSession(
+                connector=connector, connector_owner=False, **session_options
+            )
+            stack.push_async_callback(plain.close)
         client = UpstreamClient(
-            AiohttpTransport(session, settings.api_url),
+            AiohttpTransport(
+                plain, settings.api_url, traced=session if plain is not session else None
+            ),
             settings.retry,
             Credential(settings.namespace),
             max_concurrency=settings.max_concurrency,

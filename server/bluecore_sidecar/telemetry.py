@@ -291,6 +291,17 @@ def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceCon
     return [instrumented, resend]
 
 
+def client_span_wanted() -> bool:
+    """Whether an HTTP try made now could be sampled: not inside a call that was not.
+
+    Every sampler we accept decides a child as it decided its parent (the ratio samplers
+    look at the trace id, which the child shares), so the CLIENT span of a try inside an
+    unsampled call would never be recorded; without a current span the sampler decides.
+    """
+    context = trace.get_current_span().get_span_context()
+    return not context.is_valid or context.trace_flags.sampled
+
+
 def attempt_context(attempt: int) -> dict[str, int]:
     """The ``trace_request_ctx`` for try number ``attempt`` (1 for the first try)."""
     return {_RESEND_COUNT: attempt - 1}

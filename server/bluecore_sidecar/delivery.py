@@ -276,11 +276,7 @@ class Deliverer:
                 *(client.send(request.body, respond_by) for request in decision.requests)
             )
         outcome = _combine(outcomes)
-        status = {
-            Verdict.DELIVERED: Status.DELIVERY_STATUS_DELIVERED,
-            Verdict.PERMANENT: Status.DELIVERY_STATUS_FAILED_PERMANENT,
-            Verdict.RETRY: Status.DELIVERY_STATUS_FAILED_RETRYABLE,
-        }[outcome.verdict]
+        status = _STATUS_OF_VERDICT[outcome.verdict]
         detail = outcome.detail
         if len(outcomes) > 1:
             delivered = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
@@ -373,6 +369,12 @@ def _span_attributes(
         attributes["http.response.status_code"] = result.http_status
     return attributes
 
+
+_STATUS_OF_VERDICT = {
+    Verdict.DELIVERED: Status.DELIVERY_STATUS_DELIVERED,
+    Verdict.PERMANENT: Status.DELIVERY_STATUS_FAILED_PERMANENT,
+    Verdict.RETRY: Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+}
 
 _FAILED = frozenset(
     {

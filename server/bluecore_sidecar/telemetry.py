@@ -379,10 +379,16 @@ class Metrics:
             ["method", "code", "reason"],
             registry=self.registry,
         )
+        self._responses_by_code: dict[str, Counter] = {}
 
     def on_attempt(self, status: int | None, error: str | None, retry: bool) -> None:
         """Count one HTTP attempt (upstream.SendObserver)."""
-        self.upstream_responses.labels(code=str(status) if status else (error or "error")).inc()
+        code = str(status) if status else (error or "error")
+        counter = self._responses_by_code.get(code)
+        if counter is None:
+            # HTTP codes and error kinds: a small closed set, each child looked up once.
+            counter = self._responses_by_code[code] = self.upstream_responses.labels(code=code)
+        counter.inc()
         if retry:
             self.retries.inc()
 

@@ -49,7 +49,7 @@ from typing import Any
 
 import aiohttp
 import grpc
-from bluecore_sidecar.localrun import free_port
+from bluecore_devtools.localrun import free_port
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

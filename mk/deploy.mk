@@ -11,7 +11,9 @@ GO ?= go
 
 .PHONY: docker-lint k8s-validate image-replay docker-build docker-lock
 
-check: docker-lint k8s-validate
+PY_CHECKS += docker-lint
+TOOLCHAIN_CHECKS += k8s-validate
+needs.k8s-validate := go
 
 docker-lint: venv ## lint the Dockerfile with hadolint
 	@echo "==> hadolint"
@@ -20,11 +22,16 @@ docker-lint: venv ## lint the Dockerfile with hadolint
 k8s-validate: venv ## check deploy/kubernetes and deploy/docker-compose.yml against their specs and the sidecar
 	@echo "==> k8s-validate (go test in deploy/validate: Kubernetes manifests and compose file)"
 	@test -z "$$(gofmt -l deploy/validate)" || { gofmt -l deploy/validate; echo "gofmt needed"; exit 1; }
+	@# Module downloads print a line each: keep them in a log, shown only if they fail.
+	@mkdir -p $(LOGS); cd deploy/validate && \
+	  $(GO) mod download >$(abspath $(LOGS))/k8s-validate-download.log 2>&1 || \
+	  { cat $(abspath $(LOGS))/k8s-validate-download.log >&2; exit 1; }
 	@cd deploy/validate && $(GO) vet ./... && \
 	  BLUECORE_PYTHON=$(abspath $(PY)) $(GO) test -count=1 ./...
 
-image-replay: venv ## replay the image's install and start steps in a fresh venv (no Docker)
-	@$(PY) -m pytest -q tests/test_dockerfile_replay.py
+image-replay: venv ## replay the image's install and start steps in a fresh venv (no Docker; CI runs it)
+	@echo "==> image-replay (tests/test_dockerfile_replay.py --replay)"
+	@$(PY) -m pytest -q --replay tests/test_dockerfile_replay.py
 
 docker-build: ## build the image (needs a Docker engine): IMAGE=name
 	docker build -t $(IMAGE):$(IMAGE_VERSION) \

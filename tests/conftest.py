@@ -11,16 +11,17 @@ import dataclasses
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from aiohttp import web
+from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.config import Settings
-from bluecore_sidecar.sandbox import BluecoreSandbox, run_sandbox
 from bluecore_sidecar.telemetry import configure_logging
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
@@ -31,6 +32,42 @@ EMAIL = "jane@example.com"
 
 
 SEED_BODY_FILE = Path(__file__).resolve().parents[1] / "examples/bluecore/order_completed.body.json"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--replay",
+        action="store_true",
+        help="also run the Dockerfile replay (builds a venv from PyPI; `make image-replay`)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave the replay tests out unless asked for: deselected, so nothing reads as skipped."""
+    if config.getoption("--replay"):
+        return
+    kept = [item for item in items if item.get_closest_marker("replay") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+@pytest.fixture
+def process_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Mapping[str, str]]:
+    """Set variables in the process environment for one test; returns that environment.
+
+    The OpenTelemetry SDK reads its ``OTEL_*`` variables from ``os.environ`` itself, so tests
+    of those settings put them there, and pass the same mapping to the sidecar.
+    """
+
+    def put(**values: str) -> Mapping[str, str]:
+        for name in [n for n in os.environ if n.startswith("OTEL_")]:
+            monkeypatch.delenv(name)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        return os.environ
+
+    return put
 
 
 def seed_purchase_body(token: str) -> dict[str, Any]:

@@ -41,6 +41,10 @@ def test_defaults_match_the_documented_table():
     assert s.max_concurrency == 64
     assert s.shutdown_grace == timedelta(seconds=20)
     assert s.log_level == "INFO"
+    assert s.watch_buffer == 1000
+    assert s.retry.max_pause == pytest.approx(60.0)
+    assert s.max_inflight_calls == 1000
+    assert s.max_watchers == 100
 
 
 def test_every_variable_is_read():
@@ -68,6 +72,9 @@ def test_every_variable_is_read():
         SIDECAR_SHUTDOWN_GRACE="7s",
         SIDECAR_LOG_LEVEL="debug",
         SIDECAR_WATCH_BUFFER="20",
+        SIDECAR_MAX_PAUSE="5s",
+        SIDECAR_MAX_INFLIGHT_CALLS="50",
+        SIDECAR_MAX_WATCHERS="3",
     )
     assert s.api_url == "http://127.0.0.1:8089/api/track/mobile/v1"
     assert (s.grpc_address, s.ops_address) == ("0.0.0.0:6000", "127.0.0.1:6001")
@@ -86,6 +93,9 @@ def test_every_variable_is_read():
     assert s.shutdown_grace == timedelta(seconds=7)
     assert s.log_level == "DEBUG"
     assert s.watch_buffer == 20
+    assert s.retry.max_pause == pytest.approx(5.0)
+    assert s.max_inflight_calls == 50
+    assert s.max_watchers == 3
 
 
 def test_env_vars_lists_every_variable_read():
@@ -95,6 +105,8 @@ def test_env_vars_lists_every_variable_read():
 
 
 MALFORMED = [
+    ("SIDECAR_MAX_PAUSE", "0s"),
+    ("SIDECAR_MAX_WATCHERS", "0"),
     ("BLUECORE_API_URL", "ftp://example.com/x"),
     ("BLUECORE_API_URL", "not a url"),
     ("BLUECORE_API_URL", "https://user:pw@api.bluecore.app/x"),

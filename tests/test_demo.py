@@ -22,7 +22,7 @@ def test_the_demo_delivers_the_samples_and_stops_both_processes_cleanly(tmp_path
     }
     env["DEMO_LOG_DIR"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "bluecore_sidecar.demo"],
+        [sys.executable, "-m", "bluecore_devtools.demo"],
         env=env,
         capture_output=True,
         text=True,

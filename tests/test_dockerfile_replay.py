@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 import pytest
 from bluecore_sidecar.app import SERVICE_NAME
-from bluecore_sidecar.config import Settings, split_address
+from bluecore_sidecar.config import SETTINGS, split_address
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -412,7 +412,7 @@ def test_image_declares_the_default_ports_and_the_project_version(
     """EXPOSE matches config.py's default addresses; the version label matches pyproject."""
     runtime = dockerfile[1][-1]
     exposed = {p.split("/")[0] for i in runtime.all("EXPOSE") for p in i.args.split()}
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    defaults = {var.field: var.default for var in SETTINGS}
     ports = {str(split_address(str(defaults[k]))[1]) for k in ("grpc_address", "ops_address")}
     assert exposed == ports
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -457,6 +457,7 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@pytest.mark.replay
 def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
     """The runtime venv has the lock's pins plus the project, and no installer or build tool."""
     python = image.app_venv / "bin" / "python"
@@ -512,6 +513,7 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
+@pytest.mark.replay
 def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(image: Image, tmp_path: Path) -> None:
     """Started like the container (PID 1, the image's user, its environment plus the pod's
     settings), the sidecar passes the probes and gRPC health, then drains on SIGTERM."""

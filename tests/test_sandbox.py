@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from bluecore_sidecar.sandbox import BluecoreSandbox, run_sandbox
+from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
 from multidict import CIMultiDictProxy
 
 TOKEN = "bluestore"
@@ -777,7 +777,7 @@ async def test_counts_requests_per_distinct_id_beyond_the_record(
 async def test_serve_sandbox_prints_its_url_and_exits_cleanly_on_sigterm(
     session: aiohttp.ClientSession,
 ) -> None:
-    code = "from bluecore_sidecar.sandbox import serve_sandbox; serve_sandbox('127.0.0.1', 0)"
+    code = "from bluecore_devtools.sandbox import serve_sandbox; serve_sandbox('127.0.0.1', 0)"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
     )

@@ -9,7 +9,7 @@ the resource, and the absence of the namespace token and emails from every byte.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 from aiohttp import web
@@ -99,7 +99,7 @@ def value_of(value: AnyValue) -> object:
     return getattr(value, kind) if kind else None
 
 
-async def deliver_two(sandbox, env: dict[str, str]) -> list[delivery_pb2.DeliveryResult]:
+async def deliver_two(sandbox, env: Mapping[str, str]) -> list[delivery_pb2.DeliveryResult]:
     """One delivery that succeeds after a 503, one refused for good; then stop (flush)."""
     async with (
         running_sidecar(test_settings(sandbox.url), env) as sidecar,
@@ -181,24 +181,24 @@ def assert_exported_tree(collector: Collector, results: list[delivery_pb2.Delive
     assert not [text for text in texts if "@" in text]
 
 
-async def test_spans_reach_an_otlp_grpc_collector_as_one_tree(sandbox):
+async def test_spans_reach_an_otlp_grpc_collector_as_one_tree(sandbox, process_env):
     async with grpc_collector() as (collector, endpoint):
-        env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_SERVICE_NAME": SERVICE,
-            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
-        }
+        env = process_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_SERVICE_NAME=SERVICE,
+            OTEL_RESOURCE_ATTRIBUTES="deployment.environment=test",
+        )
         results = await deliver_two(sandbox, env)
     assert_exported_tree(collector, results)
 
 
-async def test_spans_reach_an_otlp_http_protobuf_collector_as_one_tree(sandbox):
+async def test_spans_reach_an_otlp_http_protobuf_collector_as_one_tree(sandbox, process_env):
     async with http_collector() as (collector, endpoint):
-        env = {
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_SERVICE_NAME": SERVICE,
-            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
-        }
+        env = process_env(
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+            OTEL_SERVICE_NAME=SERVICE,
+            OTEL_RESOURCE_ATTRIBUTES="deployment.environment=test",
+        )
         results = await deliver_two(sandbox, env)
     assert_exported_tree(collector, results)

@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bluecore_sidecar.localrun import child_process, free_port
+from bluecore_devtools.localrun import child_process, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / "client_stubs"

@@ -230,29 +230,12 @@ def sidecar_settings() -> frozenset[str]:
 
 
 def find_sandbox() -> tuple[str | None, Path]:
-    """The sandbox module: (importable dotted name or None, file), wherever it lives now.
-
-    sandbox.py is being moved out of the runtime package; looking it up by its content keeps
-    this script working before and after the move.
-    """
-    with contextlib.suppress(ImportError):
-        spec = importlib.util.find_spec("bluecore_sidecar.sandbox")
-        if spec is not None and spec.origin:
-            return "bluecore_sidecar.sandbox", Path(spec.origin)
-    skip = {".venv", "node_modules", ".git", "client_stubs", "build"}
-    for path in sorted(ROOT.rglob("sandbox.py")):
-        if skip & set(path.relative_to(ROOT).parts):
-            continue
-        if "class BluecoreSandbox" not in path.read_text(errors="replace"):
-            continue
-        for base in (ROOT / "server", ROOT / "src", ROOT):
-            with contextlib.suppress(ValueError, ImportError):
-                name = ".".join(path.relative_to(base).with_suffix("").parts)
-                found = importlib.util.find_spec(name)
-                if found is not None and found.origin and Path(found.origin) == path:
-                    return name, path
-        return None, path
-    raise HarnessError("cannot find the Bluecore sandbox (a sandbox.py with BluecoreSandbox)")
+    """The sandbox module: its importable dotted name and its file."""
+    name = "bluecore_devtools.sandbox"
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin:
+        raise HarnessError(f"cannot import {name}; run `make venv` first")
+    return name, Path(spec.origin)
 
 
 # ----------------------------------------------------------------------------- sandbox

@@ -82,7 +82,13 @@ go_plugin() {
     command -v go >/dev/null || { echo "install-plugins: go is required for ${name}" >&2; exit 1; }
     say "${name} ${version}: go install ${pkg}@${version}"
     mkdir -p "${dir}"
-    GOBIN="${dir}" GOFLAGS=-mod=mod go install "${pkg}@${version}"
+    # One "go: downloading" line per module is noise: show it only when the install fails.
+    local out
+    if ! out="$(GOBIN="${dir}" GOFLAGS=-mod=mod go install "${pkg}@${version}" 2>&1)"; then
+      printf '%s\n' "${out}" >&2
+      echo "install-plugins: go install ${pkg}@${version} failed" >&2
+      exit 1
+    fi
   fi
   link "${name}" "../go/${name}-${version}/${name}"
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bluecore_sidecar.localrun import child_process
+from bluecore_devtools.localrun import child_process
 
 # The probe's flags for this machine (docs: /work/.library): no first-run UI, and no calls
 # out to Google's services, which the closed network would refuse many times over.

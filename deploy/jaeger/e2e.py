@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import devtools
 import grpc
-from bluecore_sidecar.localrun import child_process, free_port
+from bluecore_devtools.localrun import child_process, free_port
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 

@@ -19,10 +19,10 @@ import sys
 
 import opentelemetry.environment_variables as api_vars
 import opentelemetry.sdk.environment_variables as sdk_vars
+from bluecore_devtools.sandbox import EVENTS_PATH
 from bluecore_sidecar.cli import _parser
 from bluecore_sidecar.config import ENV_VARS, Settings
 from bluecore_sidecar.errors import ConfigError
-from bluecore_sidecar.sandbox import EVENTS_PATH
 
 
 def facts() -> dict[str, object]:

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -78,14 +79,15 @@ class Sidecar:
         # Watch streams never end by themselves; graceful stop would wait the grace for them.
         self.bus.close_all()
         grace = self.settings.shutdown_grace.total_seconds()
-        # Only watches the same grace, started first so that it looks before grpc cuts calls.
-        busy = asyncio.ensure_future(self.admission.busy_after(grace))
-        await asyncio.sleep(0)
-        await self.server.stop(grace)
-        if cut := await busy:
+        started = time.monotonic()
+        # While calls are in flight the server keeps listening, so a late caller hears a clear
+        # UNAVAILABLE from the interceptor; once grpc's stop begins, calls that race it are
+        # cut with CANCELLED. The one grace covers both waits.
+        if cut := await self.admission.busy_after(grace):
             log.warning(
                 "grace period over with calls in flight", extra={"fields": {"in_flight": cut}}
             )
+        await self.server.stop(max(grace - (time.monotonic() - started), 0.0))
 
 
 @contextlib.asynccontextmanager

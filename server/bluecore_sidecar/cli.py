@@ -122,7 +122,7 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _sandbox(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from .sandbox import serve_sandbox  # noqa: PLC0415
+    from bluecore_devtools.sandbox import serve_sandbox  # noqa: PLC0415
 
     serve_sandbox(args.host, args.port, tokens=args.tokens)
     return 0

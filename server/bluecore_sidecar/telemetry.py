@@ -1,8 +1,7 @@
 """Observability: OpenTelemetry tracing, Prometheus metrics and JSON logs.
 
-Tracing is configured from the standard ``OTEL_*`` variables, read from the same environment
-mapping as the rest of the settings; with no exporter endpoint set it stays off (a no-op tracer
-costs almost nothing). Metrics live
+Tracing follows the standard ``OTEL_*`` variables, which the OpenTelemetry SDK reads itself;
+with no exporter endpoint set it stays off (a no-op tracer costs almost nothing). Metrics live
 in a per-process :class:`Metrics` registry served on the ops port. Logs are one JSON object per
 line. None of them ever carries the namespace token or an email address.
 """
@@ -14,32 +13,25 @@ import json
 import logging
 import sys
 import types
-import urllib.parse
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
 import yarl
 from datafly.bluecore.v1 import delivery_pb2
 from opentelemetry import trace
-from opentelemetry.instrumentation._semconv import _StabilityMode
-from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
-from opentelemetry.sdk.version import __version__ as sdk_version
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import __version__
 from .errors import ConfigError
 from .redaction import Redactor
+
+if TYPE_CHECKING:
+    # The SDK, its exporters, the aiohttp instrumentation and prometheus_client load only when
+    # `serve` builds them: the client verbs (send, preview, watch) import this module too.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 LOGGER_NAME = "bluecore_sidecar"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -92,46 +84,43 @@ def configure_logging(level: str, stream: TextIO | None = None) -> logging.Logge
     return logger
 
 
-#: Samplers accepted in ``OTEL_TRACES_SAMPLER`` (the SDK's names; ``jaeger_remote`` is not).
-_SAMPLERS = (
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-)
-
-
 def configure_tracing(
     env: Mapping[str, str], exporter: SpanExporter | None = None
 ) -> TracerProvider | None:
-    """Build a tracer provider from the ``OTEL_*`` values in ``env``, or None when tracing is off.
+    """A tracer provider for the ``OTEL_*`` settings, or None when tracing is off.
 
-    Everything is read from ``env`` (never from ``os.environ`` behind the caller's back):
+    The OpenTelemetry SDK reads its own variables from the process environment: the exporter's
+    endpoint, headers, insecure flag, compression, timeout and certificates, ``OTEL_BSP_*``,
+    ``OTEL_TRACES_SAMPLER(_ARG)``, ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``. This
+    adds only what the SDK lacks, deciding from ``env`` (the process environment, as passed
+    down from the CLI):
 
-    * off when ``OTEL_SDK_DISABLED=true``, when ``OTEL_TRACES_EXPORTER`` is ``none``, or when
-      it asks for ``otlp`` (the default) and neither ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` nor
-      ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: unlike the SDK we do not guess ``localhost:4317``,
-      so an unconfigured sidecar pays for no tracing at all;
-    * ``OTEL_TRACES_EXPORTER`` is a comma list of ``otlp`` and ``console`` (spans as JSON on
-      stderr, for debugging); ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`` is ``grpc`` (default)
-      or ``http/protobuf``; ``..._HEADERS``, ``..._INSECURE`` and ``..._COMPRESSION`` apply;
-    * sampling follows ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default
-      ``parentbased_always_on``); the resource takes ``OTEL_RESOURCE_ATTRIBUTES`` and
-      ``OTEL_SERVICE_NAME`` (default ``bluecore-sidecar``).
+    * off when ``OTEL_SDK_DISABLED=true``, when ``OTEL_TRACES_EXPORTER`` is ``none``, or when it
+      asks for ``otlp`` (the default) and no ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is set:
+      the SDK would export to ``localhost:4317``; an unconfigured sidecar traces nothing;
+    * the exporter class for ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``: spans as JSON on
+      stderr) and ``OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`` (``grpc``, ``http/protobuf``);
+    * ``service.name`` defaults to ``bluecore-sidecar`` and ``service.version`` is ours;
+    * the provider is returned, never installed as the global one.
 
     ``exporter`` (tests) replaces the configured exporters and is called synchronously as each
-    span ends. A bad value raises :class:`ConfigError` naming the variable.
+    span ends. An exporter or protocol we cannot build raises :class:`ConfigError`.
     """
-    if _flag(env, "OTEL_SDK_DISABLED"):
+    if _setting(env, "OTEL_SDK_DISABLED").lower() == "true":
         return None
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
     processors: list[SpanProcessor] = []
     if exporter is not None:
         processors.append(SimpleSpanProcessor(exporter))
     else:
-        names = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
-        for name in filter(None, names):
+        names = _setting(env, "OTEL_TRACES_EXPORTER") or "otlp"
+        for name in filter(None, (n.strip().lower() for n in names.split(","))):
             if name == "otlp":
                 otlp = _otlp_exporter(env)
                 if otlp is not None:
@@ -144,125 +133,50 @@ def configure_tracing(
                 )
     if not processors:
         return None
-    provider = TracerProvider(resource=_resource(env), sampler=_sampler(env))
+    provider = TracerProvider(resource=_resource())  # the sampler: OTEL_TRACES_SAMPLER
     for processor in processors:
         provider.add_span_processor(processor)
     return provider
 
 
+def _setting(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
 def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter | None:
-    """The OTLP span exporter ``env`` asks for, or None when no endpoint is set."""
-    endpoint = _signal(env, "ENDPOINT")
-    if not endpoint:
+    """The OTLP exporter for the configured protocol (it reads its own settings), or None."""
+    traces = "OTEL_EXPORTER_OTLP_TRACES_"
+    if not (_setting(env, traces + "ENDPOINT") or _setting(env, "OTEL_EXPORTER_OTLP_ENDPOINT")):
         return None
-    specific = bool(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip())
-    protocol = (_signal(env, "PROTOCOL") or "grpc").lower()
-    headers = _parse_pairs(_signal(env, "HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS")
-    compression = _compression(_signal(env, "COMPRESSION"))
+    protocol = (
+        _setting(env, traces + "PROTOCOL") or _setting(env, "OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    ).lower()
     if protocol == "grpc":
-        import grpc  # noqa: PLC0415 - exporters load only when tracing is on
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as GrpcExporter,
         )
 
-        insecure_text = _signal(env, "INSECURE")
-        insecure = (
-            insecure_text.lower() == "true"
-            if insecure_text
-            else urllib.parse.urlsplit(endpoint).scheme == "http"
-        )
-        return GrpcExporter(
-            endpoint=endpoint,
-            insecure=insecure,
-            headers=headers or None,
-            compression={"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(
-                compression
-            ),
-        )
+        return GrpcExporter()
     if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http import (  # noqa: PLC0415
-            Compression as HttpCompression,
-        )
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as HttpExporter,
         )
 
-        # The generic endpoint is a base URL; the per-signal one is used as it is.
-        url = endpoint if specific else endpoint.rstrip("/") + "/v1/traces"
-        return HttpExporter(
-            endpoint=url,
-            headers=headers or None,
-            compression=HttpCompression(compression) if compression else None,
-        )
+        return HttpExporter()
     raise ConfigError(
         "OTEL_EXPORTER_OTLP_PROTOCOL", f"{protocol!r} is not supported; use grpc or http/protobuf"
     )
 
 
-def _signal(env: Mapping[str, str], key: str) -> str:
-    """``OTEL_EXPORTER_OTLP_TRACES_<key>``, falling back to ``OTEL_EXPORTER_OTLP_<key>``."""
-    value = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{key}", "").strip()
-    return value or env.get(f"OTEL_EXPORTER_OTLP_{key}", "").strip()
+def _resource() -> Resource:
+    """The SDK's resource (it reads OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME), plus ours."""
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
 
-
-def _compression(text: str) -> str:
-    text = text.lower()
-    if text in ("", "none"):
-        return ""
-    if text in ("gzip", "deflate"):
-        return text
-    raise ConfigError("OTEL_EXPORTER_OTLP_COMPRESSION", f"{text!r} must be gzip, deflate or none")
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() == "true"
-
-
-def _parse_pairs(text: str, name: str) -> dict[str, str]:
-    """``k1=v1,k2=v2`` (values percent-encoded, as the OTel spec says) as a dict."""
-    pairs: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            # The value may be a credential: name the variable, never echo the text.
-            raise ConfigError(name, "must be a comma-separated list of key=value pairs")
-        pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
-    return pairs
-
-
-def _resource(env: Mapping[str, str]) -> Resource:
-    attributes: dict[str, str] = {
-        "telemetry.sdk.language": "python",
-        "telemetry.sdk.name": "opentelemetry",
-        "telemetry.sdk.version": sdk_version,
-        "service.version": __version__,
-    }
-    attributes.update(
-        _parse_pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
-    )
-    service = env.get("OTEL_SERVICE_NAME", "").strip()
-    attributes["service.name"] = service or attributes.get("service.name") or "bluecore-sidecar"
+    detected = dict(Resource.create().attributes)
+    attributes = {"service.version": __version__, **detected}
+    if str(detected.get("service.name", "")).startswith("unknown_service"):
+        attributes["service.name"] = "bluecore-sidecar"
     return Resource(attributes)
-
-
-def _sampler(env: Mapping[str, str]) -> sampling.Sampler:
-    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
-    if name not in _SAMPLERS:
-        raise ConfigError("OTEL_TRACES_SAMPLER", f"{name!r} must be one of {', '.join(_SAMPLERS)}")
-    if name.endswith("always_on"):
-        root: sampling.Sampler = sampling.ALWAYS_ON
-    elif name.endswith("always_off"):
-        root = sampling.ALWAYS_OFF
-    else:
-        arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip() or "1.0"
-        try:
-            ratio = float(arg)
-        except ValueError:
-            ratio = -1.0
-        if not 0.0 <= ratio <= 1.0:
-            raise ConfigError("OTEL_TRACES_SAMPLER_ARG", f"{arg!r} must be a ratio from 0 to 1")
-        root = sampling.TraceIdRatioBased(ratio)
-    return sampling.ParentBased(root) if name.startswith("parentbased_") else root
 
 
 def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceConfig]:
@@ -278,6 +192,10 @@ def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceCon
     """
     if provider is None:
         return []
+    from opentelemetry.instrumentation._semconv import _StabilityMode  # noqa: PLC0415
+    from opentelemetry.instrumentation.aiohttp_client import create_trace_config  # noqa: PLC0415
+    from opentelemetry.metrics import NoOpMeterProvider  # noqa: PLC0415
+
     instrumented = create_trace_config(
         url_filter=_url_without_secrets,
         tracer_provider=provider,
@@ -332,6 +250,13 @@ class Metrics:
     """
 
     def __init__(self) -> None:
+        from prometheus_client import (  # noqa: PLC0415
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+        )
+
         self.registry = CollectorRegistry()
         self.deliveries = Counter(
             "bluecore_sidecar_deliveries",

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import TextIO
 
 import grpc
+from bluecore_devtools.localrun import free_port
 from bluecore_sidecar.app import running_sidecar
 from bluecore_sidecar.config import Settings
-from bluecore_sidecar.localrun import free_port
 from bluecore_sidecar.telemetry import configure_logging
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
@@ -112,6 +112,10 @@ async def measure(
         "SIDECAR_LOG_LEVEL": "INFO",
         **TRACING[tracing],
     }
+    # The SDK reads OTEL_* from the process environment itself.
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        del os.environ[name]
+    os.environ.update(TRACING[tracing])
     settings = Settings.from_env(env)
     exporter = _Drop() if TRACING[tracing] else None
     lines = []

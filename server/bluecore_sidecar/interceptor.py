@@ -17,7 +17,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -25,7 +25,6 @@ from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from prometheus_client import Counter
 
 from .errors import (
     InternalError,
@@ -36,6 +35,9 @@ from .errors import (
     to_rpc_status,
 )
 from .telemetry import LOGGER_NAME, Metrics
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 _W3C = TraceContextTextMapPropagator()
 log = logging.getLogger(LOGGER_NAME)

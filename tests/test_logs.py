@@ -86,3 +86,24 @@ async def test_log_level_hides_successes_at_warning(stub, sandbox):
         logger.setLevel(logging.WARNING)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["level"], line["message_id"]) for line in lines] == [("WARNING", "m-2")]
+
+
+async def test_a_batch_logs_one_json_line_per_event(captured_logs, stub, sandbox):
+    """DeliverBatch writes its outcome lines together, still one complete line per event."""
+    events = [
+        make_event(messageId="b-1"),
+        make_event(messageId="b-2", event="Order Completed", traits={}),  # needs an email
+        make_event(messageId="b-3", event="Product Added"),
+    ]
+    reply = await stub.DeliverBatch(delivery_pb2.DeliverBatchRequest(events=events), timeout=10)
+
+    by_id = {line["message_id"]: line for line in outcome_lines(captured_logs)}
+    assert sorted(by_id) == ["b-1", "b-2", "b-3"]
+    for result in reply.results:
+        line = by_id[result.message_id]
+        assert line["status"] == Status.Name(result.status).removeprefix("DELIVERY_STATUS_")
+        assert line["trace_id"] == result.trace_id
+        assert line["attempts"] == result.attempts
+    assert by_id["b-2"]["level"] == "WARNING"
+    assert by_id["b-2"]["reason"] == "MISSING_EMAIL"
+    assert {by_id["b-1"]["level"], by_id["b-3"]["level"]} == {"INFO"}

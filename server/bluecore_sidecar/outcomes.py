@@ -7,7 +7,7 @@ outcomes (counted) rather than holding anyone up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from datafly.bluecore.v1 import delivery_pb2
@@ -20,6 +20,9 @@ class OutcomeObserver(Protocol):
 
     def on_outcome(self, result: DeliveryResult, dedup_hit: bool) -> None:
         """Record one outcome."""
+
+    def on_outcomes(self, outcomes: Sequence[tuple[DeliveryResult, bool]]) -> None:
+        """Record the outcomes of one batch, in request order, with their dedup flags."""
 
 
 class OutcomeBus:

@@ -7,7 +7,6 @@ calls the pipeline.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
@@ -63,10 +62,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
                 f"a batch holds at most {self._batch_limit} events; got {len(request.events)}",
                 limit=str(self._batch_limit),
             )
-        deadline = self._deadline(context)
-        results = await asyncio.gather(
-            *(self._deliverer.deliver(event, deadline) for event in request.events)
-        )
+        results = await self._deliverer.deliver_batch(request.events, self._deadline(context))
         return delivery_pb2.DeliverBatchResponse(results=results)
 
     async def Preview(

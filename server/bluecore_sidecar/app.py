@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import time
@@ -252,6 +253,12 @@ async def serve(settings: Settings, env: Mapping[str, str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_sidecar(settings, env) as sidecar:
+        # What start-up built (modules, descriptors, the SDK) lives as long as the process:
+        # frozen, the collector stops scanning it, which made each full collection about a
+        # quarter as long (docs/decisions.md, Performance). Only here, not in running_sidecar:
+        # tests start many sidecars in one process and should not pin what each leaves.
+        gc.collect()
+        gc.freeze()
         await stop.wait()
         log.info("signal received, shutting down")
         await sidecar.drain()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 
-from bluecore_sidecar.telemetry import configure_logging
+from bluecore_sidecar.telemetry import Metrics, OutcomeRecorder, configure_logging
 from datafly.bluecore.v1 import delivery_pb2
 
 from .conftest import EMAIL, NAMESPACE, make_event
@@ -107,3 +108,36 @@ async def test_a_batch_logs_one_json_line_per_event(captured_logs, stub, sandbox
     assert by_id["b-2"]["level"] == "WARNING"
     assert by_id["b-2"]["reason"] == "MISSING_EMAIL"
     assert {by_id["b-1"]["level"], by_id["b-3"]["level"]} == {"INFO"}
+
+
+async def test_outcomes_of_one_loop_turn_are_written_together_one_line_each():
+    """Lines wait for the end of the loop's turn, then go out in one write; flush forces it."""
+    stream = io.StringIO()
+    logger = configure_logging("INFO", stream)
+    try:
+        recorder = OutcomeRecorder(Metrics(), logger)
+        delivered = Status.DELIVERY_STATUS_DELIVERED
+        for n in range(2):
+            recorder.on_outcome(
+                delivery_pb2.DeliveryResult(message_id=f"m-{n}", status=delivered), False
+            )
+        recorder.on_outcome(
+            delivery_pb2.DeliveryResult(
+                message_id="m-bad", status=Status.DELIVERY_STATUS_FAILED_PERMANENT
+            ),
+            False,
+        )
+        assert stream.getvalue() == ""
+        await asyncio.sleep(0)
+        lines = outcome_lines(stream)
+        assert [(line["level"], line["message_id"]) for line in lines] == [
+            ("INFO", "m-0"),
+            ("INFO", "m-1"),
+            ("WARNING", "m-bad"),
+        ]
+        recorder.on_outcome(delivery_pb2.DeliveryResult(message_id="m-last"), False)
+        recorder.flush()
+        assert outcome_lines(stream)[-1]["message_id"] == "m-last"
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)

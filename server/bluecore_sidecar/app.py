@@ -140,13 +140,15 @@ async def running_sidecar(
         bus = OutcomeBus(settings.watch_buffer)
         # One redactor for logs and spans: the token's exact value, and one tag per email.
         redactor = Redactor(secrets=(settings.namespace,))
+        recorder = OutcomeRecorder(metrics, log, redactor)
+        stack.callback(recorder.flush)  # the lines of the last calls, after the server stops
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
             dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
             bus=bus,
-            observer=OutcomeRecorder(metrics, log, redactor),
+            observer=recorder,
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
             redactor=redactor,

@@ -8,6 +8,7 @@ line. None of them ever carries the namespace token or an email address.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -333,9 +334,12 @@ class OutcomeRecorder:
     text: they come from the caller or from Bluecore, and a log line is kept for a long time.
 
     Per outcome it does only what the outcome needs: the metric children of each (status,
-    Bluecore event) pair are looked up once and kept, and the log record is built only when
-    its level is enabled, without the stack walk ``Logger.log`` makes to find the caller (the
-    JSON line does not show it).
+    Bluecore event) pair are looked up once and kept, and log fields are built only when
+    their level is enabled. The lines of the outcomes that finish in one turn of the event
+    loop (a batch, or single calls answered together) are written by one log record per
+    level at the start of the next turn, one JSON line each: the record, the handler's lock,
+    the write and the flush are paid per turn, not per event. :meth:`flush` writes what is
+    pending at once (shutdown).
     """
 
     def __init__(
@@ -347,27 +351,44 @@ class OutcomeRecorder:
         # Keyed by (status, bluecore_event): both come from closed sets (the enum and the
         # mapping table), so this stays as small as the metrics' own label sets.
         self._children: dict[tuple[int, str], _OutcomeChildren] = {}
+        # Log fields by level, waiting for the end of this turn of the loop; None: no flush
+        # is scheduled.
+        self._pending: dict[int, list[dict[str, Any]]] | None = None
 
     def on_outcome(self, result: delivery_pb2.DeliveryResult, dedup_hit: bool) -> None:
         """Record ``result``."""
         fields = self._count(result, dedup_hit)
         if fields is not None:
-            self._emit(fields[0], extra={"fields": fields[1]})
+            self._queue(*fields)
 
     def on_outcomes(self, outcomes: Sequence[tuple[delivery_pb2.DeliveryResult, bool]]) -> None:
-        """Record a batch: the same lines as one by one, one log record per level.
-
-        Each outcome still gets its own JSON line (the record's ``lines``), in request order
-        within its level; the record, the handler's lock and the flush are paid once per
-        level instead of once per event.
-        """
-        by_level: dict[int, list[dict[str, Any]]] = {}
+        """Record a batch (in request order): the same metrics and lines as one by one."""
         for result, dedup_hit in outcomes:
             fields = self._count(result, dedup_hit)
             if fields is not None:
-                by_level.setdefault(fields[0], []).append(fields[1])
-        for level, lines in sorted(by_level.items()):
-            self._emit(level, extra={"lines": lines})
+                self._queue(*fields)
+
+    def flush(self) -> None:
+        """Write the pending lines now: one record per level, INFO before WARNING."""
+        pending, self._pending = self._pending, None
+        for level, lines in sorted((pending or {}).items()):
+            extra = {"fields": lines[0]} if len(lines) == 1 else {"lines": lines}
+            logger = self._logger
+            logger.handle(
+                logger.makeRecord(logger.name, level, "", 0, _OUTCOME, (), None, extra=extra)
+            )
+
+    def _queue(self, level: int, fields: dict[str, Any]) -> None:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = {}
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a direct call): write at once
+                pending[level] = [fields]
+                self.flush()
+                return
+        pending.setdefault(level, []).append(fields)
 
     def _count(
         self, result: delivery_pb2.DeliveryResult, dedup_hit: bool
@@ -397,10 +418,6 @@ class OutcomeRecorder:
             "latency_ms": round(latency * 1000, 2),
             "trace_id": result.trace_id,
         }
-
-    def _emit(self, level: int, extra: dict[str, Any]) -> None:
-        logger = self._logger
-        logger.handle(logger.makeRecord(logger.name, level, "", 0, _OUTCOME, (), None, extra=extra))
 
     def _children_of(self, status_code: int, bluecore_event: str) -> _OutcomeChildren:
         status = delivery_pb2.DeliveryStatus.Name(status_code).removeprefix("DELIVERY_STATUS_")

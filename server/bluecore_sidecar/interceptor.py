@@ -275,15 +275,23 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 # one) is still current, so the result and the log line name its trace.
                 yield trace.get_current_span()
                 return
-            with self._tracer.start_as_current_span(
-                method.span_name,
-                kind=trace.SpanKind.SERVER,
+            span = self._tracer.start_span(method.span_name, kind=trace.SpanKind.SERVER)
+            if not span.is_recording():
+                # Not sampled: the span only carries the trace id; no attributes, no end.
+                inner = otel_context.attach(trace.set_span_in_context(span))
+                try:
+                    yield span
+                finally:
+                    otel_context.detach(inner)
+                return
+            span.set_attributes(method.span_attributes)
+            with trace.use_span(
+                span,
+                end_on_exit=True,
                 record_exception=False,
                 # _refuse sets the status: the abort that ends a refused call is no failure.
                 set_status_on_exception=False,
-            ) as span:
-                if span.is_recording():  # an unsampled call builds no attributes
-                    span.set_attributes(method.span_attributes)
+            ):
                 yield span
         finally:
             if token is not None:

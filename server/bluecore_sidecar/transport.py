@@ -75,4 +75,6 @@ async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
             break
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks)
+        if stream.at_eof():
+            break  # the whole body is in: no read just to learn that it ended
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

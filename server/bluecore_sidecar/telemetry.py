@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import sys
@@ -192,9 +193,10 @@ def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceCon
     (no global one), with the stable HTTP semantic conventions: span name ``POST``,
     ``http.request.method``, ``url.full`` (query and userinfo removed: no secret can ride in
     them), ``server.address``, ``http.response.status_code`` and ``error.type`` with an error
-    status for 4xx, 5xx and transport failures. A second hook adds
-    ``http.request.resend_count`` from the ``trace_request_ctx`` the caller passes with the
-    request (see :func:`attempt_context`).
+    status for 4xx, 5xx and transport failures. A hook of ours, after the instrumentation's
+    on the same ``TraceConfig``, adds ``http.request.resend_count`` from the
+    ``trace_request_ctx`` the caller passes with the request (see :func:`attempt_context`).
+    One ``TraceConfig``, not two: aiohttp sends every signal of every config on every request.
     """
     if provider is None:
         return []
@@ -209,10 +211,9 @@ def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceCon
         # The stable names (http.request.method, url.full, ...) rather than the old ones.
         sem_conv_opt_in_mode=_StabilityMode.HTTP,
     )
-    resend = aiohttp.TraceConfig()
-    resend.on_request_start.append(_set_resend_count)
     # Order matters: the instrumentation's hook makes its span current, then ours annotates it.
-    return [instrumented, resend]
+    instrumented.on_request_start.append(_set_resend_count)
+    return [instrumented]
 
 
 def client_span_wanted() -> bool:
@@ -234,6 +235,7 @@ def attempt_context(attempt: int) -> dict[str, int]:
 _RESEND_COUNT = "http.request.resend_count"
 
 
+@functools.lru_cache(maxsize=16)  # one configured URL: three yarl copies per try otherwise
 def _url_without_secrets(url: yarl.URL) -> str:
     return str(url.with_user(None).with_query(None).with_fragment(None))
 

@@ -141,3 +141,31 @@ async def test_outcomes_of_one_loop_turn_are_written_together_one_line_each():
     finally:
         logger.handlers.clear()
         logger.setLevel(logging.WARNING)
+
+
+def test_outcome_line_is_valid_json_for_any_text():
+    """Quotes, backslashes, control characters and non-ASCII in free-form fields stay JSON."""
+    stream = io.StringIO()
+    logger = configure_logging("INFO", stream)
+    odd = 'say "hi"\\ \n\t\x00 é€ 😀'
+    try:
+        OutcomeRecorder(Metrics(), logger).on_outcome(
+            delivery_pb2.DeliveryResult(
+                message_id=odd,
+                status=Status.DELIVERY_STATUS_SKIPPED_UNMAPPED,
+                datafly_event=odd,
+                detail=odd,
+                reason="UNMAPPED_EVENT",
+            ),
+            False,
+        )
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+    [line] = outcome_lines(stream)
+    assert (line["message_id"], line["datafly_event"], line["detail"]) == (odd, odd, odd)
+    assert (line["status"], line["reason"], line["level"]) == (
+        "SKIPPED_UNMAPPED",
+        "UNMAPPED_EVENT",
+        "INFO",
+    )

@@ -52,7 +52,13 @@ class JsonFormatter(logging.Formatter):
         self._second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        """The record as one JSON line; a record with ``lines`` (a batch) as one line each."""
+        """The record as one JSON line, or one line per entry of its ``json_lines``.
+
+        ``json_lines`` (outcome lines, see :class:`OutcomeRecorder`) are the members of each
+        line's object already encoded, e.g. ``"status":"DELIVERED","attempts":1``; they follow
+        the common members (time, level, logger, message). ``fields`` is a mapping of extra
+        members for one line.
+        """
         head: dict[str, Any] = {
             "time": self._time(record.created),
             "level": record.levelname,
@@ -61,9 +67,10 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             head["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        lines = getattr(record, "lines", None)
-        if isinstance(lines, list):
-            return "\n".join(self._encoder.encode({**head, **fields}) for fields in lines)
+        encoded = getattr(record, "json_lines", None)
+        if isinstance(encoded, list):
+            start = self._encoder.encode(head)[:-1]  # without the closing brace
+            return "\n".join(f"{start},{members}}}" for members in encoded)
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
             head.update(fields)
@@ -327,6 +334,8 @@ class Metrics:
 
 
 _OUTCOME = "delivery outcome"
+#: How JsonFormatter's encoder writes a string (ASCII escapes), in C.
+_json_str = json.encoder.encode_basestring_ascii
 
 
 class OutcomeRecorder:
@@ -353,9 +362,9 @@ class OutcomeRecorder:
         # Keyed by (status, bluecore_event): both come from closed sets (the enum and the
         # mapping table), so this stays as small as the metrics' own label sets.
         self._children: dict[tuple[int, str], _OutcomeChildren] = {}
-        # Log fields by level, waiting for the end of this turn of the loop; None: no flush
-        # is scheduled.
-        self._pending: dict[int, list[dict[str, Any]]] | None = None
+        # Encoded log members by level, waiting for the end of this turn of the loop; None: no
+        # flush is scheduled.
+        self._pending: dict[int, list[str]] | None = None
 
     def on_outcome(self, result: delivery_pb2.DeliveryResult, dedup_hit: bool) -> None:
         """Record ``result``."""
@@ -373,29 +382,34 @@ class OutcomeRecorder:
     def flush(self) -> None:
         """Write the pending lines now: one record per level, INFO before WARNING."""
         pending, self._pending = self._pending, None
+        logger = self._logger
         for level, lines in sorted((pending or {}).items()):
-            extra = {"fields": lines[0]} if len(lines) == 1 else {"lines": lines}
-            logger = self._logger
             logger.handle(
-                logger.makeRecord(logger.name, level, "", 0, _OUTCOME, (), None, extra=extra)
+                logger.makeRecord(
+                    logger.name, level, "", 0, _OUTCOME, (), None, extra={"json_lines": lines}
+                )
             )
 
-    def _queue(self, level: int, fields: dict[str, Any]) -> None:
+    def _queue(self, level: int, members: str) -> None:
         pending = self._pending
         if pending is None:
             pending = self._pending = {}
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop (a direct call): write at once
-                pending[level] = [fields]
+                pending[level] = [members]
                 self.flush()
                 return
-        pending.setdefault(level, []).append(fields)
+        pending.setdefault(level, []).append(members)
 
     def _count(
         self, result: delivery_pb2.DeliveryResult, dedup_hit: bool
-    ) -> tuple[int, dict[str, Any]] | None:
-        """Update the metrics for ``result``; its level and log fields, None if not logged."""
+    ) -> tuple[int, str] | None:
+        """Update the metrics for ``result``; its level and encoded log members, or None.
+
+        The members are encoded here, once, as ``JsonFormatter``'s encoder would encode them
+        (ASCII escapes, compact separators, the same order), without building a dict.
+        """
         key = (result.status, result.bluecore_event)
         children = self._children.get(key)
         if children is None:
@@ -408,23 +422,23 @@ class OutcomeRecorder:
         if not self._logger.isEnabledFor(children.level):
             return None
         scrub = self._redactor.scrub
-        return children.level, {
-            "message_id": scrub(result.message_id),
-            "datafly_event": scrub(result.datafly_event),
-            "bluecore_event": result.bluecore_event,
-            "status": children.status,
-            "reason": result.reason,
-            "detail": scrub(result.detail),
-            "http_status": result.http_status,
-            "attempts": result.attempts,
-            "latency_ms": round(latency * 1000, 2),
-            "trace_id": result.trace_id,
-        }
+        return children.level, (
+            f'"message_id":{_json_str(scrub(result.message_id))},'
+            f'"datafly_event":{_json_str(scrub(result.datafly_event))},'
+            f"{children.members},"
+            f'"reason":{_json_str(result.reason)},'
+            f'"detail":{_json_str(scrub(result.detail))},'
+            f'"http_status":{int(result.http_status)},'
+            f'"attempts":{int(result.attempts)},'
+            f'"latency_ms":{float(round(latency * 1000, 2))!r},'
+            f'"trace_id":{_json_str(result.trace_id)}'
+        )
 
     def _children_of(self, status_code: int, bluecore_event: str) -> _OutcomeChildren:
         status = delivery_pb2.DeliveryStatus.Name(status_code).removeprefix("DELIVERY_STATUS_")
         return _OutcomeChildren(
             status=status,
+            members=f'"bluecore_event":{_json_str(bluecore_event)},"status":{_json_str(status)}',
             level=logging.WARNING if status.startswith(("FAILED", "REJECTED")) else logging.INFO,
             delivered=self._metrics.deliveries.labels(status=status, bluecore_event=bluecore_event),
             latency=self._metrics.latency.labels(status=status),
@@ -436,6 +450,7 @@ class _OutcomeChildren:
     """What :class:`OutcomeRecorder` needs for one (status, Bluecore event) pair."""
 
     status: str
+    members: str  # the encoded bluecore_event and status members of its log lines
     level: int
     delivered: Counter
     latency: Histogram

@@ -26,6 +26,7 @@ Rules worth knowing when reading the code (see also docs/decisions.md):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -109,6 +110,7 @@ def normalise_event_name(name: str) -> str:
     return _NAME_STRIP_RE.sub("", name).lower()
 
 
+@functools.lru_cache(maxsize=1024)  # trait names repeat from event to event; bounded
 def snake_case(key: str) -> str:
     """Convert an attribute name to Bluecore's lowercase snake_case.
 

@@ -205,9 +205,10 @@ def _text(value: struct_pb2.Value | None) -> str | None:
 
 
 def _first_text(struct: struct_pb2.Struct, keys: Iterable[str]) -> str | None:
+    fields = struct.fields  # _text answers None for a JSON null, as _value would
     for key in keys:
-        text = _text(_value(struct, key))
-        if text is not None:
+        value = fields.get(key)
+        if value is not None and (text := _text(value)) is not None:
             return text
     return None
 

@@ -149,10 +149,23 @@ class Deliverer:
 
         Each outcome reaches the watchers as it happens; the observer (log lines, metrics)
         hears of the whole batch at once, so its per-record costs are paid once per batch.
+        If the call is cancelled, the outcomes that were already reached are still observed.
         """
-        outcomes = await asyncio.gather(
-            *(self._deliver_published(event, deadline) for event in events)
-        )
+        tasks = [
+            asyncio.ensure_future(self._deliver_published(event, deadline)) for event in events
+        ]
+        try:
+            outcomes = await asyncio.gather(*tasks)
+        except BaseException:
+            if self._observer is not None:
+                finished = [
+                    t.result()
+                    for t in tasks
+                    if t.done() and not t.cancelled() and not t.exception()
+                ]
+                if finished:
+                    self._observer.on_outcomes(finished)
+            raise
         if self._observer is not None:
             self._observer.on_outcomes(outcomes)
         return [result for result, _ in outcomes]

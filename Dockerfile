@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Image of the bluecore-sidecar. Two stages:
-#   build    makes a wheel of the project and installs it, with the dependencies pinned
+#   build    makes wheels of the project and of its generated client package (which owns the
+#            datafly.bluecore.v1 modules) and installs them, with the dependencies pinned
 #            (by hash) in requirements.lock, into a virtualenv without pip;
 #   runtime  the same slim Python base, that virtualenv, a non-root user and nothing else.
 #
@@ -39,13 +40,18 @@ RUN python -m venv --without-pip "$APP_VENV" \
  && "$BUILD_VENV/bin/pip" --python "$APP_VENV/bin/python" install \
         --require-hashes --no-deps -r requirements.lock
 
-# The project itself, as a wheel, without touching the dependencies installed above.
+# The project and bluecore-sidecar-client (not on PyPI, so not in the hashed lock: built from
+# this same context), as wheels, without touching the dependencies installed above. pip check
+# proves the sidecar's dependency on the client, and everything else, is met.
 COPY pyproject.toml README.md ./
+COPY client_stubs/python/pyproject.toml client_stubs/python/README.md client_stubs/python/
 COPY client_stubs/python/src/ client_stubs/python/src/
 COPY server/ server/
-RUN "$BUILD_VENV/bin/pip" wheel --no-build-isolation --no-deps --wheel-dir "$WHEELS" . \
+RUN "$BUILD_VENV/bin/pip" wheel --no-build-isolation --no-deps --wheel-dir "$WHEELS" \
+        ./client_stubs/python . \
  && "$BUILD_VENV/bin/pip" --python "$APP_VENV/bin/python" install \
-        --no-deps --no-index "$WHEELS"/bluecore_sidecar-*.whl \
+        --no-deps --no-index "$WHEELS"/bluecore_sidecar_client-*.whl \
+        "$WHEELS"/bluecore_sidecar-*.whl \
  && "$BUILD_VENV/bin/pip" --python "$APP_VENV/bin/python" check
 
 

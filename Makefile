@@ -21,12 +21,15 @@ help: ## list the make targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements-dev.lock
+$(STAMP): pyproject.toml client_stubs/python/pyproject.toml requirements-dev.lock
 	@echo "==> creating $(VENV) and installing pinned Python packages (requirements-dev.lock)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
-	@# setuptools warns on every editable install of a src layout; the warning is not actionable here
+	@# setuptools warns on every editable install of a src layout; the warning is not actionable here.
+	@# The client package owns the generated datafly modules; it is not on PyPI, so it goes in
+	@# from this tree, before the sidecar that depends on it.
+	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e client_stubs/python
 	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
@@ -64,9 +67,19 @@ bench: venv ## load benchmark: sidecar vs. a bare forwarder, latency, idle watch
 	  { echo "==> installing nginx-light (apt-get)"; apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; }
 	@$(PY) bench/run.py $(BENCH_ARGS)
 
+# bluecore-sidecar-client is not on PyPI: pip-compile resolves it from a wheel built here, and
+# as the one "unsafe" package it stays an unpinned comment (pip and setuptools, no longer the
+# default unsafe ones, are pinned like everything else). The image installs it from its own
+# build context; `make venv` from client_stubs/python.
+LOCK_WHEELS := .cache/lock-wheels
+LOCK_ARGS := --quiet --strip-extras --no-emit-find-links --find-links $(LOCK_WHEELS) \
+  --unsafe-package bluecore-sidecar-client
 lock: venv ## re-pin requirements*.lock from pyproject.toml
-	@$(VENV)/bin/pip-compile --quiet --strip-extras --generate-hashes --allow-unsafe --no-emit-find-links -o requirements.lock pyproject.toml
-	@$(VENV)/bin/pip-compile --quiet --strip-extras --extra dev --allow-unsafe --no-emit-find-links -o requirements-dev.lock pyproject.toml
+	@rm -rf $(LOCK_WHEELS) client_stubs/python/build
+	@PYTHONWARNINGS=ignore $(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w $(LOCK_WHEELS) client_stubs/python
+	@rm -rf client_stubs/python/build
+	@$(VENV)/bin/pip-compile $(LOCK_ARGS) --generate-hashes -o requirements.lock pyproject.toml
+	@$(VENV)/bin/pip-compile $(LOCK_ARGS) --extra dev -o requirements-dev.lock pyproject.toml
 
 clean: ## remove the venv, caches and build output
 	rm -rf $(VENV) .cache build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis tools/node_modules

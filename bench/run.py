@@ -443,6 +443,10 @@ async def start_servers(
             child = spawn(name, cmd, workdir)
         else:
             env = server_env(name, address, upstream.url, sink_port, args.sidecar_env, workdir)
+            if name == "sidecar-watch500":
+                # The proof is at --watchers streams, above the default cap (100); a cap set
+                # with --sidecar-env wins, and the refused streams then show in the report.
+                env.setdefault("SIDECAR_MAX_WATCHERS", str(max(1, args.watchers)))
             ops_url = f"http://{env['SIDECAR_OPS_ADDRESS']}/metrics"
             child = spawn(name, [PY, "-m", "bluecore_sidecar", "serve"], workdir, env)
         children.append(child)

@@ -2,33 +2,54 @@
 
 The sidecar is started through :func:`bluecore_sidecar.app.running_sidecar`, the same factory
 ``bluecore-sidecar serve`` uses; only the addresses and the upstream URL differ.
+
+There is one of each helper, so the tests read as one spec: the event builder
+(:func:`make_event`, over :func:`event_json`; :func:`example_event` for ``examples/events``),
+the poller (:func:`eventually`), the ports (``free_port`` for a child process, the
+``refused_port`` fixture for a connection that must fail), the ``sandbox`` (its token rule is
+the ``sandbox_tokens`` fixture) and the sidecar (``start_sidecar``/``sidecar``, with ``stub`` or
+``connect`` for a client). test_tracing*.py call ``running_sidecar`` themselves: they assert on
+what is exported when a sidecar stops, which the fixture does only at teardown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import copy
 import dataclasses
+import inspect
 import io
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from aiohttp import web
+
+# The one free-port helper, for child processes (demo, bench, e2e and the tests share it).
+from bluecore_devtools.localrun import free_port  # noqa: F401 - re-exported for the tests
 from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.config import Settings
+from bluecore_sidecar.retry import RetryPolicy
 from bluecore_sidecar.telemetry import configure_logging
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from datafly.bluecore.v1.delivery_pb2 import DataflyEvent
 from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 NAMESPACE = "test-namespace-s3cr3t"
 EMAIL = "jane@example.com"
+T = TypeVar("T")
 
 
 SEED_BODY_FILE = Path(__file__).resolve().parents[1] / "examples/bluecore/order_completed.body.json"
@@ -77,25 +98,112 @@ def seed_purchase_body(token: str) -> dict[str, Any]:
     return body
 
 
-def make_event(**fields: Any) -> delivery_pb2.DataflyEvent:
-    """A DataflyEvent from Signal-style camelCase JSON fields.
+EVENT_DEFAULTS: Mapping[str, Any] = {
+    "messageId": "msg-1",
+    "type": "track",
+    "event": "Product Viewed",
+    "anonymousId": "anon-1",
+    "properties": {"product_id": "SKU123", "price": 39.9},
+    "traits": {"email": EMAIL},
+    "context": {"consent": {"marketing": True}},
+}
+EXAMPLE_EVENTS = Path(__file__).resolve().parents[1] / "examples/events"
 
-    Defaults give a deliverable ``Product Viewed`` with consent and an email, so a test names
-    only what it is about.
+
+def event_json(*, base: Mapping[str, Any] = EVENT_DEFAULTS, **fields: Any) -> dict[str, Any]:
+    """The Signal-style JSON of a test event: ``base`` (the defaults) with ``fields``.
+
+    A field replaces its default whole; a field given as ``None`` is left out. Names are
+    Signal's camelCase or the proto's snake_case, as ``json_format`` accepts both.
     """
-    raw: dict[str, Any] = {
-        "messageId": "msg-1",
-        "type": "track",
-        "event": "Product Viewed",
-        "anonymousId": "anon-1",
-        "properties": {"product_id": "SKU123", "price": 39.9},
-        "traits": {"email": EMAIL},
-        "context": {"consent": {"marketing": True}},
-    }
-    raw.update(fields)
-    event = delivery_pb2.DataflyEvent()
-    json_format.ParseDict(raw, event)
-    return event
+    raw = copy.deepcopy(dict(base))
+    raw.update(copy.deepcopy(fields))
+    return {name: value for name, value in raw.items() if value is not None}
+
+
+def parse_event(
+    raw: Mapping[str, Any], *, ignore_unknown_fields: bool = False
+) -> delivery_pb2.DataflyEvent:
+    """Signal-style camelCase JSON parsed the way any client would (NaN and infinities kept)."""
+    return json_format.ParseDict(
+        raw, delivery_pb2.DataflyEvent(), ignore_unknown_fields=ignore_unknown_fields
+    )
+
+
+def make_event(*, base: Mapping[str, Any] = EVENT_DEFAULTS, **fields: Any) -> DataflyEvent:
+    """The one event builder: by default a deliverable ``Product Viewed`` with consent and an
+    email, so a test names only what it is about (see :func:`event_json`).
+
+    A test of one mapping rule passes a sparser ``base`` and names every field it relies on.
+    """
+    return parse_event(event_json(base=base, **fields))
+
+
+def example_event(name: str) -> delivery_pb2.DataflyEvent:
+    """One of the sample events in ``examples/events/`` (they carry Signal's extra fields)."""
+    raw = json.loads((EXAMPLE_EVENTS / name).read_text(encoding="utf-8"))
+    return parse_event(raw, ignore_unknown_fields=True)
+
+
+async def deliver(
+    stub: delivery_pb2_grpc.DeliveryServiceStub,
+    event: delivery_pb2.DataflyEvent,
+    timeout: float = 10.0,
+) -> delivery_pb2.DeliveryResult:
+    """``Deliver`` one event with a deadline; the result the caller gets."""
+    reply = await stub.Deliver(delivery_pb2.DeliverRequest(event=event), timeout=timeout)
+    return reply.result
+
+
+def error_details(error: grpc.aio.AioRpcError) -> list[object]:
+    """The unpacked ``google.rpc.Status`` details (ErrorInfo, RetryInfo) of a failed call.
+
+    The status must be there and carry the same code as the call.
+    """
+    status = rpc_status.from_call(error)
+    assert status is not None, "the error carries no google.rpc.Status"
+    assert status.code == error.code().value[0]
+    found: list[object] = []
+    for detail in status.details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
+            if detail.Is(kind.DESCRIPTOR):
+                unpacked = kind()
+                detail.Unpack(unpacked)
+                found.append(unpacked)
+    return found
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The one ErrorInfo of the ``google.rpc.Status`` the sidecar attached to an RPC error."""
+    infos = [d for d in error_details(error) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert len(infos) == 1, f"expected one ErrorInfo, got {infos}"
+    return infos[0]
+
+
+async def eventually(
+    predicate: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 5.0,
+    interval: float = 0.01,
+    what: str | None = None,
+) -> T:
+    """Poll ``predicate`` (plain or async) until it returns something truthy; return that.
+
+    For states that offer no event to wait on (a record list, a public count, a scrape). An
+    exception from the predicate propagates at once; on timeout an ``AssertionError`` names
+    what was awaited and the last value seen.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            name = what or getattr(predicate, "__qualname__", repr(predicate))
+            raise AssertionError(f"not true within {timeout} s: {name} (last: {value!r})")
+        await asyncio.sleep(interval)
 
 
 def test_settings(api_url: str, **overrides: Any) -> Settings:
@@ -117,6 +225,12 @@ def test_settings(api_url: str, **overrides: Any) -> Settings:
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
+def retry_policy(**fields: Any) -> RetryPolicy:
+    """``test_settings``' fast retry policy (5 attempts, 10 ms base, 50 ms cap), with ``fields``."""
+    base = RetryPolicy(max_attempts=5, base=0.01, cap=0.05, attempt_timeout=2.0)
+    return dataclasses.replace(base, **fields)
+
+
 @contextlib.asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[str]:
     """Serve ``app`` on a free loopback port for the block; yields its base URL."""
@@ -130,9 +244,28 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[BluecoreSandbox]:
-    async with run_sandbox(tokens=[NAMESPACE]) as running:
+def sandbox_tokens() -> list[str] | None:
+    """The tokens the ``sandbox`` accepts: the sidecar's namespace (``None``: any token).
+
+    A module overrides this fixture, or a test parametrizes it, to change the rule.
+    """
+    return [NAMESPACE]
+
+
+@pytest.fixture
+async def sandbox(sandbox_tokens: list[str] | None) -> AsyncIterator[BluecoreSandbox]:
+    """The sandbox Bluecore on a free loopback port, accepting ``sandbox_tokens``."""
+    async with run_sandbox(tokens=sandbox_tokens) as running:
         yield running
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port bound for the test but not listening: connections to it are refused,
+    and nothing else can take it meanwhile (a port from ``free_port`` could be reused)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 @pytest.fixture
@@ -171,10 +304,25 @@ async def start_sidecar(
 
 @pytest.fixture
 async def sidecar(start_sidecar: SidecarFactory) -> Sidecar:
+    """One sidecar on free loopback ports, talking to the ``sandbox``."""
     return await start_sidecar()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
+async def connect() -> AsyncIterator[Callable[[Sidecar], delivery_pb2_grpc.DeliveryServiceStub]]:
+    """A generated client for any sidecar of the test; its channel closes at the end."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        def client(sidecar: Sidecar) -> delivery_pb2_grpc.DeliveryServiceStub:
+            channel = grpc.aio.insecure_channel(sidecar.grpc_address)
+            stack.push_async_callback(channel.close)
+            return delivery_pb2_grpc.DeliveryServiceStub(channel)
+
+        yield client
+
+
+@pytest.fixture
 async def stub(sidecar: Sidecar) -> AsyncIterator[delivery_pb2_grpc.DeliveryServiceStub]:
+    """A generated client for the ``sidecar`` fixture."""
     async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
         yield delivery_pb2_grpc.DeliveryServiceStub(channel)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -125,13 +124,10 @@ def test_send_without_events_exits_2(capsys):
     assert "send needs event files" in err
 
 
-def test_send_to_a_closed_port_says_nothing_is_listening(capsys):
+def test_send_to_a_closed_port_says_nothing_is_listening(capsys, refused_port):
     """A refused connection is named as such, not as an answer from the sidecar."""
-    # Bound but not listening: connections are refused, and no one else can take the port.
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        target = f"127.0.0.1:{closed.getsockname()[1]}"
-        code, out, err = run_main(capsys, "send", str(EXAMPLES / "page.json"), "--target", target)
+    target = f"127.0.0.1:{refused_port}"
+    code, out, err = run_main(capsys, "send", str(EXAMPLES / "page.json"), "--target", target)
     assert code == 2
     assert out == ""
     assert err == (

@@ -33,10 +33,12 @@ def test_defaults_match_the_documented_table():
     assert s.batch_limit == 500
     assert s.dedup_window == timedelta(hours=24)
     assert s.dedup_max_entries == 100_000
+    assert s.dedup_max_bytes == 64 * 1024 * 1024
     assert s.retry.max_attempts == 5
     assert s.retry.base == pytest.approx(0.2)
     assert s.retry.cap == pytest.approx(10.0)
     assert s.retry.attempt_timeout == pytest.approx(5.0)
+    assert (s.namespace_file, s.token_check_interval) == (None, timedelta(seconds=5))
     assert s.default_deadline == timedelta(seconds=30)
     assert s.max_concurrency == 64
     assert s.shutdown_grace == timedelta(seconds=20)
@@ -63,10 +65,12 @@ def test_every_variable_is_read():
         SIDECAR_BATCH_LIMIT="10",
         SIDECAR_DEDUP_WINDOW="10m",
         SIDECAR_DEDUP_MAX_ENTRIES="50",
+        SIDECAR_DEDUP_MAX_BYTES="2MiB",
         SIDECAR_RETRY_MAX_ATTEMPTS="3",
         SIDECAR_RETRY_BASE="100ms",
         SIDECAR_RETRY_CAP="2s",
         SIDECAR_ATTEMPT_TIMEOUT="1s",
+        SIDECAR_TOKEN_CHECK_INTERVAL="250ms",
         SIDECAR_DEFAULT_DEADLINE="15s",
         SIDECAR_MAX_CONCURRENCY="8",
         SIDECAR_SHUTDOWN_GRACE="7s",
@@ -86,8 +90,10 @@ def test_every_variable_is_read():
     assert s.rules.customer_attributes == ("first_name", "loyalty_tier")
     assert (s.max_event_bytes, s.batch_limit) == (1024, 10)
     assert (s.dedup_window, s.dedup_max_entries) == (timedelta(minutes=10), 50)
+    assert s.dedup_max_bytes == 2 * 1024 * 1024
     assert (s.retry.max_attempts, s.retry.base, s.retry.cap) == (3, 0.1, 2.0)
     assert s.retry.attempt_timeout == 1.0
+    assert s.token_check_interval == timedelta(milliseconds=250)
     assert s.default_deadline == timedelta(seconds=15)
     assert s.max_concurrency == 8
     assert s.shutdown_grace == timedelta(seconds=7)
@@ -125,8 +131,11 @@ MALFORMED = [
     ("SIDECAR_MAX_EVENT_BYTES", "10"),
     ("SIDECAR_BATCH_LIMIT", "0"),
     ("SIDECAR_BATCH_LIMIT", "1.5"),
+    ("SIDECAR_BATCH_LIMIT", "501"),  # its reply might not fit a default client's 4 MiB
     ("SIDECAR_DEDUP_WINDOW", "-1s"),
     ("SIDECAR_DEDUP_MAX_ENTRIES", "0"),
+    ("SIDECAR_DEDUP_MAX_BYTES", "64MB"),
+    ("SIDECAR_DEDUP_MAX_BYTES", "1KiB"),
     ("SIDECAR_RETRY_MAX_ATTEMPTS", "five"),
     ("SIDECAR_RETRY_MAX_ATTEMPTS", "0"),
     ("SIDECAR_RETRY_MAX_ATTEMPTS", "101"),
@@ -138,6 +147,7 @@ MALFORMED = [
     ("SIDECAR_SHUTDOWN_GRACE", "soon"),
     ("SIDECAR_LOG_LEVEL", "LOUD"),
     ("SIDECAR_WATCH_BUFFER", "0"),
+    ("SIDECAR_MAX_WATCHERS", "many"),
 ]
 
 
@@ -201,6 +211,7 @@ def test_event_map_rejects_an_empty_key():
 
 
 def test_event_map_from_a_file(tmp_path):
+    """SIDECAR_EVENT_MAP_FILE's JSON object becomes the event map, keys normalised."""
     path = tmp_path / "map.json"
     path.write_text(json.dumps({"Coupon Applied": "coupon_applied"}), encoding="utf-8")
     s = settings(SIDECAR_EVENT_MAP_FILE=str(path))
@@ -237,6 +248,7 @@ def test_namespace_file_is_read_and_stripped(tmp_path):
     path.write_text(f"  {TOKEN}\n\n", encoding="utf-8")
     s = Settings.from_env({"BLUECORE_NAMESPACE_FILE": str(path)})
     assert s.namespace == TOKEN
+    assert s.namespace_file == path  # followed for rotation
     assert TOKEN not in repr(s.rules)
 
 
@@ -279,3 +291,17 @@ def test_a_malformed_namespace_is_rejected_without_echoing_it(value, tmp_path):
 
 def test_the_namespace_never_shows_in_the_settings_repr():
     assert TOKEN not in repr(settings())
+
+
+@pytest.mark.parametrize("name", ["SIDECAR_MAX_PAUSE", "SIDECAR_TOKEN_CHECK_INTERVAL"])
+@pytest.mark.parametrize("value", ["0", "soon", "-1s"])
+def test_pause_cap_and_token_check_must_be_positive_durations(name, value):
+    with pytest.raises(ConfigError) as caught:
+        settings(**{name: value})
+    assert caught.value.variable == name
+
+
+def test_an_allow_listed_attribute_name_over_128_characters_is_rejected():
+    with pytest.raises(ConfigError) as caught:
+        settings(SIDECAR_CUSTOMER_ATTRIBUTES="a" * 129)
+    assert caught.value.variable == "SIDECAR_CUSTOMER_ATTRIBUTES"

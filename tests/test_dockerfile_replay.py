@@ -22,11 +22,9 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +34,8 @@ import pytest
 from bluecore_sidecar.app import SERVICE_NAME
 from bluecore_sidecar.config import SETTINGS, split_address
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .conftest import eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -436,6 +436,8 @@ def test_dockerignore_keeps_the_context_to_what_the_build_copies() -> None:
         "README.md",
         "requirements.lock",
         "server/bluecore_sidecar/app.py",
+        "client_stubs/python/pyproject.toml",
+        "client_stubs/python/README.md",
         "client_stubs/python/src/datafly/bluecore/v1/delivery_pb2.py",
     ):
         assert not ignore.excludes(path), path
@@ -459,7 +461,8 @@ def _normalise(name: str) -> str:
 
 @pytest.mark.replay
 def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
-    """The runtime venv has the lock's pins plus the project, and no installer or build tool."""
+    """The runtime venv has the lock's pins plus the project and its client package (the one
+    owner of the generated modules), and no installer or build tool."""
     python = image.app_venv / "bin" / "python"
     listing = subprocess.run(
         [
@@ -475,32 +478,29 @@ def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
     )
     installed = {_normalise(k): v for k, v in json.loads(listing.stdout).items()}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    expected = {**_lock_pins(ROOT / "requirements.lock"), "bluecore-sidecar": project["version"]}
+    client = tomllib.loads((ROOT / "client_stubs/python/pyproject.toml").read_text("utf-8"))
+    expected = {
+        **_lock_pins(ROOT / "requirements.lock"),
+        "bluecore-sidecar": project["version"],
+        "bluecore-sidecar-client": client["project"]["version"],
+    }
     assert installed == expected
     assert not BUILD_TOOLS & installed.keys()
     assert not (image.app_venv / "bin" / "pip").exists()
 
 
-def _child_pid(parent: int, timeout: float = 10.0) -> int:
+async def _child_pid(parent: int) -> int:
     """The pid of ``parent``'s only child (unshare --fork's child, PID 1 inside)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.05)
-    raise AssertionError("unshare started no child")
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    found = await eventually(
+        lambda: children.read_text().split(), timeout=10, interval=0.05, what="unshare's child"
+    )
+    return int(found[0])
 
 
 def _proc_status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -514,14 +514,16 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 
 
 @pytest.mark.replay
-def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(image: Image, tmp_path: Path) -> None:
+async def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(
+    image: Image, tmp_path: Path
+) -> None:
     """Started like the container (PID 1, the image's user, its environment plus the pod's
     settings), the sidecar passes the probes and gRPC health, then drains on SIGTERM."""
     token = Path(tempfile.mkdtemp(prefix="bluecore-secret-")) / "namespace"
     token.parent.chmod(0o755)
     token.write_text("replay-namespace-token\n", encoding="utf-8")
     token.chmod(0o444)
-    grpc_port, ops_port = _free_port(), _free_port()
+    grpc_port, ops_port = free_port(), free_port()
     env = {
         **image.env,
         "HOME": "/nonexistent",
@@ -554,20 +556,23 @@ def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(image: Image, tmp_p
     log_path = tmp_path / "sidecar.log"
     with (
         log_path.open("wb") as log,
-        subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/") as proc,
+        # The replay blocks on purpose: nothing else runs on this loop while the child serves.
+        subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/") as proc,  # noqa: ASYNC220
     ):
         try:
-            sidecar_pid = _child_pid(proc.pid) if as_root else proc.pid
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if _get(ops_port, "/readyz")[0] == 200:
-                        break
-                except OSError:
-                    pass
+            sidecar_pid = await _child_pid(proc.pid) if as_root else proc.pid
+
+            def ready() -> bool:
                 assert proc.poll() is None, log_path.read_text(errors="replace")
-                assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-                time.sleep(0.1)
+                try:
+                    return _get(ops_port, "/readyz")[0] == 200
+                except OSError:
+                    return False
+
+            try:
+                await eventually(ready, timeout=60, interval=0.1, what="/readyz answering 200")
+            except AssertionError as late:
+                raise AssertionError(log_path.read_text(errors="replace")) from late
 
             status = _proc_status(sidecar_pid)
             if as_root:

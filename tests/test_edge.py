@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from datetime import timedelta
 
 import grpc
 import pytest
+from bluecore_sidecar import errors
 from bluecore_sidecar.errors import ERROR_DOMAIN, Unavailable
 from bluecore_sidecar.interceptor import Admission, EdgeInterceptor
 from bluecore_sidecar.telemetry import Metrics
@@ -19,11 +21,10 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from .conftest import EMAIL, make_event
+from .conftest import EMAIL, error_details, error_info, eventually, make_event
 from .test_metrics import scrape
 
 Status = delivery_pb2.DeliveryStatus
@@ -89,25 +90,6 @@ UNDECODABLE = {
     "invalid UTF-8": (invalid_utf8_request(), "MALFORMED_REQUEST"),
     "Struct 40 levels deep": (event_with_deep_properties(40), "TOO_DEEP"),
 }
-
-
-def error_details(error: grpc.aio.AioRpcError) -> list[object]:
-    """The unpacked ``google.rpc.Status`` details of a failed call."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    found: list[object] = []
-    for detail in status.details:
-        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
-            if detail.Is(kind.DESCRIPTOR):
-                unpacked = kind()
-                detail.Unpack(unpacked)
-                found.append(unpacked)
-    return found
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    [info] = [d for d in error_details(error) if isinstance(d, error_details_pb2.ErrorInfo)]
-    return info
 
 
 # -- undecodable requests ----------------------------------------------------------------------
@@ -267,17 +249,15 @@ async def test_watch_deliveries_has_a_server_span_in_the_callers_trace(
     watch = stub.WatchDeliveries(
         delivery_pb2.WatchDeliveriesRequest(), metadata=(("traceparent", TRACEPARENT),)
     )
+    await eventually(lambda: sidecar.bus.watcher_count >= 1, timeout=10)
     async with asyncio.timeout(10):
-        while sidecar.bus.watcher_count < 1:  # noqa: ASYNC110 - no event to wait on
-            await asyncio.sleep(0.01)
         await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
         assert (await watch.read()).result.status == Status.DELIVERY_STATUS_DELIVERED
     watch.cancel()
     name = f"{SERVICE}/WatchDeliveries"
-    async with asyncio.timeout(10):
-        while not [s for s in span_exporter.get_finished_spans() if s.name == name]:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    [span] = [s for s in span_exporter.get_finished_spans() if s.name == name]
+    [span] = await eventually(
+        lambda: [s for s in span_exporter.get_finished_spans() if s.name == name], timeout=10
+    )
     assert span.kind is SpanKind.SERVER
     assert format(span.context.trace_id, "032x") == TRACEPARENT.split("-")[1]
     assert span.parent is not None
@@ -422,9 +402,7 @@ async def test_drain_waits_one_grace_for_work_in_flight_then_stops(
         in_flight = asyncio.ensure_future(
             stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=20)
         )
-        async with asyncio.timeout(5):
-            while not sandbox.received:  # noqa: ASYNC110 - the sandbox has no event to wait on
-                await asyncio.sleep(0.01)
+        await eventually(lambda: sandbox.received)
         started = time.monotonic()
         await sidecar.drain()
         took = time.monotonic() - started
@@ -445,9 +423,7 @@ async def test_drain_with_only_watchers_connected_does_not_wait_for_the_grace(
         watch = delivery_pb2_grpc.DeliveryServiceStub(channel).WatchDeliveries(
             delivery_pb2.WatchDeliveriesRequest()
         )
-        async with asyncio.timeout(10):
-            while sidecar.bus.watcher_count < 1:  # noqa: ASYNC110 - no event to wait on
-                await asyncio.sleep(0.01)
+        await eventually(lambda: sidecar.bus.watcher_count >= 1, timeout=10)
         started = time.monotonic()
         await sidecar.drain()
         took = time.monotonic() - started
@@ -455,3 +431,18 @@ async def test_drain_with_only_watchers_connected_does_not_wait_for_the_grace(
     assert took < 1.0
     assert rest == []
     assert await watch.code() == grpc.StatusCode.OK
+
+
+def test_each_request_error_ends_a_call_with_the_grpc_code_it_names():
+    """errors.py imports no grpc, yet ``code`` is a real grpc.StatusCode, read from the class
+    or an instance, and it is the status the error tree in errors.py draws for the class."""
+    assert errors.InvalidRequest.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert errors.RequestError("R", "m").code is grpc.StatusCode.UNKNOWN
+    kinds = errors.RequestError.__subclasses__()
+    for kind in kinds:
+        kinds.extend(kind.__subclasses__())
+        assert kind.code is grpc.StatusCode[kind.code_name], kind
+        assert kind("REASON", "message").code is kind.code, kind
+        drawn = rf"{kind.__name__}\s+-> {kind.code_name}\b"
+        assert re.search(drawn, errors.__doc__ or ""), kind
+    assert len(kinds) >= 4

@@ -9,6 +9,8 @@ from bluecore_sidecar.gates import GatePolicy, check_consent, check_staleness
 from bluecore_sidecar.skip import Skip
 from datafly.bluecore.v1 import delivery_pb2
 
+from .conftest import make_event
+
 NO_CONSENT = delivery_pb2.DELIVERY_STATUS_SKIPPED_NO_CONSENT
 STALE = delivery_pb2.DELIVERY_STATUS_SKIPPED_STALE
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
@@ -16,11 +18,13 @@ DENY = GatePolicy()
 GRANT = GatePolicy(consent_default=True)
 
 
+# The gates read only consent and the timestamp: the event carries nothing else.
+GATED = {"type": "track", "event": "Product Viewed"}
+
+
 def with_consent(consent: dict[str, bool] | None) -> delivery_pb2.DataflyEvent:
-    event = delivery_pb2.DataflyEvent(type="track", event="Product Viewed")
-    if consent is not None:
-        event.context.consent.update(consent)
-    return event
+    """The gated event with ``consent`` (``None``: no context at all)."""
+    return make_event(base=GATED, context=None if consent is None else {"consent": consent})
 
 
 @pytest.mark.parametrize(
@@ -68,6 +72,8 @@ def with_consent(consent: dict[str, bool] | None) -> delivery_pb2.DataflyEvent:
 def test_consent_gate(
     consent: dict[str, bool] | None, bluecore_event: str, policy: GatePolicy, reason: str | None
 ) -> None:
+    """Marketing consent decides (case-insensitively, every variant must agree), a missing
+    answer follows the policy's default, and unsubscribe is never blocked."""
     result = check_consent(with_consent(consent), bluecore_event, policy)
     if reason is None:
         assert result is None
@@ -90,7 +96,9 @@ def test_gate_policy_refuses_a_blank_category() -> None:
 
 
 def at(seconds: int, nanos: int = 0) -> delivery_pb2.DataflyEvent:
-    event = delivery_pb2.DataflyEvent(type="track", event="Product Viewed")
+    """The gated event stamped ``seconds`` after the epoch (set directly: JSON's RFC 3339
+    cannot hold the far past and future cases)."""
+    event = make_event(base=GATED)
     event.timestamp.seconds = seconds
     event.timestamp.nanos = nanos
     return event
@@ -103,7 +111,7 @@ HOUR = 3600
 @pytest.mark.parametrize(
     ("event", "policy", "stale"),
     [
-        (delivery_pb2.DataflyEvent(type="track"), DENY, False),
+        (make_event(base={"type": "track"}), DENY, False),
         (at(NOW_S - HOUR), DENY, False),
         (at(NOW_S - 24 * HOUR), DENY, False),
         (at(NOW_S - 24 * HOUR - 1), DENY, True),
@@ -132,6 +140,8 @@ HOUR = 3600
     ],
 )
 def test_staleness_gate(event: delivery_pb2.DataflyEvent, policy: GatePolicy, stale: bool) -> None:
+    """An event older than max_event_age is SKIPPED_STALE; unset, future or exactly-at-limit
+    timestamps pass, and a zero limit turns the gate off."""
     result = check_staleness(event, policy, NOW)
     if stale:
         assert isinstance(result, Skip)

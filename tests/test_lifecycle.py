@@ -17,7 +17,7 @@ import pytest
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .conftest import EMAIL, NAMESPACE, make_event
+from .conftest import EMAIL, NAMESPACE, eventually, make_event
 
 Status = delivery_pb2.DeliveryStatus
 SERVICE = "datafly.bluecore.v1.DeliveryService"
@@ -125,11 +125,7 @@ async def test_sigterm_drains_in_flight_work_refuses_new_work_and_exits_0(sandbo
             in_flight = asyncio.ensure_future(
                 stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=10)
             )
-            async with asyncio.timeout(5):
-                while True:
-                    if sandbox.received:
-                        break
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: sandbox.received)
 
             served.process.send_signal(signal.SIGTERM)
 

@@ -10,7 +10,7 @@ import logging
 from bluecore_sidecar.telemetry import Metrics, OutcomeRecorder, configure_logging
 from datafly.bluecore.v1 import delivery_pb2
 
-from .conftest import EMAIL, NAMESPACE, make_event
+from .conftest import EMAIL, NAMESPACE, deliver, example_event, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
@@ -169,3 +169,32 @@ def test_outcome_line_is_valid_json_for_any_text():
         "UNMAPPED_EVENT",
         "INFO",
     )
+
+
+async def test_logs_carry_outcomes_but_never_the_token_or_email(stub, sandbox, captured_logs):
+    await deliver(stub, make_event(messageId="log-ok"))
+    sandbox.fail_next(1, 400)
+    await deliver(stub, make_event(messageId="log-400"))
+    sandbox.fail_next(2, 503)
+    await deliver(
+        stub,
+        make_event(
+            messageId="log-retry",
+            context={"consent": {"marketing": True}, "traits": {"email": "other@example.com"}},
+        ),
+    )
+    await deliver(stub, example_event("signed_up.json"))
+
+    text = captured_logs.getvalue()
+    assert NAMESPACE not in text
+    assert EMAIL not in text
+    assert "other@example.com" not in text
+    lines = [json.loads(line) for line in io.StringIO(text) if line.strip()]
+    outcomes = {line["message_id"]: line for line in lines if "status" in line}
+    assert {"log-ok", "log-400", "log-retry"} <= set(outcomes)
+    for line in outcomes.values():
+        assert {"message_id", "status", "attempts", "trace_id"} <= set(line)
+        assert len(line["trace_id"]) == 32
+    assert outcomes["log-ok"]["status"] == "DELIVERED"
+    assert outcomes["log-400"]["status"] == "FAILED_PERMANENT"
+    assert outcomes["log-retry"]["attempts"] == 3

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
 from bluecore_sidecar import wire
 from bluecore_sidecar.mapping import (
     KNOWN_BLUECORE_EVENTS,
+    MAX_ATTRIBUTE_KEY,
     BluecoreRequest,
     MappingRules,
     build_requests,
@@ -21,42 +23,27 @@ from bluecore_sidecar.mapping import (
 )
 from bluecore_sidecar.skip import REASONS, Skip
 from datafly.bluecore.v1 import delivery_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
-from .conftest import seed_purchase_body
+from .conftest import EMAIL, make_event, seed_purchase_body
 
 TOKEN = "bluestore"
 RULES = MappingRules()
 INVALID = delivery_pb2.DELIVERY_STATUS_REJECTED_INVALID
 UNMAPPED = delivery_pb2.DELIVERY_STATUS_SKIPPED_UNMAPPED
-EMAIL = "jane@example.com"
 NAN = math.nan
 INF = math.inf
 
 
-def make_event(
-    *,
-    type: str = "track",
-    event: str = "",
-    anonymous_id: str = "anon-1",
-    properties: dict[str, Any] | None = None,
-    traits: dict[str, Any] | None = None,
-    context_traits: dict[str, Any] | None = None,
-    page: dict[str, str] | None = None,
-) -> delivery_pb2.DataflyEvent:
-    """A DataflyEvent built field by field (Struct.update keeps NaN, which JSON cannot)."""
-    message = delivery_pb2.DataflyEvent(
-        message_id="m-1", type=type, event=event, anonymous_id=anonymous_id
-    )
-    if properties is not None:
-        message.properties.update(properties)
-    if traits is not None:
-        message.traits.update(traits)
-    if context_traits is not None:
-        message.context.traits.update(context_traits)
-    if page is not None:
-        message.context.page.CopyFrom(delivery_pb2.Page(**page))
-    message.context.consent["marketing"] = True
-    return message
+def context(**parts: Any) -> dict[str, Any]:
+    """An event's ``context`` with marketing consent and ``parts`` (``traits``, ``page``)."""
+    return {"consent": {"marketing": True}, **parts}
+
+
+# The mapper's tests name every field they are about: no email, properties or event name by
+# default, only the message id, the anonymous id and marketing consent.
+BARE = {"message_id": "m-1", "type": "track", "anonymous_id": "anon-1", "context": context()}
 
 
 def build(
@@ -139,6 +126,47 @@ def test_snake_case_gives_bluecore_attribute_names(key: str, expected: str) -> N
     assert snake_case(key) == expected
 
 
+def _former_snake_case(key: str) -> str:
+    """The conversion as it was before it became linear (quadratic on a run of capitals)."""
+    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key))
+    return re.sub(r"[^0-9A-Za-z]+", "_", spaced).strip("_").lower()
+
+
+@given(st.text(alphabet="aAbBcCzZ09_- .\u00c9\u00e9", max_size=40))
+def test_linear_snake_case_names_attributes_as_before(key: str) -> None:
+    assert snake_case(key) == _former_snake_case(key)
+
+
+def test_snake_case_of_a_64k_run_of_capitals_finishes_and_keeps_the_acronym() -> None:
+    """A run of capitals used to be rescanned from every position; now it is one pass."""
+    assert snake_case("A" * 65_536 + "Id") == "a" * 65_536 + "_id"
+
+
+def test_a_60k_character_trait_key_is_ignored_and_the_rest_maps() -> None:
+    """Keys longer than MAX_ATTRIBUTE_KEY are never attributes; the event still maps."""
+    long_key = "A" * 60_000 + "Name"
+    message = make_event(
+        event="Product Viewed",
+        properties={"product_id": "P"},
+        traits={long_key: "x", "firstName": "Ann", "email": EMAIL},
+        context_traits={"B" * 60_000: "y"},
+    )
+    customer = only_properties(build(message))["customer"]
+    assert customer == {"email": EMAIL, "first_name": "Ann"}
+
+
+def test_a_trait_key_at_the_length_limit_is_still_an_attribute() -> None:
+    name = "k" * MAX_ATTRIBUTE_KEY
+    message = make_event(event="Product Viewed", properties={"product_id": "P"}, traits={name: "v"})
+    customer = only_properties(build(message, MappingRules(customer_attributes=(name,))))
+    assert customer["customer"] == {name: "v"}
+
+
+def test_an_allow_listed_name_over_the_key_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 128"):
+        MappingRules(customer_attributes=("k" * (MAX_ATTRIBUTE_KEY + 1),))
+
+
 # --- resolution: every alias of every row ---------------------------------------------------
 
 ALIASES = [
@@ -173,7 +201,10 @@ ALIASES = [
 
 @pytest.mark.parametrize(("name", "bluecore"), ALIASES, ids=[a for a, _ in ALIASES])
 def test_track_aliases_resolve_to_bluecore_events(name: str, bluecore: str) -> None:
-    assert resolve_bluecore_event(make_event(event=name), RULES) == (name.strip(), bluecore)
+    assert resolve_bluecore_event(make_event(base=BARE, event=name), RULES) == (
+        name.strip(),
+        bluecore,
+    )
 
 
 @pytest.mark.parametrize(
@@ -182,14 +213,16 @@ def test_track_aliases_resolve_to_bluecore_events(name: str, bluecore: str) -> N
     ids=["page", "identify", "type-case-insensitive"],
 )
 def test_page_and_identify_resolve_by_type(type_: str, bluecore: str) -> None:
-    assert resolve_bluecore_event(make_event(type=type_, event="ignored"), RULES) == (
+    assert resolve_bluecore_event(make_event(base=BARE, type=type_, event="ignored"), RULES) == (
         type_.lower(),
         bluecore,
     )
 
 
 def test_empty_type_with_an_event_name_is_treated_as_track() -> None:
-    assert resolve_bluecore_event(make_event(type="", event="Order Completed"), RULES) == (
+    assert resolve_bluecore_event(
+        make_event(base=BARE, type="", event="Order Completed"), RULES
+    ) == (
         "Order Completed",
         "purchase",
     )
@@ -211,10 +244,10 @@ def test_empty_type_with_an_event_name_is_treated_as_track() -> None:
 def test_unresolvable_events_are_skipped_unmapped_with_a_distinct_reason(
     kwargs: dict[str, str], reason: str
 ) -> None:
-    result = resolve_event(make_event(**kwargs), RULES)
+    result = resolve_event(make_event(base=BARE, **kwargs), RULES)
     assert isinstance(result, Skip)
     assert (result.status, result.reason) == (UNMAPPED, reason)
-    assert resolve_bluecore_event(make_event(**kwargs), RULES)[1] is None
+    assert resolve_bluecore_event(make_event(base=BARE, **kwargs), RULES)[1] is None
 
 
 def test_operator_overrides_add_replace_and_drop_events() -> None:
@@ -232,27 +265,30 @@ def test_operator_overrides_add_replace_and_drop_events() -> None:
         "ordercompleted": "purchase",
         "page": None,
     }
-    assert resolve_event(make_event(event="checkout_started"), rules) == (
+    assert resolve_event(make_event(base=BARE, event="checkout_started"), rules) == (
         "checkout_started",
         "checkout",
     )
-    dropped = resolve_event(make_event(event="Product Viewed"), rules)
+    dropped = resolve_event(make_event(base=BARE, event="Product Viewed"), rules)
     assert isinstance(dropped, Skip)
     assert (dropped.status, dropped.reason, dropped.datafly_event) == (
         UNMAPPED,
         "EVENT_DISABLED",
         "Product Viewed",
     )
-    page = resolve_event(make_event(type="page"), rules)
+    page = resolve_event(make_event(base=BARE, type="page"), rules)
     assert isinstance(page, Skip)
     assert page.reason == "EVENT_DISABLED"
     # Aliases the override does not name keep the built-in mapping.
-    assert resolve_event(make_event(event="view_item"), rules) == ("view_item", "viewed_product")
+    assert resolve_event(make_event(base=BARE, event="view_item"), rules) == (
+        "view_item",
+        "viewed_product",
+    )
 
 
 def test_an_override_to_a_custom_bluecore_event_sends_identity_only() -> None:
     rules = MappingRules(event_map={"Checkout Started": "checkout"})
-    message = make_event(event="Checkout Started", traits={"email": EMAIL})
+    message = make_event(base=BARE, event="Checkout Started", traits={"email": EMAIL})
     message.properties.update({"cart_id": "c-1"})
     assert "checkout" not in KNOWN_BLUECORE_EVENTS
     assert only_properties(build(message, rules)) == {
@@ -313,7 +349,7 @@ ROWS: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
     ),
     (
         "page-from-context",
-        {"type": "page", "page": {"url": "https://s/b", "title": "B"}},
+        {"type": "page", "context": context(page={"url": "https://s/b", "title": "B"})},
         "viewed_page",
         {**ANON, "url": "https://s/b", "title": "B"},
     ),
@@ -322,7 +358,7 @@ ROWS: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
         {
             "type": "page",
             "properties": {"url": "https://s/p"},
-            "page": {"url": "https://s/c", "title": "C"},
+            "context": context(page={"url": "https://s/c", "title": "C"}),
         },
         "viewed_page",
         {**ANON, "url": "https://s/p", "title": "C"},
@@ -393,7 +429,7 @@ ROWS: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
     ),
     (
         "unsubscribed",
-        {"event": "Unsubscribed", "context_traits": {"email": EMAIL}},
+        {"event": "Unsubscribed", "context": context(traits={"email": EMAIL})},
         "unsubscribe",
         KNOWN,
     ),
@@ -414,7 +450,7 @@ ROWS: list[tuple[str, dict[str, Any], str, dict[str, Any]]] = [
 def test_each_mapping_row_builds_its_bluecore_body(
     kwargs: dict[str, Any], bluecore: str, expected: dict[str, Any]
 ) -> None:
-    result = build(make_event(**kwargs))
+    result = build(make_event(base=BARE, **kwargs))
     assert not isinstance(result, Skip), result
     assert [r.event for r in result] == [bluecore]
     assert only_properties(result) == expected
@@ -423,6 +459,7 @@ def test_each_mapping_row_builds_its_bluecore_body(
 def test_seed_order_completed_example_produces_exactly_the_seed_body() -> None:
     """The example of the integration page, byte for byte in meaning and number types."""
     message = make_event(
+        base=BARE,
         event="Order Completed",
         traits={"email": "jane@example.com"},
         properties={
@@ -452,7 +489,7 @@ def test_seed_order_completed_example_produces_exactly_the_seed_body() -> None:
 def test_no_body_carries_a_token_the_serialiser_adds_it_first() -> None:
     """The mapper never sees the credential; the wire form puts it first in properties."""
     for _, kwargs, _, _ in ROWS:
-        result = build(make_event(**kwargs))
+        result = build(make_event(base=BARE, **kwargs))
         assert not isinstance(result, Skip)
         for request in result:
             assert "token" not in request.body["properties"]
@@ -465,7 +502,7 @@ def test_no_body_carries_a_token_the_serialiser_adds_it_first() -> None:
 
 
 def test_page_without_any_url_is_rejected() -> None:
-    result = skipped(build(make_event(type="page", properties={"title": "T"})))
+    result = skipped(build(make_event(base=BARE, type="page", properties={"title": "T"})))
     assert result.reason == "MISSING_PAGE_URL"
 
 
@@ -475,12 +512,12 @@ def test_page_without_any_url_is_rejected() -> None:
     ids=["none", "blank", "object", "bool"],
 )
 def test_search_without_a_term_is_rejected(properties: dict[str, Any]) -> None:
-    result = skipped(build(make_event(event="search", properties=properties)))
+    result = skipped(build(make_event(base=BARE, event="search", properties=properties)))
     assert result.reason == "MISSING_SEARCH_TERM"
 
 
 def test_numeric_search_term_is_sent_as_text() -> None:
-    result = build(make_event(event="search", properties={"query": 42}))
+    result = build(make_event(base=BARE, event="search", properties={"query": 42}))
     assert only_properties(result)["search_term"] == "42"
 
 
@@ -488,20 +525,20 @@ def test_numeric_search_term_is_sent_as_text() -> None:
 
 IDENTITY_CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("traits", {"traits": {"email": EMAIL}}, EMAIL),
-    ("context-traits", {"context_traits": {"email": EMAIL}}, EMAIL),
+    ("context-traits", {"context": context(traits={"email": EMAIL})}, EMAIL),
     ("properties", {"properties": {"email": EMAIL}}, EMAIL),
     (
         "traits-first",
         {
             "traits": {"email": "a@x.io"},
-            "context_traits": {"email": "b@x.io"},
+            "context": context(traits={"email": "b@x.io"}),
             "properties": {"email": "c@x.io"},
         },
         "a@x.io",
     ),
     (
         "context-before-properties",
-        {"context_traits": {"email": "b@x.io"}, "properties": {"email": "c@x.io"}},
+        {"context": context(traits={"email": "b@x.io"}), "properties": {"email": "c@x.io"}},
         "b@x.io",
     ),
     ("trimmed-lowercased", {"traits": {"email": "  Jane@Example.COM \n"}}, EMAIL),
@@ -532,7 +569,7 @@ IDENTITY_CASES: list[tuple[str, dict[str, Any], str | None]] = [
 def test_extract_email_takes_the_first_valid_email(
     kwargs: dict[str, Any], expected: str | None
 ) -> None:
-    assert extract_email(make_event(**kwargs)) == expected
+    assert extract_email(make_event(base=BARE, **kwargs)) == expected
 
 
 @pytest.mark.parametrize(
@@ -551,16 +588,19 @@ def test_distinct_id_is_email_else_anonymous_id_and_reversed_for_identify(
     kwargs: dict[str, Any], distinct_id: str
 ) -> None:
     kwargs.setdefault("properties", {"product_id": "P1"})
-    assert only_properties(build(make_event(**kwargs)))["distinct_id"] == distinct_id
+    assert only_properties(build(make_event(base=BARE, **kwargs)))["distinct_id"] == distinct_id
 
 
 def test_email_is_never_hashed() -> None:
-    props = only_properties(build(make_event(event="Signed Up", traits={"email": EMAIL})))
+    props = only_properties(
+        build(make_event(base=BARE, event="Signed Up", traits={"email": EMAIL}))
+    )
     assert props["distinct_id"] == props["customer"]["email"] == EMAIL
 
 
 def test_no_email_and_no_anonymous_id_is_missing_identity() -> None:
     message = make_event(
+        base=BARE,
         event="Product Viewed",
         anonymous_id="",
         properties={"product_id": "P1"},
@@ -592,7 +632,7 @@ def test_no_email_and_no_anonymous_id_is_missing_identity() -> None:
 def test_events_that_need_an_email_are_rejected_without_one(
     kwargs: dict[str, Any], bluecore: str
 ) -> None:
-    result = skipped(build(make_event(**kwargs)))
+    result = skipped(build(make_event(base=BARE, **kwargs)))
     assert (result.status, result.reason) == (INVALID, "MISSING_EMAIL")
     assert bluecore in result.detail
     assert "jane" not in result.detail
@@ -685,16 +725,19 @@ def test_customer_gets_email_and_allow_listed_traits_in_snake_case(
     customer: dict[str, Any],
 ) -> None:
     message = make_event(
+        base=BARE,
         event="Product Viewed",
         properties={"product_id": "P"},
         traits=traits,
-        context_traits=context_traits,
+        context=context() if context_traits is None else context(traits=context_traits),
     )
     assert only_properties(build(message, rules))["customer"] == customer
 
 
 def test_no_email_and_no_attributes_means_no_customer_object() -> None:
-    props = only_properties(build(make_event(event="view_item", properties={"sku": "S"})))
+    props = only_properties(
+        build(make_event(base=BARE, event="view_item", properties={"sku": "S"}))
+    )
     assert "customer" not in props
 
 
@@ -730,7 +773,9 @@ def test_product_id_follows_the_configured_field_order(
     id_fields: tuple[str, ...], product: dict[str, Any], expected_id: str
 ) -> None:
     rules = MappingRules(product_id_fields=id_fields)
-    props = only_properties(build(make_event(event="Product Viewed", properties=product), rules))
+    props = only_properties(
+        build(make_event(base=BARE, event="Product Viewed", properties=product), rules)
+    )
     assert props["products"] == [{"id": expected_id}]
 
 
@@ -744,7 +789,9 @@ def test_ga4_items_keep_their_fields() -> None:
         "item_brand": "Acme",
         "item_variant": "M",
     }
-    props = only_properties(build(make_event(event="view_item", properties={"items": [item]})))
+    props = only_properties(
+        build(make_event(base=BARE, event="view_item", properties={"items": [item]}))
+    )
     assert props["products"] == [
         {
             "id": "G1",
@@ -773,7 +820,7 @@ def test_numeric_strings_become_numbers(
     raw: dict[str, Any], price: float | None, quantity: float | None
 ) -> None:
     props = only_properties(
-        build(make_event(event="Product Added", properties={"product_id": "P", **raw}))
+        build(make_event(base=BARE, event="Product Added", properties={"product_id": "P", **raw}))
     )
     [product] = props["products"]
     assert product.get("price") == price
@@ -810,14 +857,16 @@ BAD_NUMBERS: list[tuple[str, dict[str, Any], str, str]] = [
 def test_bad_prices_and_quantities_reject_the_event_naming_the_field(
     raw: dict[str, Any], reason: str, detail: str
 ) -> None:
-    result = skipped(build(make_event(event="Product Added", properties={"sku": "P", **raw})))
+    result = skipped(
+        build(make_event(base=BARE, event="Product Added", properties={"sku": "P", **raw}))
+    )
     assert (result.status, result.reason) == (INVALID, reason)
     assert detail in result.detail
 
 
 def test_bad_price_inside_a_products_list_names_its_position() -> None:
     props = {"products": [{"sku": "A", "price": 1}, {"sku": "B", "price": "abc"}]}
-    result = skipped(build(make_event(event="Product Added", properties=props)))
+    result = skipped(build(make_event(base=BARE, event="Product Added", properties=props)))
     assert result.reason == "INVALID_PRICE"
     assert "properties.products[1].price" in result.detail
 
@@ -848,7 +897,7 @@ def test_bad_price_inside_a_products_list_names_its_position() -> None:
 def test_product_events_without_a_usable_product_are_rejected(
     properties: dict[str, Any], reason: str
 ) -> None:
-    result = skipped(build(make_event(event="Product Viewed", properties=properties)))
+    result = skipped(build(make_event(base=BARE, event="Product Viewed", properties=properties)))
     assert (result.status, result.reason) == (INVALID, reason)
     assert "SKU1" not in result.detail
 
@@ -856,19 +905,19 @@ def test_product_events_without_a_usable_product_are_rejected(
 def test_products_without_an_id_are_dropped_and_the_rest_sent() -> None:
     """Entries without an id (or not objects) are dropped unchecked, even with a bad price."""
     props = {"products": [{"name": "no id", "price": "abc"}, "junk", {"sku": "C"}]}
-    result = build(make_event(event="Product Removed", properties=props))
+    result = build(make_event(base=BARE, event="Product Removed", properties=props))
     assert [p["products"] for p in sent_properties(result)] == [[{"id": "C"}]]
 
 
 def test_a_bad_price_on_a_product_with_an_id_rejects_the_whole_event() -> None:
     props = {"products": [{"sku": "B", "price": "abc"}, {"sku": "C"}]}
-    result = skipped(build(make_event(event="Product Removed", properties=props)))
+    result = skipped(build(make_event(base=BARE, event="Product Removed", properties=props)))
     assert result.reason == "INVALID_PRICE"
 
 
 def test_merged_quantities_that_overflow_are_rejected() -> None:
     props = {"products": [{"sku": "A", "quantity": 1e308}, {"sku": "A", "quantity": 1e308}]}
-    result = skipped(build(make_event(event="add_to_cart", properties=props)))
+    result = skipped(build(make_event(base=BARE, event="add_to_cart", properties=props)))
     assert result.reason == "INVALID_QUANTITY"
 
 
@@ -883,7 +932,9 @@ def test_merged_quantities_that_overflow_are_rejected() -> None:
     ids=["single-object", "empty-products-then-items", "null-products-flat", "empty-items-flat"],
 )
 def test_product_sources_fall_back_in_order(properties: dict[str, Any]) -> None:
-    props = only_properties(build(make_event(event="Product Viewed", properties=properties)))
+    props = only_properties(
+        build(make_event(base=BARE, event="Product Viewed", properties=properties))
+    )
     assert props["products"] == [{"id": "P1", "price": 2.0}]
 
 
@@ -895,7 +946,7 @@ def test_add_to_cart_with_several_products_sends_one_request_per_product() -> No
             {"product_id": "A", "price": 1, "quantity": 2},
         ]
     }
-    result = build(make_event(event="add_to_cart", properties=properties))
+    result = build(make_event(base=BARE, event="add_to_cart", properties=properties))
     assert [p["products"] for p in sent_properties(result)] == [
         [{"id": "A", "price": 1.0, "quantity": 3}],
         [{"id": "B", "price": 2.0}],
@@ -907,13 +958,13 @@ def test_add_to_cart_with_several_products_sends_one_request_per_product() -> No
 )
 def test_other_single_product_events_also_fan_out(event: str) -> None:
     properties = {"products": [{"sku": "A"}, {"sku": "B"}]}
-    result = build(make_event(event=event, properties=properties))
+    result = build(make_event(base=BARE, event=event, properties=properties))
     assert [p["products"] for p in sent_properties(result)] == [[{"id": "A"}], [{"id": "B"}]]
 
 
 def test_fan_out_is_bounded_by_the_product_limit() -> None:
     properties = {"products": [{"sku": f"S{i}"} for i in range(31)]}
-    result = skipped(build(make_event(event="add_to_cart", properties=properties)))
+    result = skipped(build(make_event(base=BARE, event="add_to_cart", properties=properties)))
     assert result.reason == "TOO_MANY_PRODUCTS"
 
 
@@ -921,7 +972,9 @@ def test_fan_out_is_bounded_by_the_product_limit() -> None:
 
 
 def purchase(properties: dict[str, Any]) -> delivery_pb2.DataflyEvent:
-    return make_event(event="Order Completed", traits={"email": EMAIL}, properties=properties)
+    return make_event(
+        base=BARE, event="Order Completed", traits={"email": EMAIL}, properties=properties
+    )
 
 
 LINES = [{"sku": "A", "price": 10.0, "quantity": 2}, {"sku": "B", "price": 5.25}]
@@ -940,6 +993,8 @@ LINES = [{"sku": "A", "price": 10.0, "quantity": 2}, {"sku": "B", "price": 5.25}
     ids=["total", "revenue", "value-string", "sum-of-lines", "zero-is-valid", "null-blank-skipped"],
 )
 def test_purchase_total_precedence(extra: dict[str, Any], total: float) -> None:
+    """The total is total, else revenue, else value, else the sum of the lines; always a
+    float, zero kept, null and blank skipped."""
     props = only_properties(build(purchase({"order_id": "O", "products": LINES, **extra})))
     assert props["total"] == total
     assert type(props["total"]) is float
@@ -1041,7 +1096,7 @@ def test_product_limit_is_configurable() -> None:
 
 
 def test_the_redacted_form_is_the_wire_form_with_the_token_starred() -> None:
-    result = build(make_event(event="Signed Up", traits={"email": EMAIL}))
+    result = build(make_event(base=BARE, event="Signed Up", traits={"email": EMAIL}))
     assert not isinstance(result, Skip)
     [request] = result
     redacted = wire.redacted(request.body)
@@ -1054,7 +1109,7 @@ def test_the_redacted_form_is_the_wire_form_with_the_token_starred() -> None:
 
 
 def test_non_ascii_text_is_sent_as_utf8() -> None:
-    result = build(make_event(event="search", properties={"query": "crème brûlée"}))
+    result = build(make_event(base=BARE, event="search", properties={"query": "crème brûlée"}))
     assert not isinstance(result, Skip)
     assert "crème brûlée".encode() in wire.serialise(result[0].body, TOKEN)
 

@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as target_event
 from hypothesis import strategies as st
 
+from .conftest import make_event
+
 TOKEN = "bluestore-secret-token"
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 
@@ -272,15 +274,10 @@ LINE = st.fixed_dictionaries(
 def test_well_formed_purchases_send_unique_products_and_the_right_total(
     lines: list[dict[str, Any]], total_key: str | None, amount: float, name: str
 ) -> None:
-    event = delivery_pb2.DataflyEvent(
-        message_id="m-1", type="track", event=name, anonymous_id="anon-1"
-    )
-    event.traits.update({"email": "Jane@Example.com"})
-    event.context.consent["marketing"] = True
     properties: dict[str, Any] = {"order_id": "ORD-1", "products": lines}
     if total_key is not None:
         properties[total_key] = amount
-    event.properties.update(properties)
+    event = make_event(event=name, traits={"email": "Jane@Example.com"}, properties=properties)
 
     result = decide(event, RULES[0], POLICIES[0], NOW)
 

@@ -8,7 +8,7 @@ import aiohttp
 from datafly.bluecore.v1 import delivery_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import EMAIL, NAMESPACE, make_event
+from .conftest import EMAIL, NAMESPACE, deliver, eventually, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
@@ -79,14 +79,25 @@ async def test_in_flight_gauge_counts_deliveries_waiting_on_bluecore(sidecar, st
         stub.Deliver(delivery_pb2.DeliverRequest(event=make_event()), timeout=20)
     )
     gauge = ("bluecore_sidecar_deliveries_in_flight", ())
-    seen = 0.0
-    async with asyncio.timeout(10):
-        while seen != 1:
-            _, samples = await scrape(sidecar.ops_url)
-            seen = samples[gauge]
-            await asyncio.sleep(0.02)
+
+    async def in_flight() -> bool:
+        _, samples = await scrape(sidecar.ops_url)
+        return samples[gauge] == 1
+
+    await eventually(in_flight, timeout=10, interval=0.02)
     await sandbox.stop()  # releases the held answer (202)
     reply = await call
     assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED
     _, samples = await scrape(sidecar.ops_url)
     assert samples[gauge] == 0
+
+
+async def test_metrics_count_outcomes_by_status(sidecar, stub):
+    await deliver(stub, make_event())
+    async with aiohttp.ClientSession() as http, http.get(sidecar.ops_url + "/metrics") as response:
+        text = await response.text()
+    assert response.status == 200
+    assert (
+        'bluecore_sidecar_deliveries_total{bluecore_event="viewed_product",status="DELIVERED"}'
+        in text
+    )

@@ -18,8 +18,9 @@ import pytest
 from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
 from multidict import CIMultiDictProxy
 
+from .conftest import EMAIL
+
 TOKEN = "bluestore"
-EMAIL = "jane@example.com"
 SHORT_TIMEOUT = aiohttp.ClientTimeout(total=0.3)
 
 
@@ -55,9 +56,12 @@ VALID_EVENTS = {
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[BluecoreSandbox]:
-    async with run_sandbox() as running:
-        yield running
+def sandbox_tokens() -> list[str] | None:
+    """The fake's own default for these tests: any token is accepted (``None``)."""
+    return None
+
+
+ONLY_OUR_TOKEN = pytest.mark.parametrize("sandbox_tokens", [[TOKEN]], ids=["only-bluestore"])
 
 
 @pytest.fixture
@@ -209,24 +213,24 @@ async def test_missing_or_empty_token_is_401(
     assert (status, answer["error"]) == (401, "missing_token")
 
 
-async def test_only_configured_tokens_are_accepted(session: aiohttp.ClientSession) -> None:
-    async with run_sandbox(tokens=["bluestore"]) as sandbox:
-        good = await post(session, sandbox.url, body("viewed_page"))
-        bad = await post(session, sandbox.url, body("viewed_page", token="otherstore"))
+@ONLY_OUR_TOKEN
+async def test_only_configured_tokens_are_accepted(
+    sandbox: BluecoreSandbox, session: aiohttp.ClientSession
+) -> None:
+    good = await post(session, sandbox.url, body("viewed_page"))
+    bad = await post(session, sandbox.url, body("viewed_page", token="otherstore"))
 
     assert good[0] == 202
     assert (bad[0], bad[1]["error"]) == (403, "unknown_token")
     assert "otherstore" not in bad[1]["message"]
 
 
+@ONLY_OUR_TOKEN
 async def test_configured_token_status_wins_over_the_accepted_token_check(
-    session: aiohttp.ClientSession,
+    sandbox: BluecoreSandbox, session: aiohttp.ClientSession
 ) -> None:
-    async with run_sandbox(tokens=["bluestore"]) as sandbox:
-        sandbox.set_token_status("otherstore", 429)
-        status, answer, _ = await post(
-            session, sandbox.url, body("viewed_page", token="otherstore")
-        )
+    sandbox.set_token_status("otherstore", 429)
+    status, answer, _ = await post(session, sandbox.url, body("viewed_page", token="otherstore"))
 
     assert (status, answer["error"]) == (429, "token_status")
 
@@ -620,6 +624,8 @@ async def test_http_delete_received_empties_the_record(
 async def test_http_get_and_delete_faults(
     sandbox: BluecoreSandbox, session: aiohttp.ClientSession
 ) -> None:
+    """GET /_sandbox/faults lists every queued fault; DELETE clears them all, so the next
+    event is accepted at once."""
     sandbox.fail_next(2, status=429, retry_after=timedelta(seconds=4))
     sandbox.delay(1.5)
     sandbox.reset_next(1)

@@ -137,3 +137,16 @@ def test_floor_check_catches_a_raised_generator(
     else:
         assert problem is not None
         assert verdict in problem
+
+
+def test_the_client_package_alone_ships_the_generated_modules() -> None:
+    """The sidecar wheel is built from server/ only and depends on exactly this version of
+    bluecore-sidecar-client, whose wheel holds ``datafly.bluecore.v1``."""
+    sidecar = tomllib.loads(PYPROJECTS[0].read_text(encoding="utf-8"))
+    client = tomllib.loads(PYPROJECTS[1].read_text(encoding="utf-8"))
+    assert sidecar["tool"]["setuptools"]["packages"]["find"]["where"] == ["server"]
+    assert "datafly.bluecore.v1" not in sidecar["tool"]["setuptools"].get("package-data", {})
+    assert client["tool"]["setuptools"]["packages"]["find"]["where"] == ["src"]
+    assert list(STUBS.glob("datafly/bluecore/v1/delivery_pb2.py"))
+    pinned = dependency(PYPROJECTS[0], client["project"]["name"])
+    assert str(pinned) == f"=={client['project']['version']}"

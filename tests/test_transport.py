@@ -30,10 +30,28 @@ async def small(request: web.Request) -> web.Response:
     return web.Response(status=400, text="missing distinct_id")
 
 
+PEERS = web.AppKey("peers", list[tuple[str, int]])
+
+
+async def record_peer(request: web.Request) -> web.Response:
+    """A small answer that notes which client connection (address, port) carried it."""
+    request.app[PEERS].append(request.transport.get_extra_info("peername")[:2])
+    return web.Response(status=202, text="ok")
+
+
+async def large(request: web.Request) -> web.Response:
+    """A finite 8 MiB body: reading it through would let the connection be reused."""
+    request.app[PEERS].append(request.transport.get_extra_info("peername")[:2])
+    return web.Response(status=202, body=b"y" * (8 << 20))
+
+
 def app() -> web.Application:
     application = web.Application()
+    application[PEERS] = []
     application.router.add_post("/endless", endless)
     application.router.add_post("/small", small)
+    application.router.add_post("/peer", record_peer)
+    application.router.add_post("/large", large)
     return application
 
 
@@ -66,3 +84,27 @@ async def test_a_refused_connection_is_an_upstream_connection_error():
     async with aiohttp.ClientSession() as session:
         with pytest.raises(UpstreamConnectionError):
             await AiohttpTransport(session, f"{base}/small").post(b"{}", 1)
+
+
+async def test_a_body_read_whole_leaves_its_connection_for_reuse():
+    """The control for the test below: keep-alive does reuse a connection here."""
+    application = app()
+    async with serving(application) as base, aiohttp.ClientSession() as session:
+        transport = AiohttpTransport(session, f"{base}/peer")
+        await transport.post(b"{}", 1)
+        await transport.post(b"{}", 2)
+    first, second = application[PEERS]
+    assert first == second
+
+
+async def test_a_body_left_unread_closes_its_connection_instead_of_draining_it():
+    """8 MiB read 1000 bytes deep: the connection is dropped, not read to its end for reuse."""
+    application = app()
+    async with serving(application) as base, aiohttp.ClientSession() as session:
+        answer = await AiohttpTransport(session, f"{base}/large", max_body_bytes=1000).post(
+            b"{}", 1
+        )
+        await AiohttpTransport(session, f"{base}/peer").post(b"{}", 2)
+    assert (answer.status, answer.body) == (202, b"y" * 1000)
+    large_peer, next_peer = application[PEERS]
+    assert large_peer != next_peer

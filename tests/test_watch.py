@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import grpc
+import pytest
 from bluecore_sidecar import cli
 from bluecore_sidecar.outcomes import OutcomeBus
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from google.rpc import error_details_pb2, status_pb2
 
-from .conftest import make_event
+from .conftest import eventually, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
 
 async def wait_for_watchers(sidecar, count: int) -> None:
-    async with asyncio.timeout(10):
-        # The bus has no "subscribed" event to wait on; polling a public count is enough here.
-        while sidecar.bus.watcher_count < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+    """The bus has no "subscribed" event to wait on; polling a public count is enough here."""
+    await eventually(lambda: sidecar.bus.watcher_count >= count, timeout=10)
 
 
 async def test_watch_streams_outcomes_filtered_by_status(sidecar, stub, sandbox):
@@ -64,6 +65,13 @@ async def test_stalled_watcher_never_blocks_delivery_and_learns_what_it_lost(sta
             # Every outcome is either handed to the watcher or counted as dropped.
             while not received or len(received) + received[-1].dropped < len(events):
                 received.append(await stream.read())
+        # The sidecar counts the same losses in its metrics.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{sidecar.ops_url}/metrics") as response,
+        ):
+            metrics = await response.text()
+        assert f"bluecore_sidecar_watch_dropped_total {received[-1].dropped:.1f}" in metrics
         stream.cancel()
     ids = [item.result.message_id for item in received]
     assert len(set(ids)) == len(ids)
@@ -71,26 +79,148 @@ async def test_stalled_watcher_never_blocks_delivery_and_learns_what_it_lost(sta
     assert len(received) + received[-1].dropped == 40
 
 
-async def test_full_buffer_drops_newest_and_counts_them():
-    """The bus itself: a watcher that does not read keeps its first outcomes, counts the rest."""
-    bus = OutcomeBus(buffer=2)
+def outcome(n: int, status: int = Status.DELIVERY_STATUS_DELIVERED) -> delivery_pb2.DeliveryResult:
+    return delivery_pb2.DeliveryResult(message_id=f"m-{n}", status=status)  # type: ignore[arg-type]
+
+
+async def test_a_watcher_behind_the_ring_skips_to_the_oldest_kept_and_counts_the_rest():
+    """The bus itself: one shared ring; a watcher that does not read loses the oldest."""
+    lost: list[int] = []
+    bus = OutcomeBus(buffer=2, on_drop=lost.append)
     watcher = bus.subscribe()
     only_failed = bus.subscribe([Status.DELIVERY_STATUS_FAILED_RETRYABLE])
     for n in range(5):
-        bus.publish(
-            delivery_pb2.DeliveryResult(
-                message_id=f"m-{n}", status=Status.DELIVERY_STATUS_DELIVERED
-            )
-        )
+        bus.publish(outcome(n))
     assert watcher.dropped == 3
-    assert only_failed.dropped == 0
-    assert [(await watcher.next()).message_id for _ in range(2)] == ["m-0", "m-1"]
+    assert only_failed.dropped == 0  # none of the lost ones was wanted
+    assert [(await watcher.next()).message_id for _ in range(2)] == ["m-3", "m-4"]
+    assert lost == [3]
     bus.close_all()
     assert await watcher.next() is None
     assert await only_failed.next() is None
     watcher.close()
     only_failed.close()
     assert bus.watcher_count == 0
+    assert lost == [3]
+
+
+async def test_a_filtered_watcher_counts_only_the_lost_outcomes_it_wanted():
+    bus = OutcomeBus(buffer=3)
+    failed = Status.DELIVERY_STATUS_FAILED_RETRYABLE
+    bus.publish(outcome(0, failed))  # before it subscribed: neither read nor lost
+    watcher = bus.subscribe([failed])
+    statuses = [failed, Status.DELIVERY_STATUS_DELIVERED, failed, failed]
+    statuses += [Status.DELIVERY_STATUS_DELIVERED] * 3 + [failed]
+    for n, status in enumerate(statuses, start=1):
+        bus.publish(outcome(n, status))
+    # The ring keeps m-6, m-7, m-8; wanted and gone: m-1, m-3, m-4.
+    assert watcher.dropped == 3
+    assert (await watcher.next()).message_id == "m-8"
+    bus.publish(outcome(9, failed))
+    assert (await watcher.next()).message_id == "m-9"
+    assert watcher.dropped == 3
+
+
+async def test_at_shutdown_a_watcher_sends_only_its_last_outcomes_and_ends():
+    """Ending 100 stalled streams costs at most 100 writes each, and nothing is lost unseen."""
+    bus = OutcomeBus(buffer=500, sends_per_second=1, burst=1)
+    watcher = bus.subscribe()
+    for n in range(300):
+        bus.publish(outcome(n))
+    bus.close_all()
+    bus.publish(outcome(300))  # too late: the bus is closed
+    sent = []
+    async with asyncio.timeout(5):  # unpaced: at one send a second this would take minutes
+        while (result := await watcher.next()) is not None:
+            sent.append(result.message_id)
+    assert sent == [f"m-{n}" for n in range(200, 300)]
+    assert watcher.dropped == 200
+
+
+async def test_watchers_take_turns_at_the_shared_send_rate():
+    """Sends are shared first come first served: no watcher can starve the others."""
+    bus = OutcomeBus(buffer=100, sends_per_second=2000, burst=1)
+    watchers = [bus.subscribe() for _ in range(3)]
+    for n in range(4):
+        bus.publish(outcome(n))
+    order: list[tuple[int, str]] = []
+
+    async def read(index: int) -> None:
+        for _ in range(4):
+            result = await watchers[index].next()
+            assert result is not None
+            order.append((index, result.message_id))
+
+    await asyncio.gather(*(read(index) for index in range(3)))
+    # Watcher 0 takes the one burst token without waiting and is first in line again; from
+    # then on every send waits for the rate, and the waiting watchers go strictly in turn.
+    assert [index for index, _ in order] == [0, 0, 1, 2, 0, 1, 2, 0, 1, 2, 1, 2]
+    for index in range(3):
+        assert [m for i, m in order if i == index] == ["m-0", "m-1", "m-2", "m-3"]
+
+
+async def test_the_bus_keeps_each_outcome_once_whatever_the_number_of_watchers():
+    """2,000 stalled watchers and 10,000 outcomes: the ring holds the last 50, once."""
+    bus = OutcomeBus(buffer=50, max_watchers=2000)
+    watchers = [bus.subscribe() for _ in range(2000)]
+    results = [outcome(n) for n in range(10_000)]
+    for result in results:
+        bus.publish(result)
+    assert all(w.dropped == 9_950 for w in watchers)
+    # The outcomes still readable are the very objects published, shared by every watcher.
+    first = await watchers[0].next()
+    last = await watchers[-1].next()
+    assert first is results[9_950]
+    assert last is first
+
+
+async def test_past_the_watcher_cap_a_stream_is_refused_with_too_many_watchers(start_sidecar):
+    sidecar = await start_sidecar(max_watchers=2)
+    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        first = stub.WatchDeliveries(delivery_pb2.WatchDeliveriesRequest())
+        second = stub.WatchDeliveries(delivery_pb2.WatchDeliveriesRequest())
+        await wait_for_watchers(sidecar, 2)
+        third = stub.WatchDeliveries(delivery_pb2.WatchDeliveriesRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await asyncio.wait_for(third.read(), 10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = error_info(refused.value)
+        assert info.reason == "TOO_MANY_WATCHERS"
+        assert info.metadata["limit"] == "2"
+
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{sidecar.ops_url}/metrics") as response,
+        ):
+            metrics = await response.text()
+        assert "bluecore_sidecar_watchers 2.0" in metrics
+        assert 'bluecore_sidecar_calls_refused_total{code="RESOURCE_EXHAUSTED",' in metrics
+
+        # A place freed is a place taken again.
+        first.cancel()
+        async with asyncio.timeout(10):
+            while sidecar.bus.watcher_count > 1:  # noqa: ASYNC110 - no event to wait on
+                await asyncio.sleep(0.01)
+        fourth = stub.WatchDeliveries(delivery_pb2.WatchDeliveriesRequest())
+        await wait_for_watchers(sidecar, 2)
+        await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event(messageId="m")), timeout=10)
+        async with asyncio.timeout(10):
+            assert (await fourth.read()).result.message_id == "m"
+        second.cancel()
+        fourth.cancel()
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    status = status_pb2.Status()
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status.ParseFromString(value)
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    raise AssertionError("no ErrorInfo in the status")
 
 
 async def test_watch_command_prints_a_live_table_until_the_sidecar_stops(

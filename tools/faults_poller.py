@@ -91,6 +91,10 @@ def main() -> int:
     parser.add_argument("--probe-timeout", type=float, default=60.0)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # The harness waits for this line: a SIGTERM before the handler is set would kill the
+    # poller without its report (seen on a loaded machine, where start-up takes > 0.3 s).
+    sys.stderr.write("probing\n")
+    sys.stderr.flush()
     try:
         report = poll(args.url, args.interval, args.max_seconds, args.probe_timeout)
     finally:

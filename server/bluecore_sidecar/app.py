@@ -15,7 +15,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import Settings, split_address
+from .credential import Credential, FileCredential
 from .dedup import DedupTable
 from .delivery import Deliverer
 from .interceptor import Admission, EdgeInterceptor
@@ -44,7 +45,7 @@ from .telemetry import (
     http_trace_configs,
 )
 from .transport import AiohttpTransport
-from .upstream import Credential, UpstreamClient
+from .upstream import UpstreamClient
 
 SERVICE_NAME = delivery_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name
 #: Largest gRPC message accepted: room for a full batch, far below a memory risk.
@@ -128,25 +129,36 @@ async def running_sidecar(
                 connector=connector, connector_owner=False, **session_options
             )
             stack.push_async_callback(plain.close)
+        # One redactor for logs and spans: the token's exact value, and one tag per email.
+        redactor = Redactor(secrets=(settings.namespace,))
+        credential = _credential(settings, redactor)
         client = UpstreamClient(
             AiohttpTransport(
                 plain, settings.api_url, traced=session if plain is not session else None
             ),
             settings.retry,
-            Credential(settings.namespace),
+            credential,
             max_concurrency=settings.max_concurrency,
             observer=metrics,
         )
-        bus = OutcomeBus(settings.watch_buffer)
-        # One redactor for logs and spans: the token's exact value, and one tag per email.
-        redactor = Redactor(secrets=(settings.namespace,))
+        metrics.upstream_pause.set_function(client.throttle.wait_time)
+        bus = OutcomeBus(
+            settings.watch_buffer,
+            max_watchers=settings.max_watchers,
+            on_drop=metrics.watch_dropped.inc,
+        )
+        metrics.watchers.set_function(lambda: bus.watcher_count)
         recorder = OutcomeRecorder(metrics, log, redactor)
         stack.callback(recorder.flush)  # the lines of the last calls, after the server stops
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
-            dedup=DedupTable(settings.dedup_window, settings.dedup_max_entries),
+            dedup=DedupTable(
+                settings.dedup_window,
+                settings.dedup_max_entries,
+                max_bytes=settings.dedup_max_bytes,
+            ),
             bus=bus,
             observer=recorder,
             tracer=tracer,
@@ -196,7 +208,9 @@ async def running_sidecar(
         await server.start()
         stack.push_async_callback(server.stop, 0)
 
-        ops_url = await _start_ops(stack, settings.ops_address, admission, metrics)
+        ops_url = await _start_ops(
+            stack, settings.ops_address, admission, metrics, client.throttle.wait_time
+        )
         sidecar = Sidecar(
             grpc_address=_join(host, port),
             ops_url=ops_url,
@@ -217,10 +231,35 @@ async def running_sidecar(
         yield sidecar
 
 
+def _credential(settings: Settings, redactor: Redactor) -> Credential:
+    """The token as configured: followed in its file (rotation), else fixed."""
+    if settings.namespace_file is None:
+        return Credential(settings.namespace)
+
+    def learn(secrets: tuple[str, ...]) -> None:
+        # The new token and the earlier ones: an old one may still echo back in an answer.
+        redactor.secrets = secrets
+
+    return FileCredential(
+        settings.namespace_file,
+        settings.namespace,
+        check_every=settings.token_check_interval.total_seconds(),
+        on_change=learn,
+    )
+
+
 async def _start_ops(
-    stack: contextlib.AsyncExitStack, address: str, admission: Admission, registry: Metrics
+    stack: contextlib.AsyncExitStack,
+    address: str,
+    admission: Admission,
+    registry: Metrics,
+    pause: Callable[[], float],
 ) -> str:
-    """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus."""
+    """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus.
+
+    A shared pause (Bluecore's 429 / Retry-After) shows in /readyz but leaves the pod
+    ready: another replica would be told the same, and the pause is capped.
+    """
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -228,7 +267,7 @@ async def _start_ops(
     async def readyz(_: web.Request) -> web.Response:
         if admission.draining:
             return web.json_response({"status": "draining"}, status=503)
-        return web.json_response({"status": "ready"})
+        return web.json_response({"status": "ready", "upstream_pause_seconds": round(pause(), 3)})
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry.registry)

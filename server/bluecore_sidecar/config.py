@@ -19,6 +19,7 @@ from . import envparse as p
 from .errors import ConfigError
 from .gates import GatePolicy
 from .mapping import MappingRules
+from .results import MAX_BATCH_EVENTS
 from .retry import RetryPolicy
 
 DEFAULT_API_URL = "https://api.bluecore.app/api/track/mobile/v1"
@@ -46,6 +47,8 @@ class Var:
 # fmt: off
 SETTINGS: tuple[Var, ...] = (
     Var("BLUECORE_NAMESPACE", "namespace", p.parse_namespace, REQUIRED, file=True),
+    # how often BLUECORE_NAMESPACE_FILE is looked at for a rotated token (one stat)
+    Var("SIDECAR_TOKEN_CHECK_INTERVAL", "token_check_interval", p.parse_positive_duration, "5s"),
     Var("BLUECORE_API_URL", "api_url", p.parse_url, DEFAULT_API_URL),
     Var("SIDECAR_GRPC_ADDRESS", "grpc_address", p.parse_address, "127.0.0.1:50051"),
     # kubelet probes reach the pod IP, not loopback
@@ -59,9 +62,11 @@ SETTINGS: tuple[Var, ...] = (
     Var("SIDECAR_CUSTOMER_ATTRIBUTES", "rules.customer_attributes", p.parse_attribute_names,
         "first_name,last_name"),
     Var("SIDECAR_MAX_EVENT_BYTES", "max_event_bytes", p.int_between(256, 4 << 20), "65536"),
-    Var("SIDECAR_BATCH_LIMIT", "batch_limit", p.int_between(1, 10_000), "500"),
+    # Above MAX_BATCH_EVENTS a reply of bounded results may outgrow a default client's 4 MiB.
+    Var("SIDECAR_BATCH_LIMIT", "batch_limit", p.int_between(1, MAX_BATCH_EVENTS), "500"),
     Var("SIDECAR_DEDUP_WINDOW", "dedup_window", p.parse_duration, "24h"),
     Var("SIDECAR_DEDUP_MAX_ENTRIES", "dedup_max_entries", p.int_between(1, 10_000_000), "100000"),
+    Var("SIDECAR_DEDUP_MAX_BYTES", "dedup_max_bytes", p.size_between(1 << 20, 1 << 36), "64MiB"),
     Var("SIDECAR_RETRY_MAX_ATTEMPTS", "retry.max_attempts", p.int_between(1, 100), "5"),
     Var("SIDECAR_RETRY_BASE", "retry.base", p.seconds, "200ms"),
     Var("SIDECAR_RETRY_CAP", "retry.cap", p.seconds, "10s"),
@@ -97,6 +102,7 @@ class Settings:
     """
 
     namespace: str = dataclasses.field(repr=False)
+    token_check_interval: timedelta
     api_url: str
     grpc_address: str
     ops_address: str
@@ -107,6 +113,7 @@ class Settings:
     batch_limit: int
     dedup_window: timedelta
     dedup_max_entries: int
+    dedup_max_bytes: int
     default_deadline: timedelta
     max_concurrency: int
     max_inflight_calls: int
@@ -114,6 +121,9 @@ class Settings:
     log_level: str
     watch_buffer: int
     max_watchers: int
+    namespace_file: Path | None = None
+    """Where the token was read from, followed for rotation; ``None``: given inline (fixed).
+    Not a row of its own: it is ``BLUECORE_NAMESPACE``'s ``_FILE`` form."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, namespace_required: bool = True) -> Settings:
@@ -134,7 +144,8 @@ class Settings:
         if retry["cap"] < retry["base"]:
             raise ConfigError("SIDECAR_RETRY_CAP", "must not be smaller than SIDECAR_RETRY_BASE")
         groups = {group: make(**values[group]) for group, make in _GROUPS.items()}
-        return cls(**top, **groups)
+        token_file = _present(env, "BLUECORE_NAMESPACE_FILE")
+        return cls(**top, **groups, namespace_file=Path(token_file.strip()) if token_file else None)
 
 
 def _read(env: Mapping[str, str], var: Var) -> Any:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeAlias
 
 from datafly.bluecore.v1 import delivery_pb2
+
+from .results import clip
 
 Status = delivery_pb2.DeliveryStatus
 DeliveryResult = delivery_pb2.DeliveryResult
@@ -37,13 +40,31 @@ class Record:
     @classmethod
     def of(cls, result: DeliveryResult) -> Record:
         """The record of a delivered ``result``."""
+        # Results are bounded where they are built; cutting again keeps any caller honest.
         return cls(
-            datafly_event=result.datafly_event,
-            bluecore_event=result.bluecore_event,
+            datafly_event=clip(result.datafly_event),
+            bluecore_event=clip(result.bluecore_event),
             http_status=result.http_status,
             attempts=result.attempts,
-            trace_id=result.trace_id,
+            trace_id=clip(result.trace_id),
         )
+
+    def size(self) -> int:
+        """Bytes this record holds: the object and its strings (ints this small are shared)."""
+        return (
+            sys.getsizeof(self)
+            + sys.getsizeof(self.datafly_event)
+            + sys.getsizeof(self.bluecore_event)
+            + sys.getsizeof(self.trace_id)
+        )
+
+
+#: Bytes one entry costs besides its key and record: its slot and link in the ordered dict,
+#: the entry object and its expiry time, and the future while it is in flight. Measured with
+#: tracemalloc on CPython 3.11 (tests/test_dedup.py checks the accounting against it).
+ENTRY_OVERHEAD = 200
+#: Default bound of the table in bytes (``SIDECAR_DEDUP_MAX_BYTES``).
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,25 +103,40 @@ Claim: TypeAlias = Claimed | Existing | InFlight
 @dataclasses.dataclass(slots=True)
 class _Entry:
     expires: float
+    size: int
     record: Record | None = None
     done: asyncio.Future[DeliveryResult | None] | None = None
 
 
 class DedupTable:
-    """Message ids delivered (or in flight) within the window, bounded by ``max_entries``.
+    """Message ids delivered (or in flight) within the window, bounded by ``max_entries`` and
+    by ``max_bytes``.
 
     Only ``DELIVERED`` outcomes are remembered: a caller that got ``FAILED_RETRYABLE`` must be
-    able to send the same message again. Entries expire after the window; past the size bound
-    the oldest go first (in-flight ones only when the table is twice over).
+    able to send the same message again. Entries expire after the window; past either bound
+    the oldest go first (in-flight ones only when the table is twice over). The bytes counted
+    are the keys, the records and :data:`ENTRY_OVERHEAD` per entry.
     """
 
     def __init__(
-        self, window: timedelta, max_entries: int, clock: Callable[[], float] = time.monotonic
+        self,
+        window: timedelta,
+        max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._window = window.total_seconds()
         self._max = max_entries
+        self._max_bytes = max_bytes
         self._clock = clock
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        self._bytes = 0
+
+    @property
+    def bytes(self) -> int:
+        """Bytes the table holds by its own accounting (keys, records, per-entry overhead)."""
+        return self._bytes
 
     def peek(self, message_id: str) -> Record | InFlight | None:
         """What :meth:`claim` would find, without claiming (for Preview)."""
@@ -121,10 +157,12 @@ class DedupTable:
             return Existing(entry.record)
         fresh = _Entry(
             expires=self._clock() + self._window,
+            size=ENTRY_OVERHEAD + sys.getsizeof(message_id),
             done=asyncio.get_running_loop().create_future(),
         )
         self._entries[message_id] = fresh
         self._entries.move_to_end(message_id)
+        self._bytes += fresh.size
         self._trim()
         return Claimed(message_id, fresh)
 
@@ -135,6 +173,11 @@ class DedupTable:
         if result.status == Status.DELIVERY_STATUS_DELIVERED:
             entry.record = Record.of(result)
             entry.expires = self._clock() + self._window
+            if self._entries.get(claim.message_id) is entry:
+                grown = entry.record.size()
+                entry.size += grown
+                self._bytes += grown
+                self._trim()
         else:
             self._forget(claim)
 
@@ -151,7 +194,7 @@ class DedupTable:
         if entry is None:
             return None
         if entry.done is None and entry.expires <= self._clock():
-            del self._entries[message_id]
+            self._drop(message_id)
             return None
         return entry
 
@@ -162,18 +205,22 @@ class DedupTable:
 
     def _forget(self, claim: Claimed) -> None:
         if self._entries.get(claim.message_id) is claim._entry:
-            del self._entries[claim.message_id]
+            self._drop(claim.message_id)
+
+    def _drop(self, message_id: str) -> None:
+        self._bytes -= self._entries.pop(message_id).size
 
     def _trim(self) -> None:
         now = self._clock()
-        while len(self._entries) > self._max:
+        while len(self._entries) > self._max or self._bytes > self._max_bytes:
             key, oldest = next(iter(self._entries.items()))
             if (
                 oldest.done is not None
                 and oldest.expires > now
                 and len(self._entries) <= 2 * self._max
+                and self._bytes <= 2 * self._max_bytes
             ):
                 # In-flight entries are kept unless the table is badly overfull.
                 self._entries.move_to_end(key)
                 break
-            del self._entries[key]
+            self._drop(key)

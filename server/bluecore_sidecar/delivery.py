@@ -34,6 +34,7 @@ from .gates import GatePolicy
 from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
 from .redaction import Redactor
+from .results import new_result
 from .retry import Verdict, deadline_margin
 from .upstream import SendOutcome, UpstreamClient
 
@@ -370,9 +371,11 @@ def _result(
     http_status: int = 0,
     attempts: int = 0,
 ) -> DeliveryResult:
-    return DeliveryResult(
+    # Every text field is bounded here, once: a 60 kB event name must not make a result, a
+    # dedup record or a batch reply 60 kB bigger.
+    return new_result(
         message_id=event.message_id[:MAX_MESSAGE_ID_LENGTH],
-        status=status,  # type: ignore[arg-type]
+        status=status,
         datafly_event=datafly_event,
         bluecore_event=bluecore_event,
         reason=reason,

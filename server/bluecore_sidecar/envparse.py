@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from .mapping import normalise_event_name
+from .credential import token_problem
+from .mapping import MAX_ATTRIBUTE_KEY, normalise_event_name
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS: dict[str | None, float] = {
@@ -22,6 +23,8 @@ _DURATION_UNITS: dict[str | None, float] = {
     "h": 3600.0,
     None: 1.0,
 }
+_SIZE = re.compile(r"^\s*(\d+)\s*(KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS: dict[str | None, int] = {None: 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PRODUCT_ID_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -31,10 +34,9 @@ _BLUECORE_EVENT = re.compile(r"^[a-z][a-z0-9_]*$")
 def parse_namespace(text: str) -> str:
     """The Bluecore namespace token: one word. The value is a secret, so never echo it."""
     value = text.strip()
-    if not value:
-        raise ValueError("is empty")
-    if any(ch.isspace() for ch in value) or len(value) > 256:
-        raise ValueError("must be a single token without spaces, at most 256 characters")
+    problem = token_problem(value)  # the same rule as for a rotated token
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -90,6 +92,21 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def size_between(low: int, high: int) -> Callable[[str], int]:
+    """A size in bytes, written as bytes or with a binary unit (``512KiB``, ``64MiB``, ``1GiB``)."""
+
+    def parse(text: str) -> int:
+        match = _SIZE.match(text)
+        if match is None:
+            raise ValueError(f"{text!r} is not a size; use bytes or e.g. 512KiB, 64MiB, 1GiB")
+        value = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        if not low <= value <= high:
+            raise ValueError(f"{value} bytes is outside the allowed range {low}..{high}")
+        return value
+
+    return parse
+
+
 def parse_consent_default(text: str) -> bool:
     value = text.strip().lower()
     if value in ("deny", "denied", "false"):
@@ -124,6 +141,8 @@ def parse_attribute_names(text: str) -> tuple[str, ...]:
                 f"{name!r} is not a lowercase snake_case name (Bluecore creates attributes "
                 "permanently, so only such names are allowed)"
             )
+        if len(name) > MAX_ATTRIBUTE_KEY:
+            raise ValueError(f"{name[:32]!r}... is longer than {MAX_ATTRIBUTE_KEY} characters")
     return names
 
 

@@ -1,5 +1,9 @@
 """The sidecar's own exceptions, and the one place that turns them into gRPC errors.
 
+It imports no gRPC library at module level: ``config`` and the CLI use it without loading a
+server. Each ``RequestError`` class names its status (``code_name``); reading ``code`` gives
+the ``grpc.StatusCode``, and :func:`to_rpc_status` loads ``grpc_status``, both when used.
+
 Per-event outcomes are never exceptions: they are ``DeliveryResult`` data. Exceptions are
 for configuration mistakes and for requests that are unusable as a whole::
 
@@ -18,14 +22,26 @@ for configuration mistakes and for requests that are unusable as a whole::
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+
+if TYPE_CHECKING:
+    import grpc
 
 #: The ``ErrorInfo.domain`` of every error this sidecar raises (AIP-193).
 ERROR_DOMAIN = "bluecore-sidecar.datafly.dev"
+
+
+class _GrpcCode:
+    """``RequestError.code``: the ``grpc.StatusCode`` that the class's ``code_name`` names,
+    imported when first read (by the serving edge, which has grpc loaded anyway)."""
+
+    def __get__(self, instance: object, owner: type[RequestError]) -> grpc.StatusCode:
+        import grpc  # noqa: PLC0415 - so that config, which imports this module, loads no grpc
+
+        return grpc.StatusCode[owner.code_name]
 
 
 class SidecarError(Exception):
@@ -46,7 +62,9 @@ class RequestError(SidecarError):
     ``message`` reaches the caller: it never names a Python type, a token or an email.
     """
 
-    code = grpc.StatusCode.UNKNOWN
+    #: The name of the ``grpc.StatusCode`` the error ends a call with; ``code`` is that code.
+    code_name = "UNKNOWN"
+    code = _GrpcCode()
 
     def __init__(
         self,
@@ -66,25 +84,25 @@ class RequestError(SidecarError):
 class InvalidRequest(RequestError):
     """The request is malformed (INVALID_ARGUMENT)."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code_name = "INVALID_ARGUMENT"
 
 
 class Overloaded(RequestError):
     """Too many calls are in flight; the caller should retry after ``retry_delay``."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code_name = "RESOURCE_EXHAUSTED"
 
 
 class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code_name = "UNAVAILABLE"
 
 
 class InternalError(RequestError):
     """Something unexpected failed while serving the call (INTERNAL)."""
 
-    code = grpc.StatusCode.INTERNAL
+    code_name = "INTERNAL"
 
 
 class UpstreamError(SidecarError):
@@ -124,4 +142,7 @@ def to_rpc_status(error: RequestError) -> grpc.Status:
             packed.Pack(detail)
             details.append(packed)
     status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    # Here, not at the top: only the serving edge calls this, and it has grpc loaded anyway.
+    from grpc_status import rpc_status  # noqa: PLC0415
+
     return rpc_status.to_status(status)

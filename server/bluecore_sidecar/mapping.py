@@ -80,9 +80,14 @@ _EMAIL_RE: Final = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
 _NUMBER_RE: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _NAME_STRIP_RE: Final = re.compile(r"[\s_\-]+")
 _CAMEL_RE: Final = re.compile(r"([a-z0-9])([A-Z])")
-_ACRONYM_RE: Final = re.compile(r"([A-Z]+)([A-Z][a-z])")
+# One capital before a capitalised word ("HTMLParser" -> "HTML_Parser"). A lookahead, not
+# `([A-Z]+)([A-Z][a-z])`: that form rescans a run of capitals from every position, which is
+# quadratic (a 10k-capital key took seconds).
+_ACRONYM_RE: Final = re.compile(r"([A-Z])(?=[A-Z][a-z])")
 _NON_ALNUM_RE: Final = re.compile(r"[^0-9A-Za-z]+")
 _MAX_EMAIL_LENGTH: Final = 254
+#: Trait keys longer than this are never customer attributes (and are not converted at all).
+MAX_ATTRIBUTE_KEY: Final = 128
 _MAX_EXACT_INT: Final = 2**53
 
 # Text fields kept on a product, in body order, with the keys they are read from.
@@ -116,7 +121,7 @@ def snake_case(key: str) -> str:
 
     `firstName`, `First Name`, `first-name` and `FIRST_NAME` all become `first_name`.
     """
-    spaced = _ACRONYM_RE.sub(r"\1_\2", _CAMEL_RE.sub(r"\1_\2", key))
+    spaced = _ACRONYM_RE.sub(r"\1_", _CAMEL_RE.sub(r"\1_\2", key))
     return _NON_ALNUM_RE.sub("_", spaced).strip("_").lower()
 
 
@@ -149,6 +154,8 @@ class MappingRules:
                 raise ValueError(f"event_map value for {name!r} must be an event name or null")
             overrides[key] = None if target is None else target.strip()
         ids = tuple(f.strip() for f in self.product_id_fields if f.strip())
+        if any(len(a) > MAX_ATTRIBUTE_KEY for a in self.customer_attributes):
+            raise ValueError(f"customer attribute names are at most {MAX_ATTRIBUTE_KEY} characters")
         attributes = tuple(dict.fromkeys(snake_case(a) for a in self.customer_attributes))
         object.__setattr__(self, "event_map", MappingProxyType(overrides))
         object.__setattr__(self, "product_id_fields", ids)
@@ -298,10 +305,15 @@ def _attribute(value: struct_pb2.Value) -> JSON:
 
 
 def _attributes_by_snake(struct: struct_pb2.Struct) -> dict[str, struct_pb2.Value]:
-    """Trait values by snake_case name. An exact snake_case key beats a converted one."""
+    """Trait values by snake_case name. An exact snake_case key beats a converted one.
+
+    Keys longer than :data:`MAX_ATTRIBUTE_KEY` are left out unconverted: no allow-listed
+    name is that long, and the caller controls their length.
+    """
+    converted = [(snake_case(key), key) for key in struct.fields if len(key) <= MAX_ATTRIBUTE_KEY]
     found: dict[str, struct_pb2.Value] = {}
-    for key in sorted(struct.fields, key=lambda k: (snake_case(k) != k, k)):
-        found.setdefault(snake_case(key), struct.fields[key])
+    for snake, key in sorted(converted, key=lambda pair: (pair[0] != pair[1], pair[1])):
+        found.setdefault(snake, struct.fields[key])
     return found
 
 

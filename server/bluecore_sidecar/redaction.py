@@ -22,6 +22,8 @@ import os
 import re
 from collections.abc import Iterable
 
+from .results import CUT_MARKER
+
 #: Characters kept of any one text (a log field, a span attribute, a detail).
 SCAN_LIMIT = 1024
 #: Characters kept of an upstream answer or exception text quoted in a detail.
@@ -203,7 +205,14 @@ def _hide_secrets(text: str, secrets: tuple[str, ...], keep: int) -> tuple[str, 
 
 
 def _hide_secret_tail(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` without a trailing start of a secret (a message id cut to its limit)."""
+    """``text`` without a trailing start of a secret (a message id cut to its limit).
+
+    A result field cut to its bound ends in the cut marker; the secret's start sits just
+    before it.
+    """
+    if text.endswith(CUT_MARKER):
+        body = _hide_secret_tail(text[: -len(CUT_MARKER)], secrets)
+        return body + CUT_MARKER
     for secret in secrets:
         shortest = min(_SECRET_TAIL, len(secret) - 1)
         if shortest < 1:

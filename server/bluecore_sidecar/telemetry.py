@@ -307,10 +307,36 @@ class Metrics:
             "Deliveries answered from the dedup table.",
             registry=self.registry,
         )
+        self.watchers = Gauge(
+            "bluecore_sidecar_watchers",
+            "Open WatchDeliveries streams.",
+            registry=self.registry,
+        )
+        self.watch_dropped = Counter(
+            "bluecore_sidecar_watch_dropped",
+            "Outcomes WatchDeliveries streams lost because they read (or were sent) too slowly.",
+            registry=self.registry,
+        )
         self.calls_admitted = Counter(
             "bluecore_sidecar_calls_admitted",
             "Delivery RPCs let in by admission control, by method.",
             ["method"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "bluecore_sidecar_upstream_auth_failures",
+            "Bluecore answers refusing the namespace token (401/403), by status code.",
+            ["code"],
+            registry=self.registry,
+        )
+        self.resends_after_timeout = Counter(
+            "bluecore_sidecar_upstream_resends_after_timeout",
+            "POSTs sent again after a try timed out: the earlier one may have been accepted.",
+            registry=self.registry,
+        )
+        self.upstream_pause = Gauge(
+            "bluecore_sidecar_upstream_pause_seconds",
+            "Seconds left of the shared pause Bluecore asked for (429 / Retry-After); 0 if none.",
             registry=self.registry,
         )
         self.calls_refused = Counter(
@@ -331,6 +357,14 @@ class Metrics:
         counter.inc()
         if retry:
             self.retries.inc()
+
+    def on_auth_failure(self, status: int) -> None:
+        """Count one refused token (upstream.SendObserver)."""
+        self.auth_failures.labels(code=str(status)).inc()
+
+    def on_resend_after_timeout(self) -> None:
+        """Count one POST repeated after a timed-out try (upstream.SendObserver)."""
+        self.resends_after_timeout.inc()
 
 
 _OUTCOME = "delivery outcome"

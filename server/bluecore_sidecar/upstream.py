@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 
 from . import wire
+from .credential import Credential
 from .errors import UpstreamError, UpstreamTimeout
 from .redaction import excerpt
 from .retry import (
@@ -30,6 +32,11 @@ from .retry import (
     classify,
     parse_retry_after,
 )
+
+log = logging.getLogger("bluecore_sidecar")
+
+#: Answers that mean "this token is not (or no longer) valid for the namespace".
+AUTH_STATUSES: frozenset[int] = frozenset({401, 403})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,24 +62,6 @@ class Transport(Protocol):
         """POST ``body`` (try number ``attempt``, for tracing) and return the answer."""
 
 
-class Credential:
-    """The namespace token, read where it is used: :meth:`current` at each serialisation.
-
-    Rotation swaps what :meth:`current` returns; nothing else holds the token. Its repr
-    never shows it.
-    """
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def current(self) -> str:
-        """The token to put on the next request."""
-        return self._token
-
-    def __repr__(self) -> str:
-        return "Credential(***)"
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class SendOutcome:
     """The end of all tries for one request."""
@@ -86,14 +75,26 @@ class SendOutcome:
 
 
 class SendObserver(Protocol):
-    """Receives one call per HTTP attempt (metrics hook)."""
+    """Receives what happens on the way to Bluecore (metrics hook)."""
 
     def on_attempt(self, status: int | None, error: str | None, retry: bool) -> None:
         """Record one attempt: its HTTP status (None if none came) and whether it is retried."""
 
+    def on_auth_failure(self, status: int) -> None:
+        """Record one 401/403 answer: Bluecore refused the namespace token."""
+
+    def on_resend_after_timeout(self) -> None:
+        """Record a POST sent again after the previous try timed out (it may have landed)."""
+
 
 class _NullObserver:
     def on_attempt(self, status: int | None, error: str | None, retry: bool) -> None:
+        return None
+
+    def on_auth_failure(self, status: int) -> None:
+        return None
+
+    def on_resend_after_timeout(self) -> None:
         return None
 
 
@@ -135,11 +136,13 @@ class UpstreamClient:
         and no backoff sleep runs, that could not finish before it. The caller keeps its own
         margin for building the reply.
         """
-        payload = self.serialise(body)
+        token = self._credential.current()
+        payload = wire.serialise(body, token)
         policy = self._policy
         attempts = 0
+        budget = policy.max_attempts
         last = SendOutcome(Verdict.RETRY, 0, 0, "DEADLINE_EXCEEDED", "no time left to try")
-        while attempts < policy.max_attempts:
+        while attempts < budget:
             pause = self.throttle.wait_time()
             if pause > 0:
                 if self._clock() + pause >= deadline:
@@ -149,7 +152,20 @@ class UpstreamClient:
             if deadline - self._clock() <= MIN_TRY_SECONDS:
                 break
             attempts += 1
-            last = await self._attempt(payload, attempts, deadline)
+            resend = last.reason == UpstreamTimeout.reason
+            last = await self._attempt(payload, attempts, deadline, resend=resend)
+            if last.http_status in AUTH_STATUSES:
+                if self._token_refused(last.http_status, token) and budget == policy.max_attempts:
+                    # Rotated since this body was serialised: one more try with the new token,
+                    # at once (a refused token is no reason to back off).
+                    trace.get_current_span().add_event(
+                        "credential.rotated", {"http.response.status_code": last.http_status}
+                    )
+                    token = self._credential.current()
+                    payload = wire.serialise(body, token)
+                    budget += 1
+                    continue
+                return last
             if last.verdict is not Verdict.RETRY or last.reason == "CONCURRENCY_LIMIT":
                 return last
             delay = backoff_delay(policy, attempts, last.retry_after, self._rand)
@@ -157,7 +173,7 @@ class UpstreamClient:
                 # Bluecore's "slow down" / "come back later" holds for the whole namespace,
                 # also when this request has no tries left.
                 self.throttle.pause_for(delay)
-            if attempts >= policy.max_attempts:
+            if attempts >= budget:
                 return dataclasses.replace(
                     last, detail=f"{last.detail}; gave up after {attempts} attempts"
                 )
@@ -177,7 +193,28 @@ class UpstreamClient:
             detail=last.detail if attempts else "the deadline left no time for a single try",
         )
 
-    async def _attempt(self, payload: bytes, number: int, deadline: float) -> SendOutcome:
+    def _token_refused(self, status: int, sent: str) -> bool:
+        """Count and log a refused token; re-read it now. ``True`` if it differs from ``sent``."""
+        self._observer.on_auth_failure(status)
+        self._credential.refresh()
+        rotated = self._credential.current() != sent
+        log.error(
+            "Bluecore refused the namespace token",
+            extra={
+                "fields": {
+                    "http_status": status,
+                    "token_changed": rotated,
+                    "hint": "retrying once with the new token"
+                    if rotated
+                    else "check BLUECORE_NAMESPACE(_FILE): the token is revoked or wrong",
+                }
+            },
+        )
+        return rotated
+
+    async def _attempt(
+        self, payload: bytes, number: int, deadline: float, *, resend: bool = False
+    ) -> SendOutcome:
         # Waiting for a free slot is bounded by the caller's deadline but is not part of the
         # try: the try's timeout starts once the request can actually be sent.
         wait = deadline - self._clock()
@@ -206,6 +243,8 @@ class UpstreamClient:
                     "CONCURRENCY_LIMIT",
                     "a free upstream slot came too late to try before the deadline",
                 )
+            if resend:
+                self._observer.on_resend_after_timeout()
             answer = await self._post(payload, number, seconds)
         except UpstreamError as exc:
             self._observer.on_attempt(None, exc.reason, True)
@@ -228,8 +267,19 @@ class UpstreamClient:
         if verdict is Verdict.DELIVERED:
             return SendOutcome(verdict, status, number, "", "accepted by Bluecore")
         retry_after = parse_retry_after(answer.retry_after, self._wall_clock())
-        if retry_after is not None:
-            retry_after = min(retry_after, self._policy.max_pause)
+        if retry_after is not None and retry_after > self._policy.max_pause:
+            # One header must not stop every request for hours; say so once per clamp.
+            log.warning(
+                "Retry-After longer than SIDECAR_MAX_PAUSE; pausing for the cap instead",
+                extra={
+                    "fields": {
+                        "http_status": status,
+                        "retry_after_seconds": round(retry_after),
+                        "max_pause_seconds": self._policy.max_pause,
+                    }
+                },
+            )
+            retry_after = self._policy.max_pause
         detail = f"Bluecore answered {status}"
         text = self._scrub(answer.body.decode("utf-8", errors="replace"))
         if text:
@@ -237,7 +287,7 @@ class UpstreamClient:
         return SendOutcome(verdict, status, number, f"HTTP_{status}", detail, retry_after)
 
     def _scrub(self, text: str) -> str:
-        return excerpt(text, (self._credential.current(),))
+        return excerpt(text, self._credential.secrets())
 
 
 def _out_of_time(last: SendOutcome, attempts: int, pause: float) -> SendOutcome:

@@ -47,6 +47,7 @@ def test_retryable_statuses_are_policy_data():
 
 @pytest.mark.parametrize(("header", "seconds"), [("1", 1.0), ("0", 0.0), (" 120 ", 120.0)])
 def test_retry_after_in_seconds(header, seconds):
+    """A Retry-After of delay-seconds (blanks trimmed) is that many seconds."""
     assert parse_retry_after(header, NOW) == seconds
 
 

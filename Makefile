@@ -59,7 +59,7 @@ typecheck: venv
 	@echo "==> mypy --strict"
 	@$(VENV)/bin/mypy
 
-e2e: clients-e2e jaeger-e2e ## Go/Java/TypeScript/Python clients against a live sidecar; traces in a real Jaeger
+e2e: clients-e2e jaeger-e2e ## Go/Java/TypeScript/Python, Connect and curl clients against a live sidecar; traces in a real Jaeger
 
 bench: venv ## load benchmark: sidecar vs. a bare forwarder, latency, idle watchers, ghz (bench/README.md)
 	@# nginx (answering 202) is the upstream; as root, install Debian's nginx-light when missing.

@@ -19,11 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import math
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -87,7 +89,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def run_open_loop(
-    stub: delivery_pb2_grpc.DeliveryServiceStub,
+    stubs: Sequence[delivery_pb2_grpc.DeliveryServiceStub],
     requests: list[delivery_pb2.DeliverRequest],
     rate: float,
     timeout: float,
@@ -99,10 +101,10 @@ async def run_open_loop(
     peak = 0
     late = 0  # calls started more than 1 ms after they were due: the generator fell behind
 
-    async def one(request: delivery_pb2.DeliverRequest, due: float) -> None:
+    async def one(request: delivery_pb2.DeliverRequest, due: float, number: int) -> None:
         nonlocal in_flight
         try:
-            response = await stub.Deliver(request, timeout=timeout)
+            response = await stubs[number % len(stubs)].Deliver(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             outcomes[f"RPC_{exc.code().name}"] += 1
             return
@@ -130,7 +132,7 @@ async def run_open_loop(
                 late += 1
             in_flight += 1
             peak = max(peak, in_flight)
-            tasks.append(asyncio.create_task(one(request, due)))
+            tasks.append(asyncio.create_task(one(request, due, i)))
         await asyncio.gather(*tasks)
     finally:
         ticker.cancel()
@@ -144,7 +146,7 @@ async def run_open_loop(
 
 
 async def run_calls(
-    stub: delivery_pb2_grpc.DeliveryServiceStub,
+    stubs: Sequence[delivery_pb2_grpc.DeliveryServiceStub],
     mode: str,
     requests: list[delivery_pb2.DeliverRequest] | list[delivery_pb2.DeliverBatchRequest],
     concurrency: int,
@@ -159,9 +161,11 @@ async def run_calls(
     latencies: list[float] = []
     outcomes: collections.Counter[str] = collections.Counter()
     pending = iter(requests)
-    method = stub.Deliver if mode == "deliver" else stub.DeliverBatch
 
-    async def worker() -> None:
+    async def worker(number: int) -> None:
+        # Each worker keeps to one connection; with --channels, the workers spread over them.
+        stub = stubs[number % len(stubs)]
+        method = stub.Deliver if mode == "deliver" else stub.DeliverBatch
         for request in pending:
             began = time.perf_counter()
             if max_seconds and began - started > max_seconds:
@@ -184,7 +188,7 @@ async def run_calls(
     started = time.perf_counter()
     ticker = asyncio.create_task(reporter()) if progress else None
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(number) for number in range(concurrency)))
     finally:
         if ticker is not None:
             ticker.cancel()
@@ -203,11 +207,19 @@ async def main(args: argparse.Namespace) -> None:
     size = args.batch_size if args.mode == "batch" else 1
     measured = build_requests(events, args.mode, args.calls, size, f"{args.prefix}-m")
     warmup = build_requests(events, args.mode, args.warmup, size, f"{args.prefix}-w")
-    async with grpc.aio.insecure_channel(args.target) as channel:
-        await asyncio.wait_for(channel.channel_ready(), args.timeout)
-        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+    async with contextlib.AsyncExitStack() as stack:
+        # Separate channels share one TCP connection unless each has its own subchannel pool;
+        # SIDECAR_WORKERS spreads connections, not calls, so --channels opens that many.
+        options = [("grpc.use_local_subchannel_pool", 1)] if args.channels > 1 else []
+        stubs = []
+        for _ in range(args.channels):
+            channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(args.target, options=options)
+            )
+            await asyncio.wait_for(channel.channel_ready(), args.timeout)
+            stubs.append(delivery_pb2_grpc.DeliveryServiceStub(channel))
         _, warm_outcomes, _ = await run_calls(
-            stub, args.mode, warmup, args.concurrency, args.timeout, progress=False
+            stubs, args.mode, warmup, args.concurrency, args.timeout, progress=False
         )
         emit({"ready": True, "warmup_outcomes": dict(warm_outcomes)})
         line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -217,14 +229,14 @@ async def main(args: argparse.Namespace) -> None:
         extra: dict[str, float] = {}
         if args.rate:
             latencies, outcomes, wall, extra = await run_open_loop(
-                stub,
+                stubs,
                 measured,  # type: ignore[arg-type]  # --rate implies --mode deliver
                 args.rate,
                 args.timeout,
             )
         else:
             latencies, outcomes, wall = await run_calls(
-                stub,
+                stubs,
                 args.mode,
                 measured,
                 args.concurrency,
@@ -264,6 +276,9 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=0, help="calls before the measured ones")
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    parser.add_argument(
+        "--channels", type=int, default=1, help="gRPC connections the calls are spread over"
+    )
     parser.add_argument(
         "--rate", type=float, default=0.0, help="open loop: Deliver calls per second (0: closed)"
     )

@@ -394,6 +394,7 @@ def server_env(
             "BLUECORE_API_URL": upstream,
             "SIDECAR_GRPC_ADDRESS": address,
             "SIDECAR_OPS_ADDRESS": f"127.0.0.1:{free_port()}",
+            "SIDECAR_HTTP_ADDRESS": "",  # the JSON door is not measured here
             "OTEL_SERVICE_NAME": f"bench-{name}",
         }
     )
@@ -574,6 +575,7 @@ async def run_phase(
         f"--warmup={args.warmup_calls if deliver else args.warmup_batches}",
         f"--batch-size={args.batch_size}",
         f"--concurrency={args.concurrency if deliver else args.batch_concurrency}",
+        f"--channels={args.channels}",
         f"--prefix={server.name}-r{round_no}-{mode}-{time.time_ns()}",
         f"--events={args.events}",
     ]
@@ -1166,6 +1168,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=20, help="events per DeliverBatch")
     parser.add_argument("--concurrency", type=int, default=64, help="Deliver calls in flight")
     parser.add_argument(
+        "--channels",
+        type=int,
+        help="gRPC connections per load generator (default 1; 4 with --compare-workers, since "
+        "the kernel spreads connections, not calls, over the workers), for every server",
+    )
+    parser.add_argument(
         "--batch-concurrency", type=int, default=8, help="DeliverBatch calls in flight"
     )
     parser.add_argument("--warmup-calls", type=int, default=300, help="unmeasured, per phase")
@@ -1255,6 +1263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.latency_servers = _names(args.latency_servers, "--latency-servers", parser, BASE_SERVERS)
     args.ghz_servers = _names(args.ghz_servers, "--ghz-servers", parser, BASE_SERVERS)
     args.hooks = [server for server in HOOKS if getattr(args, server.replace("-", "_"))]
+    if args.channels is None:
+        args.channels = 4 if "sidecar-workers2" in args.hooks else 1
     return args
 
 
@@ -1429,6 +1439,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             print(f"WARNING: {note}", flush=True)
             notes.append(note)
             args.hooks.remove(hook)
+    if args.channels > 1:
+        notes.append(
+            f"every load generator spread its calls over {args.channels} gRPC connections "
+            "(--channels), for every server alike"
+        )
     ghz = find_ghz(args) if "ghz" in args.phases else None
     if "ghz" in args.phases and ghz is None:
         notes.append("ghz phase skipped: no ghz binary (see the WARNING above)")

@@ -11,7 +11,8 @@ PLUGINS_DIR := .cache/plugins
 # Everything buf writes; removed before each run so a deleted message or file
 # leaves no stale output behind. (buf's own `clean` would also delete the
 # hand-written package files that share these output directories.)
-STUBS_GENERATED_DIRS := client_stubs/go/datafly client_stubs/java/src/main/java client_stubs/node/src/gen
+STUBS_GENERATED_DIRS := client_stubs/go/datafly client_stubs/java/src/main/java client_stubs/node/src/gen \
+  client_stubs/connect-node/src/gen
 
 .PHONY: stubs stubs-check plugins proto-lint proto-breaking clients-build clients-e2e
 
@@ -21,8 +22,8 @@ plugins: $(BUF) ## install buf and the pinned protoc plugins (Go, Java, Python, 
 	@echo "==> pinned protoc plugins in $(PLUGINS_DIR)"
 	@tools/install-plugins.sh $(PLUGINS_DIR)
 
-stubs: plugins ## regenerate client_stubs/{python,go,java,node} from the proto (buf generate)
-	@echo "==> buf generate -> client_stubs/{python,go,java,node}"
+stubs: plugins ## regenerate client_stubs/{python,go,java,node,connect-node} from the proto (buf generate)
+	@echo "==> buf generate -> client_stubs/{python,go,java,node,connect-node}"
 	@rm -rf $(STUBS_GENERATED_DIRS)
 	@find client_stubs/python/src -name '*_pb2*.py*' -delete
 	@# buf.gen.yaml runs `python3` for the Python plugin: the pinned grpcio-tools venv.

@@ -213,6 +213,7 @@ def test_settings(api_url: str, **overrides: Any) -> Settings:
         "BLUECORE_API_URL": api_url,
         "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
         "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
+        "SIDECAR_HTTP_ADDRESS": "127.0.0.1:0",
         "SIDECAR_RETRY_BASE": "10ms",
         "SIDECAR_RETRY_CAP": "50ms",
         "SIDECAR_ATTEMPT_TIMEOUT": "2s",

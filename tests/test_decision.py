@@ -321,6 +321,6 @@ def test_preview_checks_the_message_id_before_the_duplicate() -> None:
 
 def test_a_60k_character_event_name_ending_in_at_is_unmapped() -> None:
     """The name of `make faults` case 1a: one linear pass, answered as unmapped."""
-    result = decided(signal(event="a" * 60_000 + "@"))
+    result = decided(event_json(base=SIGNAL, event="a" * 60_000 + "@"))
     assert isinstance(result, Skip)
     assert (result.status, result.reason) == (S.DELIVERY_STATUS_SKIPPED_UNMAPPED, "UNMAPPED_EVENT")

@@ -530,6 +530,7 @@ async def test_image_serves_health_and_exits_0_on_sigterm_as_pid_1(
         "BLUECORE_NAMESPACE_FILE": str(token),
         "SIDECAR_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
         "SIDECAR_OPS_ADDRESS": f"127.0.0.1:{ops_port}",
+        "SIDECAR_HTTP_ADDRESS": "",  # the JSON door is off: no third port to pick
         "SIDECAR_SHUTDOWN_GRACE": "5s",
     }
     program = shutil.which(image.argv[0], path=env["PATH"])

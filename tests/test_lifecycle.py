@@ -42,6 +42,7 @@ def serve_env(api_url: str, **extra: str) -> dict[str, str]:
         BLUECORE_API_URL=api_url,
         SIDECAR_GRPC_ADDRESS="127.0.0.1:0",
         SIDECAR_OPS_ADDRESS="127.0.0.1:0",
+        SIDECAR_HTTP_ADDRESS="127.0.0.1:0",
         SIDECAR_SHUTDOWN_GRACE="10s",
         SIDECAR_RETRY_BASE="10ms",
         SIDECAR_RETRY_CAP="50ms",

@@ -146,10 +146,11 @@ def test_a_60k_character_trait_key_is_ignored_and_the_rest_maps() -> None:
     """Keys longer than MAX_ATTRIBUTE_KEY are never attributes; the event still maps."""
     long_key = "A" * 60_000 + "Name"
     message = make_event(
+        base=BARE,
         event="Product Viewed",
         properties={"product_id": "P"},
         traits={long_key: "x", "firstName": "Ann", "email": EMAIL},
-        context_traits={"B" * 60_000: "y"},
+        context=context(traits={"B" * 60_000: "y"}),
     )
     customer = only_properties(build(message))["customer"]
     assert customer == {"email": EMAIL, "first_name": "Ann"}
@@ -157,7 +158,9 @@ def test_a_60k_character_trait_key_is_ignored_and_the_rest_maps() -> None:
 
 def test_a_trait_key_at_the_length_limit_is_still_an_attribute() -> None:
     name = "k" * MAX_ATTRIBUTE_KEY
-    message = make_event(event="Product Viewed", properties={"product_id": "P"}, traits={name: "v"})
+    message = make_event(
+        base=BARE, event="Product Viewed", properties={"product_id": "P"}, traits={name: "v"}
+    )
     customer = only_properties(build(message, MappingRules(customer_attributes=(name,))))
     assert customer["customer"] == {name: "v"}
 

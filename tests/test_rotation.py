@@ -18,13 +18,13 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
+from bluecore_devtools.sandbox import BluecoreSandbox
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.config import Settings
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from .conftest import make_event
+from .conftest import deliver, make_event
 
 OLD = "ns-old-token-1a2b"
 NEW = "ns-new-token-3c4d"
@@ -74,10 +74,9 @@ LAYOUTS = [
 
 
 @pytest.fixture
-async def open_sandbox() -> AsyncIterator[BluecoreSandbox]:
-    """A sandbox that accepts any token unless told otherwise per token."""
-    async with run_sandbox() as running:
-        yield running
+def sandbox_tokens() -> list[str] | None:
+    """The rotation tests' sandbox accepts any token unless told otherwise per token."""
+    return None
 
 
 def file_settings(api_url: str, path: Path, **overrides: Any) -> Settings:
@@ -108,15 +107,6 @@ async def sidecar_on(
         yield sidecar, delivery_pb2_grpc.DeliveryServiceStub(channel)
 
 
-async def deliver(
-    stub: delivery_pb2_grpc.DeliveryServiceStub, message_id: str
-) -> delivery_pb2.DeliveryResult:
-    reply = await stub.Deliver(
-        delivery_pb2.DeliverRequest(event=make_event(messageId=message_id)), timeout=10
-    )
-    return reply.result
-
-
 def tokens_received(sandbox: BluecoreSandbox) -> list[tuple[str, int | None]]:
     out = []
     for request in sandbox.received:
@@ -136,21 +126,21 @@ async def metrics_text(sidecar: Sidecar) -> str:
 
 @pytest.mark.parametrize(("layout", "rotate"), LAYOUTS)
 async def test_a_revoked_token_is_replaced_from_the_rotated_file_and_the_event_resent_once(
-    open_sandbox: BluecoreSandbox, tmp_path: Path, layout: Layout, rotate: Rotate
+    sandbox: BluecoreSandbox, tmp_path: Path, layout: Layout, rotate: Rotate
 ) -> None:
     path = layout(tmp_path, OLD)
     exporter = InMemorySpanExporter()
-    async with sidecar_on(file_settings(open_sandbox.url, path), exporter) as (sidecar, stub):
-        before = await deliver(stub, "before")
+    async with sidecar_on(file_settings(sandbox.url, path), exporter) as (sidecar, stub):
+        before = await deliver(stub, make_event(messageId="before"))
         rotate(tmp_path, NEW)
-        open_sandbox.set_token_status(OLD, 403)
-        after = await deliver(stub, "after")
-        later = await deliver(stub, "later")
+        sandbox.set_token_status(OLD, 403)
+        after = await deliver(stub, make_event(messageId="after"))
+        later = await deliver(stub, make_event(messageId="later"))
         metrics = await metrics_text(sidecar)
     assert before.status == S.DELIVERY_STATUS_DELIVERED
     assert (after.status, after.attempts) == (S.DELIVERY_STATUS_DELIVERED, 2)
     assert (later.status, later.attempts) == (S.DELIVERY_STATUS_DELIVERED, 1)
-    assert tokens_received(open_sandbox) == [(OLD, 202), (OLD, 403), (NEW, 202), (NEW, 202)]
+    assert tokens_received(sandbox) == [(OLD, 202), (OLD, 403), (NEW, 202), (NEW, 202)]
     assert 'bluecore_sidecar_upstream_auth_failures_total{code="403"} 1.0' in metrics
     rotated = [
         event.name
@@ -163,27 +153,27 @@ async def test_a_revoked_token_is_replaced_from_the_rotated_file_and_the_event_r
 
 @pytest.mark.parametrize(("layout", "rotate"), LAYOUTS)
 async def test_a_rotated_file_is_picked_up_before_bluecore_refuses_the_old_token(
-    open_sandbox: BluecoreSandbox, tmp_path: Path, layout: Layout, rotate: Rotate
+    sandbox: BluecoreSandbox, tmp_path: Path, layout: Layout, rotate: Rotate
 ) -> None:
     """With the check due at every request, the first request after a rotation uses the new
     token, without a 403 first."""
     path = layout(tmp_path, OLD)
-    settings = file_settings(open_sandbox.url, path, token_check_interval=timedelta(0))
+    settings = file_settings(sandbox.url, path, token_check_interval=timedelta(0))
     async with sidecar_on(settings) as (_, stub):
-        await deliver(stub, "before")
+        await deliver(stub, make_event(messageId="before"))
         rotate(tmp_path, NEW)
-        after = await deliver(stub, "after")
+        after = await deliver(stub, make_event(messageId="after"))
     assert (after.status, after.attempts) == (S.DELIVERY_STATUS_DELIVERED, 1)
-    assert tokens_received(open_sandbox) == [(OLD, 202), (NEW, 202)]
+    assert tokens_received(sandbox) == [(OLD, 202), (NEW, 202)]
 
 
 async def test_a_refused_token_that_did_not_change_fails_after_one_try(
-    open_sandbox: BluecoreSandbox, tmp_path: Path, captured_logs: io.StringIO
+    sandbox: BluecoreSandbox, tmp_path: Path, captured_logs: io.StringIO
 ) -> None:
     path = plain_file(tmp_path, OLD)
-    open_sandbox.set_token_status(OLD, 401)
-    async with sidecar_on(file_settings(open_sandbox.url, path)) as (sidecar, stub):
-        result = await deliver(stub, "refused")
+    sandbox.set_token_status(OLD, 401)
+    async with sidecar_on(file_settings(sandbox.url, path)) as (sidecar, stub):
+        result = await deliver(stub, make_event(messageId="refused"))
         metrics = await metrics_text(sidecar)
     assert (result.status, result.reason, result.attempts) == (
         S.DELIVERY_STATUS_FAILED_PERMANENT,
@@ -206,16 +196,16 @@ async def test_a_refused_token_that_did_not_change_fails_after_one_try(
     ids=["empty", "blank", "two-words", "too-long", "huge", "not-utf8"],
 )
 async def test_a_bad_rotated_file_keeps_the_last_good_token_and_logs_an_error(
-    open_sandbox: BluecoreSandbox, tmp_path: Path, captured_logs: io.StringIO, content: bytes
+    sandbox: BluecoreSandbox, tmp_path: Path, captured_logs: io.StringIO, content: bytes
 ) -> None:
     path = plain_file(tmp_path, OLD)
-    settings = file_settings(open_sandbox.url, path, token_check_interval=timedelta(0))
+    settings = file_settings(sandbox.url, path, token_check_interval=timedelta(0))
     async with sidecar_on(settings) as (_, stub):
         path.write_bytes(content)
-        first = await deliver(stub, "first")
-        second = await deliver(stub, "second")
+        first = await deliver(stub, make_event(messageId="first"))
+        second = await deliver(stub, make_event(messageId="second"))
     assert first.status == second.status == S.DELIVERY_STATUS_DELIVERED
-    assert tokens_received(open_sandbox) == [(OLD, 202), (OLD, 202)]
+    assert tokens_received(sandbox) == [(OLD, 202), (OLD, 202)]
     logged = captured_logs.getvalue()
     # Once per bad state of the file, not once per request.
     assert logged.count("namespace token file unusable") == 1
@@ -225,29 +215,29 @@ async def test_a_bad_rotated_file_keeps_the_last_good_token_and_logs_an_error(
 
 
 async def test_a_missing_file_keeps_the_last_good_token(
-    open_sandbox: BluecoreSandbox, tmp_path: Path
+    sandbox: BluecoreSandbox, tmp_path: Path
 ) -> None:
     path = plain_file(tmp_path, OLD)
-    settings = file_settings(open_sandbox.url, path, token_check_interval=timedelta(0))
+    settings = file_settings(sandbox.url, path, token_check_interval=timedelta(0))
     async with sidecar_on(settings) as (_, stub):
         path.unlink()
-        result = await deliver(stub, "after-unlink")
+        result = await deliver(stub, make_event(messageId="after-unlink"))
     assert result.status == S.DELIVERY_STATUS_DELIVERED
-    assert tokens_received(open_sandbox) == [(OLD, 202)]
+    assert tokens_received(sandbox) == [(OLD, 202)]
 
 
 async def test_logs_and_spans_scrub_both_the_new_and_the_old_token(
-    open_sandbox: BluecoreSandbox, tmp_path: Path, captured_logs: io.StringIO
+    sandbox: BluecoreSandbox, tmp_path: Path, captured_logs: io.StringIO
 ) -> None:
     """After a rotation the redactor knows the new token, and still the old one."""
     exporter = InMemorySpanExporter()
     path = kubelet_volume(tmp_path, OLD)
-    settings = file_settings(open_sandbox.url, path, token_check_interval=timedelta(0))
+    settings = file_settings(sandbox.url, path, token_check_interval=timedelta(0))
     async with sidecar_on(settings, exporter) as (_, stub):
-        await deliver(stub, "before")
+        await deliver(stub, make_event(messageId="before"))
         kubelet_swap(tmp_path, NEW)
-        open_sandbox.fail_next(1, 400)
-        await deliver(stub, f"id-with-{NEW}-and-{OLD}")
+        sandbox.fail_next(1, 400)
+        await deliver(stub, make_event(messageId=f"id-with-{NEW}-and-{OLD}"))
     spans = json.dumps(
         [dict(span.attributes or {}) for span in exporter.get_finished_spans()], default=str
     )

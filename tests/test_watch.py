@@ -11,9 +11,8 @@ import pytest
 from bluecore_sidecar import cli
 from bluecore_sidecar.outcomes import OutcomeBus
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
-from google.rpc import error_details_pb2, status_pb2
 
-from .conftest import eventually, make_event
+from .conftest import error_info, eventually, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
@@ -199,9 +198,7 @@ async def test_past_the_watcher_cap_a_stream_is_refused_with_too_many_watchers(s
 
         # A place freed is a place taken again.
         first.cancel()
-        async with asyncio.timeout(10):
-            while sidecar.bus.watcher_count > 1:  # noqa: ASYNC110 - no event to wait on
-                await asyncio.sleep(0.01)
+        await eventually(lambda: sidecar.bus.watcher_count <= 1, timeout=10)
         fourth = stub.WatchDeliveries(delivery_pb2.WatchDeliveriesRequest())
         await wait_for_watchers(sidecar, 2)
         await stub.Deliver(delivery_pb2.DeliverRequest(event=make_event(messageId="m")), timeout=10)
@@ -209,18 +206,6 @@ async def test_past_the_watcher_cap_a_stream_is_refused_with_too_many_watchers(s
             assert (await fourth.read()).result.message_id == "m"
         second.cancel()
         fourth.cancel()
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = status_pb2.Status()
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status.ParseFromString(value)
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info
-    raise AssertionError("no ErrorInfo in the status")
 
 
 async def test_watch_command_prints_a_live_table_until_the_sidecar_stops(

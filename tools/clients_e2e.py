@@ -1,18 +1,21 @@
 """Build every language's example client and prove each one against a live sidecar.
 
 For Go, Java, TypeScript (Node) and Python this compiles the example under
-``client_stubs/<lang>/examples`` with the language's own toolchain (go, mvn, npm + tsc, pip),
-then starts the Bluecore sandbox and ``bluecore-sidecar serve`` on free loopback ports, runs
-each example against the sidecar and checks, through the sandbox's control API, that Bluecore
-received the seed's ``purchase`` body once per example, and that the example's W3C trace id
-came back in its DeliveryResult and went on to Bluecore in the request's ``traceparent``. A
-second sidecar, configured so that the event is not delivered, checks that each example then
-exits non-zero. First of all it checks that the snippets in README.md's section "Call it from
-your language" are still cut from these examples.
+``client_stubs/<lang>/examples`` with the language's own toolchain (go, mvn, npm + tsc, pip);
+``connect-node`` is the same for a Connect-protocol client (connectrpc's own
+``@connectrpc/connect-node``) calling the sidecar's HTTP door, and ``curl`` runs the README's
+curl snippet against ``POST /v1/events``. Then it starts the Bluecore sandbox and
+``bluecore-sidecar serve`` on free loopback ports, runs each example against the sidecar and
+checks, through the sandbox's control API, that Bluecore received the seed's ``purchase`` body
+once per example, and that the example's W3C trace id came back in its DeliveryResult and went
+on to Bluecore in the request's ``traceparent``. A second sidecar, configured so that the event
+is not delivered, checks that each example then exits non-zero (curl, which only prints the
+result, must print ``SKIPPED_NO_CONSENT``). First of all it checks that the snippets in
+README.md's section "Call it from your language" are still cut from these examples.
 
     python tools/clients_e2e.py               # build, run, check (make clients-e2e)
     python tools/clients_e2e.py --build-only  # compile only (make clients-build)
-    python tools/clients_e2e.py --only go,python
+    python tools/clients_e2e.py --only go,python,connect-node,curl
 
 Run it with the project's virtualenv (it starts the sidecar with the same interpreter).
 Closes with ``clients-e2e: N passed, N failed``; exits non-zero unless every client passed.
@@ -70,6 +73,10 @@ class Client:
     build: list[list[str]]
     run: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    # False for a program that prints the result and exits 0 whatever it says (curl).
+    exit_says_delivered: bool = True
+    # More programs (argv, extra environment) that must exit 0 against the delivering sidecar.
+    checks: list[tuple[list[str], dict[str, str]]] = field(default_factory=list)
 
 
 def clients() -> list[Client]:
@@ -127,18 +134,54 @@ def clients() -> list[Client]:
             ],
             run=[str(py), "examples/deliver.py"],
         ),
+        Client(
+            name="connect-node",
+            cwd=STUBS / "connect-node",
+            build=[
+                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                ["npm", "run", "--silent", "build"],
+            ],
+            run=["node", "dist/examples/deliver.js"],
+            env={"EVENT_FILE": str(ROOT / "examples" / "events" / "order_completed.json")},
+            # A refusal reaches the client as the sidecar means it, in JSON and in protobuf.
+            checks=[
+                (["node", "dist/examples/refused.js"], {}),
+                (["node", "dist/examples/refused.js"], {"CONNECT_BINARY": "1"}),
+            ],
+        ),
+        Client(
+            name="curl",
+            cwd=ROOT,
+            build=[["curl", "--version"]],
+            # The README's own snippet, so the docs show what CI runs.
+            run=["bash", "-euo", "pipefail", "-c", curl_snippet()],
+            exit_says_delivered=False,
+        ),
     ]
 
 
+def curl_snippet() -> str:
+    """The ``sh`` block of README.md's "Call it from your language" that runs curl."""
+    blocks = [body for lang, body in FENCE.findall(client_section(DOCS)) if lang == "sh"]
+    found = [body for body in blocks if body.lstrip().startswith("traceparent=") or "curl" in body]
+    return found[0] if found else "echo 'README.md has no curl snippet' >&2; exit 1"
+
+
 DOCS = ROOT / "README.md"
+# The examples a README snippet of each language may be cut from; each must be shown.
 EXAMPLES = {
-    "go": STUBS / "go" / "examples" / "deliver" / "main.go",
-    "java": STUBS
-    / "java"
-    / "examples"
-    / "src/main/java/com/datafly/bluecore/examples/DeliverOrder.java",
-    "ts": STUBS / "node" / "examples" / "deliver.ts",
-    "python": STUBS / "python" / "examples" / "deliver.py",
+    "go": (STUBS / "go" / "examples" / "deliver" / "main.go",),
+    "java": (
+        STUBS
+        / "java"
+        / "examples"
+        / "src/main/java/com/datafly/bluecore/examples/DeliverOrder.java",
+    ),
+    "ts": (
+        STUBS / "node" / "examples" / "deliver.ts",
+        STUBS / "connect-node" / "examples" / "deliver.ts",
+    ),
+    "python": (STUBS / "python" / "examples" / "deliver.py",),
 }
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -158,34 +201,49 @@ def client_section(path: Path) -> str:
 
 
 def check_docs() -> list[str]:
-    """Problems with the client snippets: each must be cut from its example, in order.
+    """Problems with the client snippets: each must be cut from an example, in order.
 
     Every non-blank line of a ``go``/``java``/``ts``/``python`` block in README.md's section
-    must appear, stripped of indentation, among the example's lines and after the previous
-    one, so the docs show code that CI compiles and runs. Every language must be shown.
+    must appear, stripped of indentation, among one example's lines and after the previous
+    one, so the docs show code that CI compiles and runs. Every example must be shown.
     """
     problems: list[str] = []
-    seen: set[str] = set()
+    shown: set[Path] = set()
     for lang, body in FENCE.findall(client_section(DOCS)):
         if lang not in EXAMPLES:
             continue
-        seen.add(lang)
-        example = EXAMPLES[lang]
-        lines = [line.strip() for line in example.read_text(encoding="utf-8").splitlines()]
-        position = 0
-        for wanted in (line.strip() for line in body.splitlines()):
-            if not wanted:
-                continue
-            try:
-                position = lines.index(wanted, position) + 1
-            except ValueError:
-                problems.append(
-                    f"README.md: {lang} snippet line not found (in order) "
-                    f"in {example.relative_to(ROOT)}: {wanted}"
-                )
+        wanted = [line.strip() for line in body.splitlines() if line.strip()]
+        misses = []
+        for example in EXAMPLES[lang]:
+            missing = _first_missing(wanted, example)
+            if missing is None:
+                shown.add(example)
                 break
-    problems.extend(f"no {lang} snippet in README.md" for lang in sorted(set(EXAMPLES) - seen))
+            misses.append(f"{example.relative_to(ROOT)}: {missing}")
+        else:
+            problems.append(
+                f"README.md: a {lang} snippet is not cut (in order) from an example; "
+                f"first line not found in {'; in '.join(misses)}"
+            )
+    problems.extend(
+        f"no README.md snippet from {example.relative_to(ROOT)}"
+        for examples in EXAMPLES.values()
+        for example in examples
+        if example not in shown
+    )
     return problems
+
+
+def _first_missing(wanted: list[str], example: Path) -> str | None:
+    """The first of ``wanted`` not found in order among ``example``'s lines; None if all are."""
+    lines = [line.strip() for line in example.read_text(encoding="utf-8").splitlines()]
+    position = 0
+    for line in wanted:
+        try:
+            position = lines.index(line, position) + 1
+        except ValueError:
+            return line
+    return None
 
 
 def log(message: str) -> None:
@@ -299,12 +357,32 @@ def check_delivery(
     return None
 
 
-def run_example(client: Client, address: str) -> tuple[int | None, str, str]:
-    """Run one example against ``address``: (exit code or None on timeout, stdout, all output)."""
-    log(f"[{client.name}] $ {' '.join(client.run)}  (SIDECAR_ADDRESS={address})")
-    env = {**os.environ, **client.env, "SIDECAR_ADDRESS": address}
+def run_example(
+    client: Client,
+    target: Target,
+    argv: list[str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> tuple[int | None, str, str]:
+    """Run one example (``argv``, default its ``run``) against ``target``.
+
+    Returns (exit code or None on timeout, stdout, all output).
+    """
+    argv = argv or client.run
+    shown = " ".join(argv) if client.name != "curl" else "bash -c <README's curl snippet>"
+    shown = " ".join([*(f"{k}={v}" for k, v in (extra or {}).items()), shown])
+    log(
+        f"[{client.name}] $ {shown}  "
+        f"(SIDECAR_ADDRESS={target.grpc}, SIDECAR_HTTP_URL={target.http})"
+    )
+    env = {
+        **os.environ,
+        **client.env,
+        **(extra or {}),
+        "SIDECAR_ADDRESS": target.grpc,
+        "SIDECAR_HTTP_URL": target.http,
+    }
     try:
-        done = run_step(client.run, client.cwd, RUN_TIMEOUT, env)
+        done = run_step(argv, client.cwd, RUN_TIMEOUT, env)
     except subprocess.TimeoutExpired:
         return None, "", f"did not finish within {RUN_TIMEOUT:.0f}s"
     output = ANSI_ESCAPE.sub("", done.stdout + done.stderr)
@@ -324,6 +402,14 @@ class _OtlpSink(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a running sidecar listens: gRPC ``host:port`` and the HTTP door's base URL."""
+
+    grpc: str
+    http: str
 
 
 class Stack:
@@ -352,15 +438,17 @@ class Stack:
         return list(http_json("GET", f"{self.sandbox_url}/_sandbox/received?event=purchase"))
 
     @contextlib.contextmanager
-    def sidecar(self, name: str, settings: Mapping[str, str]) -> Iterator[str]:
-        """Run ``bluecore-sidecar serve`` with ``settings``; yield its gRPC address."""
+    def sidecar(self, name: str, settings: Mapping[str, str]) -> Iterator[Target]:
+        """Run ``bluecore-sidecar serve`` with ``settings``; yield where it listens."""
         address, ops = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        http = f"127.0.0.1:{free_port()}"
         env = service_env(
             {
                 "BLUECORE_NAMESPACE": NAMESPACE,
                 "BLUECORE_API_URL": f"{self.sandbox_url}/api/track/mobile/v1",
                 "SIDECAR_GRPC_ADDRESS": address,
                 "SIDECAR_OPS_ADDRESS": ops,
+                "SIDECAR_HTTP_ADDRESS": http,
                 "SIDECAR_SHUTDOWN_GRACE": "5s",
                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": self.otlp_endpoint,
                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
@@ -373,7 +461,7 @@ class Stack:
         cmd = [sys.executable, "-m", "bluecore_sidecar", "serve"]
         with process(cmd, env, path) as proc:
             wait_ready(f"http://{ops}/readyz", proc, f"the {name} sidecar", path)
-            yield address
+            yield Target(address, f"http://{http}")
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(timeout=30)
@@ -394,25 +482,34 @@ def run_all(selected: list[Client]) -> dict[str, str | None]:
     results: dict[str, str | None] = {}
     with contextlib.ExitStack() as exits:
         stack = Stack(exits)
-        with stack.sidecar("delivering", {}) as address:
+        with stack.sidecar("delivering", {}) as target:
             for client in selected:
                 before = len(stack.purchases())
-                code, stdout, output = run_example(client, address)
+                code, stdout, output = run_example(client, target)
                 if code != 0:
                     results[client.name] = f"exited {code} against a delivering sidecar"
                     continue
                 results[client.name] = check_delivery(stdout, stack.purchases, before)
+                for argv, extra in client.checks:
+                    code, _, _ = run_example(client, target, argv, extra)
+                    if code != 0 and results[client.name] is None:
+                        results[client.name] = f"'{' '.join(argv)}' {extra or ''} exited {code}"
         delivered = [r for r in stack.purchases() if r.get("body") == SEED_BODY]
         log(f"the sandbox received the seed's purchase body {len(delivered)} time(s)")
 
         before = len(stack.purchases())
         withholding = {"SIDECAR_CONSENT_CATEGORY": "e2e_not_granted"}
-        with stack.sidecar("withholding", withholding) as address:
+        with stack.sidecar("withholding", withholding) as target:
             for client in selected:
-                code, _, output = run_example(client, address)
+                code, _, output = run_example(client, target)
                 if results.get(client.name) is not None:
                     continue
-                if code in (0, None):
+                if not client.exit_says_delivered:
+                    if code != 0 or "SKIPPED_NO_CONSENT" not in output:
+                        results[client.name] = (
+                            f"exited {code} without printing the SKIPPED_NO_CONSENT result"
+                        )
+                elif code in (0, None):
                     results[client.name] = (
                         f"exited {code} although the event was not delivered (no consent)"
                     )
@@ -429,7 +526,9 @@ def run_all(selected: list[Client]) -> dict[str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build-only", action="store_true", help="compile, do not run")
-    parser.add_argument("--only", default="", help="comma-separated subset: go,java,node,python")
+    parser.add_argument(
+        "--only", default="", help="comma-separated subset: go,java,node,python,connect-node,curl"
+    )
     args = parser.parse_args(argv)
 
     selected = clients()

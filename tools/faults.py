@@ -391,6 +391,7 @@ class Harness:
                 "BLUECORE_API_URL": self.sandbox.url,
                 "SIDECAR_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
                 "SIDECAR_OPS_ADDRESS": f"127.0.0.1:{ops_port}",
+                "SIDECAR_HTTP_ADDRESS": "",  # the JSON door is not under test here
                 "SIDECAR_SHUTDOWN_GRACE": "10s",
                 "OTEL_TRACES_EXPORTER": "none",
             }

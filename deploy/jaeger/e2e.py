@@ -358,6 +358,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script reads best top to bottom
             "BLUECORE_API_URL": f"{sandbox}/api/track/mobile/v1",
             "SIDECAR_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
             "SIDECAR_OPS_ADDRESS": f"127.0.0.1:{ops_port}",
+            "SIDECAR_HTTP_ADDRESS": "",  # the JSON door is not part of this check
             "SIDECAR_RETRY_BASE": "50ms",
             "SIDECAR_SHUTDOWN_GRACE": "2s",
             "OTEL_SERVICE_NAME": service,

@@ -44,6 +44,7 @@ const (
 type Settings struct {
 	GRPCAddress   string
 	OpsAddress    string
+	HTTPAddress   string // the JSON door; "" when it is off
 	APIURL        string // BLUECORE_API_URL, or the default (the real Bluecore) when unset
 	ShutdownGrace time.Duration
 }
@@ -490,6 +491,13 @@ func (s *sidecarCheck) run() error {
 		s.fail("SIDECAR_GRPC_ADDRESS: %v", err)
 	} else if !isLoopback(grpcHost) {
 		s.fail("SIDECAR_GRPC_ADDRESS %q must stay on loopback (127.0.0.1): the API has no authentication, and the app reaches it over localhost", settings.GRPCAddress)
+	}
+	if settings.HTTPAddress != "" {
+		if httpHost, _, err := splitHostPort(settings.HTTPAddress); err != nil {
+			s.fail("SIDECAR_HTTP_ADDRESS: %v", err)
+		} else if !isLoopback(httpHost) {
+			s.fail("SIDECAR_HTTP_ADDRESS %q must stay on loopback (127.0.0.1) or be off: the JSON door has no authentication either", settings.HTTPAddress)
+		}
 	}
 	opsHost, opsPort, err := splitHostPort(settings.OpsAddress)
 	if err != nil {

@@ -46,6 +46,7 @@ def settings(env: dict[str, str]) -> dict[str, object]:
         "ok": True,
         "grpc_address": parsed.grpc_address,
         "ops_address": parsed.ops_address,
+        "http_address": parsed.http_address,
         "api_url": parsed.api_url,
         "shutdown_grace_seconds": parsed.shutdown_grace.total_seconds(),
     }

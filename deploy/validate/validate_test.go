@@ -136,6 +136,7 @@ func loadFacts(t *testing.T) Facts {
 		var res struct {
 			GRPCAddress  string  `json:"grpc_address"`
 			OpsAddress   string  `json:"ops_address"`
+			HTTPAddress  string  `json:"http_address"`
 			APIURL       string  `json:"api_url"`
 			GraceSeconds float64 `json:"shutdown_grace_seconds"`
 		}
@@ -145,6 +146,7 @@ func loadFacts(t *testing.T) Facts {
 		return Settings{
 			GRPCAddress:   res.GRPCAddress,
 			OpsAddress:    res.OpsAddress,
+			HTTPAddress:   res.HTTPAddress,
 			APIURL:        res.APIURL,
 			ShutdownGrace: time.Duration(res.GraceSeconds * float64(time.Second)),
 		}, nil
@@ -291,6 +293,7 @@ func TestSidecarServesEveryProbePath(t *testing.T) {
 		"BLUECORE_NAMESPACE_FILE=" + token,
 		"SIDECAR_GRPC_ADDRESS=" + fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"SIDECAR_OPS_ADDRESS=" + opsAddress,
+		"SIDECAR_HTTP_ADDRESS=", // the JSON door off: its default port may be taken here
 	}
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -434,6 +437,9 @@ func TestBrokenManifestsAreRejected(t *testing.T) {
 		{"ops port on loopback", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
 			setEnv(c, "SIDECAR_OPS_ADDRESS", "127.0.0.1:9464")
 		}, "must listen on all interfaces"},
+		{"JSON door on all interfaces", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			setEnv(c, "SIDECAR_HTTP_ADDRESS", "0.0.0.0:50080")
+		}, `SIDECAR_HTTP_ADDRESS "0.0.0.0:50080" must stay on loopback`},
 		{"gRPC probe on the loopback API", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
 			c.LivenessProbe.HTTPGet = nil
 			c.LivenessProbe.GRPC = &corev1.GRPCAction{Port: 50051}

@@ -141,6 +141,7 @@ def main() -> int:
         "BLUECORE_API_URL": f"{sandbox_base}/api/track/mobile/v1",
         "SIDECAR_GRPC_ADDRESS": address,
         "SIDECAR_OPS_ADDRESS": f"127.0.0.1:{ops_port}",
+        "SIDECAR_HTTP_ADDRESS": "",  # the demo uses gRPC; the JSON door's port may be taken
         "SIDECAR_RETRY_BASE": "100ms",
     }
     cli = [sys.executable, "-m", "bluecore_sidecar"]

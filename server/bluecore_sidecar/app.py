@@ -15,7 +15,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import http_door
 from .config import Settings, split_address
 from .credential import Credential, FileCredential
 from .dedup import DedupTable
@@ -68,6 +69,8 @@ class Sidecar:
     metrics: Metrics
     bus: OutcomeBus
     server: grpc.aio.Server
+    http_url: str = ""  # the JSON door's base URL; "" when SIDECAR_HTTP_ADDRESS is off
+    http_runner: web.AppRunner | None = None
     _stopped: bool = False
 
     async def drain(self) -> None:
@@ -84,12 +87,16 @@ class Sidecar:
         started = time.monotonic()
         # While calls are in flight the server keeps listening, so a late caller hears a clear
         # UNAVAILABLE from the interceptor; once grpc's stop begins, calls that race it are
-        # cut with CANCELLED. The one grace covers both waits.
+        # cut with CANCELLED. The one grace covers both waits. The HTTP door keeps listening
+        # as long, answering SHUTTING_DOWN (503), and closes with the gRPC listener.
         if cut := await self.admission.busy_after(grace):
             log.warning(
                 "grace period over with calls in flight", extra={"fields": {"in_flight": cut}}
             )
-        await self.server.stop(max(grace - (time.monotonic() - started), 0.0))
+        doors = [self.server.stop(max(grace - (time.monotonic() - started), 0.0))]
+        if self.http_runner is not None:
+            doors.append(self.http_runner.cleanup())
+        await asyncio.gather(*doors)
 
 
 @contextlib.asynccontextmanager
@@ -111,31 +118,12 @@ async def running_sidecar(
         connector = aiohttp.TCPConnector(
             limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
         )
-        session_options: dict[str, Any] = {
-            "timeout": aiohttp.ClientTimeout(
-                total=None, sock_connect=settings.retry.attempt_timeout
-            ),
-            "raise_for_status": False,
-        }
-        session = aiohttp.ClientSession(
-            connector=connector, trace_configs=http_trace_configs(provider), **session_options
-        )
-        stack.push_async_callback(session.close)
-        # Requests of unsampled calls go through a second session without trace hooks over
-        # the same connector (one pool): aiohttp runs every hook of a session on every request.
-        plain = session
-        if provider is not None:
-            plain = aiohttp.ClientSession(
-                connector=connector, connector_owner=False, **session_options
-            )
-            stack.push_async_callback(plain.close)
+        plain, traced = _sessions(stack, connector, settings, provider)
         # One redactor for logs and spans: the token's exact value, and one tag per email.
         redactor = Redactor(secrets=(settings.namespace,))
         credential = _credential(settings, redactor)
         client = UpstreamClient(
-            AiohttpTransport(
-                plain, settings.api_url, traced=session if plain is not session else None
-            ),
+            AiohttpTransport(plain, settings.api_url, traced=traced),
             settings.retry,
             credential,
             max_concurrency=settings.max_concurrency,
@@ -172,32 +160,27 @@ async def running_sidecar(
         # well above the admission limit lets every call reach the interceptor, which
         # answers what it cannot take with OVERLOADED instead.
         backlog = max(10_000, 10 * settings.max_inflight_calls)
+        interceptor = EdgeInterceptor(
+            SERVICE_NAME, admission, metrics, tracer, unbounded=frozenset({"WatchDeliveries"})
+        )
         server = grpc.aio.server(
-            interceptors=[
-                EdgeInterceptor(
-                    SERVICE_NAME,
-                    admission,
-                    metrics,
-                    tracer,
-                    unbounded=frozenset({"WatchDeliveries"}),
-                )
-            ],
+            interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
+                # Off for one process, so a second sidecar on the same port fails to start;
+                # on for SIDECAR_WORKERS > 1, whose workers share the port (supervisor.py).
+                ("grpc.so_reuseport", int(settings.workers > 1)),
                 ("grpc.server.max_pending_requests", backlog),
                 ("grpc.server.max_pending_requests_hard_limit", backlog),
             ],
         )
-        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
-            DeliveryService(
-                deliverer,
-                bus,
-                batch_limit=settings.batch_limit,
-                default_deadline=settings.default_deadline,
-            ),
-            server,
+        servicer = DeliveryService(
+            deliverer,
+            bus,
+            batch_limit=settings.batch_limit,
+            default_deadline=settings.default_deadline,
         )
+        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
         health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         add_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
@@ -211,6 +194,17 @@ async def running_sidecar(
         ops_url = await _start_ops(
             stack, settings.ops_address, admission, metrics, client.throttle.wait_time
         )
+        http_runner, http_url = None, ""
+        if settings.http_address:
+            # The JSON door: the same edge and servicer as gRPC; stopped before the gRPC server.
+            door = http_door.HttpDoor(
+                interceptor.edge,
+                servicer,
+                max_message_bytes=MAX_MESSAGE_BYTES,
+                max_events_bytes=settings.max_event_bytes * settings.batch_limit,
+            )
+            http_runner = await http_door.start(stack, settings.http_address, door)
+            http_url = _base_url(settings.http_address, http_runner.addresses[0][1])
         sidecar = Sidecar(
             grpc_address=_join(host, port),
             ops_url=ops_url,
@@ -220,12 +214,20 @@ async def running_sidecar(
             metrics=metrics,
             bus=bus,
             server=server,
+            http_url=http_url,
+            http_runner=http_runner,
         )
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",
-            extra={"fields": {"grpc_address": sidecar.grpc_address, "ops_url": sidecar.ops_url}},
+            extra={
+                "fields": {
+                    "grpc_address": sidecar.grpc_address,
+                    "ops_url": sidecar.ops_url,
+                    "http_url": sidecar.http_url,
+                }
+            },
         )
         stack.push_async_callback(sidecar.drain)
         yield sidecar
@@ -282,13 +284,27 @@ async def _start_ops(
     stack.push_async_callback(runner.cleanup)
     host, port = split_address(address)
     await web.TCPSite(runner, host, port, reuse_address=True).start()
-    bound = runner.addresses[0][1]
+    return _base_url(address, runner.addresses[0][1])
+
+
+def _base_url(address: str, bound: int) -> str:
+    """``http://host:port`` of a listener on ``address`` that got port ``bound``."""
+    host, _ = split_address(address)
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
     return f"http://{_join(shown, bound)}"
 
 
-async def serve(settings: Settings, env: Mapping[str, str]) -> int:
-    """Run until SIGTERM or SIGINT, then drain and return the exit code (0)."""
+async def serve(
+    settings: Settings,
+    env: Mapping[str, str],
+    *,
+    on_serving: Callable[[Sidecar, asyncio.Event], Awaitable[None]] | None = None,
+) -> int:
+    """Run until SIGTERM or SIGINT, then drain and return the exit code (0).
+
+    ``on_serving`` (a worker of ``SIDECAR_WORKERS``) runs once the sidecar serves; setting the
+    event it is given stops the sidecar as a signal would.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -300,11 +316,42 @@ async def serve(settings: Settings, env: Mapping[str, str]) -> int:
         # tests start many sidecars in one process and should not pin what each leaves.
         gc.collect()
         gc.freeze()
+        if on_serving is not None:
+            await on_serving(sidecar, stop)
         await stop.wait()
         log.info("signal received, shutting down")
         await sidecar.drain()
     log.info("stopped")
     return 0
+
+
+def _sessions(
+    stack: contextlib.AsyncExitStack,
+    connector: aiohttp.TCPConnector,
+    settings: Settings,
+    provider: TracerProvider | None,
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession | None]:
+    """The HTTP session without trace hooks, and the traced one (None when tracing is off).
+
+    Requests of unsampled calls go through the first: aiohttp runs every hook of a session on
+    every request. Both use ``connector``, so there is one connection pool; the traced
+    session owns it when there is one.
+    """
+    options: dict[str, Any] = {
+        "timeout": aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
+        "raise_for_status": False,
+    }
+    if provider is None:
+        plain = aiohttp.ClientSession(connector=connector, **options)
+        stack.push_async_callback(plain.close)
+        return plain, None
+    traced = aiohttp.ClientSession(
+        connector=connector, trace_configs=http_trace_configs(provider), **options
+    )
+    stack.push_async_callback(traced.close)
+    plain = aiohttp.ClientSession(connector=connector, connector_owner=False, **options)
+    stack.push_async_callback(plain.close)
+    return plain, traced
 
 
 def _flush(provider: TracerProvider) -> None:

@@ -73,6 +73,8 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     default_target = env.get("SIDECAR_GRPC_ADDRESS") or "127.0.0.1:50051"
 
     serve = commands.add_parser("serve", help="run the sidecar (configured by environment)")
+    # Set by the supervisor of SIDECAR_WORKERS > 1 for each worker it starts; not for people.
+    serve.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     sandbox = commands.add_parser("sandbox", help="run the fake Bluecore Events API")
@@ -117,7 +119,16 @@ def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .app import serve  # noqa: PLC0415 - keeps client commands light to start
 
     settings = Settings.from_env(env)
+    if args.worker:
+        from .supervisor import run_worker  # noqa: PLC0415
+
+        configure_logging(settings.log_level, static={"worker": args.worker})
+        return asyncio.run(run_worker(settings, env, args.worker))
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from .supervisor import supervise  # noqa: PLC0415
+
+        return asyncio.run(supervise(settings, env))
     return asyncio.run(serve(settings, env))
 
 

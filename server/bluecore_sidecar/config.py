@@ -42,6 +42,8 @@ class Var:
     parse: Callable[[str], Any]
     default: str | None
     file: bool = False
+    #: What a variable set to an empty value means; None: unset, as for most variables.
+    blank: str | None = None
 
 
 # fmt: off
@@ -53,6 +55,9 @@ SETTINGS: tuple[Var, ...] = (
     Var("SIDECAR_GRPC_ADDRESS", "grpc_address", p.parse_address, "127.0.0.1:50051"),
     # kubelet probes reach the pod IP, not loopback
     Var("SIDECAR_OPS_ADDRESS", "ops_address", p.parse_address, "0.0.0.0:9464"),
+    # the JSON door: loopback, it has no authentication; empty or "off" turns it off
+    Var("SIDECAR_HTTP_ADDRESS", "http_address", p.parse_address_or_off, "127.0.0.1:50080",
+        blank="off"),
     Var("SIDECAR_CONSENT_CATEGORY", "gates.consent_category", p.parse_name, "marketing"),
     Var("SIDECAR_CONSENT_DEFAULT", "gates.consent_default", p.parse_consent_default, "deny"),
     Var("SIDECAR_MAX_EVENT_AGE", "gates.max_event_age", p.parse_duration, "24h"),
@@ -76,6 +81,7 @@ SETTINGS: tuple[Var, ...] = (
     Var("SIDECAR_MAX_CONCURRENCY", "max_concurrency", p.int_between(1, 10_000), "64"),
     Var("SIDECAR_MAX_INFLIGHT_CALLS", "max_inflight_calls", p.int_between(1, 100_000), "1000"),
     Var("SIDECAR_SHUTDOWN_GRACE", "shutdown_grace", p.parse_duration, "20s"),
+    Var("SIDECAR_WORKERS", "workers", p.int_between(1, 64), "1"),
     Var("SIDECAR_LOG_LEVEL", "log_level", p.parse_log_level, "INFO"),
     Var("SIDECAR_WATCH_BUFFER", "watch_buffer", p.int_between(1, 1_000_000), "1000"),
     Var("SIDECAR_MAX_WATCHERS", "max_watchers", p.int_between(1, 10_000), "100"),
@@ -106,6 +112,7 @@ class Settings:
     api_url: str
     grpc_address: str
     ops_address: str
+    http_address: str  # the JSON door; "" when it is off
     rules: MappingRules = dataclasses.field(repr=False)
     gates: GatePolicy
     retry: RetryPolicy
@@ -118,6 +125,7 @@ class Settings:
     max_concurrency: int
     max_inflight_calls: int
     shutdown_grace: timedelta
+    workers: int
     log_level: str
     watch_buffer: int
     max_watchers: int
@@ -151,6 +159,8 @@ class Settings:
 def _read(env: Mapping[str, str], var: Var) -> Any:
     """The parsed value of ``var`` from ``env`` (empty counts as unset), else its default."""
     name, text = var.name, _present(env, var.name)
+    if text is None and var.blank is not None and env.get(var.name) is not None:
+        text = var.blank
     if var.file:
         path = _present(env, var.name + "_FILE")
         if text is not None and path is not None:

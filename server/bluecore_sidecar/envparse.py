@@ -164,6 +164,11 @@ def parse_address(text: str) -> str:
     return value
 
 
+def parse_address_or_off(text: str) -> str:
+    """``HOST:PORT``, or ``""`` for ``off`` (a listener that can be turned off)."""
+    return "" if text.strip().lower() == "off" else parse_address(text)
+
+
 def parse_log_level(text: str) -> str:
     value = text.strip().upper()
     if value not in _LOG_LEVELS:

@@ -12,6 +12,10 @@ for configuration mistakes and for requests that are unusable as a whole::
     ├── RequestError           an RPC request as a whole is unusable
     │   ├── InvalidRequest        -> INVALID_ARGUMENT (no event, bad batch, undecodable bytes)
     │   ├── Overloaded            -> RESOURCE_EXHAUSTED (too many calls in flight; retry later)
+    │   ├── TooLarge              -> RESOURCE_EXHAUSTED (an HTTP body over the door's limit)
+    │   ├── Forbidden             -> PERMISSION_DENIED (the HTTP door refuses browser requests)
+    │   ├── Unsupported           -> UNIMPLEMENTED (an HTTP content encoding the door lacks)
+    │   ├── DeadlineExceeded      -> DEADLINE_EXCEEDED (an HTTP call's own timeout ran out)
     │   ├── Unavailable           -> UNAVAILABLE (shutting down)
     │   └── InternalError         -> INTERNAL (a bug below the edge; logged, never described)
     └── UpstreamError          one HTTP attempt against Bluecore failed (wraps aiohttp errors)
@@ -93,6 +97,30 @@ class Overloaded(RequestError):
     code_name = "RESOURCE_EXHAUSTED"
 
 
+class TooLarge(RequestError):
+    """The request body is larger than the door takes (RESOURCE_EXHAUSTED, as gRPC's limit)."""
+
+    code_name = "RESOURCE_EXHAUSTED"
+
+
+class Forbidden(RequestError):
+    """The caller may not use this door (PERMISSION_DENIED)."""
+
+    code_name = "PERMISSION_DENIED"
+
+
+class Unsupported(RequestError):
+    """The request uses a protocol feature the door does not implement (UNIMPLEMENTED)."""
+
+    code_name = "UNIMPLEMENTED"
+
+
+class DeadlineExceeded(RequestError):
+    """The caller's own timeout ran out before the answer was ready (DEADLINE_EXCEEDED)."""
+
+    code_name = "DEADLINE_EXCEEDED"
+
+
 class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
@@ -124,6 +152,14 @@ class UpstreamConnectionError(UpstreamError):
 
 
 def to_rpc_status(error: RequestError) -> grpc.Status:
+    """The grpc status that ends a call refused with ``error`` (see :func:`to_status`)."""
+    # Here, not at the top: only the serving edge calls this, and it has grpc loaded anyway.
+    from grpc_status import rpc_status  # noqa: PLC0415
+
+    return rpc_status.to_status(to_status(error))
+
+
+def to_status(error: RequestError) -> status_pb2.Status:
     """Build the ``google.rpc.Status`` for ``error``: an ``ErrorInfo``, and a ``RetryInfo``
     when the error says when to come back (the delay is in the ErrorInfo metadata too, as
     ``retryDelay``, for callers that read only one detail)."""
@@ -141,8 +177,4 @@ def to_rpc_status(error: RequestError) -> grpc.Status:
             packed = any_pb2.Any()
             packed.Pack(detail)
             details.append(packed)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
-    # Here, not at the top: only the serving edge calls this, and it has grpc loaded anyway.
-    from grpc_status import rpc_status  # noqa: PLC0415
-
-    return rpc_status.to_status(status)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)

@@ -1,11 +1,17 @@
-"""The gRPC edge: one server interceptor that every RPC passes through.
+"""The edge every call passes through: :class:`Edge`, and its gRPC adapter.
 
-For each method of the delivery service it opens the SERVER span (continuing the caller's
-W3C ``traceparent``), applies admission control and turns a :class:`RequestError` raised
-anywhere below into a ``google.rpc.Status`` with an ``ErrorInfo``. For every method, health
-and reflection included, it also decodes the requests itself, so bytes
-that are not a valid message become ``INVALID_ARGUMENT`` rather than grpc's ``UNKNOWN``
-"Unexpected <class ...>" (grpc.aio treats any exception from a deserializer that way).
+:class:`Edge` is the part that does not depend on the wire: the SERVER span (continuing the
+caller's W3C ``traceparent``), admission control, safe decoding of request bytes, and turning
+whatever went wrong into one :class:`RequestError`, counted and marked on the span. The gRPC
+server interceptor and the HTTP door (:mod:`.http_door`) both use it, so a call is traced,
+admitted and refused the same way whichever door it came in by.
+
+:class:`EdgeInterceptor` adapts it to grpc.aio: for each method of the delivery service it
+wraps the handler in the span and admission and answers a refusal with a ``google.rpc.Status``
+carrying an ``ErrorInfo``. For every method, health and reflection included, it also decodes
+the requests itself, so bytes that are not a valid message become ``INVALID_ARGUMENT`` rather
+than grpc's ``UNKNOWN`` "Unexpected <class ...>" (grpc.aio treats any exception from a
+deserializer that way).
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf import descriptor_pool
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -96,6 +102,103 @@ class Admission:
         return 0
 
 
+class Edge:
+    """Spans, admission and refusals for the calls of one service, whatever the wire."""
+
+    def __init__(
+        self, service: str, admission: Admission, metrics: Metrics, tracer: trace.Tracer
+    ) -> None:
+        self.service = service
+        self.admission = admission
+        self._metrics = metrics
+        self._tracer = tracer
+        # With tracing off no SERVER span is started at all, not even a no-op one.
+        self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        # One counter child per method name, looked up once (the names are the service's).
+        self._admitted_counters: dict[str, Counter] = {}
+
+    @contextlib.contextmanager
+    def call(
+        self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
+    ) -> Iterator[trace.Span]:
+        """The SERVER span ``name`` of one call, continuing the trace context in ``carrier``.
+
+        ``carrier`` holds the call's metadata or HTTP headers, keys in lower case. Only W3C
+        trace context is read: the caller's baggage could carry anything, and what is in the
+        context is injected into the requests to Bluecore. ``attributes`` are set only on a
+        span that records.
+
+        With tracing off no span is made, not even a no-op one: only a caller's
+        ``traceparent`` is made current, so results and log lines still name the caller's
+        trace. A call the sampler drops gets a span that only carries the trace id, started
+        and made current without attributes or the span context managers.
+        """
+        token = otel_context.attach(_W3C.extract(carrier)) if "traceparent" in carrier else None
+        try:
+            if not self._tracing:
+                yield trace.get_current_span()
+                return
+            span = self._tracer.start_span(name, kind=trace.SpanKind.SERVER)
+            if not span.is_recording():
+                inner = otel_context.attach(trace.set_span_in_context(span))
+                try:
+                    yield span
+                finally:
+                    otel_context.detach(inner)
+                return
+            span.set_attributes(attributes)
+            with trace.use_span(
+                span,
+                end_on_exit=True,
+                record_exception=False,
+                # The adapter sets the status from the refusal: an abort is no failure.
+                set_status_on_exception=False,
+            ):
+                yield span
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    @contextlib.contextmanager
+    def admitted(self, method: str, *, bounded: bool) -> Iterator[None]:
+        """Hold an admission slot for one call of ``method`` (see :meth:`Admission.admit`)."""
+        with self.admission.admit(bounded=bounded):
+            if bounded:
+                counter = self._admitted_counters.get(method)
+                if counter is None:
+                    counter = self._metrics.calls_admitted.labels(method=method)
+                    self._admitted_counters[method] = counter
+                counter.inc()
+            yield
+
+    def refusal(self, method: str, error: Exception, span: trace.Span) -> RequestError:
+        """The :class:`RequestError` to answer ``error`` with, counted and marked on ``span``.
+
+        Anything that is not a :class:`RequestError` is a bug: logged by type and answered
+        INTERNAL without details (its text could carry data).
+        """
+        if not isinstance(error, RequestError):
+            log.error(
+                "unexpected error serving a call",
+                extra={"fields": {"method": method, "error_type": type(error).__name__}},
+            )
+            span.set_attribute("error.type", type(error).__name__)
+            error = InternalError("INTERNAL_ERROR", "the sidecar failed unexpectedly; it is logged")
+        self._metrics.calls_refused.labels(
+            method=method, code=error.code.name, reason=error.reason
+        ).inc()
+        span.set_status(trace.StatusCode.ERROR, error.reason)
+        return error
+
+
+def decode_request(message_type: type[Message], data: bytes) -> Message:
+    """``data`` parsed as ``message_type``; :class:`InvalidRequest` when it does not decode."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as error:
+        raise _decode_problem(str(error), message_type.DESCRIPTOR.full_name) from None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Undecodable:
     """Stands in for a request whose bytes did not decode; the handler refuses it."""
@@ -112,16 +215,8 @@ class _Method:
     name: str
     traced: bool  # a SERVER span, admission, and request errors as statuses
     bounded: bool  # counts against the admission limit
-
-    @property
-    def span_name(self) -> str:
-        """The SERVER span's name: ``package.Service/Method``."""
-        return f"{self.service}/{self.name}"
-
-    @property
-    def span_attributes(self) -> dict[str, str]:
-        """The SERVER span's RPC attributes."""
-        return {"rpc.system": "grpc", "rpc.service": self.service, "rpc.method": self.name}
+    span_name: str = ""  # "package.Service/Method"
+    span_attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -136,16 +231,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         *,
         unbounded: frozenset[str] = frozenset(),
     ) -> None:
-        self._service = service
-        self._admission = admission
-        self._metrics = metrics
-        self._tracer = tracer
-        # With tracing off no SERVER span is started at all, not even a no-op one.
-        self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        self.edge = Edge(service, admission, metrics, tracer)
         self._unbounded = unbounded
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
-        # One counter child per method name, looked up once (the names are the service's).
-        self._admitted_counters: dict[str, Counter] = {}
 
     async def intercept_service(
         self,
@@ -166,8 +254,16 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 # Unknown methods stay UNIMPLEMENTED; there is no other streamed kind to wrap.
                 return handler
             service, _, name = path.lstrip("/").partition("/")
-            traced = service == self._service
-            method = _Method(path, service, name, traced, traced and name not in self._unbounded)
+            traced = service == self.edge.service
+            method = _Method(
+                path,
+                service,
+                name,
+                traced,
+                traced and name not in self._unbounded,
+                span_name=f"{service}/{name}",
+                span_attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            )
             wrapped = self._wrap(method, handler)
             self._handlers[path] = wrapped
         return wrapped
@@ -250,13 +346,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not method.traced:
             yield
             return
-        with self._admission.admit(bounded=method.bounded):
-            if method.bounded:
-                counter = self._admitted_counters.get(method.name)
-                if counter is None:
-                    counter = self._metrics.calls_admitted.labels(method=method.name)
-                    self._admitted_counters[method.name] = counter
-                counter.inc()
+        with self.edge.admitted(method.name, bounded=method.bounded):
             yield
 
     @contextlib.contextmanager
@@ -265,37 +355,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not method.traced:
             yield trace.INVALID_SPAN
             return
-        # Only W3C trace context: the caller's baggage could carry anything, and what is in
-        # the context is injected into the requests to Bluecore.
         carrier = _trace_headers(context.invocation_metadata())
-        token = None if carrier is None else otel_context.attach(_W3C.extract(carrier))
-        try:
-            if not self._tracing:
-                # No span is made, not even a no-op one; the caller's trace id (when it sent
-                # one) is still current, so the result and the log line name its trace.
-                yield trace.get_current_span()
-                return
-            span = self._tracer.start_span(method.span_name, kind=trace.SpanKind.SERVER)
-            if not span.is_recording():
-                # Not sampled: the span only carries the trace id; no attributes, no end.
-                inner = otel_context.attach(trace.set_span_in_context(span))
-                try:
-                    yield span
-                finally:
-                    otel_context.detach(inner)
-                return
-            span.set_attributes(method.span_attributes)
-            with trace.use_span(
-                span,
-                end_on_exit=True,
-                record_exception=False,
-                # _refuse sets the status: the abort that ends a refused call is no failure.
-                set_status_on_exception=False,
-            ):
-                yield span
-        finally:
-            if token is not None:
-                otel_context.detach(token)
+        with self.edge.call(method.span_name, carrier, method.span_attributes) as span:
+            yield span
 
     async def _refuse(
         self,
@@ -307,36 +369,22 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         """Count ``error``, mark the span and end the RPC with its status (always raises).
 
         A handler's own ``context.abort`` passes through unchanged. Anything else that is not
-        a :class:`RequestError` is a bug: logged by type, answered INTERNAL without details
-        (grpc would answer UNKNOWN naming the Python type, and the text could carry data).
+        a :class:`RequestError` is answered INTERNAL (grpc would answer UNKNOWN naming the
+        Python type).
         """
         if isinstance(error, grpc.aio.AbortError):
             raise error
-        if not isinstance(error, RequestError):
-            log.error(
-                "unexpected error serving a call",
-                extra={"fields": {"method": method.name, "error_type": type(error).__name__}},
-            )
-            span.set_attribute("error.type", type(error).__name__)
-            error = InternalError("INTERNAL_ERROR", "the sidecar failed unexpectedly; it is logged")
-        self._metrics.calls_refused.labels(
-            method=method.name, code=error.code.name, reason=error.reason
-        ).inc()
-        span.set_attribute("rpc.grpc.status_code", error.code.value[0])
-        span.set_status(trace.StatusCode.ERROR, error.reason)
-        await context.abort_with_status(to_rpc_status(error))
+        refusal = self.edge.refusal(method.name, error, span)
+        span.set_attribute("rpc.grpc.status_code", refusal.code.value[0])
+        await context.abort_with_status(to_rpc_status(refusal))
         raise AssertionError("abort_with_status returned")  # pragma: no cover - it raises
 
 
-def _trace_headers(metadata: Any) -> dict[str, str] | None:
-    """The caller's ``traceparent`` and ``tracestate``, or None when it sent no traceparent."""
-    carrier: dict[str, str] | None = None
-    for key, value in metadata or ():
-        if key in _W3C_KEYS and isinstance(value, str):
-            if carrier is None:
-                carrier = {}
-            carrier[key] = value
-    return carrier if carrier is not None and "traceparent" in carrier else None
+def _trace_headers(metadata: Any) -> dict[str, str]:
+    """The caller's ``traceparent`` and ``tracestate`` (all :meth:`Edge.call` reads)."""
+    return {
+        key: value for key, value in metadata or () if key in _W3C_KEYS and isinstance(value, str)
+    }
 
 
 _W3C_KEYS = frozenset(_W3C.fields)

@@ -2,7 +2,8 @@
 
 The delivery servicer is thin: spans, admission and turning :class:`RequestError` into a
 status all happen once, in :mod:`.interceptor`; a method here only checks its request and
-calls the pipeline.
+calls the pipeline. The unary methods need nothing from grpc but the time left, so the HTTP
+door (:mod:`.http_door`) calls the same methods.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
+from typing import Protocol
 
 import grpc
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
@@ -23,6 +25,13 @@ from .errors import InvalidRequest
 
 #: grpc's reflection service under its stable name; grpcio-reflection ships only v1alpha.
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+class CallContext(Protocol):
+    """What a unary delivery method reads from its call; a grpc.aio context is one."""
+
+    def time_remaining(self) -> float | None:
+        """Seconds until the caller's deadline; None when the caller set none."""
 
 
 class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignore[misc]
@@ -42,7 +51,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         self._default_deadline = default_deadline.total_seconds()
 
     async def Deliver(
-        self, request: delivery_pb2.DeliverRequest, context: grpc.aio.ServicerContext
+        self, request: delivery_pb2.DeliverRequest, context: CallContext
     ) -> delivery_pb2.DeliverResponse:
         """Deliver one event."""
         event = _event(request)
@@ -50,7 +59,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         return delivery_pb2.DeliverResponse(result=result)
 
     async def DeliverBatch(
-        self, request: delivery_pb2.DeliverBatchRequest, context: grpc.aio.ServicerContext
+        self, request: delivery_pb2.DeliverBatchRequest, context: CallContext
     ) -> delivery_pb2.DeliverBatchResponse:
         """Deliver several events concurrently; results keep the request order."""
         trace.get_current_span().set_attribute("datafly.batch_size", len(request.events))
@@ -66,7 +75,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         return delivery_pb2.DeliverBatchResponse(results=results)
 
     async def Preview(
-        self, request: delivery_pb2.PreviewRequest, context: grpc.aio.ServicerContext
+        self, request: delivery_pb2.PreviewRequest, context: CallContext
     ) -> delivery_pb2.PreviewResponse:
         """Decide on one event and show the bodies, sending nothing."""
         result, bodies = self._deliverer.preview(_event(request))
@@ -85,7 +94,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         finally:
             watcher.close()
 
-    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+    def _deadline(self, context: CallContext) -> float:
         remaining = context.time_remaining()
         budget = self._default_deadline if remaining is None else remaining
         return time.monotonic() + budget

@@ -19,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import fcntl
 import functools
+import glob
 import logging
 import os
 import queue
+import secrets
 import sqlite3
 import threading
 import time
@@ -41,7 +44,7 @@ T = TypeVar("T")
 #: Marks a file as this sidecar's queue (``PRAGMA application_id``): ASCII "BCSQ".
 APPLICATION_ID: Final = 0x42435351
 #: The schema this code writes; older files are migrated, newer or foreign ones moved aside.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: Reason codes the durable queue adds to the sidecar's table (see ``skip.py``).
 QUEUE_FULL: Final = "QUEUE_FULL"
@@ -418,9 +421,28 @@ def _create_v1(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+#: Owner ids are drawn from [2**56, 2**62) and "no owner" is 2**62: all are 8-byte integers in
+#: SQLite's record format, so a claim rewrites its row at the same size, in place, which still
+#: works when the file is at its size cap (SQLITE_FULL otherwise).
+_OWNER_MIN: Final = 1 << 56
+NO_OWNER: Final = 1 << 62
+
+
+def _add_claim_owner(conn: sqlite3.Connection) -> None:
+    """v2: a claim names the process that holds it, so that several can share the file."""
+    conn.execute(f"ALTER TABLE entries ADD COLUMN claim_owner INTEGER NOT NULL DEFAULT {NO_OWNER}")
+
+
 #: Migration hook: ``MIGRATIONS[n]`` turns a version ``n - 1`` file into version ``n``, inside
 #: the transaction that also sets ``user_version``.
-MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _create_v1}
+MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
+    1: _create_v1,
+    2: _add_claim_owner,
+}
+#: A shared opener waits this long for another opener's start-up repairs (seconds).
+_SHARED_WAIT: Final = 30.0
+#: In shared mode, how stale the depth and byte totals behind the limits may get (seconds).
+_TOTALS_MAX_AGE: Final = 2.0
 
 _ENTRY_COLUMNS: Final = (
     "id, message_id, ordering_key, bluecore_event, payload, enqueued_at, event_time, "
@@ -534,8 +556,15 @@ class SqliteQueue:
         synchronous: Literal["FULL", "NORMAL"],
         clock: Callable[[], float],
         max_group: int,
+        shared: bool = False,
     ) -> None:
         self.path = path
+        self._shared = shared
+        # Who holds a claim: this process, while its owner lock file is locked (see
+        # _take_ownership); a claim whose owner's lock can be taken is an orphan.
+        self._owner = _OWNER_MIN + secrets.randbelow(NO_OWNER - _OWNER_MIN)
+        self._owner_fd: int | None = None
+        self._totals_at = float("-inf")
         self._limits = limits
         self._window = dedup_window
         self._lru_size = lru_size
@@ -573,8 +602,14 @@ class SqliteQueue:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         clock: Callable[[], float] = time.time,
         max_group: int = 1024,
+        shared: bool = False,
     ) -> SqliteQueue:
         """Open (or create) the queue at ``path``, repairing what a crash left.
+
+        ``shared=True`` lets other processes open the same file at the same time (the workers
+        of ``SIDECAR_WORKERS``, each with shared=True); SQLite's locking orders their writes,
+        and each releases only its own claims and those of processes that are gone. Without
+        it, the file is this process's alone and another opener gets :class:`StoreError`.
 
         A corrupt or foreign file is moved aside (``<name>.corrupt-<UTC>`` or
         ``<name>.foreign-<UTC>``, with its ``-wal``/``-shm``), logged at ERROR, and replaced
@@ -591,6 +626,7 @@ class SqliteQueue:
             synchronous=synchronous,
             clock=clock,
             max_group=max_group,
+            shared=shared,
         )
         store._thread.start()
         try:
@@ -681,6 +717,11 @@ class SqliteQueue:
             except sqlite3.Error:
                 _log.exception("closing the durable queue failed")
             self._conn = None
+        if self._owner_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._owner_path(self._owner))
+            os.close(self._owner_fd)
+            self._owner_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the lock
             self._lock_fd = None
@@ -732,7 +773,10 @@ class SqliteQueue:
             if not conn.in_transaction:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
+                    if self._shared:
+                        self._refresh_totals(conn)
                 except sqlite3.Error as exc:
+                    self._rollback(conn)  # a failed recount leaves a transaction open
                     for op in todo:
                         self._fail(op, exc)
                     return
@@ -807,8 +851,9 @@ class SqliteQueue:
     # -- opening (writer thread) -----------------------------------------------------------
 
     def _open_db(self) -> None:
-        self._take_ownership()
-        verdict = self._inspect()
+        alone = self._take_ownership()
+        # A file that other processes have open is theirs too: it is never moved aside.
+        verdict = self._inspect() if alone else None
         if verdict is not None:
             kind, why = verdict
             aside = self._move_aside(kind)
@@ -832,18 +877,23 @@ class SqliteQueue:
             conn.execute(f"PRAGMA max_page_count={pages}")
         self._load(conn)
         try:
-            released = self._release(conn)
+            released = self._release_orphans(conn)
         except sqlite3.Error as exc:
             _log.error("durable queue %s: could not release old claims: %s", self.path, exc)
         else:
             if released:
                 _log.info("durable queue: %d claimed entries made pending again", released)
+        if self._shared and alone and self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # repairs done: let the others in
 
-    def _take_ownership(self) -> None:
-        """Hold ``<name>.lock`` while open, so no second process shares the queue.
+    def _take_ownership(self) -> bool:
+        """Lock ``<name>.lock`` while open; True when no other process has the file open.
 
-        Another opener would release this process's claims at its start (crash recovery) and
-        send them a second time, out of order; it gets a StoreError instead.
+        Not shared: an exclusive lock, and a second opener gets a StoreError. Shared: an
+        exclusive lock when nobody else holds it (this opener then repairs the file, and turns
+        the lock into a shared one), else a shared lock next to the others'. Either way this
+        process also locks ``<name>.owner-<id>.lock`` for as long as it lives; the claims it
+        makes carry that id, and whoever can lock an owner's file knows it is gone.
         """
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
@@ -855,15 +905,94 @@ class SqliteQueue:
                 self.path,
                 exc.strerror,
             )
-            return
+            return True
+        alone = True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            os.close(fd)
-            raise StoreError(
-                f"the durable queue {self.path} is in use by another process or sidecar"
-            ) from exc
+            if not self._shared or not self._lock_shared(fd):
+                os.close(fd)
+                raise StoreError(
+                    f"the durable queue {self.path} is in use by another process or sidecar"
+                ) from exc
+            alone = False
         self._lock_fd = fd
+        owner_path = self._owner_path(self._owner)
+        try:
+            self._owner_fd = os.open(
+                owner_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+            fcntl.flock(self._owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if self._shared:
+                # Without it, the others would take this process's claims for orphans.
+                raise StoreError(
+                    f"cannot create the owner lock of the durable queue {self.path}: {exc.strerror}"
+                ) from exc
+            _log.warning(
+                "durable queue %s: cannot create its owner lock (%s)", self.path, exc.strerror
+            )
+        return alone
+
+    @staticmethod
+    def _lock_shared(fd: int) -> bool:
+        """Take a shared lock, waiting out another opener's repairs; False if it never ends."""
+        deadline = time.monotonic() + _SHARED_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False  # an exclusive (not shared) opener holds it
+                time.sleep(0.05)
+            else:
+                return True
+
+    def _owner_path(self, owner: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.owner-{owner:x}.lock")
+
+    def _owner_alive(self, owner: int) -> bool:
+        """Whether ``owner`` still runs: its lock file exists and is locked. A gone owner's
+        file is removed on the way."""
+        if owner == self._owner:
+            return True
+        if not _OWNER_MIN <= owner < NO_OWNER:
+            return False  # NO_OWNER: a claim made before owners existed (schema v1)
+        path = self._owner_path(owner)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: leave its claims alone
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return False
+        finally:
+            os.close(fd)
+
+    def _release_orphans(self, conn: sqlite3.Connection) -> int:
+        """Make pending again every claim whose owner is gone; tidy gone owners' lock files."""
+        owners = [
+            row[0]
+            for row in conn.execute("SELECT DISTINCT claim_owner FROM entries WHERE state = 1")
+        ]
+        released = 0
+        for owner in owners:
+            if not self._owner_alive(owner):
+                released += conn.execute(
+                    "UPDATE entries SET state = 0 WHERE state = 1 AND claim_owner = ?", (owner,)
+                ).rowcount
+        prefix = f"{self.path.name}.owner-"
+        for leftover in self.path.parent.glob(f"{glob.escape(prefix)}*.lock"):
+            with contextlib.suppress(ValueError):  # not a name this code makes: left alone
+                self._owner_alive(int(leftover.name.removeprefix(prefix).removesuffix(".lock"), 16))
+        return released
 
     def _inspect(self) -> tuple[str, str] | None:
         """None when the file is ours (or absent/empty), else ("corrupt"|"foreign", why)."""
@@ -920,6 +1049,11 @@ class SqliteQueue:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Again under the write lock: another process sharing the file may have migrated.
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[target](conn)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -942,9 +1076,10 @@ class SqliteQueue:
         with self._lock:
             self._depth, self._bytes, self._live, self._seq = depth, nbytes, live, seq
 
-    @staticmethod
-    def _release(conn: sqlite3.Connection) -> int:
-        return conn.execute("UPDATE entries SET state = 0 WHERE state = 1").rowcount
+    def _release(self, conn: sqlite3.Connection) -> int:
+        return conn.execute(
+            "UPDATE entries SET state = 0 WHERE state = 1 AND claim_owner = ?", (self._owner,)
+        ).rowcount
 
     # -- EventQueue --------------------------------------------------------------------------
 
@@ -983,7 +1118,8 @@ class SqliteQueue:
         size = len(entry.payload)
         if tx.nbytes + size > self._limits.max_bytes:
             return QueueFull("BYTES", f"the queue holds its limit of {self._limits.max_bytes} B")
-        self._seq += 1  # only grows: a rolled-back number is skipped, never reused out of order
+        # Only grows: a rolled-back number is skipped, never reused out of order.
+        self._seq = self._next_seq(conn, entry.ordering_key)
         due = now if entry.next_due is None else entry.next_due
         row_id = conn.execute(
             "INSERT INTO entries (seq, state, message_id, ordering_key, bluecore_event, payload,"
@@ -1015,6 +1151,34 @@ class SqliteQueue:
         tx.effects.append(lambda: self._cache(record))
         return Enqueued(row_id)
 
+    def _next_seq(self, conn: sqlite3.Connection, key: str) -> int:
+        """The next sequence number for ``key``: above this process's last one and, when the
+        file is shared, above every live entry of the key (others number theirs too)."""
+        seq = self._seq + 1
+        if self._shared:
+            (top,) = conn.execute(
+                "SELECT MAX(seq) FROM entries WHERE ordering_key = ? AND state < 2", (key,)
+            ).fetchone()
+            if top is not None:
+                seq = max(seq, int(top) + 1)
+        return seq
+
+    def _refresh_totals(self, conn: sqlite3.Connection, *, force: bool = False) -> None:
+        """Shared file: recount depth and bytes, which other processes change unseen.
+
+        Called inside a transaction at most every :data:`_TOTALS_MAX_AGE` seconds (it scans
+        the live entries), so the limits may let through what others queued since.
+        """
+        now = time.monotonic()
+        if not force and now - self._totals_at < _TOTALS_MAX_AGE:
+            return
+        depth, nbytes = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM entries WHERE state < 2"
+        ).fetchone()
+        with self._lock:
+            self._depth, self._bytes = int(depth), int(nbytes)
+        self._totals_at = now
+
     async def claim_due(self, limit: int, now: float | None = None) -> list[Claim]:
         """Claim up to ``limit`` due entries: only the oldest live entry of each key, and only
         when it is pending (so never a key with an entry already claimed)."""
@@ -1037,7 +1201,8 @@ class SqliteQueue:
             for row in rows:
                 claim_id = int(row[-1]) + 1
                 conn.execute(
-                    "UPDATE entries SET state = 1, claim_id = ? WHERE id = ?", (claim_id, row[0])
+                    "UPDATE entries SET state = 1, claim_id = ?, claim_owner = ? WHERE id = ?",
+                    (claim_id, self._owner, row[0]),
                 )
                 claims.append(Claim(_entry(row[:-1]), claim_id))
             return claims
@@ -1135,19 +1300,38 @@ class SqliteQueue:
         tx.effects.append(lambda: self._note_live(key, -1))
 
     async def release_all_claims(self) -> int:
-        """Make every claimed entry pending again (shutdown); also done at every open."""
+        """Make this process's claimed entries pending again (shutdown).
+
+        At every open, the claims of processes that are gone are released too."""
         return await self._submit(lambda conn, tx: self._release(conn), write=True)
 
     async def has_pending(self, ordering_key: str) -> bool:
-        """Whether ``ordering_key`` has a pending or claimed entry (memory only, no I/O)."""
-        with self._lock:
-            return self._live[ordering_key] > 0
+        """Whether ``ordering_key`` has a pending or claimed entry (memory only, no I/O).
+
+        A shared file is read instead: other processes queue and deliver entries of the same
+        key, which this process's count never sees.
+        """
+        if not self._shared:
+            with self._lock:
+                return self._live[ordering_key] > 0
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1",
+                (ordering_key,),
+            ).fetchone()
+            return row is not None
+
+        return await self._submit(run, write=False)
 
     async def stats(self, now: float | None = None) -> QueueStats:
         """Depth, bytes, claimed, oldest entry's age and dead letters by reason."""
         at = self._clock() if now is None else now
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> QueueStats:
+            if self._shared:
+                self._refresh_totals(conn, force=True)
+                tx = _Tx(*self._totals())
             claimed, oldest = conn.execute(
                 "SELECT COUNT(*) FILTER (WHERE state = 1), MIN(enqueued_at)"
                 " FROM entries WHERE state < 2"
@@ -1181,7 +1365,9 @@ class SqliteQueue:
             cached = self._lru.get(message_id)
             if cached is not None:
                 self._lru.move_to_end(message_id)
-        if cached is not None and self._fresh(cached, at):
+        # Shared: another process may have delivered or given up on a queued id meanwhile.
+        stale = self._shared and cached is not None and cached.state == "queued"
+        if cached is not None and self._fresh(cached, at) and not stale:
             return cached
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> DedupRecord | None:
@@ -1307,7 +1493,7 @@ class SqliteQueue:
                 if self._lookup_db(conn, message_id, at) is not None:
                     skipped += 1
                     continue
-                self._seq += 1
+                self._seq = self._next_seq(conn, key)
                 conn.execute(
                     "UPDATE entries SET state = 0, seq = ?, attempts = 0, next_due = ?,"
                     " dead_at = NULL, last_reason = '', detail = '', last_http_status = 0"

@@ -41,10 +41,15 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, message, then the record's ``fields``."""
+    """One JSON object per line: time, level, message, ``static`` fields, the record's ``fields``.
 
-    def __init__(self) -> None:
+    ``static`` holds what every line of the process carries, e.g. ``{"worker": 2}`` in a worker
+    process of ``SIDECAR_WORKERS``.
+    """
+
+    def __init__(self, static: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        self._static = dict(static or {})
         # One encoder for every line: json.dumps with options builds a new one per call.
         self._encoder = json.JSONEncoder(separators=(",", ":"), default=str)
         # The date and time to the second changes once a second; only the milliseconds vary.
@@ -56,17 +61,16 @@ class JsonFormatter(logging.Formatter):
 
         ``json_lines`` (outcome lines, see :class:`OutcomeRecorder`) are the members of each
         line's object already encoded, e.g. ``"status":"DELIVERED","attempts":1``; they follow
-        the common members (time, level, logger, message). ``fields`` is a mapping of extra
-        members for one line.
+        the common members (time, level, logger, message, the ``static`` fields). ``fields``
+        is a mapping of extra members for one line.
         """
         head: dict[str, Any] = {
             "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **self._static,
         }
-        if record.exc_info:
-            head["error"] = self.formatException(record.exc_info).splitlines()[-1]
         encoded = getattr(record, "json_lines", None)
         if isinstance(encoded, list):
             start = self._encoder.encode(head)[:-1]  # without the closing brace
@@ -74,6 +78,8 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
             head.update(fields)
+        if record.exc_info:
+            head["error"] = self.formatException(record.exc_info).splitlines()[-1]
         return self._encoder.encode(head)
 
     def _time(self, created: float) -> str:
@@ -86,12 +92,14 @@ class JsonFormatter(logging.Formatter):
         return f"{self._second_text}.{moment.microsecond // 1000:03d}+00:00"
 
 
-def configure_logging(level: str, stream: TextIO | None = None) -> logging.Logger:
+def configure_logging(
+    level: str, stream: TextIO | None = None, *, static: Mapping[str, Any] | None = None
+) -> logging.Logger:
     """Send the sidecar's logs, as JSON lines, to ``stream`` (stderr by default)."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(static))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

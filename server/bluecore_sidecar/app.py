@@ -30,14 +30,18 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import http_door
+from .admin import SERVICE_NAME as DEAD_LETTER_SERVICE
+from .admin import DeadLetterAdmin
+from .background import BackgroundDelivery
 from .config import Settings, split_address
 from .credential import Credential, FileCredential
-from .dedup import DedupTable
+from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
 from .interceptor import Admission, EdgeInterceptor
 from .outcomes import OutcomeBus
 from .redaction import Redactor
 from .service import DeliveryService, HealthService, add_reflection
+from .store import QueueLimits, SqliteQueue
 from .telemetry import (
     LOGGER_NAME,
     Metrics,
@@ -69,16 +73,25 @@ class Sidecar:
     metrics: Metrics
     bus: OutcomeBus
     server: grpc.aio.Server
+    background: BackgroundDelivery | None = None
+    """The durable queue's workers; None without ``SIDECAR_QUEUE_PATH``."""
     http_url: str = ""  # the JSON door's base URL; "" when SIDECAR_HTTP_ADDRESS is off
     http_runner: web.AppRunner | None = None
     _stopped: bool = False
 
     async def drain(self) -> None:
-        """Stop taking work, let in-flight calls finish within the grace, stop serving."""
+        """Stop taking work, let in-flight calls finish within the grace, stop serving.
+
+        With a queue, claiming stops at once and calls waiting on a background try answer
+        ``QUEUED``; the tries in flight get what is left of the grace once the calls are
+        over, and are put back into the queue if they need longer.
+        """
         if self._stopped:
             return
         self._stopped = True
         self.admission.draining = True
+        if self.background is not None:
+            self.background.stop_claiming()
         await self.health.enter_graceful_shutdown()
         log.info("draining", extra={"fields": {"in_flight": self.admission.in_flight}})
         # Watch streams never end by themselves; graceful stop would wait the grace for them.
@@ -97,6 +110,9 @@ class Sidecar:
         if self.http_runner is not None:
             doors.append(self.http_runner.cleanup())
         await asyncio.gather(*doors)
+        if self.background is not None:
+            # The calls are over; the tries in flight get what is left of the same grace.
+            await self.background.stop(grace - (time.monotonic() - started))
 
 
 @contextlib.asynccontextmanager
@@ -114,6 +130,8 @@ async def running_sidecar(
             stack.push_async_callback(asyncio.to_thread, _flush, provider)
         tracer = (provider or trace.NoOpTracerProvider()).get_tracer("bluecore_sidecar")
         metrics = Metrics()
+        # Opened before the session and closed after it: the workers' sends end first.
+        queue = await _open_queue(stack, settings)
 
         connector = aiohttp.TCPConnector(
             limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
@@ -138,16 +156,28 @@ async def running_sidecar(
         metrics.watchers.set_function(lambda: bus.watcher_count)
         recorder = OutcomeRecorder(metrics, log, redactor)
         stack.callback(recorder.flush)  # the lines of the last calls, after the server stops
+        background = (
+            None
+            if queue is None
+            else _background(
+                settings,
+                queue,
+                client=client,
+                bus=bus,
+                recorder=recorder,
+                metrics=metrics,
+                tracer=tracer,
+                redactor=redactor,
+            )
+        )
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
-            dedup=DedupTable(
-                settings.dedup_window,
-                settings.dedup_max_entries,
-                max_bytes=settings.dedup_max_bytes,
-            ),
+            dedup=_dedup(settings, queue),
             bus=bus,
+            background=background,
+            default_mode=settings.delivery_mode,
             observer=recorder,
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
@@ -181,9 +211,15 @@ async def running_sidecar(
             default_deadline=settings.default_deadline,
         )
         delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
+        delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(
+            DeadLetterAdmin(
+                queue, on_replay=background.wake if background is not None else lambda: None
+            ),
+            server,
+        )
         health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        add_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+        add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
         port = server.add_insecure_port(settings.grpc_address)
         if port == 0:
             raise OSError(f"cannot listen on SIDECAR_GRPC_ADDRESS {settings.grpc_address}")
@@ -192,7 +228,12 @@ async def running_sidecar(
         stack.push_async_callback(server.stop, 0)
 
         ops_url = await _start_ops(
-            stack, settings.ops_address, admission, metrics, client.throttle.wait_time
+            stack,
+            settings.ops_address,
+            admission,
+            metrics,
+            client.throttle.wait_time,
+            background=background,
         )
         http_runner, http_url = None, ""
         if settings.http_address:
@@ -214,11 +255,14 @@ async def running_sidecar(
             metrics=metrics,
             bus=bus,
             server=server,
+            background=background,
             http_url=http_url,
             http_runner=http_runner,
         )
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, DEAD_LETTER_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if background is not None:
+            background.start()
         log.info(
             "serving",
             extra={
@@ -250,12 +294,74 @@ def _credential(settings: Settings, redactor: Redactor) -> Credential:
     )
 
 
+async def _open_queue(stack: contextlib.AsyncExitStack, settings: Settings) -> SqliteQueue | None:
+    """The durable queue at ``SIDECAR_QUEUE_PATH``, closed with ``stack``; None when unset."""
+    if settings.queue_path is None:
+        return None
+    queue = await SqliteQueue.open(
+        settings.queue_path,
+        limits=QueueLimits(settings.queue_max_events, settings.queue_max_bytes),
+        dedup_window=settings.dedup_window.total_seconds(),
+        # The workers of SIDECAR_WORKERS share one file, so dedup and order hold across them
+        # (store.py, shared mode).
+        shared=settings.workers > 1,
+    )
+    stack.push_async_callback(queue.close)
+    log.info("durable queue open", extra={"fields": {"path": str(settings.queue_path)}})
+    return queue
+
+
+def _dedup(settings: Settings, queue: SqliteQueue | None) -> DedupTable | DurableDedup:
+    """The dedup table, with the durable queue's memory behind it when there is one."""
+    table = DedupTable(
+        settings.dedup_window, settings.dedup_max_entries, max_bytes=settings.dedup_max_bytes
+    )
+    return table if queue is None else DurableDedup(table, queue)
+
+
+def _background(
+    settings: Settings,
+    queue: SqliteQueue,
+    *,
+    client: UpstreamClient,
+    bus: OutcomeBus,
+    recorder: OutcomeRecorder,
+    metrics: Metrics,
+    tracer: trace.Tracer,
+    redactor: Redactor,
+) -> BackgroundDelivery:
+    """The queue's workers, sending with the pipeline's client, bus and recorder."""
+    cap = settings.queue_retry_cap.total_seconds()
+    return BackgroundDelivery(
+        queue=queue,
+        client=client,
+        rules=settings.rules,
+        gates=settings.gates,
+        max_event_bytes=settings.max_event_bytes,
+        # One backoff formula for in-call and queue retries, with the queue's own cap.
+        policy=dataclasses.replace(settings.retry, cap=cap, max_pause=cap),
+        workers=settings.queue_workers,
+        try_budget=min(
+            settings.default_deadline.total_seconds(),
+            settings.shutdown_grace.total_seconds() or 1.0,
+        ),
+        bus=bus,
+        observer=recorder,
+        metrics=metrics,
+        tracer=tracer,
+        redactor=redactor,
+        shared=settings.workers > 1,
+    )
+
+
 async def _start_ops(
     stack: contextlib.AsyncExitStack,
     address: str,
     admission: Admission,
     registry: Metrics,
     pause: Callable[[], float],
+    *,
+    background: BackgroundDelivery | None,
 ) -> str:
     """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus.
 
@@ -272,6 +378,10 @@ async def _start_ops(
         return web.json_response({"status": "ready", "upstream_pause_seconds": round(pause(), 3)})
 
     async def metrics(_: web.Request) -> web.Response:
+        if background is not None:
+            # The queue gauges are read from the store at scrape time: exact, and free
+            # between scrapes. Readiness above never looks at them.
+            await background.refresh_metrics()
         body = generate_latest(registry.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

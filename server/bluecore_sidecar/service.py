@@ -55,7 +55,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
     ) -> delivery_pb2.DeliverResponse:
         """Deliver one event."""
         event = _event(request)
-        result = await self._deliverer.deliver(event, self._deadline(context))
+        result = await self._deliverer.deliver(event, self._deadline(context), request.mode)
         return delivery_pb2.DeliverResponse(result=result)
 
     async def DeliverBatch(
@@ -71,7 +71,9 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
                 f"a batch holds at most {self._batch_limit} events; got {len(request.events)}",
                 limit=str(self._batch_limit),
             )
-        results = await self._deliverer.deliver_batch(request.events, self._deadline(context))
+        results = await self._deliverer.deliver_batch(
+            request.events, self._deadline(context), request.mode
+        )
         return delivery_pb2.DeliverBatchResponse(results=results)
 
     async def Preview(

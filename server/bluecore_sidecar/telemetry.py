@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from prometheus_client import Counter, Histogram
 
+    from .store import QueueStats
+
 LOGGER_NAME = "bluecore_sidecar"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -354,6 +356,43 @@ class Metrics:
             registry=self.registry,
         )
         self._responses_by_code: dict[str, Counter] = {}
+
+        self.queue_depth = Gauge(
+            "bluecore_sidecar_queue_depth",
+            "Events in the durable queue (waiting or being sent), dead letters not counted.",
+            registry=self.registry,
+        )
+        self.queue_bytes = Gauge(
+            "bluecore_sidecar_queue_bytes",
+            "Serialized size of the events in the durable queue.",
+            registry=self.registry,
+        )
+        self.queue_oldest_age = Gauge(
+            "bluecore_sidecar_queue_oldest_age_seconds",
+            "Time since the oldest event in the durable queue was queued; 0 when empty.",
+            registry=self.registry,
+        )
+        self.dead_letters = Gauge(
+            "bluecore_sidecar_dead_letters",
+            "Dead letters kept in the durable queue, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.queue_tries = Counter(
+            "bluecore_sidecar_queue_tries",
+            "Background tries of queued events by outcome (delivered, retry, dead_letter, stale).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def set_queue_stats(self, stats: QueueStats) -> None:
+        """Copy a durable-queue snapshot into the gauges."""
+        self.queue_depth.set(stats.depth)
+        self.queue_bytes.set(stats.bytes)
+        self.queue_oldest_age.set(stats.oldest_pending_age)
+        self.dead_letters.clear()
+        for reason, count in stats.dead_letters.items():
+            self.dead_letters.labels(reason=reason).set(count)
 
     def on_attempt(self, status: int | None, error: str | None, retry: bool) -> None:
         """Count one HTTP attempt (upstream.SendObserver)."""

@@ -68,6 +68,8 @@ SERVERS = (
     "sidecar",
     "sidecar-trace100",
     "sidecar-trace10",
+    "sidecar-base",
+    "sidecar-trace10-base",
     "sidecar-watch500",
     "sidecar-workers2",
     "sidecar-durable",
@@ -79,10 +81,15 @@ LABELS = {
     "sidecar": "sidecar, tracing off",
     "sidecar-trace100": "sidecar, tracing 100%",
     "sidecar-trace10": "sidecar, parent-based 10%",
+    "sidecar-base": "base rev sidecar, tracing off",
+    "sidecar-trace10-base": "base rev sidecar, parent-based 10%",
     "sidecar-watch500": "sidecar, 500 idle watchers",
     "sidecar-workers2": "sidecar, SIDECAR_WORKERS=2",
     "sidecar-durable": "sidecar, durable queue",
 }
+#: Run by ``--compare-rev REV``: the code of another git revision, side by side in the same
+#: rounds (tracing off and parent-based 10%), for a before/after on one busy machine.
+COMPARE_SERVERS = ("sidecar-base", "sidecar-trace10-base")
 #: Calls, as measured: closed-loop Deliver and DeliverBatch (loadgen), open-loop Deliver at a
 #: fixed rate (loadgen --rate), and closed-loop Deliver from ghz.
 MODES = ("deliver", "batch", "watchers", "latency", "ghz")
@@ -421,6 +428,10 @@ def server_env(
     if name == "sidecar-durable":
         env["SIDECAR_QUEUE_PATH"] = str(workdir / "queue.db")
         env["SIDECAR_DELIVERY_MODE"] = durable_mode
+    if name in COMPARE_SERVERS:
+        # The extracted revision's package comes first on the path (before the editable
+        # install of this work tree).
+        env["PYTHONPATH"] = str(workdir / "base" / "server")
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep:
@@ -1028,7 +1039,10 @@ def render_table(rows: list[dict[str, Any]], batch_size: int) -> str:
     )
     lines = [head, "|" + "---|" * 10]
     for row in rows:
-        if row["mode"] not in ("deliver", "batch") or row["server"] not in BASE_SERVERS:
+        if row["mode"] not in ("deliver", "batch") or row["server"] not in (
+            *BASE_SERVERS,
+            *COMPARE_SERVERS,
+        ):
             continue
         ratio = row.get("throughput_vs_ref")
         cpu_ratio = row.get("cpu_vs_ref")
@@ -1273,6 +1287,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"plain sidecar{' (default: on)' if on else ''}",
         )
     parser.add_argument(
+        "--compare-rev",
+        metavar="REV",
+        help="also run the sidecar of git revision REV (tracing off and parent-based 10%%) "
+        "in the same rounds: a before/after measured side by side",
+    )
+    parser.add_argument(
         "--customers",
         type=int,
         help="spread the events over N customers, for every server (default: 10000 with "
@@ -1318,6 +1338,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def extract_revision(rev: str, into: Path) -> None:
+    """``server/`` of git revision ``rev`` under ``into`` (``git archive``, no checkout)."""
+    into.mkdir(parents=True)
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "server"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BenchError(f"--compare-rev {rev}: git archive failed: {exc}") from None
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    print(f"bench: base revision {rev} extracted for {', '.join(COMPARE_SERVERS)}", flush=True)
+
+
 def settings_has(field: str) -> bool:
     """Whether the sidecar's Settings has ``field`` (the feature behind a hook exists)."""
     from bluecore_sidecar import config  # noqa: PLC0415 - only for the hooks
@@ -1359,6 +1394,8 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
             modes["sidecar-watch500"] += ("batch",)
             if "batch" not in modes["sidecar"]:
                 modes["sidecar"] += ("batch",)
+    if args.compare_rev:
+        modes.update(dict.fromkeys(COMPARE_SERVERS, ("deliver", "batch")))
     for hook in args.hooks:
         modes.setdefault("sidecar", ("deliver", "batch"))
         modes[hook] = ("deliver", "batch")
@@ -1509,6 +1546,8 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
         if upstream.child:
             children.append(upstream.child)
         print(f"bench: upstream {upstream.kind} at {upstream.url}", flush=True)
+        if args.compare_rev:
+            extract_revision(args.compare_rev, workdir / "base")
         servers = await start_servers(args, workdir, upstream, sink_port, children)
         for round_no, order in rounds_order(list(closed), args.rounds):
             for name in order:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import grpc
@@ -134,18 +136,12 @@ async def running_sidecar(
         connector = aiohttp.TCPConnector(
             limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
         )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
-            raise_for_status=False,
-            trace_configs=http_trace_configs(provider),
-        )
-        stack.push_async_callback(session.close)
+        plain, traced = _sessions(stack, connector, settings, provider)
         # One redactor for logs and spans: the token's exact value, and one tag per email.
         redactor = Redactor(secrets=(settings.namespace,))
         credential = _credential(settings, redactor)
         client = UpstreamClient(
-            AiohttpTransport(session, settings.api_url),
+            AiohttpTransport(plain, settings.api_url, traced=traced),
             settings.retry,
             credential,
             max_concurrency=settings.max_concurrency,
@@ -159,6 +155,7 @@ async def running_sidecar(
         )
         metrics.watchers.set_function(lambda: bus.watcher_count)
         recorder = OutcomeRecorder(metrics, log, redactor)
+        stack.callback(recorder.flush)  # the lines of the last calls, after the server stops
         background = (
             None
             if queue is None
@@ -423,6 +420,12 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_sidecar(settings, env) as sidecar:
+        # What start-up built (modules, descriptors, the SDK) lives as long as the process:
+        # frozen, the collector stops scanning it, which made each full collection about a
+        # quarter as long (docs/decisions.md, Performance). Only here, not in running_sidecar:
+        # tests start many sidecars in one process and should not pin what each leaves.
+        gc.collect()
+        gc.freeze()
         if on_serving is not None:
             await on_serving(sidecar, stop)
         await stop.wait()
@@ -430,6 +433,35 @@ async def serve(
         await sidecar.drain()
     log.info("stopped")
     return 0
+
+
+def _sessions(
+    stack: contextlib.AsyncExitStack,
+    connector: aiohttp.TCPConnector,
+    settings: Settings,
+    provider: TracerProvider | None,
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession | None]:
+    """The HTTP session without trace hooks, and the traced one (None when tracing is off).
+
+    Requests of unsampled calls go through the first: aiohttp runs every hook of a session on
+    every request. Both use ``connector``, so there is one connection pool; the traced
+    session owns it when there is one.
+    """
+    options: dict[str, Any] = {
+        "timeout": aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
+        "raise_for_status": False,
+    }
+    if provider is None:
+        plain = aiohttp.ClientSession(connector=connector, **options)
+        stack.push_async_callback(plain.close)
+        return plain, None
+    traced = aiohttp.ClientSession(
+        connector=connector, trace_configs=http_trace_configs(provider), **options
+    )
+    stack.push_async_callback(traced.close)
+    plain = aiohttp.ClientSession(connector=connector, connector_owner=False, **options)
+    stack.push_async_callback(plain.close)
+    return plain, traced
 
 
 def _flush(provider: TracerProvider) -> None:

@@ -8,7 +8,6 @@ door (:mod:`.http_door`) calls the same methods.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
@@ -72,9 +71,8 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
                 f"a batch holds at most {self._batch_limit} events; got {len(request.events)}",
                 limit=str(self._batch_limit),
             )
-        deadline = self._deadline(context)
-        results = await asyncio.gather(
-            *(self._deliverer.deliver(event, deadline, request.mode) for event in request.events)
+        results = await self._deliverer.deliver_batch(
+            request.events, self._deadline(context), request.mode
         )
         return delivery_pb2.DeliverBatchResponse(results=results)
 

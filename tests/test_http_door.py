@@ -21,7 +21,7 @@ from bluecore_sidecar.http_door import HttpDoor, _until, connect_code, http_stat
 from bluecore_sidecar.interceptor import Admission, Edge
 from bluecore_sidecar.service import DeliveryService, HealthService
 from bluecore_sidecar.telemetry import Metrics
-from datafly.bluecore.v1 import delivery_pb2
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -519,3 +519,19 @@ async def test_an_unexpected_failure_is_internal_and_says_nothing_of_it(captured
     assert "RuntimeError" in captured_logs.getvalue()
     assert EMAIL not in captured_logs.getvalue()
     assert admission.in_flight == 0
+
+
+async def test_the_dead_letter_admin_rpcs_answer_over_connect_as_over_grpc(sidecar):
+    """ListDeadLetters through the door gives what the gRPC stub gives (answer or error)."""
+    admin = "datafly.bluecore.v1.DeadLetterService"
+    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
+        stub = delivery_pb2_grpc.DeadLetterServiceStub(channel)
+        try:
+            reply = await stub.ListDeadLetters(delivery_pb2.ListDeadLettersRequest(), timeout=5)
+            expected: Any = (200, json_format.MessageToDict(reply))
+        except grpc.aio.AioRpcError as refused:
+            expected = (refused.code().name.lower(), refused.details())
+    status, _, body = await post(f"{sidecar.http_url}/{admin}/ListDeadLetters", {}, CONNECT_JSON)
+    answer = json.loads(body)
+    got = (200, answer) if status == 200 else (answer["code"], answer["message"])
+    assert got == expected

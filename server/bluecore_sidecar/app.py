@@ -37,7 +37,7 @@ from .config import Settings, split_address
 from .credential import Credential, FileCredential
 from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
-from .interceptor import Admission, EdgeInterceptor
+from .interceptor import Admission, Edge, EdgeInterceptor
 from .outcomes import OutcomeBus
 from .redaction import Redactor
 from .service import DeliveryService, HealthService, add_reflection
@@ -211,12 +211,10 @@ async def running_sidecar(
             default_deadline=settings.default_deadline,
         )
         delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
-        delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(
-            DeadLetterAdmin(
-                queue, on_replay=background.wake if background is not None else lambda: None
-            ),
-            server,
+        admin = DeadLetterAdmin(
+            queue, on_replay=background.wake if background is not None else lambda: None
         )
+        delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(admin, server)
         health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
@@ -235,17 +233,17 @@ async def running_sidecar(
             client.throttle.wait_time,
             background=background,
         )
-        http_runner, http_url = None, ""
-        if settings.http_address:
-            # The JSON door: the same edge and servicer as gRPC; stopped before the gRPC server.
-            door = http_door.HttpDoor(
+        http_runner, http_url = await _start_door(
+            stack,
+            settings,
+            http_door.HttpDoor(
                 interceptor.edge,
                 servicer,
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 max_events_bytes=settings.max_event_bytes * settings.batch_limit,
-            )
-            http_runner = await http_door.start(stack, settings.http_address, door)
-            http_url = _base_url(settings.http_address, http_runner.addresses[0][1])
+                more=[(Edge(DEAD_LETTER_SERVICE, admission, metrics, tracer), admin)],
+            ),
+        )
         sidecar = Sidecar(
             grpc_address=_join(host, port),
             ops_url=ops_url,
@@ -352,6 +350,19 @@ def _background(
         redactor=redactor,
         shared=settings.workers > 1,
     )
+
+
+async def _start_door(
+    stack: contextlib.AsyncExitStack, settings: Settings, door: http_door.HttpDoor
+) -> tuple[web.AppRunner | None, str]:
+    """The JSON door on ``SIDECAR_HTTP_ADDRESS`` (same edge and servicers as gRPC), and its URL.
+
+    It is stopped before the gRPC server; (None, "") when the address is off.
+    """
+    if not settings.http_address:
+        return None, ""
+    runner = await http_door.start(stack, settings.http_address, door)
+    return runner, _base_url(settings.http_address, runner.addresses[0][1])
 
 
 async def _start_ops(

@@ -71,11 +71,14 @@ LABEL org.opencontainers.image.title="bluecore-sidecar" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 
 # The base image's own pip is an installer the running sidecar never needs; drop it, then add
-# the user the sidecar runs as (a fixed number, so Kubernetes can check runAsNonRoot).
+# the user the sidecar runs as (a fixed number, so Kubernetes can check runAsNonRoot), and the
+# directory of the durable queue (SIDECAR_QUEUE_PATH), owned by that user: Docker gives a new
+# named volume mounted there the directory's owner, so the sidecar can write its queue file.
 RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
  && groupadd --system --gid 10001 bluecore \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin bluecore
+        --shell /usr/sbin/nologin bluecore \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/bluecore-sidecar
 
 COPY --from=build /opt/bluecore-sidecar /opt/bluecore-sidecar
 

@@ -52,10 +52,29 @@ def load_events(directory: Path) -> list[delivery_pb2.DataflyEvent]:
     return events
 
 
+def as_customer(event: delivery_pb2.DataflyEvent, customer: str) -> None:
+    """Give ``event`` another customer: its anonymous id and every email it carries."""
+    event.anonymous_id = f"anon-{customer}"
+    email = f"{customer}@example.com"
+    for fields in (event.traits, event.context.traits, event.properties):
+        if "email" in fields:
+            fields["email"] = email
+
+
 def build_requests(
-    events: list[delivery_pb2.DataflyEvent], mode: str, calls: int, batch_size: int, prefix: str
+    events: list[delivery_pb2.DataflyEvent],
+    mode: str,
+    calls: int,
+    batch_size: int,
+    prefix: str,
+    customers: int = 0,
 ) -> list[delivery_pb2.DeliverRequest] | list[delivery_pb2.DeliverBatchRequest]:
-    """``calls`` requests cycling through ``events``, each event with a fresh message id."""
+    """``calls`` requests cycling through ``events``, each event with a fresh message id.
+
+    ``customers`` > 0 spreads the events over that many customers (round robin); 0 keeps the
+    example events' own customer. The durable queue delivers one customer's events one at a
+    time, in order, so a single customer is its worst case, not a typical load.
+    """
     serial = 0
 
     def next_event() -> delivery_pb2.DataflyEvent:
@@ -63,6 +82,8 @@ def build_requests(
         event = delivery_pb2.DataflyEvent()
         event.CopyFrom(events[serial % len(events)])
         event.message_id = f"{prefix}-{serial}"
+        if customers:
+            as_customer(event, f"{prefix}-c{serial % customers}")
         serial += 1
         return event
 
@@ -205,8 +226,12 @@ async def main(args: argparse.Namespace) -> None:
     """Warm up, report ready, wait for the go line, measure, report."""
     events = load_events(args.events)
     size = args.batch_size if args.mode == "batch" else 1
-    measured = build_requests(events, args.mode, args.calls, size, f"{args.prefix}-m")
-    warmup = build_requests(events, args.mode, args.warmup, size, f"{args.prefix}-w")
+    measured = build_requests(
+        events, args.mode, args.calls, size, f"{args.prefix}-m", args.customers
+    )
+    warmup = build_requests(
+        events, args.mode, args.warmup, size, f"{args.prefix}-w", args.customers
+    )
     async with contextlib.AsyncExitStack() as stack:
         # Separate channels share one TCP connection unless each has its own subchannel pool;
         # SIDECAR_WORKERS spreads connections, not calls, so --channels opens that many.
@@ -287,6 +312,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
     parser.add_argument("--prefix", required=True, help="message_id prefix, unique per phase")
+    parser.add_argument(
+        "--customers", type=int, default=0, help="spread events over N customers (0: as given)"
+    )
     parser.add_argument("--events", type=Path, required=True, help="directory of example events")
     parsed = parser.parse_args()
     if parsed.rate and parsed.mode != "deliver":

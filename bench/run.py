@@ -68,6 +68,8 @@ SERVERS = (
     "sidecar",
     "sidecar-trace100",
     "sidecar-trace10",
+    "sidecar-base",
+    "sidecar-trace10-base",
     "sidecar-watch500",
     "sidecar-workers2",
     "sidecar-durable",
@@ -79,10 +81,15 @@ LABELS = {
     "sidecar": "sidecar, tracing off",
     "sidecar-trace100": "sidecar, tracing 100%",
     "sidecar-trace10": "sidecar, parent-based 10%",
+    "sidecar-base": "base rev sidecar, tracing off",
+    "sidecar-trace10-base": "base rev sidecar, parent-based 10%",
     "sidecar-watch500": "sidecar, 500 idle watchers",
     "sidecar-workers2": "sidecar, SIDECAR_WORKERS=2",
     "sidecar-durable": "sidecar, durable queue",
 }
+#: Run by ``--compare-rev REV``: the code of another git revision, side by side in the same
+#: rounds (tracing off and parent-based 10%), for a before/after on one busy machine.
+COMPARE_SERVERS = ("sidecar-base", "sidecar-trace10-base")
 #: Calls, as measured: closed-loop Deliver and DeliverBatch (loadgen), open-loop Deliver at a
 #: fixed rate (loadgen --rate), and closed-loop Deliver from ghz.
 MODES = ("deliver", "batch", "watchers", "latency", "ghz")
@@ -106,10 +113,16 @@ HOOKS: dict[str, tuple[str, str, str]] = {
     "sidecar-workers2": ("--compare-workers", "workers", "SIDECAR_WORKERS"),
     "sidecar-durable": ("--compare-durable", "queue_path", "SIDECAR_QUEUE_PATH"),
 }
+#: Hooks whose feature exists: they run by default (``--no-compare-durable`` leaves one out).
+BUILT = frozenset({"sidecar-durable"})
 #: Outcomes that count as "accepted" for a server: a durable sidecar answers QUEUED once the
-#: event is on disk. HOOK (durable): QUEUED is not delivered yet; when the queue exists, also
-#: wait for it to drain (e.g. a queue-depth gauge on /metrics) before the phase's clock stops.
+#: event is on disk. QUEUED is not delivered yet, so for the servers in DRAINS a phase starts
+#: only once the queue is empty (the warm-up's events gone) and its clock and CPU count stop
+#: only when the queue is empty again: the ``bluecore_sidecar_queue_depth`` gauge on /metrics,
+#: read from the store at each scrape, polled every DRAIN_POLL seconds.
 ACCEPTED = {"sidecar-durable": ("DELIVERED", "QUEUED")}
+DRAINS = frozenset({"sidecar-durable"})
+DRAIN_POLL = 0.1
 #: The reference each server is compared with in the summary.
 REFERENCE = {
     "sidecar-watch500": "sidecar",
@@ -375,7 +388,13 @@ async def start_upstream(args: argparse.Namespace, workdir: Path) -> Upstream:
 
 
 def server_env(
-    name: str, address: str, upstream: str, sink_port: int, extra: list[str], workdir: Path
+    name: str,
+    address: str,
+    upstream: str,
+    sink_port: int,
+    extra: list[str],
+    workdir: Path,
+    durable_mode: str = "wait",
 ) -> dict[str, str]:
     """The environment of one sidecar: ours only, nothing inherited from SIDECAR_/OTEL_."""
     env = {
@@ -407,7 +426,12 @@ def server_env(
     if name == "sidecar-workers2":
         env["SIDECAR_WORKERS"] = "2"  # HOOK (workers): the variable's name and value
     if name == "sidecar-durable":
-        env["SIDECAR_QUEUE_PATH"] = str(workdir / "queue.db")  # HOOK (durable): likewise
+        env["SIDECAR_QUEUE_PATH"] = str(workdir / "queue.db")
+        env["SIDECAR_DELIVERY_MODE"] = durable_mode
+    if name in COMPARE_SERVERS:
+        # The extracted revision's package comes first on the path (before the editable
+        # install of this work tree).
+        env["PYTHONPATH"] = str(workdir / "base" / "server")
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep:
@@ -432,7 +456,9 @@ async def start_servers(
             cmd = [PY, str(BENCH / "forwarder.py"), "--listen", address, "--upstream", upstream.url]
             child = spawn(name, cmd, workdir)
         else:
-            env = server_env(name, address, upstream.url, sink_port, args.sidecar_env, workdir)
+            env = server_env(
+                name, address, upstream.url, sink_port, args.sidecar_env, workdir, args.durable_mode
+            )
             if name == "sidecar-watch500":
                 # The proof is at --watchers streams, above the default cap (100); a cap set
                 # with --sidecar-env wins, and the refused streams then show in the report.
@@ -567,6 +593,7 @@ async def run_phase(
         f"--channels={args.channels}",
         f"--prefix={server.name}-r{round_no}-{mode}-{time.time_ns()}",
         f"--events={args.events}",
+        f"--customers={args.customers}",
     ]
     log = (workdir / f"loadgen-{server.name}-{mode}-r{round_no}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
@@ -584,6 +611,8 @@ async def run_phase(
             ready = await read_message(proc)
             if "ready" not in ready:
                 raise BenchError(f"unexpected message from the load generator: {ready}")
+            if server.name in DRAINS:
+                await wait_drained(server, args.phase_timeout)  # the warm-up's events
             before = Snapshot.take(server, upstream)
             began = time.monotonic()
             assert proc.stdin is not None
@@ -601,6 +630,9 @@ async def run_phase(
                 if "progress" in message and now - shown >= 5:
                     print(f"{label} ... {message['progress']}/{calls} calls", flush=True)
                     shown = now
+            drain_s = 0.0
+            if server.name in DRAINS:
+                drain_s = await wait_drained(server, args.phase_timeout)
             after = Snapshot.take(server, upstream)
             await proc.wait()
             if spy is not None and await spy.wait() != 0:
@@ -620,6 +652,9 @@ async def run_phase(
     if server.child.proc.poll() is not None:
         raise BenchError(f"{server.name} died during the phase:\n{server.child.log_tail()}")
     result: dict[str, Any] = message["result"]
+    # The load generator's clock stopped at its last answer; what it left queued counts too.
+    result["wall_s"] += drain_s
+    result["drain_s"] = drain_s
     events = result["events"]
     accepted = ACCEPTED.get(server.name, ("DELIVERED",))
     delivered = sum(result["outcomes"].get(status, 0) for status in accepted)
@@ -689,6 +724,33 @@ def ghz_command(
         "--format=json",
         server.address,
     ]
+
+
+async def wait_drained(server: Server, timeout: float) -> float:
+    """Seconds until the durable sidecar's queue-depth gauge reads 0."""
+    began = time.monotonic()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        while True:
+            try:
+                async with session.get(server.ops_url) as answer:
+                    text = await answer.text()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BenchError(f"cannot read {server.name}'s queue depth: {exc}") from None
+            depth = next(
+                (
+                    float(line.rpartition(" ")[2])
+                    for line in text.splitlines()
+                    if line.startswith("bluecore_sidecar_queue_depth ")
+                ),
+                None,
+            )
+            if depth is None:
+                raise BenchError(f"{server.ops_url} has no bluecore_sidecar_queue_depth gauge")
+            if depth == 0:
+                return time.monotonic() - began
+            if time.monotonic() - began > timeout:
+                raise BenchError(f"{server.name}'s queue still holds {depth:.0f} events")
+            await asyncio.sleep(DRAIN_POLL)
 
 
 async def scrape_outcomes(server: Server) -> dict[str, float]:
@@ -977,7 +1039,10 @@ def render_table(rows: list[dict[str, Any]], batch_size: int) -> str:
     )
     lines = [head, "|" + "---|" * 10]
     for row in rows:
-        if row["mode"] not in ("deliver", "batch") or row["server"] not in BASE_SERVERS:
+        if row["mode"] not in ("deliver", "batch") or row["server"] not in (
+            *BASE_SERVERS,
+            *COMPARE_SERVERS,
+        ):
             continue
         ratio = row.get("throughput_vs_ref")
         cpu_ratio = row.get("cpu_vs_ref")
@@ -1212,12 +1277,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile-out", type=Path, help="where py-spy writes (default: .cache/bench/profile-*)"
     )
     for server, (flag, _field, variable) in HOOKS.items():
+        on = server in BUILT
         parser.add_argument(
             flag,
             dest=server.replace("-", "_"),
-            action="store_true",
-            help=f"HOOK: also run {LABELS[server]} ({variable}) vs the plain sidecar",
+            action=argparse.BooleanOptionalAction if on else "store_true",
+            default=on,
+            help=f"{'' if on else 'HOOK: '}also run {LABELS[server]} ({variable}) vs the "
+            f"plain sidecar{' (default: on)' if on else ''}",
         )
+    parser.add_argument(
+        "--compare-rev",
+        metavar="REV",
+        help="also run the sidecar of git revision REV (tracing off and parent-based 10%%) "
+        "in the same rounds: a before/after measured side by side",
+    )
+    parser.add_argument(
+        "--customers",
+        type=int,
+        help="spread the events over N customers, for every server (default: 10000 with "
+        "--compare-durable, whose queue serialises each customer's events; else 0, the "
+        "example events' one customer)",
+    )
+    parser.add_argument(
+        "--durable-mode",
+        choices=("wait", "enqueue"),
+        default="wait",
+        help="SIDECAR_DELIVERY_MODE of the durable sidecar (--compare-durable); default wait",
+    )
     parser.add_argument(
         "--sidecar-env",
         action="append",
@@ -1243,9 +1330,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.latency_servers = _names(args.latency_servers, "--latency-servers", parser, BASE_SERVERS)
     args.ghz_servers = _names(args.ghz_servers, "--ghz-servers", parser, BASE_SERVERS)
     args.hooks = [server for server in HOOKS if getattr(args, server.replace("-", "_"))]
+    LABELS["sidecar-durable"] = f"sidecar, durable ({args.durable_mode})"
+    if args.customers is None:
+        args.customers = 10_000 if args.sidecar_durable else 0
     if args.channels is None:
         args.channels = 4 if "sidecar-workers2" in args.hooks else 1
     return args
+
+
+def extract_revision(rev: str, into: Path) -> None:
+    """``server/`` of git revision ``rev`` under ``into`` (``git archive``, no checkout)."""
+    into.mkdir(parents=True)
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "server"],
+            check=True,
+            capture_output=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise BenchError(f"--compare-rev {rev}: git archive failed: {exc}") from None
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    print(f"bench: base revision {rev} extracted for {', '.join(COMPARE_SERVERS)}", flush=True)
 
 
 def settings_has(field: str) -> bool:
@@ -1289,6 +1394,8 @@ def plan(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
             modes["sidecar-watch500"] += ("batch",)
             if "batch" not in modes["sidecar"]:
                 modes["sidecar"] += ("batch",)
+    if args.compare_rev:
+        modes.update(dict.fromkeys(COMPARE_SERVERS, ("deliver", "batch")))
     for hook in args.hooks:
         modes.setdefault("sidecar", ("deliver", "batch"))
         modes[hook] = ("deliver", "batch")
@@ -1402,6 +1509,16 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             print(f"WARNING: {note}", flush=True)
             notes.append(note)
             args.hooks.remove(hook)
+    if args.customers:
+        notes.append(
+            f"events spread over {args.customers} customers (--customers), for every server: "
+            "the durable queue sends one customer's events one at a time, in order"
+        )
+    if "sidecar-durable" in args.hooks:
+        notes.append(
+            f"durable sidecar: SIDECAR_DELIVERY_MODE={args.durable_mode}; each of its phases "
+            "starts with an empty queue and ends when the queue is empty again"
+        )
     if args.channels > 1:
         notes.append(
             f"every load generator spread its calls over {args.channels} gRPC connections "
@@ -1429,6 +1546,8 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
         if upstream.child:
             children.append(upstream.child)
         print(f"bench: upstream {upstream.kind} at {upstream.url}", flush=True)
+        if args.compare_rev:
+            extract_revision(args.compare_rev, workdir / "base")
         servers = await start_servers(args, workdir, upstream, sink_port, children)
         for round_no, order in rounds_order(list(closed), args.rounds):
             for name in order:

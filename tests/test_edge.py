@@ -29,6 +29,7 @@ from .test_metrics import scrape
 
 Status = delivery_pb2.DeliveryStatus
 SERVICE = "datafly.bluecore.v1.DeliveryService"
+DEAD_LETTERS = "datafly.bluecore.v1.DeadLetterService"
 DELIVER = f"/{SERVICE}/Deliver"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -171,7 +172,7 @@ async def test_undecodable_reflection_request_ends_the_stream_with_invalid_argum
 # -- health List and reflection v1 -------------------------------------------------------------
 
 
-async def test_health_list_answers_both_services(sidecar):
+async def test_health_list_answers_every_service(sidecar):
     async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).List(
             health_pb2.HealthListRequest(), timeout=5
@@ -179,6 +180,7 @@ async def test_health_list_answers_both_services(sidecar):
     assert {name: status.status for name, status in reply.statuses.items()} == {
         "": health_pb2.HealthCheckResponse.SERVING,
         SERVICE: health_pb2.HealthCheckResponse.SERVING,
+        DEAD_LETTERS: health_pb2.HealthCheckResponse.SERVING,
     }
 
 
@@ -225,6 +227,7 @@ async def test_reflection_lists_services_under_v1_and_v1alpha(version, sidecar):
     )
     assert {s.name for s in listed.list_services_response.service} == {
         SERVICE,
+        DEAD_LETTERS,
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "grpc.reflection.v1.ServerReflection",

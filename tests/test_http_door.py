@@ -21,14 +21,14 @@ from bluecore_sidecar.http_door import HttpDoor, _until, connect_code, http_stat
 from bluecore_sidecar.interceptor import Admission, Edge
 from bluecore_sidecar.service import DeliveryService, HealthService
 from bluecore_sidecar.telemetry import Metrics
-from datafly.bluecore.v1 import delivery_pb2
+from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from .conftest import EMAIL, NAMESPACE, make_event, seed_purchase_body, serving
+from .conftest import EMAIL, NAMESPACE, eventually, make_event, seed_purchase_body, serving
 from .test_metrics import scrape
 
 SERVICE = "datafly.bluecore.v1.DeliveryService"
@@ -222,10 +222,7 @@ async def test_connect_overload_is_429_with_retry_after(start_sidecar, sandbox):
     sandbox.delay(1.0, count=1)
     url = f"{sidecar.http_url}/{SERVICE}/Deliver"
     slow = asyncio.create_task(post(url, {"event": seed_event()}, CONNECT_JSON))
-    for _ in range(500):  # until the slow call holds the one admission slot
-        if sidecar.admission.in_flight:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: sidecar.admission.in_flight, what="the slow call admitted")
     status, headers, body = await post(url, {"event": make_event_json("m-2")}, CONNECT_JSON)
     assert (status, headers["Retry-After"]) == (429, "1")
     error, info = error_info(body)
@@ -454,10 +451,7 @@ async def test_drain_answers_late_callers_lets_the_call_in_flight_finish_and_clo
     url = f"{sidecar.http_url}/v1/events"
     headers = {"Content-Type": "application/json"}
     slow = asyncio.create_task(post(url, seed_event(), headers))
-    for _ in range(500):  # until the call is in flight
-        if sidecar.admission.in_flight:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: sidecar.admission.in_flight, what="the call in flight")
     drain = asyncio.create_task(sidecar.drain())
     await asyncio.sleep(0.05)
     status, _, body = await post(url, make_event_json("late"), headers)
@@ -525,3 +519,19 @@ async def test_an_unexpected_failure_is_internal_and_says_nothing_of_it(captured
     assert "RuntimeError" in captured_logs.getvalue()
     assert EMAIL not in captured_logs.getvalue()
     assert admission.in_flight == 0
+
+
+async def test_the_dead_letter_admin_rpcs_answer_over_connect_as_over_grpc(sidecar):
+    """ListDeadLetters through the door gives what the gRPC stub gives (answer or error)."""
+    admin = "datafly.bluecore.v1.DeadLetterService"
+    async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
+        stub = delivery_pb2_grpc.DeadLetterServiceStub(channel)
+        try:
+            reply = await stub.ListDeadLetters(delivery_pb2.ListDeadLettersRequest(), timeout=5)
+            expected: Any = (200, json_format.MessageToDict(reply))
+        except grpc.aio.AioRpcError as refused:
+            expected = (refused.code().name.lower(), refused.details())
+    status, _, body = await post(f"{sidecar.http_url}/{admin}/ListDeadLetters", {}, CONNECT_JSON)
+    answer = json.loads(body)
+    got = (200, answer) if status == 200 else (answer["code"], answer["message"])
+    assert got == expected

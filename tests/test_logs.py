@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 
-from bluecore_sidecar.telemetry import configure_logging
+from bluecore_sidecar.telemetry import Metrics, OutcomeRecorder, configure_logging
 from datafly.bluecore.v1 import delivery_pb2
 
 from .conftest import EMAIL, NAMESPACE, deliver, example_event, make_event
@@ -86,6 +87,88 @@ async def test_log_level_hides_successes_at_warning(stub, sandbox):
         logger.setLevel(logging.WARNING)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["level"], line["message_id"]) for line in lines] == [("WARNING", "m-2")]
+
+
+async def test_a_batch_logs_one_json_line_per_event(captured_logs, stub, sandbox):
+    """DeliverBatch writes its outcome lines together, still one complete line per event."""
+    events = [
+        make_event(messageId="b-1"),
+        make_event(messageId="b-2", event="Order Completed", traits={}),  # needs an email
+        make_event(messageId="b-3", event="Product Added"),
+    ]
+    reply = await stub.DeliverBatch(delivery_pb2.DeliverBatchRequest(events=events), timeout=10)
+
+    by_id = {line["message_id"]: line for line in outcome_lines(captured_logs)}
+    assert sorted(by_id) == ["b-1", "b-2", "b-3"]
+    for result in reply.results:
+        line = by_id[result.message_id]
+        assert line["status"] == Status.Name(result.status).removeprefix("DELIVERY_STATUS_")
+        assert line["trace_id"] == result.trace_id
+        assert line["attempts"] == result.attempts
+    assert by_id["b-2"]["level"] == "WARNING"
+    assert by_id["b-2"]["reason"] == "MISSING_EMAIL"
+    assert {by_id["b-1"]["level"], by_id["b-3"]["level"]} == {"INFO"}
+
+
+async def test_outcomes_of_one_loop_turn_are_written_together_one_line_each():
+    """Lines wait for the end of the loop's turn, then go out in one write; flush forces it."""
+    stream = io.StringIO()
+    logger = configure_logging("INFO", stream)
+    try:
+        recorder = OutcomeRecorder(Metrics(), logger)
+        delivered = Status.DELIVERY_STATUS_DELIVERED
+        for n in range(2):
+            recorder.on_outcome(
+                delivery_pb2.DeliveryResult(message_id=f"m-{n}", status=delivered), False
+            )
+        recorder.on_outcome(
+            delivery_pb2.DeliveryResult(
+                message_id="m-bad", status=Status.DELIVERY_STATUS_FAILED_PERMANENT
+            ),
+            False,
+        )
+        assert stream.getvalue() == ""
+        await asyncio.sleep(0)
+        lines = outcome_lines(stream)
+        assert [(line["level"], line["message_id"]) for line in lines] == [
+            ("INFO", "m-0"),
+            ("INFO", "m-1"),
+            ("WARNING", "m-bad"),
+        ]
+        recorder.on_outcome(delivery_pb2.DeliveryResult(message_id="m-last"), False)
+        recorder.flush()
+        assert outcome_lines(stream)[-1]["message_id"] == "m-last"
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+
+
+def test_outcome_line_is_valid_json_for_any_text():
+    """Quotes, backslashes, control characters and non-ASCII in free-form fields stay JSON."""
+    stream = io.StringIO()
+    logger = configure_logging("INFO", stream)
+    odd = 'say "hi"\\ \n\t\x00 é€ 😀'
+    try:
+        OutcomeRecorder(Metrics(), logger).on_outcome(
+            delivery_pb2.DeliveryResult(
+                message_id=odd,
+                status=Status.DELIVERY_STATUS_SKIPPED_UNMAPPED,
+                datafly_event=odd,
+                detail=odd,
+                reason="UNMAPPED_EVENT",
+            ),
+            False,
+        )
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+    [line] = outcome_lines(stream)
+    assert (line["message_id"], line["datafly_event"], line["detail"]) == (odd, odd, odd)
+    assert (line["status"], line["reason"], line["level"]) == (
+        "SKIPPED_UNMAPPED",
+        "UNMAPPED_EVENT",
+        "INFO",
+    )
 
 
 async def test_logs_carry_outcomes_but_never_the_token_or_email(stub, sandbox, captured_logs):

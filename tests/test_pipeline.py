@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from bluecore_sidecar.dedup import DedupTable
 from bluecore_sidecar.delivery import Deliverer
 from bluecore_sidecar.gates import GatePolicy
 from bluecore_sidecar.mapping import MappingRules
 from bluecore_sidecar.outcomes import OutcomeBus
+from bluecore_sidecar.retry import RetryPolicy
+from bluecore_sidecar.upstream import Answer, Credential, UpstreamClient
 from datafly.bluecore.v1 import delivery_pb2
 
 from .conftest import EMAIL, make_event
@@ -60,3 +65,51 @@ async def test_an_unexpected_error_becomes_a_retryable_result_not_an_exception(c
     assert (await watcher.next()) == first
     assert EMAIL not in captured_logs.getvalue()
     assert '"error_type":"ZeroDivisionError"' in captured_logs.getvalue()
+
+
+class HangingTransport:
+    """A Bluecore that never answers: the tries wait until they are cancelled."""
+
+    async def post(self, body: bytes, attempt: int) -> Answer:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class RecordingObserver:
+    """Keeps what the pipeline reports, as the log and metrics recorder would receive it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def on_outcome(self, result: delivery_pb2.DeliveryResult, dedup_hit: bool) -> None:
+        self.seen.append((result.message_id, result.status))
+
+    def on_outcomes(self, outcomes: Sequence[tuple[delivery_pb2.DeliveryResult, bool]]) -> None:
+        self.seen.extend((result.message_id, result.status) for result, _ in outcomes)
+
+
+async def test_a_cancelled_batch_still_reports_the_outcomes_it_reached():
+    """Logs and metrics hear of a batch at its end; a call cancelled before then loses none."""
+    observer = RecordingObserver()
+    pipeline = Deliverer(
+        rules=MappingRules(),
+        gates=GatePolicy(),
+        client=UpstreamClient(
+            HangingTransport(), RetryPolicy(), Credential("ns"), max_concurrency=4
+        ),
+        dedup=DedupTable(timedelta(hours=1), 100),
+        bus=OutcomeBus(10),
+        observer=observer,
+    )
+    events = [
+        make_event(messageId="unmapped", event="Checkout Started"),
+        make_event(messageId="sent"),
+    ]
+    batch = asyncio.ensure_future(pipeline.deliver_batch(events, time.monotonic() + 30))
+    for _ in range(5):
+        await asyncio.sleep(0)  # the unmapped event is decided; the other one hangs in its try
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+
+    assert observer.seen == [("unmapped", Status.DELIVERY_STATUS_SKIPPED_UNMAPPED)]

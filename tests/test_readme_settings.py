@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from bluecore_sidecar.config import REQUIRED, SETTINGS, Settings, Var
+from bluecore_sidecar.config import REQUIRED, SETTINGS, UNSET, Settings, Var
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -29,7 +29,9 @@ def readme_rows(text: str) -> list[tuple[tuple[str, ...], str]]:
 
 def code_row(var: Var) -> tuple[tuple[str, ...], str]:
     names = (var.name, f"{var.name}_FILE") if var.file else (var.name,)
-    return names, "(required)" if var.default is REQUIRED else f"`{var.default}`"
+    if var.default is REQUIRED:
+        return names, "(required)"
+    return names, "(unset)" if var.default == UNSET else f"`{var.default}`"
 
 
 def test_readme_lists_every_setting_with_its_default_in_table_order():

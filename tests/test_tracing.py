@@ -230,6 +230,51 @@ async def test_parent_based_ratio_follows_a_sampled_caller(sandbox, process_env)
     assert ids == {None, "sampled"}  # the sampled call's spans only (None: server, POST)
 
 
+async def test_an_unsampled_call_sends_no_traceparent_and_keeps_its_trace_id(sandbox, process_env):
+    """A call the sampler drops makes no span and no CLIENT hook runs for its tries.
+
+    Its result still names its trace, and a sampled call on the same sidecar is traced and
+    sends its traceparent as usual.
+    """
+    exporter = InMemorySpanExporter()
+    env = process_env(OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0")
+    unsampled_parent = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-00"
+    async with (
+        running_sidecar(test_settings(sandbox.url), env, span_exporter=exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        dropped = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="dropped")),
+            timeout=10,
+            metadata=(("traceparent", unsampled_parent),),
+        )
+        batch = await stub.DeliverBatch(
+            delivery_pb2.DeliverBatchRequest(
+                events=[make_event(messageId="b-1"), make_event(messageId="b-2")]
+            ),
+            timeout=10,
+        )
+        assert exporter.get_finished_spans() == ()
+        sampled = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="sampled")),
+            timeout=10,
+            metadata=(("traceparent", TRACEPARENT),),
+        )
+    assert dropped.result.trace_id == CALLER_TRACE_ID
+    assert all(len(result.trace_id) == 32 for result in batch.results)
+    assert sampled.result.status == Status.DELIVERY_STATUS_DELIVERED
+    sent = [request.headers.get("traceparent") for request in sandbox.received]
+    assert sent[:3] == [None, None, None]
+    assert sent[3] is not None
+    assert CALLER_TRACE_ID in sent[3]
+    assert {span.name for span in exporter.get_finished_spans()} == {
+        SERVER_SPAN,
+        "bluecore.deliver",
+        "POST",
+    }
+
+
 async def test_tracing_off_when_no_endpoint_is_configured(sandbox):
     """With no OTEL endpoint nothing is traced and no traceparent goes to Bluecore.
 

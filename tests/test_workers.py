@@ -28,7 +28,7 @@ from bluecore_sidecar.supervisor import (
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 
-from .conftest import EMAIL, NAMESPACE, make_event
+from .conftest import EMAIL, NAMESPACE, eventually, make_event
 from .test_lifecycle import serve_env
 
 Status = delivery_pb2.DeliveryStatus
@@ -182,11 +182,7 @@ async def test_two_workers_share_one_port_the_ops_port_sums_them_and_sigterm_dra
                 worker: asyncio.ensure_future(deliver(channel, f"slow-{worker}"))
                 for worker, channel in channels.items()
             }
-            async with asyncio.timeout(10):
-                while True:
-                    if len(sandbox.received) == probes + 2:
-                        break
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: len(sandbox.received) == probes + 2, timeout=10)
             mark = len(running.lines)
             running.process.send_signal(signal.SIGTERM)
             for worker in (1, 2):
@@ -292,14 +288,14 @@ async def test_with_the_durable_queue_an_id_queued_through_one_worker_is_known_t
             Status.DELIVERY_STATUS_SKIPPED_DUPLICATE,  # delivered meanwhile
         )
         assert running.outcome_worker("same-id", "QUEUED") == 1
+
         # Wait until the queue is empty: every queued event was sent.
-        async with asyncio.timeout(30):
-            while True:
-                _, text = await get(ops_url + "/metrics")
-                depth = aggregate.parse(text)["bluecore_sidecar_queue_depth"].samples
-                if list(depth.values()) == [0.0]:
-                    break
-                await asyncio.sleep(0.1)
+        async def queue_empty() -> bool:
+            _, text = await get(ops_url + "/metrics")
+            depth = aggregate.parse(text)["bluecore_sidecar_queue_depth"].samples
+            return list(depth.values()) == [0.0]
+
+        await eventually(queue_empty, timeout=30, interval=0.1)
         running.process.send_signal(signal.SIGTERM)
         assert await running.finish() == 0
     sent = [r for r in sandbox.received if "ONLY-ONCE" in json.dumps(r.body)]
@@ -324,16 +320,15 @@ async def test_workers_shut_down_when_the_supervisor_is_killed(sandbox):
 
 async def wait_gone(pid: int) -> bool:
     """Whether ``pid`` ends (or is a zombie: it exited, nobody reaped it) within 30 s."""
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()  # noqa: ASYNC240 - procfs, no disk
-                state = stat.rpartition(")")[2].split()[0]
-            except FileNotFoundError:
-                return True
-            if state == "Z":
-                return True
-            await asyncio.sleep(0.05)
+
+    def gone() -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except FileNotFoundError:
+            return True
+        return stat.rpartition(")")[2].split()[0] == "Z"
+
+    return await eventually(gone, timeout=30, interval=0.05, what=f"pid {pid} gone")
 
 
 def test_the_exit_code_is_the_worst_workers():

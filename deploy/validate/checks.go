@@ -16,6 +16,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -47,6 +48,8 @@ type Settings struct {
 	HTTPAddress   string // the JSON door; "" when it is off
 	APIURL        string // BLUECORE_API_URL, or the default (the real Bluecore) when unset
 	ShutdownGrace time.Duration
+	QueuePath     string // SIDECAR_QUEUE_PATH; "" when the sidecar runs without a durable queue
+	QueueMaxBytes int64  // SIDECAR_QUEUE_MAX_BYTES: where the queue starts answering QUEUE_FULL
 }
 
 // CLICommand is what the sidecar's own argument parser made of a command line.
@@ -75,6 +78,8 @@ type podTemplate struct {
 	owner  Object
 	labels map[string]string
 	spec   *corev1.PodSpec
+	// claims are a StatefulSet's volumeClaimTemplates: volumes of their own, one per pod.
+	claims []corev1.PersistentVolumeClaim
 }
 
 func podTemplates(objects []Object) []podTemplate {
@@ -82,15 +87,15 @@ func podTemplates(objects []Object) []podTemplate {
 	for _, obj := range objects {
 		switch v := obj.Value.(type) {
 		case *appsv1.Deployment:
-			pods = append(pods, podTemplate{obj, v.Spec.Template.Labels, &v.Spec.Template.Spec})
+			pods = append(pods, podTemplate{obj, v.Spec.Template.Labels, &v.Spec.Template.Spec, nil})
 		case *appsv1.StatefulSet:
-			pods = append(pods, podTemplate{obj, v.Spec.Template.Labels, &v.Spec.Template.Spec})
+			pods = append(pods, podTemplate{obj, v.Spec.Template.Labels, &v.Spec.Template.Spec, v.Spec.VolumeClaimTemplates})
 		case *appsv1.DaemonSet:
-			pods = append(pods, podTemplate{obj, v.Spec.Template.Labels, &v.Spec.Template.Spec})
+			pods = append(pods, podTemplate{obj, v.Spec.Template.Labels, &v.Spec.Template.Spec, nil})
 		case *batchv1.Job:
-			pods = append(pods, podTemplate{obj, v.Spec.Template.Labels, &v.Spec.Template.Spec})
+			pods = append(pods, podTemplate{obj, v.Spec.Template.Labels, &v.Spec.Template.Spec, nil})
 		case *corev1.Pod:
-			pods = append(pods, podTemplate{obj, v.Labels, &v.Spec})
+			pods = append(pods, podTemplate{obj, v.Labels, &v.Spec, nil})
 		}
 	}
 	return pods
@@ -192,7 +197,7 @@ func checkPod(pod podTemplate, configMaps map[string]bool) error {
 			fail("%s: %v", where, err)
 		}
 		for _, m := range c.VolumeMounts {
-			if volumes[m.Name] == nil {
+			if volumes[m.Name] == nil && !slices.ContainsFunc(pod.claims, func(claim corev1.PersistentVolumeClaim) bool { return claim.Name == m.Name }) {
 				fail("%s: volumeMount %q has no volume of that name", where, m.Name)
 			}
 		}
@@ -442,17 +447,20 @@ func CheckSidecars(objects []Object, facts Facts, scratch string) error {
 	var errs []error
 	configMaps := map[string]*corev1.ConfigMap{}
 	secrets := map[string]*corev1.Secret{}
+	claims := map[string]*corev1.PersistentVolumeClaim{}
 	for _, obj := range objects {
 		switch v := obj.Value.(type) {
 		case *corev1.ConfigMap:
 			configMaps[namespaceOf(obj)+"/"+obj.Name] = v
 		case *corev1.Secret:
 			secrets[namespaceOf(obj)+"/"+obj.Name] = v
+		case *corev1.PersistentVolumeClaim:
+			claims[namespaceOf(obj)+"/"+obj.Name] = v
 		}
 	}
 	for _, pod := range podTemplates(objects) {
 		for _, c := range sidecarContainers(pod.spec) {
-			s := sidecarCheck{pod: pod, c: c, facts: facts, configMaps: configMaps, secrets: secrets, scratch: scratch}
+			s := sidecarCheck{pod: pod, c: c, facts: facts, configMaps: configMaps, secrets: secrets, claims: claims, scratch: scratch}
 			errs = append(errs, s.run())
 		}
 	}
@@ -465,6 +473,7 @@ type sidecarCheck struct {
 	facts      Facts
 	configMaps map[string]*corev1.ConfigMap
 	secrets    map[string]*corev1.Secret
+	claims     map[string]*corev1.PersistentVolumeClaim
 	scratch    string
 	errs       []error
 }
@@ -510,6 +519,7 @@ func (s *sidecarCheck) run() error {
 	s.checkPorts(opsPort, grpcPort)
 	s.checkProbes(opsPort)
 	s.checkGrace(settings.ShutdownGrace)
+	s.checkQueue(settings)
 	return errors.Join(s.errs...)
 }
 
@@ -758,6 +768,102 @@ func (s *sidecarCheck) checkGrace(drain time.Duration) {
 	}
 	if time.Duration(*grace)*time.Second <= budget {
 		s.fail("terminationGracePeriodSeconds %d is not longer than the drain budget %s (SIDECAR_SHUTDOWN_GRACE %s + span flush %s): kubelet would kill the sidecar mid-drain", *grace, budget, drain, SpanFlushBudget)
+	}
+}
+
+// QueueHeadroom is how much larger than SIDECAR_QUEUE_MAX_BYTES the queue's volume must be.
+// That limit counts the queued events only; the SQLite file also holds the dedup memory and
+// dead letters, and its write-ahead log grows beside it. kubelet evicts a pod whose emptyDir
+// passes its sizeLimit, and the queue goes with the pod: the queue must fill up first.
+const QueueHeadroom = 2
+
+// checkQueue checks where the durable queue's file lives: on a writable volume of this pod,
+// on disk, large enough, and used by one pod only (the sidecar locks the file).
+func (s *sidecarCheck) checkQueue(settings Settings) {
+	file := settings.QueuePath
+	if file == "" {
+		return // no durable queue: nothing is kept on disk
+	}
+	if !path.IsAbs(file) {
+		s.fail("SIDECAR_QUEUE_PATH %q must be an absolute path on the queue's volume", file)
+		return
+	}
+	var mount *corev1.VolumeMount
+	for i := range s.c.VolumeMounts {
+		m := &s.c.VolumeMounts[i]
+		rel, err := filepath.Rel(m.MountPath, path.Dir(file))
+		if err == nil && !strings.HasPrefix(rel, "..") && (mount == nil || len(m.MountPath) > len(mount.MountPath)) {
+			mount = m
+		}
+	}
+	if mount == nil {
+		s.fail("SIDECAR_QUEUE_PATH %s is on no volumeMount: the root filesystem is read-only; mount an emptyDir or a PersistentVolumeClaim at %s", file, path.Dir(file))
+		return
+	}
+	if mount.ReadOnly {
+		s.fail("the mount %q of SIDECAR_QUEUE_PATH is readOnly: the queue writes there", mount.Name)
+	}
+	limit := resource.NewQuantity(QueueHeadroom*settings.QueueMaxBytes, resource.BinarySI)
+	for _, claim := range s.pod.claims {
+		if claim.Name == mount.Name {
+			s.checkClaimSize(&claim, limit)
+			return // a StatefulSet's claim template: one claim per pod
+		}
+	}
+	var volume *corev1.Volume
+	for i := range s.pod.spec.Volumes {
+		if s.pod.spec.Volumes[i].Name == mount.Name {
+			volume = &s.pod.spec.Volumes[i]
+		}
+	}
+	switch {
+	case volume == nil:
+		// Reported by CheckObjects: a mount without a volume.
+	case volume.EmptyDir != nil:
+		if volume.EmptyDir.Medium == corev1.StorageMediumMemory {
+			s.fail("the queue's emptyDir %q is in memory (medium: Memory): its bytes count against the container's memory limit and a node restart loses them; leave medium unset (the node's disk)", volume.Name)
+		}
+		if size := volume.EmptyDir.SizeLimit; size != nil && size.Cmp(*limit) < 0 {
+			s.fail("the queue's emptyDir %q has sizeLimit %s, below %d x SIDECAR_QUEUE_MAX_BYTES (%s): kubelet would evict the pod, and the queue with it, before the queue answers QUEUE_FULL", volume.Name, size.String(), QueueHeadroom, limit.String())
+		}
+	case volume.PersistentVolumeClaim != nil:
+		if claim := s.claims[namespaceOf(s.pod.owner)+"/"+volume.PersistentVolumeClaim.ClaimName]; claim != nil {
+			s.checkClaimSize(claim, limit)
+		}
+		s.checkOneQueuePerPod(volume.PersistentVolumeClaim.ClaimName)
+	case volume.Ephemeral != nil:
+		// A generic ephemeral volume: a claim per pod, deleted with the pod like an emptyDir.
+	default:
+		s.fail("SIDECAR_QUEUE_PATH is on volume %q, which is neither an emptyDir nor a PersistentVolumeClaim: the queue needs a writable disk of its own", mount.Name)
+	}
+}
+
+func (s *sidecarCheck) checkClaimSize(claim *corev1.PersistentVolumeClaim, limit *resource.Quantity) {
+	size, ok := claim.Spec.Resources.Requests[corev1.ResourceStorage]
+	if ok && size.Cmp(*limit) < 0 {
+		s.fail("the queue's claim %q requests %s, below %d x SIDECAR_QUEUE_MAX_BYTES (%s): the disk would fill before the queue answers QUEUE_FULL", claim.Name, size.String(), QueueHeadroom, limit.String())
+	}
+}
+
+// checkOneQueuePerPod fails a claim that several pods would share: with SIDECAR_WORKERS=1 the
+// sidecar locks its queue file exclusively, so a second pod's sidecar would refuse to start;
+// with several workers the lock is shared, and two pods' workers would write one SQLite file
+// from two machines.
+func (s *sidecarCheck) checkOneQueuePerPod(claim string) {
+	d, ok := s.pod.owner.Value.(*appsv1.Deployment)
+	if !ok {
+		if _, single := s.pod.owner.Value.(*corev1.Pod); !single {
+			s.fail("the queue's claim %q would be shared by every pod of this %s: one queue file per pod (use a StatefulSet's volumeClaimTemplates)", claim, s.pod.owner.GVK.Kind)
+		}
+		return
+	}
+	if d.Spec.Replicas != nil && *d.Spec.Replicas != 1 {
+		s.fail("the queue's claim %q would be shared by every replica: one queue file per pod (the sidecar locks it); run replicas: 1, or a StatefulSet with volumeClaimTemplates", claim)
+	}
+	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		s.fail("a Deployment whose queue is on claim %q needs strategy Recreate: a rolling update starts the new pod while the old one still holds the queue file", claim)
+	} else if d.Spec.Strategy.RollingUpdate != nil {
+		s.fail("strategy Recreate with rollingUpdate set: the API server refuses it (set rollingUpdate: null in the patch)")
 	}
 }
 

@@ -415,6 +415,45 @@ func (c *composeCheck) checkSidecar(stack *ComposeStack) {
 	c.checkAPIURL(stack, settings.APIURL)
 	c.checkOTLP(stack, env)
 	c.checkHealthcheck(svc, opsPort)
+	c.checkQueue(svc, settings.QueuePath)
+}
+
+// checkQueue checks that the durable queue's file is on a volume that outlives the container:
+// a named volume (or a bind mount), writable, and not a tmpfs.
+func (c *composeCheck) checkQueue(svc types.ServiceConfig, file string) {
+	if file == "" {
+		return // no durable queue
+	}
+	dir := path.Dir(file)
+	under := func(target string) bool {
+		rel, err := filepath.Rel(target, dir)
+		return err == nil && !strings.HasPrefix(rel, "..")
+	}
+	for _, entry := range svc.Tmpfs {
+		if target, _, _ := strings.Cut(entry, ":"); under(target) {
+			c.fail(svc.Name, "SIDECAR_QUEUE_PATH %s is on the tmpfs %s: the queue would be lost with the container", file, target)
+			return
+		}
+	}
+	var mount *types.ServiceVolumeConfig
+	for i := range svc.Volumes {
+		v := &svc.Volumes[i]
+		if under(v.Target) && (mount == nil || len(v.Target) > len(mount.Target)) {
+			mount = v
+		}
+	}
+	switch {
+	case mount == nil && svc.ReadOnly:
+		c.fail(svc.Name, "SIDECAR_QUEUE_PATH %s is on no volume, and the root filesystem is read_only; mount a named volume at %s", file, dir)
+	case mount == nil:
+		c.fail(svc.Name, "SIDECAR_QUEUE_PATH %s is on no volume: the queue would live in the container's own layer and go with it (docker compose down, a rebuild); mount a named volume at %s", file, dir)
+	case mount.Type == types.VolumeTypeTmpfs:
+		c.fail(svc.Name, "SIDECAR_QUEUE_PATH %s is on a tmpfs volume: the queue would be lost with the container", file)
+	case mount.ReadOnly:
+		c.fail(svc.Name, "the volume at %s holding SIDECAR_QUEUE_PATH is read-only: the queue writes there", mount.Target)
+	case mount.Type == types.VolumeTypeVolume && mount.Source == "":
+		c.fail(svc.Name, "SIDECAR_QUEUE_PATH %s is on an anonymous volume, which a new container after `docker compose down` does not get back; use a named volume (top-level volumes:)", file)
+	}
 }
 
 // sidecarEnv checks the names in the sidecar's environment and returns the environment its

@@ -81,8 +81,8 @@ func applyReplacements(t *testing.T, text string, changes []replacement) string 
 	return text
 }
 
-const eventMapMount = `    volumes:
-      - ./kubernetes/overlays/example/event-map.json:/etc/bluecore-sidecar/event-map.json:ro
+// It continues the sidecar's volumes list, which ends just before its environment.
+const eventMapMount = `      - ./kubernetes/overlays/example/event-map.json:/etc/bluecore-sidecar/event-map.json:ro
     environment:
       SIDECAR_EVENT_MAP_FILE: /etc/bluecore-sidecar/event-map.json
 `
@@ -162,6 +162,21 @@ func TestComposeVariants(t *testing.T) {
 			"the CLI would refuse it: bluecore-sidecar: error: unrecognized arguments: --prot"},
 		{"no sandbox", []replacement{{`command: ["sandbox", "--host", "0.0.0.0", "--port", "8089"]`, `command: ["preview", "-"]`}},
 			"must run the sandbox Bluecore (`bluecore-sidecar sandbox`) exactly once"},
+
+		// Where the durable queue lives.
+		{"queue left in the container", []replacement{{"      - sidecar-queue:/var/lib/bluecore-sidecar\n", ""}, {"    volumes:\n    environment:", "    environment:"}},
+			"SIDECAR_QUEUE_PATH /var/lib/bluecore-sidecar/queue.db is on no volume, and the root filesystem is read_only"},
+		{"queue in the writable layer", []replacement{{"      - sidecar-queue:/var/lib/bluecore-sidecar\n", ""}, {"    volumes:\n    environment:", "    environment:"}, {"    read_only: true\n", ""}},
+			"the queue would live in the container's own layer"},
+		{"queue on the tmpfs", []replacement{{"SIDECAR_QUEUE_PATH: /var/lib/bluecore-sidecar/queue.db", "SIDECAR_QUEUE_PATH: /tmp/queue.db"}},
+			"SIDECAR_QUEUE_PATH /tmp/queue.db is on the tmpfs /tmp"},
+		{"queue volume read-only", []replacement{{"sidecar-queue:/var/lib/bluecore-sidecar\n", "sidecar-queue:/var/lib/bluecore-sidecar:ro\n"}},
+			"the volume at /var/lib/bluecore-sidecar holding SIDECAR_QUEUE_PATH is read-only"},
+		{"queue on an anonymous volume", []replacement{{"      - sidecar-queue:/var/lib/bluecore-sidecar\n", "      - /var/lib/bluecore-sidecar\n"}},
+			"is on an anonymous volume"},
+		{"queue volume not declared", []replacement{{"\nvolumes:\n", "\nx-volumes:\n"}},
+			"sidecar-queue"},
+		{"no durable queue", []replacement{{"      SIDECAR_QUEUE_PATH: /var/lib/bluecore-sidecar/queue.db\n", ""}}, ""},
 
 		// Where the sidecar sends its spans.
 		{"OTLP endpoint on the HTTP port", []replacement{{"http://jaeger:4317", "http://jaeger:4318"}},

@@ -52,6 +52,7 @@ var knownKinds = map[schema.GroupVersionKind]func() any{
 	corev1.SchemeGroupVersion.WithKind("ConfigMap"):             func() any { return &corev1.ConfigMap{} },
 	corev1.SchemeGroupVersion.WithKind("Secret"):                func() any { return &corev1.Secret{} },
 	corev1.SchemeGroupVersion.WithKind("Namespace"):             func() any { return &corev1.Namespace{} },
+	corev1.SchemeGroupVersion.WithKind("PersistentVolumeClaim"): func() any { return &corev1.PersistentVolumeClaim{} },
 	corev1.SchemeGroupVersion.WithKind("ServiceAccount"):        func() any { return &corev1.ServiceAccount{} },
 	policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"): func() any { return &policyv1.PodDisruptionBudget{} },
 	rbacv1.SchemeGroupVersion.WithKind("Role"):                  func() any { return &rbacv1.Role{} },

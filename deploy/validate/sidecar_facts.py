@@ -49,6 +49,8 @@ def settings(env: dict[str, str]) -> dict[str, object]:
         "http_address": parsed.http_address,
         "api_url": parsed.api_url,
         "shutdown_grace_seconds": parsed.shutdown_grace.total_seconds(),
+        "queue_path": "" if parsed.queue_path is None else str(parsed.queue_path),
+        "queue_max_bytes": parsed.queue_max_bytes,
     }
 
 

@@ -19,6 +19,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
@@ -139,6 +140,8 @@ func loadFacts(t *testing.T) Facts {
 			HTTPAddress  string  `json:"http_address"`
 			APIURL       string  `json:"api_url"`
 			GraceSeconds float64 `json:"shutdown_grace_seconds"`
+			QueuePath    string  `json:"queue_path"`
+			QueueMax     int64   `json:"queue_max_bytes"`
 		}
 		if err := askFacts(py, "settings", env, &res); err != nil {
 			return Settings{}, err
@@ -149,6 +152,8 @@ func loadFacts(t *testing.T) Facts {
 			HTTPAddress:   res.HTTPAddress,
 			APIURL:        res.APIURL,
 			ShutdownGrace: time.Duration(res.GraceSeconds * float64(time.Second)),
+			QueuePath:     res.QueuePath,
+			QueueMaxBytes: res.QueueMax,
 		}, nil
 	}
 	facts.ParseCommand = func(args []string) (CLICommand, error) {
@@ -374,7 +379,13 @@ func containsString(list []string, s string) bool {
 // sidecar container, for a test to break.
 func exampleSidecar(t *testing.T) ([]Object, *appsv1.Deployment, *corev1.Container) {
 	t.Helper()
-	objects := render(t, filesys.MakeFsOnDisk(), filepath.Join(manifestsDir, "overlays", "example"))
+	return overlaySidecar(t, "example")
+}
+
+// overlaySidecar is exampleSidecar for any overlay under deploy/kubernetes/overlays.
+func overlaySidecar(t *testing.T, overlay string) ([]Object, *appsv1.Deployment, *corev1.Container) {
+	t.Helper()
+	objects := render(t, filesys.MakeFsOnDisk(), filepath.Join(manifestsDir, "overlays", overlay))
 	for _, obj := range objects {
 		if d, ok := obj.Value.(*appsv1.Deployment); ok {
 			for i := range d.Spec.Template.Spec.InitContainers {
@@ -384,7 +395,7 @@ func exampleSidecar(t *testing.T) ([]Object, *appsv1.Deployment, *corev1.Contain
 			}
 		}
 	}
-	t.Fatal("the example overlay has no bluecore-sidecar init container")
+	t.Fatalf("overlay %s has no bluecore-sidecar init container", overlay)
 	return nil, nil, nil
 }
 
@@ -397,6 +408,24 @@ func setEnv(c *corev1.Container, name, value string) {
 		}
 	}
 	c.Env = append(c.Env, corev1.EnvVar{Name: name, Value: value})
+}
+
+func mount(c *corev1.Container, name string) *corev1.VolumeMount {
+	for i := range c.VolumeMounts {
+		if c.VolumeMounts[i].Name == name {
+			return &c.VolumeMounts[i]
+		}
+	}
+	panic("no volumeMount " + name)
+}
+
+func volume(d *appsv1.Deployment, name string) *corev1.Volume {
+	for i := range d.Spec.Template.Spec.Volumes {
+		if d.Spec.Template.Spec.Volumes[i].Name == name {
+			return &d.Spec.Template.Spec.Volumes[i]
+		}
+	}
+	panic("no volume " + name)
 }
 
 func renameEnv(c *corev1.Container, from, to string) {
@@ -536,6 +565,37 @@ func TestBrokenManifestsAreRejected(t *testing.T) {
 		{"untagged image", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
 			c.Image = "registry.example.com/platform/bluecore-sidecar"
 		}, "needs a version tag or digest"},
+		{"misspelt queue variable", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			renameEnv(c, "SIDECAR_QUEUE_PATH", "SIDECAR_QUEUE_FILE")
+		}, "env SIDECAR_QUEUE_FILE is not read by the sidecar"},
+		{"delivery mode the sidecar rejects", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			setEnv(c, "SIDECAR_DELIVERY_MODE", "later")
+		}, "would refuse to start: SIDECAR_DELIVERY_MODE"},
+		{"queue on the read-only root filesystem", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			setEnv(c, "SIDECAR_QUEUE_PATH", "/var/lib/queue.db")
+		}, "SIDECAR_QUEUE_PATH /var/lib/queue.db is on no volumeMount"},
+		{"queue path relative", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			setEnv(c, "SIDECAR_QUEUE_PATH", "queue.db")
+		}, "must be an absolute path"},
+		{"queue mount read-only", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			mount(c, "sidecar-queue").ReadOnly = true
+		}, `the mount "sidecar-queue" of SIDECAR_QUEUE_PATH is readOnly`},
+		{"queue in memory", func(d *appsv1.Deployment, _ *corev1.Container, _ []Object) {
+			volume(d, "sidecar-queue").EmptyDir.Medium = corev1.StorageMediumMemory
+		}, "is in memory (medium: Memory)"},
+		{"queue on the memory /tmp", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			setEnv(c, "SIDECAR_QUEUE_PATH", "/tmp/queue.db")
+		}, `the queue's emptyDir "sidecar-tmp" is in memory`},
+		{"queue volume smaller than the queue", func(d *appsv1.Deployment, _ *corev1.Container, _ []Object) {
+			size := resource.MustParse("256Mi")
+			volume(d, "sidecar-queue").EmptyDir.SizeLimit = &size
+		}, "has sizeLimit 256Mi, below 2 x SIDECAR_QUEUE_MAX_BYTES (512Mi)"},
+		{"queue limit raised without the volume", func(_ *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			setEnv(c, "SIDECAR_QUEUE_MAX_BYTES", "1GiB")
+		}, "has sizeLimit 512Mi, below 2 x SIDECAR_QUEUE_MAX_BYTES (2Gi)"},
+		{"queue on a ConfigMap", func(d *appsv1.Deployment, c *corev1.Container, _ []Object) {
+			setEnv(c, "SIDECAR_QUEUE_PATH", "/etc/bluecore-sidecar/queue.db")
+		}, `is on volume "bluecore-event-map", which is neither an emptyDir nor a PersistentVolumeClaim`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -665,6 +725,104 @@ func TestBrokenOverlayIsRejected(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v; want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPersistentQueueRules breaks the persistent-queue overlay (the queue on a
+// PersistentVolumeClaim) one way at a time; the first case breaks nothing and must pass. The
+// last ones turn its Deployment into the StatefulSet the docs recommend for several replicas.
+func TestPersistentQueueRules(t *testing.T) {
+	facts := loadFacts(t)
+	claimOf := func(objects []Object) *corev1.PersistentVolumeClaim {
+		for _, obj := range objects {
+			if claim, ok := obj.Value.(*corev1.PersistentVolumeClaim); ok {
+				return claim
+			}
+		}
+		panic("no PersistentVolumeClaim in the overlay")
+	}
+	// statefulSet replaces the Deployment by a StatefulSet whose queue is a claim template.
+	statefulSet := func(objects []Object, d *appsv1.Deployment, replicas int32) []Object {
+		spec := d.Spec.Template.DeepCopy()
+		var volumes []corev1.Volume
+		for _, v := range spec.Spec.Volumes {
+			if v.Name != "sidecar-queue" {
+				volumes = append(volumes, v)
+			}
+		}
+		spec.Spec.Volumes = volumes
+		template := claimOf(objects).DeepCopy()
+		template.Name = "sidecar-queue"
+		template.Namespace = ""
+		set := &appsv1.StatefulSet{
+			ObjectMeta: d.ObjectMeta,
+			Spec: appsv1.StatefulSetSpec{
+				Replicas:             &replicas,
+				Selector:             d.Spec.Selector,
+				Template:             *spec,
+				VolumeClaimTemplates: []corev1.PersistentVolumeClaim{*template},
+			},
+		}
+		var out []Object
+		for _, obj := range objects {
+			switch obj.Value.(type) {
+			case *appsv1.Deployment:
+				obj.Value = set
+				obj.GVK = appsv1.SchemeGroupVersion.WithKind("StatefulSet")
+				out = append(out, obj)
+			case *corev1.PersistentVolumeClaim:
+			default:
+				out = append(out, obj)
+			}
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		mutate func(objects []Object, d *appsv1.Deployment, c *corev1.Container) []Object
+		want   string
+	}{
+		{"unchanged", func(o []Object, _ *appsv1.Deployment, _ *corev1.Container) []Object { return o }, ""},
+		{"replicas share the claim", func(o []Object, d *appsv1.Deployment, _ *corev1.Container) []Object {
+			three := int32(3)
+			d.Spec.Replicas = &three
+			return o
+		}, "would be shared by every replica"},
+		{"rolling update with a claimed queue", func(o []Object, d *appsv1.Deployment, _ *corev1.Container) []Object {
+			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType}
+			return o
+		}, "needs strategy Recreate"},
+		{"Recreate keeping rollingUpdate", func(o []Object, d *appsv1.Deployment, _ *corev1.Container) []Object {
+			d.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{}
+			return o
+		}, "the API server refuses it"},
+		{"claim smaller than the queue", func(o []Object, _ *appsv1.Deployment, _ *corev1.Container) []Object {
+			claimOf(o).Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("300Mi")
+			return o
+		}, `the queue's claim "shop-api-sidecar-queue" requests 300Mi, below 2 x SIDECAR_QUEUE_MAX_BYTES`},
+		{"StatefulSet with a claim per pod", func(o []Object, d *appsv1.Deployment, _ *corev1.Container) []Object {
+			return statefulSet(o, d, 3)
+		}, ""},
+		{"StatefulSet claim template too small", func(o []Object, d *appsv1.Deployment, _ *corev1.Container) []Object {
+			claimOf(o).Spec.Resources.Requests[corev1.ResourceStorage] = resource.MustParse("100Mi")
+			return statefulSet(o, d, 3)
+		}, `the queue's claim "sidecar-queue" requests 100Mi`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			objects, deployment, sidecar := overlaySidecar(t, "persistent-queue")
+			objects = tc.mutate(objects, deployment, sidecar)
+			err := errors.Join(CheckObjects(objects), CheckSidecars(objects, facts, t.TempDir()))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("want no error: %v", err)
+			case tc.want == "":
+			case err == nil:
+				t.Fatalf("checks passed; want an error containing %q", tc.want)
+			case !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("error does not contain %q:\n%v", tc.want, err)
 			}
 		})
 	}

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import grpc
@@ -28,14 +30,18 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import http_door
+from .admin import SERVICE_NAME as DEAD_LETTER_SERVICE
+from .admin import DeadLetterAdmin
+from .background import BackgroundDelivery
 from .config import Settings, split_address
 from .credential import Credential, FileCredential
-from .dedup import DedupTable
+from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
-from .interceptor import Admission, EdgeInterceptor
+from .interceptor import Admission, Edge, EdgeInterceptor
 from .outcomes import OutcomeBus
 from .redaction import Redactor
 from .service import DeliveryService, HealthService, add_reflection
+from .store import QueueLimits, SqliteQueue
 from .telemetry import (
     LOGGER_NAME,
     Metrics,
@@ -67,16 +73,25 @@ class Sidecar:
     metrics: Metrics
     bus: OutcomeBus
     server: grpc.aio.Server
+    background: BackgroundDelivery | None = None
+    """The durable queue's workers; None without ``SIDECAR_QUEUE_PATH``."""
     http_url: str = ""  # the JSON door's base URL; "" when SIDECAR_HTTP_ADDRESS is off
     http_runner: web.AppRunner | None = None
     _stopped: bool = False
 
     async def drain(self) -> None:
-        """Stop taking work, let in-flight calls finish within the grace, stop serving."""
+        """Stop taking work, let in-flight calls finish within the grace, stop serving.
+
+        With a queue, claiming stops at once and calls waiting on a background try answer
+        ``QUEUED``; the tries in flight get what is left of the grace once the calls are
+        over, and are put back into the queue if they need longer.
+        """
         if self._stopped:
             return
         self._stopped = True
         self.admission.draining = True
+        if self.background is not None:
+            self.background.stop_claiming()
         await self.health.enter_graceful_shutdown()
         log.info("draining", extra={"fields": {"in_flight": self.admission.in_flight}})
         # Watch streams never end by themselves; graceful stop would wait the grace for them.
@@ -95,6 +110,9 @@ class Sidecar:
         if self.http_runner is not None:
             doors.append(self.http_runner.cleanup())
         await asyncio.gather(*doors)
+        if self.background is not None:
+            # The calls are over; the tries in flight get what is left of the same grace.
+            await self.background.stop(grace - (time.monotonic() - started))
 
 
 @contextlib.asynccontextmanager
@@ -112,22 +130,18 @@ async def running_sidecar(
             stack.push_async_callback(asyncio.to_thread, _flush, provider)
         tracer = (provider or trace.NoOpTracerProvider()).get_tracer("bluecore_sidecar")
         metrics = Metrics()
+        # Opened before the session and closed after it: the workers' sends end first.
+        queue = await _open_queue(stack, settings)
 
         connector = aiohttp.TCPConnector(
             limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
         )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
-            raise_for_status=False,
-            trace_configs=http_trace_configs(provider),
-        )
-        stack.push_async_callback(session.close)
+        plain, traced = _sessions(stack, connector, settings, provider)
         # One redactor for logs and spans: the token's exact value, and one tag per email.
         redactor = Redactor(secrets=(settings.namespace,))
         credential = _credential(settings, redactor)
         client = UpstreamClient(
-            AiohttpTransport(session, settings.api_url),
+            AiohttpTransport(plain, settings.api_url, traced=traced),
             settings.retry,
             credential,
             max_concurrency=settings.max_concurrency,
@@ -140,17 +154,31 @@ async def running_sidecar(
             on_drop=metrics.watch_dropped.inc,
         )
         metrics.watchers.set_function(lambda: bus.watcher_count)
+        recorder = OutcomeRecorder(metrics, log, redactor)
+        stack.callback(recorder.flush)  # the lines of the last calls, after the server stops
+        background = (
+            None
+            if queue is None
+            else _background(
+                settings,
+                queue,
+                client=client,
+                bus=bus,
+                recorder=recorder,
+                metrics=metrics,
+                tracer=tracer,
+                redactor=redactor,
+            )
+        )
         deliverer = Deliverer(
             rules=settings.rules,
             gates=settings.gates,
             client=client,
-            dedup=DedupTable(
-                settings.dedup_window,
-                settings.dedup_max_entries,
-                max_bytes=settings.dedup_max_bytes,
-            ),
+            dedup=_dedup(settings, queue),
             bus=bus,
-            observer=OutcomeRecorder(metrics, log, redactor),
+            background=background,
+            default_mode=settings.delivery_mode,
+            observer=recorder,
             tracer=tracer,
             max_event_bytes=settings.max_event_bytes,
             redactor=redactor,
@@ -183,9 +211,13 @@ async def running_sidecar(
             default_deadline=settings.default_deadline,
         )
         delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
+        admin = DeadLetterAdmin(
+            queue, on_replay=background.wake if background is not None else lambda: None
+        )
+        delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(admin, server)
         health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        add_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+        add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
         port = server.add_insecure_port(settings.grpc_address)
         if port == 0:
             raise OSError(f"cannot listen on SIDECAR_GRPC_ADDRESS {settings.grpc_address}")
@@ -194,21 +226,24 @@ async def running_sidecar(
         stack.push_async_callback(server.stop, 0)
 
         ops_url = await _start_ops(
-            stack, settings.ops_address, admission, metrics, client.throttle.wait_time
+            stack,
+            settings.ops_address,
+            admission,
+            metrics,
+            client.throttle.wait_time,
+            background=background,
         )
-        http_runner, http_url = None, ""
-        if settings.http_address:
-            # The JSON door: the same edge and servicer as gRPC; stopped before the gRPC server.
-            door = http_door.HttpDoor(
+        http_runner, http_url = await _start_door(
+            stack,
+            settings,
+            http_door.HttpDoor(
                 interceptor.edge,
                 servicer,
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 max_events_bytes=settings.max_event_bytes * settings.batch_limit,
-            )
-            http_runner = await http_door.start(
-                stack, settings.http_address, door, reuse_port=settings.workers > 1
-            )
-            http_url = _base_url(settings.http_address, http_runner.addresses[0][1])
+                more=[(Edge(DEAD_LETTER_SERVICE, admission, metrics, tracer), admin)],
+            ),
+        )
         sidecar = Sidecar(
             grpc_address=_join(host, port),
             ops_url=ops_url,
@@ -218,11 +253,14 @@ async def running_sidecar(
             metrics=metrics,
             bus=bus,
             server=server,
+            background=background,
             http_url=http_url,
             http_runner=http_runner,
         )
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, DEAD_LETTER_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if background is not None:
+            background.start()
         log.info(
             "serving",
             extra={
@@ -254,12 +292,89 @@ def _credential(settings: Settings, redactor: Redactor) -> Credential:
     )
 
 
+async def _open_queue(stack: contextlib.AsyncExitStack, settings: Settings) -> SqliteQueue | None:
+    """The durable queue at ``SIDECAR_QUEUE_PATH``, closed with ``stack``; None when unset."""
+    if settings.queue_path is None:
+        return None
+    queue = await SqliteQueue.open(
+        settings.queue_path,
+        limits=QueueLimits(settings.queue_max_events, settings.queue_max_bytes),
+        dedup_window=settings.dedup_window.total_seconds(),
+        # The workers of SIDECAR_WORKERS share one file, so dedup and order hold across them
+        # (store.py, shared mode).
+        shared=settings.workers > 1,
+    )
+    stack.push_async_callback(queue.close)
+    log.info("durable queue open", extra={"fields": {"path": str(settings.queue_path)}})
+    return queue
+
+
+def _dedup(settings: Settings, queue: SqliteQueue | None) -> DedupTable | DurableDedup:
+    """The dedup table, with the durable queue's memory behind it when there is one."""
+    table = DedupTable(
+        settings.dedup_window, settings.dedup_max_entries, max_bytes=settings.dedup_max_bytes
+    )
+    return table if queue is None else DurableDedup(table, queue)
+
+
+def _background(
+    settings: Settings,
+    queue: SqliteQueue,
+    *,
+    client: UpstreamClient,
+    bus: OutcomeBus,
+    recorder: OutcomeRecorder,
+    metrics: Metrics,
+    tracer: trace.Tracer,
+    redactor: Redactor,
+) -> BackgroundDelivery:
+    """The queue's workers, sending with the pipeline's client, bus and recorder."""
+    cap = settings.queue_retry_cap.total_seconds()
+    return BackgroundDelivery(
+        queue=queue,
+        client=client,
+        rules=settings.rules,
+        gates=settings.gates,
+        max_event_bytes=settings.max_event_bytes,
+        # One backoff formula for in-call and queue retries, with the queue's own cap.
+        policy=dataclasses.replace(settings.retry, cap=cap, max_pause=cap),
+        workers=settings.queue_workers,
+        try_budget=min(
+            settings.default_deadline.total_seconds(),
+            settings.shutdown_grace.total_seconds() or 1.0,
+        ),
+        bus=bus,
+        observer=recorder,
+        metrics=metrics,
+        tracer=tracer,
+        redactor=redactor,
+        shared=settings.workers > 1,
+    )
+
+
+async def _start_door(
+    stack: contextlib.AsyncExitStack, settings: Settings, door: http_door.HttpDoor
+) -> tuple[web.AppRunner | None, str]:
+    """The JSON door on ``SIDECAR_HTTP_ADDRESS`` (same edge and servicers as gRPC), and its URL.
+
+    It is stopped before the gRPC server; (None, "") when the address is off.
+    """
+    if not settings.http_address:
+        return None, ""
+    runner = await http_door.start(
+        stack, settings.http_address, door, reuse_port=settings.workers > 1
+    )
+    return runner, _base_url(settings.http_address, runner.addresses[0][1])
+
+
 async def _start_ops(
     stack: contextlib.AsyncExitStack,
     address: str,
     admission: Admission,
     registry: Metrics,
     pause: Callable[[], float],
+    *,
+    background: BackgroundDelivery | None,
 ) -> str:
     """Serve /healthz, /readyz and /metrics over HTTP for kubelet probes and Prometheus.
 
@@ -276,6 +391,10 @@ async def _start_ops(
         return web.json_response({"status": "ready", "upstream_pause_seconds": round(pause(), 3)})
 
     async def metrics(_: web.Request) -> web.Response:
+        if background is not None:
+            # The queue gauges are read from the store at scrape time: exact, and free
+            # between scrapes. Readiness above never looks at them.
+            await background.refresh_metrics()
         body = generate_latest(registry.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -314,6 +433,12 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_sidecar(settings, env) as sidecar:
+        # What start-up built (modules, descriptors, the SDK) lives as long as the process:
+        # frozen, the collector stops scanning it, which made each full collection about a
+        # quarter as long (docs/decisions.md, Performance). Only here, not in running_sidecar:
+        # tests start many sidecars in one process and should not pin what each leaves.
+        gc.collect()
+        gc.freeze()
         if on_serving is not None:
             await on_serving(sidecar, stop)
         await stop.wait()
@@ -321,6 +446,35 @@ async def serve(
         await sidecar.drain()
     log.info("stopped")
     return 0
+
+
+def _sessions(
+    stack: contextlib.AsyncExitStack,
+    connector: aiohttp.TCPConnector,
+    settings: Settings,
+    provider: TracerProvider | None,
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession | None]:
+    """The HTTP session without trace hooks, and the traced one (None when tracing is off).
+
+    Requests of unsampled calls go through the first: aiohttp runs every hook of a session on
+    every request. Both use ``connector``, so there is one connection pool; the traced
+    session owns it when there is one.
+    """
+    options: dict[str, Any] = {
+        "timeout": aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
+        "raise_for_status": False,
+    }
+    if provider is None:
+        plain = aiohttp.ClientSession(connector=connector, **options)
+        stack.push_async_callback(plain.close)
+        return plain, None
+    traced = aiohttp.ClientSession(
+        connector=connector, trace_configs=http_trace_configs(provider), **options
+    )
+    stack.push_async_callback(traced.close)
+    plain = aiohttp.ClientSession(connector=connector, connector_owner=False, **options)
+    stack.push_async_callback(plain.close)
+    return plain, traced
 
 
 def _flush(provider: TracerProvider) -> None:

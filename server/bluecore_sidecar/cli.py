@@ -1,7 +1,8 @@
-"""Command line: ``bluecore-sidecar serve | sandbox | preview | send | watch``.
+"""Command line: ``bluecore-sidecar serve | sandbox | preview | send | watch | dead-letters``.
 
-``serve`` and ``sandbox`` run servers; ``preview`` decides on an event file locally; ``send``
-and ``watch`` are gRPC clients of a running sidecar. Exit codes: 0 success, 1 an event was not
+``serve`` and ``sandbox`` run servers; ``preview`` decides on an event file locally; ``send``,
+``watch`` and ``dead-letters`` are gRPC clients of a running sidecar (``dead-letters`` never
+opens the queue's file: the running sidecar holds it). Exit codes: 0 success, 1 an event was not
 delivered (send) or would not be sent (preview), 2 bad usage, configuration or input.
 """
 
@@ -23,7 +24,9 @@ from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 
 from .config import Settings
+from .envparse import parse_duration
 from .errors import ConfigError
+from .store import StoreError
 from .telemetry import configure_logging
 
 Status = delivery_pb2.DeliveryStatus
@@ -53,6 +56,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 2
     except UsageError as exc:
         print(f"bluecore-sidecar: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"bluecore-sidecar: durable queue: {exc}", file=sys.stderr)
         return 2
     except grpc.aio.AioRpcError as exc:
         print(
@@ -112,7 +118,42 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     watch.add_argument("--json", action="store_true", help="one JSON object per line")
     watch.set_defaults(run=_watch)
+    _dead_letter_parser(commands, default_target)
     return parser
+
+
+def _dead_letter_parser(commands: Any, default_target: str) -> None:
+    dead = commands.add_parser(
+        "dead-letters", help="list, show, replay or purge the durable queue's dead letters"
+    )
+    verbs = dead.add_subparsers(dest="verb", required=True, metavar="VERB")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--target", default=default_target, help="sidecar address (HOST:PORT)")
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    filters = argparse.ArgumentParser(add_help=False)
+    filters.add_argument(
+        "--reason", action="append", default=[], help="only this reason, e.g. AUTH (repeatable)"
+    )
+    filters.add_argument(
+        "--event",
+        action="append",
+        default=[],
+        help="only this Bluecore event, e.g. purchase (repeatable)",
+    )
+    filters.add_argument("--older-than", help="given up at least this long ago, e.g. 1h")
+    filters.add_argument("--newer-than", help="given up less than this long ago, e.g. 30m")
+
+    listing = verbs.add_parser("list", parents=[common, filters], help="list dead letters")
+    listing.add_argument("--limit", type=int, default=1000, help="at most this many")
+    listing.set_defaults(run=_dead_letters)
+    show = verbs.add_parser("show", parents=[common], help="one dead letter with its event")
+    show.add_argument("id", type=int)
+    show.set_defaults(run=_dead_letters)
+    for verb, what in (("replay", "put back into the queue"), ("purge", "delete for good")):
+        sub = verbs.add_parser(verb, parents=[common, filters], help=f"dead letters to {what}")
+        sub.add_argument("ids", nargs="*", type=int, help="dead letter ids")
+        sub.add_argument("--all", action="store_true", help="every dead letter")
+        sub.set_defaults(run=_dead_letters)
 
 
 def _serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -250,6 +291,119 @@ async def _watch_stream(target: str, statuses: list[int], as_json: bool) -> int:
                 flush=True,
             )
     return 0
+
+
+def _dead_letters(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return asyncio.run(_dead_letter_call(args))
+
+
+async def _dead_letter_call(args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        stub = delivery_pb2_grpc.DeadLetterServiceStub(channel)
+        if args.verb == "show":
+            reply = await stub.GetDeadLetter(
+                delivery_pb2.GetDeadLetterRequest(id=args.id), timeout=10
+            )
+            _print_dead_letters([reply.dead_letter], args.json, single=True)
+            return 0
+        selection = _dead_letter_filter(args)
+        if args.verb == "list":
+            found: list[delivery_pb2.DeadLetter] = []
+            token = ""
+            while len(found) < args.limit:
+                page = await stub.ListDeadLetters(
+                    delivery_pb2.ListDeadLettersRequest(
+                        filter=selection,
+                        page_size=min(1000, args.limit - len(found)),
+                        page_token=token,
+                    ),
+                    timeout=10,
+                )
+                found.extend(page.dead_letters)
+                token = page.next_page_token
+                if not token:
+                    break
+            _print_dead_letters(found, args.json)
+            return 0
+        if not (args.ids or selection.ListFields() or args.all):
+            raise UsageError(f"{args.verb} needs ids, a filter (--reason, --event, ...) or --all")
+        if args.verb == "replay":
+            replayed = await stub.ReplayDeadLetters(
+                delivery_pb2.ReplayDeadLettersRequest(ids=args.ids, filter=selection, all=args.all),
+                timeout=30,
+            )
+            counts = {
+                "replayed": replayed.replayed,
+                "skipped_duplicates": replayed.skipped_duplicates,
+            }
+        else:
+            purged = await stub.PurgeDeadLetters(
+                delivery_pb2.PurgeDeadLettersRequest(ids=args.ids, filter=selection, all=args.all),
+                timeout=30,
+            )
+            counts = {"purged": purged.purged}
+        if args.json:
+            print(json.dumps(counts))
+        else:
+            print(", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in counts.items()))
+        return 0
+
+
+def _dead_letter_filter(args: argparse.Namespace) -> delivery_pb2.DeadLetterFilter:
+    selection = delivery_pb2.DeadLetterFilter(reasons=args.reason, bluecore_events=args.event)
+    for option, field in (("older_than", "older_than"), ("newer_than", "newer_than")):
+        text = getattr(args, option)
+        if text:
+            try:
+                value = parse_duration(text)
+            except ValueError as exc:
+                raise UsageError(f"--{option.replace('_', '-')}: {exc}") from None
+            getattr(selection, field).FromTimedelta(value)
+    return selection
+
+
+def _print_dead_letters(
+    rows: Sequence[delivery_pb2.DeadLetter], as_json: bool, *, single: bool = False
+) -> None:
+    if as_json:
+        items = [json_format.MessageToDict(row, preserving_proto_field_name=True) for row in rows]
+        print(json.dumps(items[0] if single else {"dead_letters": items}, indent=2))
+        return
+    if single:
+        row = rows[0]
+        for key, value in _dead_letter_fields(row).items():
+            print(f"{key + ':':16}{value}")
+        print("event:")
+        event = json_format.MessageToDict(row.event)
+        print(json.dumps(event, indent=2))
+        return
+    print(
+        f"{'id':>6}  {'dead since (UTC)':19}  {'reason':14}  {'bluecore':16}  {'http':>4}  "
+        f"{'try':>3}  message id"
+    )
+    for row in rows:
+        when = row.dead_time.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"{row.id:>6}  {when:19}  {row.reason[:14]:14}  {row.bluecore_event[:16]:16}  "
+            f"{row.http_status or '':>4}  {row.attempts:>3}  {row.message_id}"
+        )
+    print(f"{len(rows)} dead letter{'s' if len(rows) != 1 else ''}")
+
+
+def _dead_letter_fields(row: delivery_pb2.DeadLetter) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "message id": row.message_id,
+        "bluecore event": row.bluecore_event,
+        "reason": row.reason,
+        "detail": row.detail,
+        "http status": row.http_status,
+        "attempts": row.attempts,
+        "event time": row.event_time.ToDatetime(UTC).isoformat(),
+        "queued": row.enqueue_time.ToDatetime(UTC).isoformat(),
+        "dead since": row.dead_time.ToDatetime(UTC).isoformat(),
+        "trace id": row.trace_id or "-",
+    }
 
 
 def _read_text(path: Path) -> str:

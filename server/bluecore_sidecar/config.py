@@ -25,6 +25,8 @@ from .retry import RetryPolicy
 DEFAULT_API_URL = "https://api.bluecore.app/api/track/mobile/v1"
 #: ``Var.default`` of a variable that must be set.
 REQUIRED = None
+#: ``Var.default`` of a variable whose feature is off while it is unset (its parser maps "").
+UNSET = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,6 +87,13 @@ SETTINGS: tuple[Var, ...] = (
     Var("SIDECAR_LOG_LEVEL", "log_level", p.parse_log_level, "INFO"),
     Var("SIDECAR_WATCH_BUFFER", "watch_buffer", p.int_between(1, 1_000_000), "1000"),
     Var("SIDECAR_MAX_WATCHERS", "max_watchers", p.int_between(1, 10_000), "100"),
+    # The durable queue (issue 11): off while SIDECAR_QUEUE_PATH is unset.
+    Var("SIDECAR_QUEUE_PATH", "queue_path", p.parse_queue_path, UNSET),
+    Var("SIDECAR_DELIVERY_MODE", "delivery_mode", p.parse_delivery_mode, "wait"),
+    Var("SIDECAR_QUEUE_RETRY_CAP", "queue_retry_cap", p.parse_positive_duration, "5m"),
+    Var("SIDECAR_QUEUE_MAX_EVENTS", "queue_max_events", p.int_between(1, 100_000_000), "100000"),
+    Var("SIDECAR_QUEUE_MAX_BYTES", "queue_max_bytes", p.parse_bytes, "256MiB"),
+    Var("SIDECAR_QUEUE_WORKERS", "queue_workers", p.int_between(1, 1024), "16"),
 )
 # fmt: on
 
@@ -129,6 +138,14 @@ class Settings:
     log_level: str
     watch_buffer: int
     max_watchers: int
+    queue_path: Path | None
+    """The durable queue's SQLite file; None: no queue, every event is delivered directly."""
+    delivery_mode: int
+    """The ``DeliveryMode`` of calls that leave it unset (matters only with a queue)."""
+    queue_retry_cap: timedelta
+    queue_max_events: int
+    queue_max_bytes: int
+    queue_workers: int
     namespace_file: Path | None = None
     """Where the token was read from, followed for rotation; ``None``: given inline (fixed).
     Not a row of its own: it is ``BLUECORE_NAMESPACE``'s ``_FILE`` form."""
@@ -206,4 +223,13 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-__all__ = ["DEFAULT_API_URL", "ENV_VARS", "SETTINGS", "Settings", "Var", "split_address"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "ENV_VARS",
+    "REQUIRED",
+    "SETTINGS",
+    "UNSET",
+    "Settings",
+    "Var",
+    "split_address",
+]

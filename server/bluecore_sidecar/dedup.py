@@ -4,8 +4,12 @@ The pipeline asks :meth:`DedupTable.claim` before sending. The answer is one of 
 :class:`Claimed` (this caller sends, then calls :meth:`~DedupTable.finish` or, when it is
 cancelled, :meth:`~DedupTable.abandon`), :class:`Existing` (a compact :class:`Record` of the
 earlier delivery) or :class:`InFlight` (another caller is sending; :meth:`InFlight.wait` for
-its outcome). Futures and their shielding stay inside this module, so a durable backend can
-implement the same API.
+its outcome). Futures and their shielding stay inside this module.
+
+:class:`DurableDedup` is the durable backend: the same table as its in-memory front, and
+behind it the queue's :class:`~bluecore_sidecar.store.DedupStore`, which knows the ids that
+are queued or were delivered (also before a restart). Its :meth:`~DurableDedup.claim` can
+also answer :class:`Queued`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +27,9 @@ from typing import TypeAlias
 from datafly.bluecore.v1 import delivery_pb2
 
 from .results import clip
+from .store import DedupRecord, DedupStore, StoreError
+
+_log = logging.getLogger("bluecore_sidecar")
 
 Status = delivery_pb2.DeliveryStatus
 DeliveryResult = delivery_pb2.DeliveryResult
@@ -95,6 +103,13 @@ class InFlight:
         cancels the delivery it waits for.
         """
         return await asyncio.wait_for(asyncio.shield(self._done), max(timeout, 0.0))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Queued:
+    """``message_id`` is waiting in the durable queue; it is not queued (or sent) twice."""
+
+    record: Record
 
 
 Claim: TypeAlias = Claimed | Existing | InFlight
@@ -181,6 +196,18 @@ class DedupTable:
         else:
             self._forget(claim)
 
+    def settle(self, claim: Claimed, record: Record) -> None:
+        """End the claim with a delivery known from elsewhere (the durable store)."""
+        entry = claim._entry
+        self._wake(entry, None)  # waiters claim again and find the record
+        entry.record = record
+        entry.expires = self._clock() + self._window
+        if self._entries.get(claim.message_id) is entry:
+            grown = record.size()
+            entry.size += grown
+            self._bytes += grown
+            self._trim()
+
     def abandon(self, claim: Claimed) -> None:
         """Give the claim up without a result (cancelled): waiters are told to claim again."""
         self._wake(claim._entry, None)
@@ -224,3 +251,76 @@ class DedupTable:
                 self._entries.move_to_end(key)
                 break
             self._drop(key)
+
+
+class DurableDedup:
+    """The dedup table in front of the durable queue's memory of message ids.
+
+    A claim first asks the in-memory table (calls in flight, recent deliveries); an id it
+    does not know is looked up in the store, which remembers queued ids and delivered ones
+    for the window across restarts. Deliveries made without the queue are written to the
+    store by :meth:`finish`; the queue's workers record their own.
+    """
+
+    def __init__(
+        self, table: DedupTable, store: DedupStore, wall_clock: Callable[[], float] = time.time
+    ) -> None:
+        self._table = table
+        self._store = store
+        self._wall_clock = wall_clock
+
+    def peek(self, message_id: str) -> Record | InFlight | None:
+        """What the in-memory front knows (Preview does no I/O)."""
+        return self._table.peek(message_id)
+
+    async def claim(self, message_id: str) -> Claim | Queued:
+        """Claim ``message_id``, or say who has it: in flight, delivered or queued."""
+        claim = self._table.claim(message_id)
+        if not isinstance(claim, Claimed):
+            return claim
+        try:
+            stored = await self._store.lookup(message_id)
+        except BaseException:
+            self._table.abandon(claim)
+            raise
+        if stored is None:
+            return claim
+        record = Record(
+            datafly_event="",
+            bluecore_event=stored.bluecore_event,
+            http_status=stored.http_status,
+            attempts=stored.attempts,
+        )
+        if stored.state == "delivered":
+            self._table.settle(claim, record)
+            return Existing(record)
+        # Queued: the queue's own state answers, and it changes when a worker delivers it.
+        self._table.abandon(claim)
+        return Queued(record)
+
+    async def finish(self, claim: Claimed, result: DeliveryResult, *, stored: bool) -> None:
+        """Record ``result``; a delivery the store does not know yet (``stored=False``) is
+        written to it before the caller is answered, so a restart still knows the id."""
+        self._table.finish(claim, result)
+        if stored or result.status != Status.DELIVERY_STATUS_DELIVERED:
+            return
+        record = DedupRecord(
+            result.message_id,
+            "delivered",
+            result.bluecore_event,
+            result.attempts,
+            result.http_status,
+            self._wall_clock(),
+        )
+        try:
+            await self._store.remember(record)
+        except StoreError as exc:
+            # The event was delivered; only a duplicate after a restart could slip through.
+            _log.warning(
+                "could not record a delivered message id in the durable queue",
+                extra={"fields": {"error_type": type(exc).__name__}},
+            )
+
+    def abandon(self, claim: Claimed) -> None:
+        """Give the claim up without a result (cancelled)."""
+        self._table.abandon(claim)

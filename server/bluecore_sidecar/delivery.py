@@ -1,5 +1,10 @@
 """The delivery pipeline: message id -> dedup claim -> decide (map and gate) -> send -> result.
 
+With a durable queue (:mod:`.background`) the step after the decision is routing: ``DIRECT``
+sends as without a queue (after the customer's queued events have left); ``ENQUEUE`` commits
+the event and answers ``QUEUED``; ``WAIT`` commits it, waits for the first background try
+within the deadline and answers its outcome, else ``QUEUED``.
+
 :class:`Deliverer` turns one ``DataflyEvent`` into one ``DeliveryResult`` and never raises for
 an event. The pieces it drives live in their own modules: the pure decision
 (:mod:`.decision`), the dedup table (:mod:`.dedup`), the upstream client (:mod:`.upstream`)
@@ -11,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import duration_pb2
 from opentelemetry import trace
 
+from . import skip as sk
+from .background import BackgroundDelivery, traceparent_of
 from .decision import (
     DEFAULT_MAX_EVENT_BYTES,
     MAX_MESSAGE_ID_LENGTH,
@@ -29,13 +36,14 @@ from .decision import (
     duplicate_skip,
     preview,
 )
-from .dedup import Claimed, DedupTable, Existing, InFlight, Record
+from .dedup import Claimed, DedupTable, DurableDedup, Existing, InFlight, Queued, Record
 from .gates import GatePolicy
 from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
 from .redaction import Redactor
 from .results import new_result
 from .retry import Verdict, deadline_margin
+from .store import Duplicate, Enqueued, NewEntry, QueueFull
 from .upstream import SendOutcome, UpstreamClient
 
 # OutcomeBus and DedupTable are re-exported for code written before the split (service.py
@@ -44,6 +52,7 @@ __all__ = ["DELIVERY_SPAN", "DedupTable", "Deliverer", "OutcomeBus", "preview_re
 
 Status = delivery_pb2.DeliveryStatus
 DeliveryResult = delivery_pb2.DeliveryResult
+Mode = delivery_pb2.DeliveryMode
 
 _log = logging.getLogger("bluecore_sidecar")
 
@@ -94,8 +103,10 @@ class Deliverer:
         rules: MappingRules,
         gates: GatePolicy,
         client: UpstreamClient | None,
-        dedup: DedupTable,
+        dedup: DedupTable | DurableDedup,
         bus: OutcomeBus,
+        background: BackgroundDelivery | None = None,
+        default_mode: int = Mode.DELIVERY_MODE_WAIT,
         observer: OutcomeObserver | None = None,
         tracer: trace.Tracer | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -109,8 +120,11 @@ class Deliverer:
         self._client = client
         self._dedup = dedup
         self._bus = bus
+        self._background = background
+        self._default_mode = default_mode or Mode.DELIVERY_MODE_WAIT
         self._observer = observer
         self._tracer = tracer or trace.NoOpTracer()
+        self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
         self._max_event_bytes = max_event_bytes
         self._now = now
         self._clock = clock
@@ -135,44 +149,116 @@ class Deliverer:
             now=self._now(),
         )
 
-    async def deliver(self, event: delivery_pb2.DataflyEvent, deadline: float) -> DeliveryResult:
-        """Deliver ``event``, answering before ``deadline`` (on this deliverer's clock)."""
+    async def deliver(
+        self,
+        event: delivery_pb2.DataflyEvent,
+        deadline: float,
+        mode: int = Mode.DELIVERY_MODE_UNSPECIFIED,
+    ) -> DeliveryResult:
+        """Deliver ``event``, answering before ``deadline`` (on this deliverer's clock).
+
+        ``mode`` (a ``DeliveryMode``; unspecified: the configured default) matters only with
+        a durable queue; without one every event is delivered directly.
+        """
+        result, dedup_hit = await self._deliver_published(event, deadline, mode)
+        if self._observer is not None:
+            self._observer.on_outcome(result, dedup_hit)
+        return result
+
+    async def deliver_batch(
+        self,
+        events: Sequence[delivery_pb2.DataflyEvent],
+        deadline: float,
+        mode: int = Mode.DELIVERY_MODE_UNSPECIFIED,
+    ) -> list[DeliveryResult]:
+        """Deliver ``events`` concurrently (as :meth:`deliver`); the results keep their order.
+
+        Each outcome reaches the watchers as it happens; the observer (log lines, metrics)
+        hears of the whole batch at once, so its per-record costs are paid once per batch.
+        If the call is cancelled, the outcomes that were already reached are still observed.
+        """
+        tasks = [
+            asyncio.ensure_future(self._deliver_published(event, deadline, mode))
+            for event in events
+        ]
+        try:
+            outcomes = await asyncio.gather(*tasks)
+        except BaseException:
+            if self._observer is not None:
+                finished = [
+                    t.result()
+                    for t in tasks
+                    if t.done() and not t.cancelled() and not t.exception()
+                ]
+                if finished:
+                    self._observer.on_outcomes(finished)
+            raise
+        if self._observer is not None:
+            self._observer.on_outcomes(outcomes)
+        return [result for result, _ in outcomes]
+
+    async def _deliver_published(
+        self, event: delivery_pb2.DataflyEvent, deadline: float, mode: int
+    ) -> tuple[DeliveryResult, bool]:
         started = self._clock()
+        mode = mode or self._default_mode
         # The answer is due a little before the caller's deadline: building it, the span and
         # the gRPC reply take time too, more of it on a busy machine and for long calls.
         respond_by = deadline - deadline_margin(deadline - started)
         self.in_flight += 1
         try:
-            # One INTERNAL span per event: the decision and its outcome, as attributes a person
-            # filters on in Jaeger; the HTTP tries are its CLIENT children, backoff waits its
-            # events. Free-form values are scrubbed of email-shaped text.
-            with self._tracer.start_as_current_span(DELIVERY_SPAN) as span:
-                ctx = span.get_span_context()
-                trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
-                result, dedup_hit = await self._deliver(event, respond_by, started, trace_id)
-                if span.is_recording():
-                    span.set_attributes(_span_attributes(result, dedup_hit, self._redactor))
-                    if result.status in _FAILED:
-                        span.set_status(trace.StatusCode.ERROR, result.reason)
+            parent = trace.get_current_span().get_span_context()
+            if self._tracing and (not parent.is_valid or parent.trace_flags.sampled):
+                result, dedup_hit = await self._deliver_traced(event, respond_by, started, mode)
+            else:
+                # Tracing is off, or the call is not sampled: every sampler we support decides
+                # a child as it decided its parent, so a span here would never be recorded and
+                # none is made. The trace id is the call's (or the caller's), if any.
+                trace_id = format(parent.trace_id, "032x") if parent.is_valid else ""
+                result, dedup_hit = await self._deliver(event, respond_by, started, trace_id, mode)
         finally:
             self.in_flight -= 1
         self._bus.publish(result)
-        if self._observer is not None:
-            self._observer.on_outcome(result, dedup_hit)
-        return result
+        return result, dedup_hit
+
+    async def _deliver_traced(
+        self, event: delivery_pb2.DataflyEvent, respond_by: float, started: float, mode: int
+    ) -> tuple[DeliveryResult, bool]:
+        # One INTERNAL span per event: the decision and its outcome, as attributes a person
+        # filters on in Jaeger; the HTTP tries are its CLIENT children, backoff waits its
+        # events. Free-form values are scrubbed of email-shaped text.
+        with self._tracer.start_as_current_span(DELIVERY_SPAN) as span:
+            ctx = span.get_span_context()
+            trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
+            result, dedup_hit = await self._deliver(event, respond_by, started, trace_id, mode)
+            if span.is_recording():
+                span.set_attributes(_span_attributes(result, dedup_hit, self._redactor))
+                if result.status in _FAILED:
+                    span.set_status(trace.StatusCode.ERROR, result.reason)
+        return result, dedup_hit
 
     async def _deliver(
-        self, event: delivery_pb2.DataflyEvent, respond_by: float, started: float, trace_id: str
+        self,
+        event: delivery_pb2.DataflyEvent,
+        respond_by: float,
+        started: float,
+        trace_id: str,
+        mode: int,
     ) -> tuple[DeliveryResult, bool]:
         invalid = check_message_id(event)
         if invalid is not None:
             return self._skip_result(event, invalid, started, trace_id), False
         while True:
-            claim = self._dedup.claim(event.message_id)
+            try:
+                claim = await self._claim(event.message_id)
+            except Exception as exc:  # noqa: BLE001 - the durable store failed a lookup
+                return self._internal_error(event, exc, started, trace_id), False
             if isinstance(claim, Claimed):
                 break
             if isinstance(claim, Existing):
                 return self._duplicate(event, claim.record, started, trace_id), True
+            if isinstance(claim, Queued):
+                return self._already_queued(event, claim.record, started, trace_id), True
             try:
                 first = await claim.wait(respond_by - self._clock())
             except TimeoutError:
@@ -195,28 +281,58 @@ class Deliverer:
             shared = DeliveryResult()
             shared.CopyFrom(first)
             return self._stamp(shared, started, trace_id or first.trace_id), True
+        stored = False
         try:
-            result = await self._decide_and_send(event, respond_by, started, trace_id)
+            result, stored = await self._decide_and_send(event, respond_by, started, trace_id, mode)
         except Exception as exc:  # noqa: BLE001 - one broken event must never fail a call or batch
-            # Only the type is logged: an exception's text may quote event data.
-            _log.error("unexpected error", extra={"fields": {"error_type": type(exc).__name__}})
-            result = self._stamp(
-                _result(
-                    event,
-                    Status.DELIVERY_STATUS_FAILED_RETRYABLE,
-                    reason="INTERNAL_ERROR",
-                    detail=f"the sidecar hit an unexpected {type(exc).__name__}; see its log",
-                ),
-                started,
-                trace_id,
-            )
+            result = self._internal_error(event, exc, started, trace_id)
         except BaseException:
             # Cancelled (the caller left, or shutdown): no result to record. Waiters are told
             # the claim is free again, and one of them takes the delivery over.
             self._dedup.abandon(claim)
             raise
-        self._dedup.finish(claim, result)
+        if isinstance(self._dedup, DurableDedup):
+            await self._dedup.finish(claim, result, stored=stored)
+        else:
+            self._dedup.finish(claim, result)
         return result, False
+
+    async def _claim(self, message_id: str) -> Claimed | Existing | InFlight | Queued:
+        if isinstance(self._dedup, DurableDedup):
+            return await self._dedup.claim(message_id)
+        return self._dedup.claim(message_id)
+
+    def _internal_error(
+        self, event: delivery_pb2.DataflyEvent, exc: Exception, started: float, trace_id: str
+    ) -> DeliveryResult:
+        # Only the type is logged: an exception's text may quote event data.
+        _log.error("unexpected error", extra={"fields": {"error_type": type(exc).__name__}})
+        return self._stamp(
+            _result(
+                event,
+                Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+                reason="INTERNAL_ERROR",
+                detail=f"the sidecar hit an unexpected {type(exc).__name__}; see its log",
+            ),
+            started,
+            trace_id,
+        )
+
+    def _already_queued(
+        self, event: delivery_pb2.DataflyEvent, record: Record, started: float, trace_id: str
+    ) -> DeliveryResult:
+        """The same answer as the first call got: QUEUED; nothing is queued twice."""
+        result = _result(
+            event,
+            Status.DELIVERY_STATUS_QUEUED,
+            bluecore_event=record.bluecore_event,
+            reason=sk.ALREADY_QUEUED,
+            detail=f"already in the durable queue (attempts so far {record.attempts}); "
+            "not queued twice",
+            http_status=record.http_status,
+            attempts=record.attempts,
+        )
+        return self._stamp(result, started, trace_id)
 
     def _duplicate(
         self, event: delivery_pb2.DataflyEvent, record: Record, started: float, trace_id: str
@@ -236,12 +352,127 @@ class Deliverer:
         return self._stamp(result, started, record.trace_id or trace_id)
 
     async def _decide_and_send(
-        self, event: delivery_pb2.DataflyEvent, respond_by: float, started: float, trace_id: str
-    ) -> DeliveryResult:
+        self,
+        event: delivery_pb2.DataflyEvent,
+        respond_by: float,
+        started: float,
+        trace_id: str,
+        mode: int,
+    ) -> tuple[DeliveryResult, bool]:
+        """The result, and whether the durable store already knows its message id."""
         decision = decide(event, self._rules, self._gates, self._now(), self._max_event_bytes)
         if isinstance(decision, Skip):
-            return self._skip_result(event, decision, started, trace_id)
-        return await self._send(event, decision, respond_by, started, trace_id)
+            return self._skip_result(event, decision, started, trace_id), False
+        background = self._background
+        if background is None:
+            return await self._send(event, decision, respond_by, started, trace_id), False
+        key = _ordering_key(decision)
+        if mode == Mode.DELIVERY_MODE_DIRECT:
+            # Never queued, yet never ahead of what this customer has queued.
+            if not await background.wait_for_key(key, respond_by):
+                return self._stamp(
+                    _result(
+                        event,
+                        Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+                        datafly_event=decision.datafly_event,
+                        bluecore_event=decision.bluecore_event,
+                        reason=sk.CUSTOMER_BUSY,
+                        detail="earlier events of this customer are still in the durable queue; "
+                        "a DIRECT delivery waits for them and the deadline came first",
+                    ),
+                    started,
+                    trace_id,
+                ), False
+            return await self._send(event, decision, respond_by, started, trace_id), False
+        result = await self._enqueue(
+            event, decision, key, background, respond_by, started, trace_id, mode
+        )
+        return result, True
+
+    async def _enqueue(  # noqa: PLR0917 - one event's state, passed down the pipeline
+        self,
+        event: delivery_pb2.DataflyEvent,
+        decision: Send,
+        key: str,
+        background: BackgroundDelivery,
+        respond_by: float,
+        started: float,
+        trace_id: str,
+        mode: int,
+    ) -> DeliveryResult:
+        """Commit the event to the queue; in WAIT mode, answer with its first try's outcome."""
+        behind = await background.has_pending(key)
+        # Behind earlier events the first try may be minutes away: answer QUEUED at once.
+        waiter = None
+        if mode == Mode.DELIVERY_MODE_WAIT and not behind:
+            waiter = background.register(event.message_id, respond_by)
+        now = self._now()
+        entry = NewEntry(
+            message_id=event.message_id,
+            ordering_key=key,
+            bluecore_event=decision.bluecore_event,
+            payload=event.SerializeToString(),
+            event_time=event.timestamp.ToDatetime(UTC).timestamp()
+            if event.HasField("timestamp")
+            else now.timestamp(),
+            traceparent=traceparent_of(trace.get_current_span()),
+        )
+        try:
+            [outcome] = await background.enqueue([entry])
+            if isinstance(outcome, QueueFull):
+                result = _result(
+                    event,
+                    Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+                    reason=sk.QUEUE_FULL,
+                    detail=f"{outcome.detail} ({outcome.cause}); nothing was accepted",
+                    datafly_event=decision.datafly_event,
+                    bluecore_event=decision.bluecore_event,
+                )
+                return self._stamp(result, started, trace_id)
+            if isinstance(outcome, Duplicate):
+                record = Record(
+                    datafly_event=decision.datafly_event,
+                    bluecore_event=outcome.record.bluecore_event,
+                    http_status=outcome.record.http_status,
+                    attempts=outcome.record.attempts,
+                )
+                if outcome.record.state == "queued":
+                    return self._already_queued(event, record, started, trace_id)
+                return self._duplicate(event, record, started, trace_id)
+            assert isinstance(outcome, Enqueued)
+            first: DeliveryResult | None = None
+            waited_out = False
+            if waiter is not None:
+                try:
+                    first = await waiter.wait(respond_by - self._clock())
+                except TimeoutError:
+                    waited_out = True
+            if first is not None:
+                shared = DeliveryResult()
+                shared.CopyFrom(first)
+                shared.datafly_event = decision.datafly_event
+                return self._stamp(shared, started, trace_id)
+            detail = "committed to the durable queue; delivered in the background"
+            if behind:
+                detail += ", after the earlier queued events of this customer"
+            elif waited_out:
+                detail += "; the first try did not finish before the deadline"
+            elif waiter is not None:
+                detail += "; the sidecar is shutting down, so it is sent after the restart"
+            return self._stamp(
+                _result(
+                    event,
+                    Status.DELIVERY_STATUS_QUEUED,
+                    detail=detail,
+                    datafly_event=decision.datafly_event,
+                    bluecore_event=decision.bluecore_event,
+                ),
+                started,
+                trace_id,
+            )
+        finally:
+            if waiter is not None:
+                background.unregister(event.message_id, waiter)
 
     async def _send(
         self,
@@ -262,11 +493,7 @@ class Deliverer:
                 *(client.send(request.body, respond_by) for request in decision.requests)
             )
         outcome = _combine(outcomes)
-        status = {
-            Verdict.DELIVERED: Status.DELIVERY_STATUS_DELIVERED,
-            Verdict.PERMANENT: Status.DELIVERY_STATUS_FAILED_PERMANENT,
-            Verdict.RETRY: Status.DELIVERY_STATUS_FAILED_RETRYABLE,
-        }[outcome.verdict]
+        status = _STATUS_OF_VERDICT[outcome.verdict]
         detail = outcome.detail
         if len(outcomes) > 1:
             delivered = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
@@ -282,7 +509,7 @@ class Deliverer:
             attempts=sum(o.attempts for o in outcomes),
         )
         if outcome.retry_after is not None:
-            result.retry_after.CopyFrom(_duration(outcome.retry_after))
+            _set_duration(result.retry_after, outcome.retry_after)
         return self._stamp(result, started, trace_id)
 
     def _skip_result(
@@ -300,9 +527,15 @@ class Deliverer:
 
     def _stamp(self, result: DeliveryResult, started: float, trace_id: str) -> DeliveryResult:
         """Set the latency (now) and the trace id on ``result``."""
-        result.latency.CopyFrom(_duration(self._clock() - started))
+        _set_duration(result.latency, self._clock() - started)
         result.trace_id = trace_id
         return result
+
+
+def _ordering_key(decision: Send) -> str:
+    """The customer an event belongs to: its Bluecore ``distinct_id``."""
+    properties = decision.requests[0].body.get("properties")
+    return str(properties.get("distinct_id", "")) if isinstance(properties, dict) else ""
 
 
 def _earlier(record: Record) -> Earlier:
@@ -362,6 +595,12 @@ def _span_attributes(
     return attributes
 
 
+_STATUS_OF_VERDICT = {
+    Verdict.DELIVERED: Status.DELIVERY_STATUS_DELIVERED,
+    Verdict.PERMANENT: Status.DELIVERY_STATUS_FAILED_PERMANENT,
+    Verdict.RETRY: Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+}
+
 _FAILED = frozenset(
     {
         Status.DELIVERY_STATUS_FAILED_PERMANENT,
@@ -380,7 +619,12 @@ def _combine(outcomes: list[SendOutcome]) -> SendOutcome:
     return outcomes[-1]
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
-    value = duration_pb2.Duration()
-    value.FromTimedelta(timedelta(seconds=max(seconds, 0.0)))
-    return value
+def _set_duration(target: duration_pb2.Duration, seconds: float) -> None:
+    """Set ``target`` to ``seconds`` (negative: 0), to the microsecond as before.
+
+    Setting the two fields directly: ``Duration.FromTimedelta`` builds a timedelta and goes
+    through integer nanoseconds, several microseconds per result.
+    """
+    micros = round(max(seconds, 0.0) * 1_000_000)
+    target.seconds, rest = divmod(micros, 1_000_000)
+    target.nanos = rest * 1000

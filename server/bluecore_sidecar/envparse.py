@@ -10,7 +10,10 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from datafly.bluecore.v1 import delivery_pb2
 
 from .credential import token_problem
 from .mapping import MAX_ATTRIBUTE_KEY, normalise_event_name
@@ -29,6 +32,21 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PRODUCT_ID_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BLUECORE_EVENT = re.compile(r"^[a-z][a-z0-9_]*$")
+_BYTES = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_BYTE_UNITS: dict[str | None, int] = {
+    None: 1,
+    "B": 1,
+    "KiB": 1 << 10,
+    "MiB": 1 << 20,
+    "GiB": 1 << 30,
+}
+
+#: ``SIDECAR_DELIVERY_MODE`` values and the ``DeliveryMode`` each one stands for.
+DELIVERY_MODES: dict[str, int] = {
+    "wait": delivery_pb2.DELIVERY_MODE_WAIT,
+    "enqueue": delivery_pb2.DELIVERY_MODE_ENQUEUE,
+    "direct": delivery_pb2.DELIVERY_MODE_DIRECT,
+}
 
 
 def parse_namespace(text: str) -> str:
@@ -173,4 +191,32 @@ def parse_log_level(text: str) -> str:
     value = text.strip().upper()
     if value not in _LOG_LEVELS:
         raise ValueError(f"{text!r} must be one of {', '.join(_LOG_LEVELS)}")
+    return value
+
+
+def parse_queue_path(text: str) -> Path | None:
+    """The durable queue's file; "" (unset) means no queue."""
+    if not text.strip():
+        return None
+    path = Path(text.strip())
+    if path.is_dir():
+        raise ValueError(f"{text.strip()!r} is a directory; name a file, e.g. /var/queue/q.db")
+    return path
+
+
+def parse_delivery_mode(text: str) -> int:
+    value = text.strip().lower()
+    if value not in DELIVERY_MODES:
+        raise ValueError(f"{text!r} must be one of {', '.join(DELIVERY_MODES)}")
+    return DELIVERY_MODES[value]
+
+
+def parse_bytes(text: str) -> int:
+    """A size: bytes, or a number with KiB, MiB or GiB; at least 1 KiB."""
+    match = _BYTES.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size; use bytes or e.g. 512KiB, 256MiB, 2GiB")
+    value = int(match.group(1)) * _BYTE_UNITS[match.group(2)]
+    if value < 1024:
+        raise ValueError(f"{value} bytes is below the smallest allowed size (1KiB)")
     return value

@@ -17,6 +17,8 @@ for configuration mistakes and for requests that are unusable as a whole::
     │   ├── Unsupported           -> UNIMPLEMENTED (an HTTP content encoding the door lacks)
     │   ├── DeadlineExceeded      -> DEADLINE_EXCEEDED (an HTTP call's own timeout ran out)
     │   ├── Unavailable           -> UNAVAILABLE (shutting down)
+    │   ├── FailedPrecondition    -> FAILED_PRECONDITION (dead-letter admin without a queue)
+    │   ├── NotFound              -> NOT_FOUND (no dead letter with that id)
     │   └── InternalError         -> INTERNAL (a bug below the edge; logged, never described)
     └── UpstreamError          one HTTP attempt against Bluecore failed (wraps aiohttp errors)
         ├── UpstreamTimeout       the attempt's timeout elapsed
@@ -125,6 +127,18 @@ class Unavailable(RequestError):
     """The sidecar cannot take work now, e.g. while draining (UNAVAILABLE)."""
 
     code_name = "UNAVAILABLE"
+
+
+class FailedPrecondition(RequestError):
+    """The sidecar is not set up for the request, e.g. no durable queue (FAILED_PRECONDITION)."""
+
+    code_name = "FAILED_PRECONDITION"
+
+
+class NotFound(RequestError):
+    """The named thing does not exist (NOT_FOUND)."""
+
+    code_name = "NOT_FOUND"
 
 
 class InternalError(RequestError):

@@ -23,7 +23,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -41,6 +41,9 @@ from .errors import (
     to_rpc_status,
 )
 from .telemetry import LOGGER_NAME, Metrics
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 _W3C = TraceContextTextMapPropagator()
 log = logging.getLogger(LOGGER_NAME)
@@ -109,6 +112,10 @@ class Edge:
         self.admission = admission
         self._metrics = metrics
         self._tracer = tracer
+        # With tracing off no SERVER span is started at all, not even a no-op one.
+        self._tracing = not isinstance(tracer, trace.NoOpTracer)
+        # One counter child per method name, looked up once (the names are the service's).
+        self._admitted_counters: dict[str, Counter] = {}
 
     @contextlib.contextmanager
     def call(
@@ -118,28 +125,50 @@ class Edge:
 
         ``carrier`` holds the call's metadata or HTTP headers, keys in lower case. Only W3C
         trace context is read: the caller's baggage could carry anything, and what is in the
-        context is injected into the requests to Bluecore.
+        context is injected into the requests to Bluecore. ``attributes`` are set only on a
+        span that records.
+
+        With tracing off no span is made, not even a no-op one: only a caller's
+        ``traceparent`` is made current, so results and log lines still name the caller's
+        trace. A call the sampler drops gets a span that only carries the trace id, started
+        and made current without attributes or the span context managers.
         """
-        token = otel_context.attach(_W3C.extract(carrier))
+        token = otel_context.attach(_W3C.extract(carrier)) if "traceparent" in carrier else None
         try:
-            with self._tracer.start_as_current_span(
-                name,
-                kind=trace.SpanKind.SERVER,
-                attributes=dict(attributes),
+            if not self._tracing:
+                yield trace.get_current_span()
+                return
+            span = self._tracer.start_span(name, kind=trace.SpanKind.SERVER)
+            if not span.is_recording():
+                inner = otel_context.attach(trace.set_span_in_context(span))
+                try:
+                    yield span
+                finally:
+                    otel_context.detach(inner)
+                return
+            span.set_attributes(attributes)
+            with trace.use_span(
+                span,
+                end_on_exit=True,
                 record_exception=False,
                 # The adapter sets the status from the refusal: an abort is no failure.
                 set_status_on_exception=False,
-            ) as span:
+            ):
                 yield span
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
 
     @contextlib.contextmanager
     def admitted(self, method: str, *, bounded: bool) -> Iterator[None]:
         """Hold an admission slot for one call of ``method`` (see :meth:`Admission.admit`)."""
         with self.admission.admit(bounded=bounded):
             if bounded:
-                self._metrics.calls_admitted.labels(method=method).inc()
+                counter = self._admitted_counters.get(method)
+                if counter is None:
+                    counter = self._metrics.calls_admitted.labels(method=method)
+                    self._admitted_counters[method] = counter
+                counter.inc()
             yield
 
     def refusal(self, method: str, error: Exception, span: trace.Span) -> RequestError:
@@ -186,6 +215,8 @@ class _Method:
     name: str
     traced: bool  # a SERVER span, admission, and request errors as statuses
     bounded: bool  # counts against the admission limit
+    span_name: str = ""  # "package.Service/Method"
+    span_attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -224,7 +255,15 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return handler
             service, _, name = path.lstrip("/").partition("/")
             traced = service == self.edge.service
-            method = _Method(path, service, name, traced, traced and name not in self._unbounded)
+            method = _Method(
+                path,
+                service,
+                name,
+                traced,
+                traced and name not in self._unbounded,
+                span_name=f"{service}/{name}",
+                span_attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+            )
             wrapped = self._wrap(method, handler)
             self._handlers[path] = wrapped
         return wrapped
@@ -316,17 +355,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not method.traced:
             yield trace.INVALID_SPAN
             return
-        carrier = {
-            key: value
-            for key, value in context.invocation_metadata() or ()
-            if isinstance(value, str)
-        }
-        attributes = {
-            "rpc.system": "grpc",
-            "rpc.service": method.service,
-            "rpc.method": method.name,
-        }
-        with self.edge.call(f"{method.service}/{method.name}", carrier, attributes) as span:
+        carrier = _trace_headers(context.invocation_metadata())
+        with self.edge.call(method.span_name, carrier, method.span_attributes) as span:
             yield span
 
     async def _refuse(
@@ -348,6 +378,16 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         span.set_attribute("rpc.grpc.status_code", refusal.code.value[0])
         await context.abort_with_status(to_rpc_status(refusal))
         raise AssertionError("abort_with_status returned")  # pragma: no cover - it raises
+
+
+def _trace_headers(metadata: Any) -> dict[str, str]:
+    """The caller's ``traceparent`` and ``tracestate`` (all :meth:`Edge.call` reads)."""
+    return {
+        key: value for key, value in metadata or () if key in _W3C_KEYS and isinstance(value, str)
+    }
+
+
+_W3C_KEYS = frozenset(_W3C.fields)
 
 
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

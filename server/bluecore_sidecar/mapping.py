@@ -26,6 +26,7 @@ Rules worth knowing when reading the code (see also docs/decisions.md):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -114,6 +115,7 @@ def normalise_event_name(name: str) -> str:
     return _NAME_STRIP_RE.sub("", name).lower()
 
 
+@functools.lru_cache(maxsize=1024)  # trait names repeat from event to event; bounded
 def snake_case(key: str) -> str:
     """Convert an attribute name to Bluecore's lowercase snake_case.
 
@@ -210,9 +212,10 @@ def _text(value: struct_pb2.Value | None) -> str | None:
 
 
 def _first_text(struct: struct_pb2.Struct, keys: Iterable[str]) -> str | None:
+    fields = struct.fields  # _text answers None for a JSON null, as _value would
     for key in keys:
-        text = _text(_value(struct, key))
-        if text is not None:
+        value = fields.get(key)
+        if value is not None and (text := _text(value)) is not None:
             return text
     return None
 

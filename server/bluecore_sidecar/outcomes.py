@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Protocol
 
 from datafly.bluecore.v1 import delivery_pb2
@@ -37,6 +37,9 @@ class OutcomeObserver(Protocol):
 
     def on_outcome(self, result: DeliveryResult, dedup_hit: bool) -> None:
         """Record one outcome."""
+
+    def on_outcomes(self, outcomes: Sequence[tuple[DeliveryResult, bool]]) -> None:
+        """Record the outcomes of one batch, in request order, with their dedup flags."""
 
 
 class OutcomeBus:

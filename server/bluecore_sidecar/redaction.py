@@ -87,7 +87,7 @@ class Redactor:
         every = _normalise((*self._secrets, *secrets)) if secrets else self._secrets
         size = len(text)
         if size <= limit:
-            if not every and "@" not in text:
+            if "@" not in text and not _mentions(text, every):
                 return text  # the common case: nothing to find, nothing to copy
             window, keep = text, size
         else:
@@ -144,6 +144,21 @@ def excerpt(text: str, secrets: Iterable[str] = (), limit: int = EXCERPT_LIMIT) 
 def _normalise(values: Iterable[str]) -> tuple[str, ...]:
     # Longest first: a secret that contains another is replaced whole.
     return tuple(sorted({value for value in values if value}, key=lambda s: (-len(s), s)))
+
+
+def _mentions(text: str, secrets: tuple[str, ...]) -> bool:
+    """Whether :func:`_hide_secrets` or :func:`_hide_secret_tail` could change ``text``.
+
+    The same searches as theirs, without building anything: most texts (event names, the
+    usual details) hold no secret, and this answers for them in one or two ``find`` calls.
+    """
+    for secret in secrets:
+        if secret in text:
+            return True
+        shortest = min(_SECRET_TAIL, len(secret) - 1)
+        if shortest >= 1 and text.find(secret[:shortest], max(0, len(text) - len(secret) + 1)) >= 0:
+            return True
+    return False
 
 
 def _hide_secrets(text: str, secrets: tuple[str, ...], keep: int) -> tuple[str, int]:

@@ -8,7 +8,6 @@ door (:mod:`.http_door`) calls the same methods.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
@@ -56,7 +55,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
     ) -> delivery_pb2.DeliverResponse:
         """Deliver one event."""
         event = _event(request)
-        result = await self._deliverer.deliver(event, self._deadline(context))
+        result = await self._deliverer.deliver(event, self._deadline(context), request.mode)
         return delivery_pb2.DeliverResponse(result=result)
 
     async def DeliverBatch(
@@ -72,9 +71,8 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
                 f"a batch holds at most {self._batch_limit} events; got {len(request.events)}",
                 limit=str(self._batch_limit),
             )
-        deadline = self._deadline(context)
-        results = await asyncio.gather(
-            *(self._deliverer.deliver(event, deadline) for event in request.events)
+        results = await self._deliverer.deliver_batch(
+            request.events, self._deadline(context), request.mode
         )
         return delivery_pb2.DeliverBatchResponse(results=results)
 

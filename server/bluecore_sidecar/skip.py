@@ -17,6 +17,9 @@ NO_CONSENT: Final = delivery_pb2.DELIVERY_STATUS_SKIPPED_NO_CONSENT
 STALE: Final = delivery_pb2.DELIVERY_STATUS_SKIPPED_STALE
 INVALID: Final = delivery_pb2.DELIVERY_STATUS_REJECTED_INVALID
 DUPLICATE: Final = delivery_pb2.DELIVERY_STATUS_SKIPPED_DUPLICATE
+QUEUED: Final = delivery_pb2.DELIVERY_STATUS_QUEUED
+RETRYABLE: Final = delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE
+PERMANENT: Final = delivery_pb2.DELIVERY_STATUS_FAILED_PERMANENT
 
 # Reason codes (UPPER_SNAKE). Each one is documented in `REASONS` below.
 MISSING_MESSAGE_ID: Final = "MISSING_MESSAGE_ID"
@@ -44,6 +47,12 @@ INVALID_TOTAL: Final = "INVALID_TOTAL"
 MISSING_TOTAL: Final = "MISSING_TOTAL"
 INVALID_BODY: Final = "INVALID_BODY"
 MAPPING_ERROR: Final = "MAPPING_ERROR"
+# The durable queue's codes (with a queue only; see docs/architecture-queue.md).
+QUEUE_FULL: Final = "QUEUE_FULL"
+ALREADY_QUEUED: Final = "ALREADY_QUEUED"
+CUSTOMER_BUSY: Final = "CUSTOMER_BUSY"
+EXPIRED: Final = "EXPIRED"
+AUTH: Final = "AUTH"
 
 #: Every reason code the pure core can produce, with its status and meaning.
 REASONS: Final[dict[str, tuple[int, str]]] = {
@@ -72,6 +81,17 @@ REASONS: Final[dict[str, tuple[int, str]]] = {
     MISSING_TOTAL: (INVALID, "no total/revenue/value and a product has no price to sum"),
     INVALID_BODY: (INVALID, "the built body is not valid JSON (a non-finite number)"),
     MAPPING_ERROR: (INVALID, "an unexpected error in the mapper (a bug; never expected)"),
+    QUEUE_FULL: (
+        RETRYABLE,
+        "the durable queue is at SIDECAR_QUEUE_MAX_EVENTS/_BYTES, or its disk refused the write",
+    ),
+    ALREADY_QUEUED: (QUEUED, "the message_id is waiting in the durable queue; not queued twice"),
+    CUSTOMER_BUSY: (
+        RETRYABLE,
+        "DIRECT mode: earlier queued events of the same customer did not leave before the deadline",
+    ),
+    EXPIRED: (RETRYABLE, "dead letter: the event passed the maximum age before it was delivered"),
+    AUTH: (PERMANENT, "dead letter: Bluecore answered 401/403; replay once the token is fixed"),
 }
 
 

@@ -279,6 +279,10 @@ class EventQueue(Protocol):
         """Depth, bytes, age of the oldest entry, dead letters by reason."""
         ...
 
+    async def earliest_due(self) -> float | None:
+        """When the first entry :meth:`claim_due` could return falls due; None when none can."""
+        ...
+
 
 class DedupStore(Protocol):
     """Message ids queued or delivered within the dedup window."""
@@ -1350,6 +1354,23 @@ class SqliteQueue:
                 dead_letters=dead,
                 commits=self._commits,
             )
+
+        return await self._submit(run, write=False)
+
+    async def earliest_due(self) -> float | None:
+        """The earliest ``next_due`` among claimable entries (pending heads of their key).
+
+        Entries waiting behind a claimed or pending head are left out: they cannot be claimed
+        before their head leaves, so a worker sleeping until then would wake for nothing.
+        """
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> float | None:
+            (due,) = conn.execute(
+                "SELECT MIN(e.next_due) FROM entries AS e WHERE e.state = 0"
+                " AND e.seq = (SELECT MIN(h.seq) FROM entries AS h"
+                "              WHERE h.ordering_key = e.ordering_key AND h.state < 2)"
+            ).fetchone()
+            return None if due is None else float(due)
 
         return await self._submit(run, write=False)
 

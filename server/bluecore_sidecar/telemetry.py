@@ -8,11 +8,14 @@ line. None of them ever carries the namespace token or an email address.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
 import json
 import logging
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+    from prometheus_client import Counter, Histogram
+
+    from .store import QueueStats
 
 LOGGER_NAME = "bluecore_sidecar"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -46,21 +52,46 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, static: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self._static = dict(static or {})
+        # One encoder for every line: json.dumps with options builds a new one per call.
+        self._encoder = json.JSONEncoder(separators=(",", ":"), default=str)
+        # The date and time to the second changes once a second; only the milliseconds vary.
+        self._second = -1
+        self._second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        """The record as one JSON line, or one line per entry of its ``json_lines``.
+
+        ``json_lines`` (outcome lines, see :class:`OutcomeRecorder`) are the members of each
+        line's object already encoded, e.g. ``"status":"DELIVERED","attempts":1``; they follow
+        the common members (time, level, logger, message, the ``static`` fields). ``fields``
+        is a mapping of extra members for one line.
+        """
+        head: dict[str, Any] = {
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
             **self._static,
         }
+        encoded = getattr(record, "json_lines", None)
+        if isinstance(encoded, list):
+            start = self._encoder.encode(head)[:-1]  # without the closing brace
+            return "\n".join(f"{start},{members}}}" for members in encoded)
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
-            entry.update(fields)
+            head.update(fields)
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(entry, separators=(",", ":"), default=str)
+            head["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return self._encoder.encode(head)
+
+    def _time(self, created: float) -> str:
+        """``created`` as ISO 8601 UTC with milliseconds, e.g. ``2026-12-01T20:11:25.123+00:00``."""
+        moment = datetime.fromtimestamp(created, UTC)
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._second_text = moment.replace(microsecond=0).isoformat()[:-6]
+        return f"{self._second_text}.{moment.microsecond // 1000:03d}+00:00"
 
 
 def configure_logging(
@@ -179,9 +210,10 @@ def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceCon
     (no global one), with the stable HTTP semantic conventions: span name ``POST``,
     ``http.request.method``, ``url.full`` (query and userinfo removed: no secret can ride in
     them), ``server.address``, ``http.response.status_code`` and ``error.type`` with an error
-    status for 4xx, 5xx and transport failures. A second hook adds
-    ``http.request.resend_count`` from the ``trace_request_ctx`` the caller passes with the
-    request (see :func:`attempt_context`).
+    status for 4xx, 5xx and transport failures. A hook of ours, after the instrumentation's
+    on the same ``TraceConfig``, adds ``http.request.resend_count`` from the
+    ``trace_request_ctx`` the caller passes with the request (see :func:`attempt_context`).
+    One ``TraceConfig``, not two: aiohttp sends every signal of every config on every request.
     """
     if provider is None:
         return []
@@ -196,10 +228,20 @@ def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceCon
         # The stable names (http.request.method, url.full, ...) rather than the old ones.
         sem_conv_opt_in_mode=_StabilityMode.HTTP,
     )
-    resend = aiohttp.TraceConfig()
-    resend.on_request_start.append(_set_resend_count)
     # Order matters: the instrumentation's hook makes its span current, then ours annotates it.
-    return [instrumented, resend]
+    instrumented.on_request_start.append(_set_resend_count)
+    return [instrumented]
+
+
+def client_span_wanted() -> bool:
+    """Whether an HTTP try made now could be sampled: not inside a call that was not.
+
+    Every sampler we accept decides a child as it decided its parent (the ratio samplers
+    look at the trace id, which the child shares), so the CLIENT span of a try inside an
+    unsampled call would never be recorded; without a current span the sampler decides.
+    """
+    context = trace.get_current_span().get_span_context()
+    return not context.is_valid or context.trace_flags.sampled
 
 
 def attempt_context(attempt: int) -> dict[str, int]:
@@ -210,6 +252,7 @@ def attempt_context(attempt: int) -> dict[str, int]:
 _RESEND_COUNT = "http.request.resend_count"
 
 
+@functools.lru_cache(maxsize=16)  # one configured URL: three yarl copies per try otherwise
 def _url_without_secrets(url: yarl.URL) -> str:
     return str(url.with_user(None).with_query(None).with_fragment(None))
 
@@ -312,10 +355,53 @@ class Metrics:
             ["method", "code", "reason"],
             registry=self.registry,
         )
+        self._responses_by_code: dict[str, Counter] = {}
+
+        self.queue_depth = Gauge(
+            "bluecore_sidecar_queue_depth",
+            "Events in the durable queue (waiting or being sent), dead letters not counted.",
+            registry=self.registry,
+        )
+        self.queue_bytes = Gauge(
+            "bluecore_sidecar_queue_bytes",
+            "Serialized size of the events in the durable queue.",
+            registry=self.registry,
+        )
+        self.queue_oldest_age = Gauge(
+            "bluecore_sidecar_queue_oldest_age_seconds",
+            "Time since the oldest event in the durable queue was queued; 0 when empty.",
+            registry=self.registry,
+        )
+        self.dead_letters = Gauge(
+            "bluecore_sidecar_dead_letters",
+            "Dead letters kept in the durable queue, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.queue_tries = Counter(
+            "bluecore_sidecar_queue_tries",
+            "Background tries of queued events by outcome (delivered, retry, dead_letter, stale).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def set_queue_stats(self, stats: QueueStats) -> None:
+        """Copy a durable-queue snapshot into the gauges."""
+        self.queue_depth.set(stats.depth)
+        self.queue_bytes.set(stats.bytes)
+        self.queue_oldest_age.set(stats.oldest_pending_age)
+        self.dead_letters.clear()
+        for reason, count in stats.dead_letters.items():
+            self.dead_letters.labels(reason=reason).set(count)
 
     def on_attempt(self, status: int | None, error: str | None, retry: bool) -> None:
         """Count one HTTP attempt (upstream.SendObserver)."""
-        self.upstream_responses.labels(code=str(status) if status else (error or "error")).inc()
+        code = str(status) if status else (error or "error")
+        counter = self._responses_by_code.get(code)
+        if counter is None:
+            # HTTP codes and error kinds: a small closed set, each child looked up once.
+            counter = self._responses_by_code[code] = self.upstream_responses.labels(code=code)
+        counter.inc()
         if retry:
             self.retries.inc()
 
@@ -328,11 +414,24 @@ class Metrics:
         self.resends_after_timeout.inc()
 
 
+_OUTCOME = "delivery outcome"
+#: How JsonFormatter's encoder writes a string (ASCII escapes), in C.
+_json_str = json.encoder.encode_basestring_ascii
+
+
 class OutcomeRecorder:
     """Logs one JSON line and updates metrics for every outcome (delivery.OutcomeObserver).
 
     Free-form fields (message id, Datafly event name, detail) are scrubbed of email-shaped
     text: they come from the caller or from Bluecore, and a log line is kept for a long time.
+
+    Per outcome it does only what the outcome needs: the metric children of each (status,
+    Bluecore event) pair are looked up once and kept, and log fields are built only when
+    their level is enabled. The lines of the outcomes that finish in one turn of the event
+    loop (a batch, or single calls answered together) are written by one log record per
+    level at the start of the next turn, one JSON line each: the record, the handler's lock,
+    the write and the flush are paid per turn, not per event. :meth:`flush` writes what is
+    pending at once (shutdown).
     """
 
     def __init__(
@@ -341,33 +440,98 @@ class OutcomeRecorder:
         self._metrics = metrics
         self._logger = logger
         self._redactor = redactor or Redactor()
+        # Keyed by (status, bluecore_event): both come from closed sets (the enum and the
+        # mapping table), so this stays as small as the metrics' own label sets.
+        self._children: dict[tuple[int, str], _OutcomeChildren] = {}
+        # Encoded log members by level, waiting for the end of this turn of the loop; None: no
+        # flush is scheduled.
+        self._pending: dict[int, list[str]] | None = None
 
     def on_outcome(self, result: delivery_pb2.DeliveryResult, dedup_hit: bool) -> None:
         """Record ``result``."""
-        status = delivery_pb2.DeliveryStatus.Name(result.status).removeprefix("DELIVERY_STATUS_")
-        latency = result.latency.ToTimedelta().total_seconds()
-        self._metrics.deliveries.labels(status=status, bluecore_event=result.bluecore_event).inc()
-        self._metrics.latency.labels(status=status).observe(latency)
+        fields = self._count(result, dedup_hit)
+        if fields is not None:
+            self._queue(*fields)
+
+    def on_outcomes(self, outcomes: Sequence[tuple[delivery_pb2.DeliveryResult, bool]]) -> None:
+        """Record a batch (in request order): the same metrics and lines as one by one."""
+        for result, dedup_hit in outcomes:
+            fields = self._count(result, dedup_hit)
+            if fields is not None:
+                self._queue(*fields)
+
+    def flush(self) -> None:
+        """Write the pending lines now: one record per level, INFO before WARNING."""
+        pending, self._pending = self._pending, None
+        logger = self._logger
+        for level, lines in sorted((pending or {}).items()):
+            logger.handle(
+                logger.makeRecord(
+                    logger.name, level, "", 0, _OUTCOME, (), None, extra={"json_lines": lines}
+                )
+            )
+
+    def _queue(self, level: int, members: str) -> None:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = {}
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a direct call): write at once
+                pending[level] = [members]
+                self.flush()
+                return
+        pending.setdefault(level, []).append(members)
+
+    def _count(
+        self, result: delivery_pb2.DeliveryResult, dedup_hit: bool
+    ) -> tuple[int, str] | None:
+        """Update the metrics for ``result``; its level and encoded log members, or None.
+
+        The members are encoded here, once, as ``JsonFormatter``'s encoder would encode them
+        (ASCII escapes, compact separators, the same order), without building a dict.
+        """
+        key = (result.status, result.bluecore_event)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = self._children_of(*key)
+        latency = result.latency.seconds + result.latency.nanos / 1e9
+        children.delivered.inc()
+        children.latency.observe(latency)
         if dedup_hit:
             self._metrics.dedup_hits.inc()
-        level = logging.WARNING if status.startswith(("FAILED", "REJECTED")) else logging.INFO
-        if not self._logger.isEnabledFor(level):
-            return
-        self._logger.log(
-            level,
-            "delivery outcome",
-            extra={
-                "fields": {
-                    "message_id": self._redactor.scrub(result.message_id),
-                    "datafly_event": self._redactor.scrub(result.datafly_event),
-                    "bluecore_event": result.bluecore_event,
-                    "status": status,
-                    "reason": result.reason,
-                    "detail": self._redactor.scrub(result.detail),
-                    "http_status": result.http_status,
-                    "attempts": result.attempts,
-                    "latency_ms": round(latency * 1000, 2),
-                    "trace_id": result.trace_id,
-                }
-            },
+        if not self._logger.isEnabledFor(children.level):
+            return None
+        scrub = self._redactor.scrub
+        return children.level, (
+            f'"message_id":{_json_str(scrub(result.message_id))},'
+            f'"datafly_event":{_json_str(scrub(result.datafly_event))},'
+            f"{children.members},"
+            f'"reason":{_json_str(result.reason)},'
+            f'"detail":{_json_str(scrub(result.detail))},'
+            f'"http_status":{int(result.http_status)},'
+            f'"attempts":{int(result.attempts)},'
+            f'"latency_ms":{float(round(latency * 1000, 2))!r},'
+            f'"trace_id":{_json_str(result.trace_id)}'
         )
+
+    def _children_of(self, status_code: int, bluecore_event: str) -> _OutcomeChildren:
+        status = delivery_pb2.DeliveryStatus.Name(status_code).removeprefix("DELIVERY_STATUS_")
+        return _OutcomeChildren(
+            status=status,
+            members=f'"bluecore_event":{_json_str(bluecore_event)},"status":{_json_str(status)}',
+            level=logging.WARNING if status.startswith(("FAILED", "REJECTED")) else logging.INFO,
+            delivered=self._metrics.deliveries.labels(status=status, bluecore_event=bluecore_event),
+            latency=self._metrics.latency.labels(status=status),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _OutcomeChildren:
+    """What :class:`OutcomeRecorder` needs for one (status, Bluecore event) pair."""
+
+    status: str
+    members: str  # the encoded bluecore_event and status members of its log lines
+    level: int
+    delivered: Counter
+    latency: Histogram

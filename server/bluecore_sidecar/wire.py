@@ -15,9 +15,13 @@ from typing import Any
 REDACTED = "***"
 
 
+#: Built once: ``json.dumps`` with options constructs a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(body: Mapping[str, Any]) -> str:
     """Compact JSON, non-ASCII kept as is; NaN and infinities raise ``ValueError``."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(body)
 
 
 def with_token(body: Mapping[str, Any], token: str) -> dict[str, Any]:

@@ -1,0 +1,597 @@
+"""Background delivery from the durable queue: the workers and the calls waiting on them.
+
+:class:`BackgroundDelivery` claims due entries (``claim_due``), maps each one again with the
+current rules, sends it with the sidecar's one :class:`~.upstream.UpstreamClient` (its shared
+pause included) and settles it in the store: delivered, rescheduled with capped backoff, or a
+dead letter (``EXPIRED``, ``AUTH``, the permanent answer's reason, or the skip the mapping now
+gives). It sleeps until the earliest due time or a wake-up (an enqueue, a replay, a finished
+try), never polls in a tight loop, and runs at most ``workers`` tries at once.
+
+A ``Deliver`` call in ``WAIT`` mode registers as the waiter of its message id before it
+enqueues: the worker hands it the outcome of the first try instead of publishing it, and the
+call answers with it (or ``QUEUED`` when its deadline comes first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from datafly.bluecore.v1 import delivery_pb2
+from google.protobuf import duration_pb2
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from . import skip as sk
+from .decision import Skip, decide
+from .gates import GatePolicy
+from .mapping import MappingRules
+from .outcomes import OutcomeBus, OutcomeObserver
+from .redaction import Redactor
+from .retry import RetryPolicy, Verdict, backoff_delay, deadline_margin
+from .store import Claim, DedupStore, EnqueueOutcome, EventQueue, NewEntry, StoreError
+from .telemetry import Metrics
+from .upstream import SendOutcome, UpstreamClient
+
+Status = delivery_pb2.DeliveryStatus
+DeliveryResult = delivery_pb2.DeliveryResult
+
+#: Name of the span of one background try; it links to the trace of the call that queued it.
+BACKGROUND_SPAN = "bluecore.deliver.background"
+#: How often delivered ids older than the dedup window are purged from the file (seconds).
+HOUSEKEEPING_INTERVAL = 60.0
+#: Longest sleep of an idle worker loop, as a safety net (seconds); wake-ups come sooner.
+MAX_IDLE_SLEEP = 30.0
+#: With a shared file (SIDECAR_WORKERS > 1) other processes change it without waking this
+#: one: how often a DIRECT call re-reads a customer's queue, and the longest idle sleep (s).
+SHARED_POLL = 0.2
+SHARED_MAX_IDLE = 1.0
+#: Bluecore refuses events older than this (seconds), whatever the staleness gate says.
+BLUECORE_MAX_AGE = 24 * 3600.0
+
+_AUTH_STATUSES = frozenset({401, 403})
+_W3C = TraceContextTextMapPropagator()
+_log = logging.getLogger("bluecore_sidecar")
+
+
+class WorkQueue(EventQueue, DedupStore, Protocol):
+    """What the workers use of the durable queue: its events, and purging old delivered ids.
+
+    :class:`~.store.SqliteQueue` is one; a shared log could be another.
+    """
+
+
+@dataclasses.dataclass(slots=True)
+class Waiter:
+    """A ``Deliver`` call in WAIT mode waiting for the first background try of its event."""
+
+    respond_by: float
+    """Monotonic time the call must answer by; the try's own deadline."""
+    context: otel_context.Context
+    """The call's trace context: its try is a child span there."""
+    future: asyncio.Future[DeliveryResult | None]
+
+    async def wait(self, timeout: float) -> DeliveryResult | None:
+        """The first try's outcome, or None when shutdown began first (answer QUEUED now);
+        ``TimeoutError`` after ``timeout`` seconds."""
+        return await asyncio.wait_for(asyncio.shield(self.future), max(timeout, 0.0))
+
+
+class BackgroundDelivery:
+    """Workers over the durable queue, plus the registry of calls waiting on them."""
+
+    def __init__(
+        self,
+        *,
+        queue: WorkQueue,
+        client: UpstreamClient,
+        rules: MappingRules,
+        gates: GatePolicy,
+        max_event_bytes: int,
+        policy: RetryPolicy,
+        workers: int,
+        try_budget: float,
+        bus: OutcomeBus,
+        observer: OutcomeObserver | None = None,
+        metrics: Metrics | None = None,
+        tracer: trace.Tracer | None = None,
+        redactor: Redactor | None = None,
+        shared: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.queue = queue
+        self._client = client
+        self._rules = rules
+        self._gates = gates
+        self._max_event_bytes = max_event_bytes
+        self._policy = policy
+        self._workers = workers
+        self._try_budget = try_budget
+        self._bus = bus
+        self._observer = observer
+        self._metrics = metrics
+        self._tracer = tracer or trace.NoOpTracer()
+        self._redactor = redactor or Redactor()
+        self._shared = shared
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rand = rand
+        gate_age = gates.max_event_age.total_seconds()
+        self._max_age = min(gate_age, BLUECORE_MAX_AGE) if gate_age > 0 else BLUECORE_MAX_AGE
+        self._waiters: dict[str, Waiter] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._change: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the claim loop and the housekeeping loop."""
+        self._loops = [
+            asyncio.create_task(self._claim_loop(), name="queue-claim-loop"),
+            asyncio.create_task(self._housekeeping(), name="queue-housekeeping"),
+        ]
+
+    def stop_claiming(self) -> None:
+        """Shutdown begins: claim nothing more, and let waiting calls answer ``QUEUED`` now
+        (their events are on disk) instead of holding the drain up to their deadline."""
+        self._stopping = True
+        self.queue.stop_claiming()
+        self._wake.set()
+        for waiter in self._waiters.values():
+            if not waiter.future.done():
+                waiter.future.set_result(None)
+        self._changed()  # DIRECT calls waiting for a customer's queue give up now too
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming; let tries in flight finish within ``timeout``, then cancel them and
+        put every claimed entry back to pending. Nothing on disk is lost either way."""
+        self.stop_claiming()
+        for task in self._loops:
+            if task.get_name() == "queue-housekeeping":
+                task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=max(timeout, 0.0))
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                _log.warning(
+                    "grace period over with background tries in flight; they go back to the queue",
+                    extra={"fields": {"cancelled": len(pending)}},
+                )
+        try:
+            released = await self.queue.release_all_claims()
+        except StoreError as exc:
+            _log.error(
+                "could not release claimed queue entries; the next start does it",
+                extra={"fields": {"error_type": type(exc).__name__}},
+            )
+        else:
+            if released:
+                _log.info("queue entries put back", extra={"fields": {"released": released}})
+
+    # -- what the pipeline uses -------------------------------------------------------------
+
+    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
+        """Commit ``entries`` and wake the claim loop."""
+        outcomes = await self.queue.enqueue(entries)
+        self.wake()
+        return outcomes
+
+    async def has_pending(self, ordering_key: str) -> bool:
+        """Whether the customer has events waiting (or being sent) in the queue."""
+        return await self.queue.has_pending(ordering_key)
+
+    async def wait_for_key(self, ordering_key: str, respond_by: float) -> bool:
+        """Wait until the customer has nothing queued; False if ``respond_by`` comes first."""
+        while await self.queue.has_pending(ordering_key):
+            remaining = respond_by - self._clock()
+            if remaining <= 0 or self._stopping:
+                return False  # out of time, or nothing more leaves the queue before a restart
+            # Another process's worker may let the customer's events out unseen: look again.
+            wait = min(remaining, SHARED_POLL) if self._shared else remaining
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._change), wait)
+        return True
+
+    def register(self, message_id: str, respond_by: float) -> Waiter:
+        """Wait for the first background try of ``message_id`` (call before enqueueing)."""
+        waiter = Waiter(
+            respond_by,
+            otel_context.get_current(),
+            asyncio.get_running_loop().create_future(),
+        )
+        if self._stopping:
+            waiter.future.set_result(None)  # nothing will be claimed any more
+        else:
+            self._waiters[message_id] = waiter
+        return waiter
+
+    def unregister(self, message_id: str, waiter: Waiter) -> None:
+        """Stop waiting; later outcomes of the id are published as background outcomes."""
+        if self._waiters.get(message_id) is waiter:
+            del self._waiters[message_id]
+
+    def wake(self) -> None:
+        """Something may have become due: let the claim loop look."""
+        self._wake.set()
+
+    async def refresh_metrics(self) -> None:
+        """Copy the queue's ``stats()`` into the gauges (called at scrape time)."""
+        if self._metrics is None:
+            return
+        try:
+            stats = await self.queue.stats()
+        except StoreError:
+            return  # the queue is closing; the gauges keep their last values
+        self._metrics.set_queue_stats(stats)
+
+    # -- the loops ---------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self._workers - len(self._tasks)
+            pause = self._client.throttle.wait_time()
+            if free <= 0 or pause > 0:
+                # A full pool waits for a finished try (it wakes us); a shared pause after a
+                # 429 holds background tries back like everyone else's.
+                await self._sleep(pause if pause > 0 else MAX_IDLE_SLEEP)
+                continue
+            self._wake.clear()
+            try:
+                claims = await self.queue.claim_due(free, self._wall_clock())
+            except StoreError as exc:
+                _log.error(
+                    "the durable queue failed a claim; trying again shortly",
+                    extra={"fields": {"error_type": type(exc).__name__}},
+                )
+                await self._sleep(1.0)
+                continue
+            for claim in claims:
+                task = asyncio.create_task(self._run(claim), name="queue-try")
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+            if claims:
+                continue
+            await self._sleep(await self._idle_time())
+
+    async def _idle_time(self) -> float:
+        try:
+            due = await self.queue.earliest_due()
+        except StoreError:
+            return 1.0
+        longest = SHARED_MAX_IDLE if self._shared else MAX_IDLE_SLEEP
+        if due is None:
+            return longest
+        return min(longest, max(0.0, due - self._wall_clock()))
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._stopping or seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._changed()
+
+    def _changed(self) -> None:
+        """An entry left, or was put back: wake the claim loop and those waiting on a key."""
+        self._wake.set()
+        if not self._change.done():
+            self._change.set_result(None)
+        self._change = asyncio.get_running_loop().create_future()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            try:
+                # Small batches keep each transaction short; a full one means more to purge.
+                for _ in range(1000):
+                    if await self.queue.purge_expired(batch=1000) < 1000:
+                        break
+            except StoreError as exc:
+                _log.warning(
+                    "purging old delivered ids failed",
+                    extra={"fields": {"error_type": type(exc).__name__}},
+                )
+
+    # -- one try ---------------------------------------------------------------------------
+
+    async def _run(self, claim: Claim) -> None:
+        entry = claim.entry
+        waiter = self._waiters.get(entry.message_id)
+        parent = waiter.context if waiter is not None else otel_context.Context()
+        links = _links(entry.traceparent)
+        started = self._clock()
+        with self._tracer.start_as_current_span(
+            BACKGROUND_SPAN, context=parent, links=links, record_exception=False
+        ) as span:
+            settled = await self._settled(claim, waiter)
+            if settled is None:
+                return
+            result, kept = settled
+            ctx = span.get_span_context()
+            result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
+            result.latency.CopyFrom(_duration(self._clock() - started))
+            if span.is_recording():
+                span.set_attributes(_span_attributes(result, entry.attempts, self._redactor))
+                if result.status not in (
+                    Status.DELIVERY_STATUS_DELIVERED,
+                    Status.DELIVERY_STATUS_QUEUED,
+                ):
+                    span.set_status(trace.StatusCode.ERROR, result.reason)
+        if not kept:
+            # The claim went stale (released at shutdown): the entry will be sent again, and
+            # this try's outcome is not the event's.
+            self._count("stale")
+            return
+        self._count(_try_outcome(result))
+        if waiter is not None and not waiter.future.done():
+            self.unregister(entry.message_id, waiter)
+            waiter.future.set_result(result)
+            return
+        self._bus.publish(result)
+        if self._observer is not None:
+            self._observer.on_outcome(result, False)
+
+    async def _settled(
+        self, claim: Claim, waiter: Waiter | None
+    ) -> tuple[DeliveryResult, bool] | None:
+        """Try the entry and record the outcome; None when the store could not record it.
+
+        A store that fails (disk full or read-only, I/O errors) leaves the entry claimed; it
+        is asked once more, a second later, to put it back as due, and otherwise the entry
+        waits, safe on disk, for the release at the next start. The worker never dies of it.
+        """
+        try:
+            return await self._try(claim, waiter)
+        except StoreError as exc:
+            failure: Exception = exc
+        except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the worker
+            _log.error(
+                "unexpected error in a background try",
+                extra={"fields": {"error_type": type(exc).__name__}},
+            )
+            outcome = SendOutcome(Verdict.RETRY, 0, 0, "INTERNAL_ERROR", type(exc).__name__)
+            try:
+                return await self._settle_retry(claim, outcome, "")
+            except StoreError as again:
+                failure = again
+        _log.error(
+            "the durable queue could not record a background try; it is tried again later",
+            extra={"fields": {"error_type": type(failure).__name__}},
+        )
+        await asyncio.sleep(1.0)
+        try:
+            await self.queue.reschedule(
+                claim, next_due=self._wall_clock(), reason="STORE_ERROR", http_status=0, attempts=0
+            )
+        except StoreError:
+            _log.error("the entry stays claimed until the next start releases it")
+        self._changed()
+        self._count("store_error")
+        return None
+
+    async def _try(self, claim: Claim, waiter: Waiter | None) -> tuple[DeliveryResult, bool]:
+        entry = claim.entry
+        event = delivery_pb2.DataflyEvent.FromString(entry.payload)
+        now = self._wall_clock()
+        if now > entry.event_time + self._max_age:
+            return await self._dead(claim, sk.EXPIRED, _expired_detail(self._max_age), event=event)
+        # The current rules and settings decide again: what changed since it was queued
+        # (and, for a replay, what was fixed) applies.
+        decision = decide(
+            event, self._rules, self._gates, datetime.fromtimestamp(now, UTC), self._max_event_bytes
+        )
+        if isinstance(decision, Skip):
+            reason = sk.EXPIRED if decision.reason == sk.STALE_EVENT else decision.reason
+            detail = _expired_detail(self._max_age) if reason == sk.EXPIRED else decision.detail
+            return await self._dead(claim, reason, detail, event=event, skip=decision)
+        now_mono = self._clock()
+        deadline = now_mono + self._try_budget
+        if waiter is not None:
+            # The outcome must still be committed and handed over before the call answers.
+            left = waiter.respond_by - now_mono
+            deadline = min(deadline, waiter.respond_by - deadline_margin(left))
+        outcomes = await asyncio.gather(
+            *(self._client.send(request.body, deadline) for request in decision.requests)
+        )
+        outcome = _combine(list(outcomes))
+        if len(outcomes) > 1:
+            accepted = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
+            outcome = dataclasses.replace(
+                outcome,
+                attempts=sum(o.attempts for o in outcomes),
+                detail=f"{accepted} of {len(outcomes)} requests accepted; {outcome.detail}",
+            )
+        label = decision.datafly_event
+        if outcome.verdict is Verdict.DELIVERED:
+            kept = await self.queue.complete(
+                claim, attempts=outcome.attempts, http_status=outcome.http_status
+            )
+            self._changed()
+            return self._result(
+                claim,
+                status=Status.DELIVERY_STATUS_DELIVERED,
+                outcome=outcome,
+                label=label,
+                reason="",
+                detail=outcome.detail,
+            ), kept
+        if outcome.verdict is Verdict.PERMANENT:
+            reason = sk.AUTH if outcome.http_status in _AUTH_STATUSES else outcome.reason
+            return await self._dead(claim, reason, outcome.detail, outcome=outcome, label=label)
+        return await self._settle_retry(claim, outcome, label)
+
+    async def _settle_retry(
+        self, claim: Claim, outcome: SendOutcome, label: str
+    ) -> tuple[DeliveryResult, bool]:
+        entry = claim.entry
+        now = self._wall_clock()
+        total = entry.attempts + outcome.attempts
+        # Tries, not HTTP attempts, drive the backoff: each try may hold several attempts.
+        tries = max(1, -(-total // self._policy.max_attempts))
+        delay = backoff_delay(self._policy, tries, outcome.retry_after, self._rand)
+        due = now + delay
+        if due > entry.event_time + self._max_age:
+            detail = f"{outcome.detail}; the next try would pass the maximum age"
+            return await self._dead(claim, sk.EXPIRED, detail, outcome=outcome, label=label)
+        kept = await self.queue.reschedule(
+            claim,
+            next_due=due,
+            reason=outcome.reason,
+            http_status=outcome.http_status,
+            attempts=outcome.attempts,
+        )
+        self._changed()
+        detail = f"{outcome.detail}; kept in the queue, next try in {delay:.1f}s"
+        return self._result(
+            claim,
+            status=Status.DELIVERY_STATUS_QUEUED,
+            outcome=outcome,
+            label=label,
+            reason=outcome.reason,
+            detail=detail,
+        ), kept
+
+    async def _dead(
+        self,
+        claim: Claim,
+        reason: str,
+        detail: str,
+        *,
+        outcome: SendOutcome | None = None,
+        label: str = "",
+        event: delivery_pb2.DataflyEvent | None = None,
+        skip: Skip | None = None,
+    ) -> tuple[DeliveryResult, bool]:
+        used = outcome or SendOutcome(Verdict.PERMANENT, 0, 0, reason, detail)
+        detail = self._redactor.scrub(detail)
+        kept = await self.queue.dead_letter(
+            claim,
+            reason=reason,
+            detail=detail,
+            http_status=used.http_status,
+            attempts=used.attempts,
+        )
+        self._changed()
+        if skip is not None and reason != sk.EXPIRED:
+            status = skip.status
+            label = skip.datafly_event
+        elif reason == sk.EXPIRED:
+            status = Status.DELIVERY_STATUS_FAILED_RETRYABLE
+        else:
+            status = Status.DELIVERY_STATUS_FAILED_PERMANENT
+        if not label and event is not None:
+            label = event.event or event.type
+        return self._result(
+            claim,
+            status=status,
+            outcome=used,
+            label=label,
+            reason=reason,
+            detail=f"dead letter: {detail}",
+        ), kept
+
+    def _result(
+        self,
+        claim: Claim,
+        *,
+        status: int,
+        outcome: SendOutcome,
+        label: str,
+        reason: str,
+        detail: str,
+    ) -> DeliveryResult:
+        entry = claim.entry
+        result = DeliveryResult(
+            message_id=entry.message_id,
+            status=status,  # type: ignore[arg-type]
+            datafly_event=self._redactor.scrub(label),
+            bluecore_event=entry.bluecore_event,
+            reason=reason,
+            detail=detail,
+            http_status=outcome.http_status,
+            attempts=entry.attempts + outcome.attempts,
+        )
+        if outcome.retry_after is not None:
+            result.retry_after.CopyFrom(_duration(outcome.retry_after))
+        return result
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_tries.labels(outcome=outcome).inc()
+
+
+def traceparent_of(span: trace.Span) -> str:
+    """The W3C ``traceparent`` of ``span``, or "" when it is not a real (sampled) span."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return ""
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def _links(traceparent: str) -> list[trace.Link]:
+    if not traceparent:
+        return []
+    ctx = trace.get_current_span(_W3C.extract({"traceparent": traceparent})).get_span_context()
+    return [trace.Link(ctx)] if ctx.is_valid else []
+
+
+def _expired_detail(max_age: float) -> str:
+    return f"the event is older than the maximum age ({max_age / 3600:g} h) before it was delivered"
+
+
+def _try_outcome(result: DeliveryResult) -> str:
+    if result.status == Status.DELIVERY_STATUS_DELIVERED:
+        return "delivered"
+    if result.status == Status.DELIVERY_STATUS_QUEUED:
+        return "retry"
+    return "dead_letter"
+
+
+def _combine(outcomes: list[SendOutcome]) -> SendOutcome:
+    """One event's verdict from its requests: permanent beats retryable beats delivered."""
+    for verdict in (Verdict.PERMANENT, Verdict.RETRY):
+        for outcome in outcomes:
+            if outcome.verdict is verdict:
+                return outcome
+    return outcomes[-1]
+
+
+def _span_attributes(
+    result: DeliveryResult, earlier_attempts: int, redactor: Redactor
+) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
+        "datafly.message_id": redactor.scrub(result.message_id),
+        "bluecore.event": result.bluecore_event,
+        "delivery.status": Status.Name(result.status).removeprefix("DELIVERY_STATUS_"),
+        "delivery.attempts": result.attempts,
+        "queue.earlier_attempts": earlier_attempts,
+    }
+    if result.reason:
+        attributes["delivery.reason"] = result.reason
+    if result.http_status:
+        attributes["http.response.status_code"] = result.http_status
+    return attributes
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(max(seconds, 0.0) * 1e9))
+    return value

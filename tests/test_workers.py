@@ -26,6 +26,7 @@ from bluecore_sidecar.supervisor import (
     restart_delay,
 )
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from google.protobuf import json_format
 
 from .conftest import EMAIL, NAMESPACE, eventually, make_event
 from .test_lifecycle import serve_env
@@ -198,6 +199,32 @@ async def test_two_workers_share_one_port_the_ops_port_sums_them_and_sigterm_dra
     text = json.dumps(running.lines)
     assert NAMESPACE not in text
     assert EMAIL not in text
+
+
+async def test_the_json_door_is_shared_by_the_workers_too(sandbox):
+    """SIDECAR_HTTP_ADDRESS on port 0 becomes one address that both workers answer on."""
+    async with supervise(api_url=sandbox.url) as (running, serving):
+        door = serving["http_address"]
+        assert not door.endswith(":0")
+        seen: set[int] = set()
+        for number in range(MAX_CONNECTIONS):
+            message_id = f"door-{number}"
+            event = json_format.MessageToDict(make_event(messageId=message_id))
+            async with (
+                aiohttp.ClientSession() as session,  # a session of its own: a new connection
+                session.post(f"http://{door}/v1/events", json=event) as response,
+            ):
+                assert response.status == 200
+                assert (await response.json())["status"] == "DELIVERY_STATUS_DELIVERED"
+            await running.line(lambda e, m=message_id: e.get("message_id") == m)
+            worker = running.outcome_worker(message_id)
+            assert worker is not None
+            seen.add(worker)
+            if seen == {1, 2}:
+                break
+        assert seen == {1, 2}
+        running.process.send_signal(signal.SIGTERM)
+        assert await running.finish() == 0
 
 
 async def test_a_killed_worker_is_logged_restarted_on_the_same_port_and_its_counts_stay(

@@ -361,7 +361,9 @@ async def _start_door(
     """
     if not settings.http_address:
         return None, ""
-    runner = await http_door.start(stack, settings.http_address, door)
+    runner = await http_door.start(
+        stack, settings.http_address, door, reuse_port=settings.workers > 1
+    )
     return runner, _base_url(settings.http_address, runner.addresses[0][1])
 
 

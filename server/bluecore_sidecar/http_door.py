@@ -293,8 +293,13 @@ def _refuse(edge: Edge, method: str, error: Exception, span: trace.Span) -> web.
     return response
 
 
-async def start(stack: contextlib.AsyncExitStack, address: str, door: HttpDoor) -> web.AppRunner:
+async def start(
+    stack: contextlib.AsyncExitStack, address: str, door: HttpDoor, *, reuse_port: bool = False
+) -> web.AppRunner:
     """Serve ``door`` on ``address`` until ``stack`` closes; returns the runner to stop it.
+
+    ``reuse_port`` lets the workers of ``SIDECAR_WORKERS`` share the address, as they share
+    the gRPC one.
 
     Cleaning the runner up closes the listener, then gives requests still being handled
     :data:`CLOSE_TIMEOUT` to finish: the drain has already waited, within the shutdown grace,
@@ -307,7 +312,7 @@ async def start(stack: contextlib.AsyncExitStack, address: str, door: HttpDoor) 
     stack.push_async_callback(runner.cleanup)
     host, port = split_address(address)
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port).start()
     except OSError as error:
         problem = f"cannot listen on SIDECAR_HTTP_ADDRESS {address}: {error.strerror}"
         raise OSError(problem) from None

@@ -86,7 +86,7 @@ class Worker:
         return self.process is not None and self.process.returncode is None
 
 
-def reserve(address: str) -> tuple[socket.socket, str]:
+def reserve(address: str, variable: str = "SIDECAR_GRPC_ADDRESS") -> tuple[socket.socket, str]:
     """Reserve ``address``'s port for the workers; returns the socket and ``HOST:PORT``.
 
     The socket is bound with ``SO_REUSEPORT`` and never listens: it takes no connections, but
@@ -102,7 +102,7 @@ def reserve(address: str) -> tuple[socket.socket, str]:
         try:
             probe.bind(sockaddr)
         except OSError as exc:
-            raise OSError(f"cannot listen on SIDECAR_GRPC_ADDRESS {address}: {exc}") from None
+            raise OSError(f"cannot listen on {variable} {address}: {exc}") from None
         chosen = int(probe.getsockname()[1])
     held = socket.socket(family, socket.SOCK_STREAM)
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -146,9 +146,17 @@ def exit_code(codes: list[int | None]) -> int:
 class Supervisor:
     """Starts, watches, restarts and stops the workers; serves the ops port for all of them."""
 
-    def __init__(self, settings: Settings, env: Mapping[str, str], grpc_address: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        env: Mapping[str, str],
+        grpc_address: str,
+        http_address: str = "",
+    ) -> None:
         self.settings = settings
         self.grpc_address = grpc_address
+        self.http_address = http_address
+        """The JSON door's reserved address; "" when the door is off."""
         self.workers = [Worker(number) for number in range(1, settings.workers + 1)]
         self.ops_url = ""
         self.draining = False
@@ -167,6 +175,8 @@ class Supervisor:
         """Start ``worker`` and wait until it serves; :class:`WorkerFailed` if it ends first."""
         env = dict(self._env)
         env["SIDECAR_GRPC_ADDRESS"] = self.grpc_address
+        if self.http_address:
+            env["SIDECAR_HTTP_ADDRESS"] = self.http_address
         env["SIDECAR_OPS_ADDRESS"] = "127.0.0.1:0"  # its own, private; ours is the public one
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -288,6 +298,7 @@ class Supervisor:
             extra={
                 "fields": {
                     "grpc_address": self.grpc_address,
+                    "http_address": self.http_address,
                     "ops_url": self.ops_url,
                     "workers": len(self.workers),
                     "pids": [w.pid for w in self.workers],
@@ -435,9 +446,14 @@ async def supervise(settings: Settings, env: Mapping[str, str]) -> int:
             "more workers than CPUs: raise the CPU limit with SIDECAR_WORKERS",
             extra={"fields": {"workers": settings.workers, "cpus": round(cores, 2)}},
         )
-    held, grpc_address = reserve(settings.grpc_address)
-    with held:
-        supervisor = Supervisor(settings, env, grpc_address)
+    with contextlib.ExitStack() as reserved:
+        held, grpc_address = reserve(settings.grpc_address)
+        reserved.enter_context(held)
+        http_address = ""
+        if settings.http_address:
+            held, http_address = reserve(settings.http_address, "SIDECAR_HTTP_ADDRESS")
+            reserved.enter_context(held)
+        supervisor = Supervisor(settings, env, grpc_address, http_address)
         async with contextlib.AsyncExitStack() as stack:
             supervisor.ops_url = await supervisor.serve_ops(stack)
             code = await supervisor.run()

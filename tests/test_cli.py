@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -242,3 +243,41 @@ async def test_send_with_a_bad_line_in_the_batch_exits_2_sending_nothing(
     [line] = err.splitlines()
     assert f"{batch}:2" in line
     assert sandbox.received == []
+
+
+@pytest.mark.parametrize("variable", ["SIDECAR_GRPC_ADDRESS", "SIDECAR_OPS_ADDRESS"])
+def test_serve_on_an_address_in_use_stops_with_one_line_naming_the_variable(capsys, variable):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = {
+            "BLUECORE_NAMESPACE": NAMESPACE,
+            "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
+            "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
+            "SIDECAR_HTTP_ADDRESS": "",
+            variable: busy,
+        }
+        code, _, err = run_main(capsys, "serve", env=env)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("bluecore-sidecar:")]
+    assert len(lines) == 1, err
+    assert variable in lines[0]
+    assert "Traceback" not in err
+    assert NAMESPACE not in err
+
+
+def test_serve_with_a_queue_path_in_a_missing_folder_stops_with_one_line(capsys, tmp_path):
+    env = {
+        "BLUECORE_NAMESPACE": NAMESPACE,
+        "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
+        "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
+        "SIDECAR_HTTP_ADDRESS": "",
+        "SIDECAR_QUEUE_PATH": str(tmp_path / "no-such-folder" / "queue.db"),
+    }
+    code, _, err = run_main(capsys, "serve", env=env)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("bluecore-sidecar:")]
+    assert len(lines) == 1, err
+    assert "SIDECAR_QUEUE_PATH" in lines[0]
+    assert "Traceback" not in err

@@ -18,6 +18,7 @@ import grpc
 import pytest
 from bluecore_sidecar import aggregate
 from bluecore_sidecar.config import Settings
+from bluecore_sidecar.errors import ConfigError
 from bluecore_sidecar.supervisor import (
     MAX_RESTARTS,
     cpu_limit,
@@ -364,7 +365,7 @@ def test_a_port_another_process_listens_on_is_refused_not_shared():
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        with pytest.raises(OSError, match="SIDECAR_GRPC_ADDRESS"):
+        with pytest.raises(ConfigError, match="SIDECAR_GRPC_ADDRESS"):
             reserve(f"127.0.0.1:{port}")
 
 

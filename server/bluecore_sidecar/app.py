@@ -14,6 +14,7 @@ import dataclasses
 import gc
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -37,6 +38,7 @@ from .config import Settings, split_address
 from .credential import Credential, FileCredential
 from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
+from .errors import ConfigError
 from .interceptor import Admission, Edge, EdgeInterceptor
 from .outcomes import OutcomeBus
 from .redaction import Redactor
@@ -218,9 +220,15 @@ async def running_sidecar(
         health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
-        port = server.add_insecure_port(settings.grpc_address)
+        try:
+            port = server.add_insecure_port(settings.grpc_address)
+        except RuntimeError:  # grpc's bind failure; its text only points at GRPC_VERBOSITY
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on SIDECAR_GRPC_ADDRESS {settings.grpc_address}")
+            raise ConfigError(
+                "SIDECAR_GRPC_ADDRESS",
+                f"{settings.grpc_address}: cannot listen there (address in use or not local)",
+            )
         host, _ = split_address(settings.grpc_address)
         await server.start()
         stack.push_async_callback(server.stop, 0)
@@ -296,14 +304,20 @@ async def _open_queue(stack: contextlib.AsyncExitStack, settings: Settings) -> S
     """The durable queue at ``SIDECAR_QUEUE_PATH``, closed with ``stack``; None when unset."""
     if settings.queue_path is None:
         return None
-    queue = await SqliteQueue.open(
-        settings.queue_path,
-        limits=QueueLimits(settings.queue_max_events, settings.queue_max_bytes),
-        dedup_window=settings.dedup_window.total_seconds(),
-        # The workers of SIDECAR_WORKERS share one file, so dedup and order hold across them
-        # (store.py, shared mode).
-        shared=settings.workers > 1,
-    )
+    try:
+        queue = await SqliteQueue.open(
+            settings.queue_path,
+            limits=QueueLimits(settings.queue_max_events, settings.queue_max_bytes),
+            dedup_window=settings.dedup_window.total_seconds(),
+            # The workers of SIDECAR_WORKERS share one file, so dedup and order hold across
+            # them (store.py, shared mode).
+            shared=settings.workers > 1,
+        )
+    except (OSError, sqlite3.Error) as error:
+        # A folder that does not exist or cannot be written: the operator's path is wrong.
+        raise ConfigError(
+            "SIDECAR_QUEUE_PATH", f"cannot open a queue there ({type(error).__name__}: {error})"
+        ) from None
     stack.push_async_callback(queue.close)
     log.info("durable queue open", extra={"fields": {"path": str(settings.queue_path)}})
     return queue
@@ -406,7 +420,12 @@ async def _start_ops(
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = split_address(address)
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as error:
+        raise ConfigError(
+            "SIDECAR_OPS_ADDRESS", f"{address}: cannot listen there ({error.strerror})"
+        ) from None
     return _base_url(address, runner.addresses[0][1])
 
 

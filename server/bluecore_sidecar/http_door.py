@@ -33,6 +33,7 @@ from opentelemetry import trace
 
 from .config import split_address
 from .errors import (
+    ConfigError,
     DeadlineExceeded,
     Forbidden,
     InvalidRequest,
@@ -314,8 +315,9 @@ async def start(
     try:
         await web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port).start()
     except OSError as error:
-        problem = f"cannot listen on SIDECAR_HTTP_ADDRESS {address}: {error.strerror}"
-        raise OSError(problem) from None
+        raise ConfigError(
+            "SIDECAR_HTTP_ADDRESS", f"{address}: cannot listen there ({error.strerror})"
+        ) from None
     return runner
 
 

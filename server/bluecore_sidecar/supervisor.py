@@ -38,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import aggregate
 from .config import Settings, split_address
+from .errors import ConfigError
 from .telemetry import LOGGER_NAME
 
 if TYPE_CHECKING:
@@ -102,7 +103,9 @@ def reserve(address: str, variable: str = "SIDECAR_GRPC_ADDRESS") -> tuple[socke
         try:
             probe.bind(sockaddr)
         except OSError as exc:
-            raise OSError(f"cannot listen on {variable} {address}: {exc}") from None
+            raise ConfigError(
+                variable, f"{address}: cannot listen there ({exc.strerror})"
+            ) from None
         chosen = int(probe.getsockname()[1])
     held = socket.socket(family, socket.SOCK_STREAM)
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -30,6 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from . import results
 from . import skip as sk
 from .decision import Skip, decide
 from .gates import GatePolicy
@@ -576,19 +577,11 @@ def _combine(outcomes: list[SendOutcome]) -> SendOutcome:
 
 def _span_attributes(
     result: DeliveryResult, earlier_attempts: int, redactor: Redactor
-) -> dict[str, str | int]:
-    attributes: dict[str, str | int] = {
-        "datafly.message_id": redactor.scrub(result.message_id),
-        "bluecore.event": result.bluecore_event,
-        "delivery.status": Status.Name(result.status).removeprefix("DELIVERY_STATUS_"),
-        "delivery.attempts": result.attempts,
+) -> dict[str, str | int | bool]:
+    return {
+        **results.span_attributes(result, redactor.scrub),
         "queue.earlier_attempts": earlier_attempts,
     }
-    if result.reason:
-        attributes["delivery.reason"] = result.reason
-    if result.http_status:
-        attributes["http.response.status_code"] = result.http_status
-    return attributes
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

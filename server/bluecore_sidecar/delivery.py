@@ -23,6 +23,7 @@ from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import duration_pb2
 from opentelemetry import trace
 
+from . import results
 from . import skip as sk
 from .background import BackgroundDelivery, traceparent_of
 from .decision import (
@@ -580,19 +581,11 @@ DELIVERY_SPAN = "bluecore.deliver"
 def _span_attributes(
     result: DeliveryResult, dedup_hit: bool, redactor: Redactor
 ) -> dict[str, str | int | bool]:
-    attributes: dict[str, str | int | bool] = {
-        "datafly.message_id": redactor.scrub(result.message_id),
+    return {
+        **results.span_attributes(result, redactor.scrub),
         "datafly.event": redactor.scrub(result.datafly_event),
-        "bluecore.event": result.bluecore_event,
-        "delivery.status": Status.Name(result.status).removeprefix("DELIVERY_STATUS_"),
-        "delivery.attempts": result.attempts,
         "delivery.duplicate": dedup_hit,
     }
-    if result.reason:
-        attributes["delivery.reason"] = result.reason
-    if result.http_status:
-        attributes["http.response.status_code"] = result.http_status
-    return attributes
 
 
 _STATUS_OF_VERDICT = {

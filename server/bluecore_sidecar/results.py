@@ -8,6 +8,7 @@ default gRPC client's 4 MiB receive limit (:data:`MAX_BATCH_EVENTS` events at mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from datafly.bluecore.v1 import delivery_pb2
@@ -115,3 +116,22 @@ def new_result(
         attempts=attempts,
         trace_id=clip(trace_id),
     )
+
+
+def span_attributes(
+    result: delivery_pb2.DeliveryResult, scrub: Callable[[str], str]
+) -> dict[str, str | int | bool]:
+    """The outcome attributes every delivery span carries; free text goes through ``scrub``."""
+    attributes: dict[str, str | int | bool] = {
+        "datafly.message_id": scrub(result.message_id),
+        "bluecore.event": result.bluecore_event,
+        "delivery.status": delivery_pb2.DeliveryStatus.Name(result.status).removeprefix(
+            "DELIVERY_STATUS_"
+        ),
+        "delivery.attempts": result.attempts,
+    }
+    if result.reason:
+        attributes["delivery.reason"] = result.reason
+    if result.http_status:
+        attributes["http.response.status_code"] = result.http_status
+    return attributes

@@ -17,7 +17,6 @@ import aiohttp
 import grpc
 import pytest
 from bluecore_sidecar import aggregate
-from bluecore_sidecar.config import Settings
 from bluecore_sidecar.errors import ConfigError
 from bluecore_sidecar.supervisor import (
     MAX_RESTARTS,
@@ -262,10 +261,6 @@ async def test_a_killed_worker_is_logged_restarted_on_the_same_port_and_its_coun
         assert await running.finish() == 0
 
 
-@pytest.mark.skipif(
-    "queue_path" not in Settings.__dataclass_fields__,
-    reason="the durable queue (SIDECAR_QUEUE_PATH) is not in this build yet",
-)
 async def test_with_the_durable_queue_an_id_queued_through_one_worker_is_known_to_the_other(
     sandbox, tmp_path
 ):

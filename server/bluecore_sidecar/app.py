@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import http_door
+from . import http_door, opsweb
 from .admin import SERVICE_NAME as DEAD_LETTER_SERVICE
 from .admin import DeadLetterAdmin
 from .background import BackgroundDelivery
@@ -253,7 +253,7 @@ async def running_sidecar(
             ),
         )
         sidecar = Sidecar(
-            grpc_address=_join(host, port),
+            grpc_address=opsweb.join(host, port),
             ops_url=ops_url,
             settings=settings,
             admission=admission,
@@ -378,7 +378,7 @@ async def _start_door(
     runner = await http_door.start(
         stack, settings.http_address, door, reuse_port=settings.workers > 1
     )
-    return runner, _base_url(settings.http_address, runner.addresses[0][1])
+    return runner, opsweb.base_url(settings.http_address, runner.addresses[0][1])
 
 
 async def _start_ops(
@@ -412,28 +412,7 @@ async def _start_ops(
         body = generate_latest(registry.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    host, port = split_address(address)
-    try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-    except OSError as error:
-        raise ConfigError(
-            "SIDECAR_OPS_ADDRESS", f"{address}: cannot listen there ({error.strerror})"
-        ) from None
-    return _base_url(address, runner.addresses[0][1])
-
-
-def _base_url(address: str, bound: int) -> str:
-    """``http://host:port`` of a listener on ``address`` that got port ``bound``."""
-    host, _ = split_address(address)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
-    return f"http://{_join(shown, bound)}"
+    return await opsweb.serve(stack, address, healthz=healthz, readyz=readyz, metrics=metrics)
 
 
 async def serve(
@@ -499,7 +478,3 @@ def _sessions(
 def _flush(provider: TracerProvider) -> None:
     provider.force_flush(5_000)
     provider.shutdown()
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -172,6 +172,8 @@ class BluecoreRequest:
     """Bluecore event name, e.g. `purchase`."""
     body: Mapping[str, Any]
     """The JSON body without `properties.token`. Only JSON types, every number finite."""
+    encoded: wire.Encoded | None = field(default=None, compare=False, repr=False)
+    """`body` as JSON, kept from the validity check so that it is not encoded again to send."""
 
 
 class _Reject(Exception):  # internal control flow, never leaves this module
@@ -657,10 +659,12 @@ def build_requests(
         properties.update(extra)
         return {"event": bluecore_event, "properties": properties}
 
-    requests = tuple(BluecoreRequest(event=bluecore_event, body=body(extra)) for extra in extras)
-    for request in requests:
+    requests = []
+    for extra in extras:
+        built = body(extra)
         try:
-            wire.dumps(request.body)
+            encoded = wire.encode(built)
         except ValueError:  # a non-finite number slipped through; never send invalid JSON
             return sk.skip(sk.INVALID_BODY, "the body contains a value that is not valid JSON")
-    return requests
+        requests.append(BluecoreRequest(event=bluecore_event, body=built, encoded=encoded))
+    return tuple(requests)

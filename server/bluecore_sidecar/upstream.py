@@ -129,15 +129,18 @@ class UpstreamClient:
         """``body`` as it goes on the wire, with ``properties.token`` = the current token."""
         return wire.serialise(body, self._credential.current())
 
-    async def send(self, body: Mapping[str, Any], deadline: float) -> SendOutcome:
+    async def send(
+        self, body: Mapping[str, Any], deadline: float, *, encoded: wire.Encoded | None = None
+    ) -> SendOutcome:
         """POST ``body`` until accepted, refused for good, out of tries or out of time.
 
         ``deadline`` is on the client's clock and is when the answer is due: no try starts,
         and no backoff sleep runs, that could not finish before it. The caller keeps its own
-        margin for building the reply.
+        margin for building the reply. ``encoded`` is ``body`` as :func:`.wire.encode` wrote
+        it, when the caller has it (the mapper's requests do).
         """
         token = self._credential.current()
-        payload = wire.serialise(body, token)
+        payload = wire.serialise(body, token, encoded)
         policy = self._policy
         attempts = 0
         budget = policy.max_attempts
@@ -162,7 +165,7 @@ class UpstreamClient:
                         "credential.rotated", {"http.response.status_code": last.http_status}
                     )
                     token = self._credential.current()
-                    payload = wire.serialise(body, token)
+                    payload = wire.serialise(body, token, encoded)
                     budget += 1
                     continue
                 return last

@@ -7,6 +7,7 @@ so what Preview shows is byte for byte what goes out, the token aside.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,37 @@ def dumps(body: Mapping[str, Any]) -> str:
     return _ENCODER.encode(body)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Encoded:
+    """A tokenless body as :func:`dumps` wrote it, and where the token goes into that text."""
+
+    text: str
+    token_at: int
+    """Offset just inside ``"properties":{``, where ``"token":...,`` is inserted; -1 when
+    the body does not have the usual shape (then :func:`serialise` encodes it anew)."""
+
+
+def encode(body: Mapping[str, Any]) -> Encoded:
+    """``body`` encoded once (``ValueError`` for NaN and infinities), ready for any token.
+
+    The mapper encodes every body anyway, to be sure it is valid JSON; keeping that text
+    saves encoding it a second time, with the token, for every try.
+    """
+    text = dumps(body)
+    return Encoded(text, _token_at(body, text))
+
+
+def _token_at(body: Mapping[str, Any], text: str) -> int:
+    keys = iter(body)
+    if next(keys, None) != "event" or next(keys, None) != "properties":
+        return -1
+    properties = body["properties"]
+    if not isinstance(properties, Mapping) or not properties or "token" in properties:
+        return -1
+    head = f'{{"event":{_ENCODER.encode(body["event"])},"properties":{{'
+    return len(head) if text.startswith(head) else -1
+
+
 def with_token(body: Mapping[str, Any], token: str) -> dict[str, Any]:
     """A copy of ``body`` whose ``properties`` start with ``token`` (the input is untouched)."""
     properties = body.get("properties")
@@ -32,8 +64,15 @@ def with_token(body: Mapping[str, Any], token: str) -> dict[str, Any]:
     return {**body, "properties": {"token": token, **rest}}
 
 
-def serialise(body: Mapping[str, Any], token: str) -> bytes:
-    """``body`` with ``properties.token`` = ``token``, as UTF-8 JSON for the wire."""
+def serialise(body: Mapping[str, Any], token: str, encoded: Encoded | None = None) -> bytes:
+    """``body`` with ``properties.token`` = ``token``, as UTF-8 JSON for the wire.
+
+    ``encoded`` (from :func:`encode` of the same ``body``) gives the same bytes without
+    encoding the body again: the token is put into its text.
+    """
+    if encoded is not None and encoded.token_at >= 0:
+        text, at = encoded.text, encoded.token_at
+        return f'{text[:at]}"token":{_ENCODER.encode(token)},{text[at:]}'.encode()
     return dumps(with_token(body, token)).encode("utf-8")
 
 

@@ -99,6 +99,9 @@ _PRODUCT_TEXT_AFTER_NUMBERS: Final = (
     ("brand", ("brand", "item_brand")),
     ("variant", ("variant", "item_variant")),
 )
+_PRODUCT_TEXT_KEYS: Final = frozenset(
+    key for _, keys in (*_PRODUCT_TEXT_BEFORE_NUMBERS, *_PRODUCT_TEXT_AFTER_NUMBERS) for key in keys
+)
 # GA4 items carry `item_id`; it is always tried after the configured id fields.
 _GA4_ID_FIELD: Final = "item_id"
 
@@ -189,7 +192,12 @@ class _Reject(Exception):  # internal control flow, never leaves this module
 
 def _value(struct: struct_pb2.Struct, key: str) -> struct_pb2.Value | None:
     """The value at `key`, or None when absent or JSON null. Never mutates `struct`."""
-    value = struct.fields.get(key)
+    return _present(struct.fields, key)
+
+
+def _present(fields: Mapping[str, struct_pb2.Value], key: str) -> struct_pb2.Value | None:
+    """The value at `key` of a Struct's fields, or None when absent or JSON null."""
+    value = fields.get(key)
     if value is None or value.WhichOneof("kind") in (None, "null_value"):
         return None
     return value
@@ -214,8 +222,11 @@ def _text(value: struct_pb2.Value | None) -> str | None:
 
 
 def _first_text(struct: struct_pb2.Struct, keys: Iterable[str]) -> str | None:
-    fields = struct.fields  # _text answers None for a JSON null, as _value would
-    for key in keys:
+    return _first_text_of(struct.fields, keys)
+
+
+def _first_text_of(fields: Mapping[str, struct_pb2.Value], keys: Iterable[str]) -> str | None:
+    for key in keys:  # _text answers None for a JSON null, as _value would
         value = fields.get(key)
         if value is not None and (text := _text(value)) is not None:
             return text
@@ -267,32 +278,30 @@ def _valid_email(value: struct_pb2.Value | None) -> str | None:
     return email if _EMAIL_RE.fullmatch(email) else None
 
 
-def _email_sources(
-    event: delivery_pb2.DataflyEvent,
-) -> tuple[tuple[str, struct_pb2.Struct], ...]:
-    return (
-        ("traits.email", event.traits),
-        ("context.traits.email", event.context.traits),
-        ("properties.email", event.properties),
-    )
-
-
-def _find_email(event: delivery_pb2.DataflyEvent) -> tuple[str | None, str | None]:
+def _find_email(
+    traits: struct_pb2.Struct, context_traits: struct_pb2.Struct, properties: struct_pb2.Struct
+) -> tuple[str | None, str | None]:
     """(the email, None) or (None, the path of the first present but invalid email)."""
     invalid: str | None = None
-    for path, struct in _email_sources(event):
+    for path, struct in (
+        ("traits.email", traits),
+        ("context.traits.email", context_traits),
+        ("properties.email", properties),
+    ):
         value = _value(struct, "email")
+        if value is None:
+            continue
         email = _valid_email(value)
         if email is not None:
             return email, None
-        if value is not None and invalid is None:
+        if invalid is None:
             invalid = path
     return None, invalid
 
 
 def extract_email(event: delivery_pb2.DataflyEvent) -> str | None:
     """The first valid email of `traits`, `context.traits`, `properties` (trimmed, lower-cased)."""
-    return _find_email(event)[0]
+    return _find_email(event.traits, event.context.traits, event.properties)[0]
 
 
 def _attribute(value: struct_pb2.Value) -> JSON:
@@ -320,17 +329,25 @@ def _attributes_by_snake(struct: struct_pb2.Struct) -> dict[str, struct_pb2.Valu
 
 
 def _customer(
-    event: delivery_pb2.DataflyEvent, rules: MappingRules, email: str | None
+    sources: tuple[struct_pb2.Struct, struct_pb2.Struct], rules: MappingRules, email: str | None
 ) -> dict[str, JSON]:
     customer: dict[str, JSON] = {}
     if email is not None:
         customer["email"] = email
     if not rules.customer_attributes:
         return customer
-    sources = [_attributes_by_snake(event.traits), _attributes_by_snake(event.context.traits)]
+    # Trait values by snake_case name, per source, built the first time an allow-listed name
+    # is not among a source's keys as it is (an exact key wins anyway).
+    converted: list[dict[str, struct_pb2.Value] | None] = [None, None]
     for name in rules.customer_attributes:
-        for source in sources:
-            value = source.get(name)
+        for index, source in enumerate(sources):
+            fields = source.fields
+            value = fields.get(name)
+            if value is None and fields:
+                table = converted[index]
+                if table is None:
+                    table = converted[index] = _attributes_by_snake(source)
+                value = table.get(name)
             attribute = None if value is None else _attribute(value)
             if attribute is not None:
                 customer[name] = attribute
@@ -360,27 +377,34 @@ class _Product:
         return out
 
 
-def _product_id(struct: struct_pb2.Struct, rules: MappingRules) -> str | None:
+def _id_fields(rules: MappingRules) -> tuple[str, ...]:
     fields = rules.product_id_fields
-    if _GA4_ID_FIELD not in fields:
-        fields = (*fields, _GA4_ID_FIELD)
-    return _first_text(struct, fields)
+    return fields if _GA4_ID_FIELD in fields else (*fields, _GA4_ID_FIELD)
 
 
 def _product(struct: struct_pb2.Struct, rules: MappingRules, path: str) -> _Product | None:
     """The product described by `struct`, or None when it has no id."""
-    product_id = _product_id(struct, rules)
+    fields = struct.fields
+    product_id = _first_text_of(fields, _id_fields(rules))
     if product_id is None:
         return None
 
+    # Which of the text keys the product has at all: usually few or none of the eleven.
+    present = _PRODUCT_TEXT_KEYS.intersection(fields)
+
     def texts(table: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, str]:
-        found = {name: _first_text(struct, keys) for name, keys in table}
-        return {name: text for name, text in found.items() if text is not None}
+        found: dict[str, str] = {}
+        if present:
+            for name, keys in table:
+                text = _first_text_of(fields, [key for key in keys if key in present])
+                if text is not None:
+                    found[name] = text
+        return found
 
     return _Product(
         id=product_id,
-        price=_amount(_value(struct, "price"), f"{path}.price", sk.INVALID_PRICE),
-        quantity=_amount(_value(struct, "quantity"), f"{path}.quantity", sk.INVALID_QUANTITY),
+        price=_amount(_present(fields, "price"), f"{path}.price", sk.INVALID_PRICE),
+        quantity=_amount(_present(fields, "quantity"), f"{path}.quantity", sk.INVALID_QUANTITY),
         before=texts(_PRODUCT_TEXT_BEFORE_NUMBERS),
         after=texts(_PRODUCT_TEXT_AFTER_NUMBERS),
     )
@@ -428,10 +452,7 @@ def _products(props: struct_pb2.Struct, rules: MappingRules) -> list[_Product]:
 
 
 def _id_fields_text(rules: MappingRules) -> str:
-    fields = rules.product_id_fields
-    if _GA4_ID_FIELD not in fields:
-        fields = (*fields, _GA4_ID_FIELD)
-    return ", ".join(fields)
+    return ", ".join(_id_fields(rules))
 
 
 def _merge(products: list[_Product]) -> list[_Product]:
@@ -634,7 +655,8 @@ def build_requests(
     Checks run in this order: identity, email (for the events that need one), then the
     event's own fields. Returns one request, or one per product for single-product events.
     """
-    email, invalid_path = _find_email(event)
+    traits, context_traits = event.traits, event.context.traits
+    email, invalid_path = _find_email(traits, context_traits, event.properties)
     anonymous_id = event.anonymous_id.strip()
     why_no_email = f"{invalid_path} is not a valid email" if invalid_path else "no email is set"
     if email is None and not anonymous_id:
@@ -650,7 +672,7 @@ def build_requests(
     except _Reject as reject:
         return reject.skip
 
-    customer = _customer(event, rules, email)
+    customer = _customer((traits, context_traits), rules, email)
 
     def body(extra: _Extra) -> dict[str, JSON]:
         properties: dict[str, JSON] = {"distinct_id": distinct_id}

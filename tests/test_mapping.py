@@ -1133,6 +1133,7 @@ def test_building_never_mutates_the_event() -> None:
         {"event": "search", "properties": {"token": "old", "distinct_id": "a"}},
         {"event": "search", "properties": ["not", "an", "object"]},
         {"event": "search"},
+        {"event": 7, "properties": {"distinct_id": "a"}},
     ],
 )
 def test_a_body_of_another_shape_is_encoded_anew_with_the_token(body: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ REDACTED = "***"
 
 #: Built once: ``json.dumps`` with options constructs a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: How ``_ENCODER`` writes a lone string (non-ASCII kept), without going through it.
+_json_str = json.encoder.encode_basestring
 
 
 def dumps(body: Mapping[str, Any]) -> str:
@@ -52,7 +54,10 @@ def _token_at(body: Mapping[str, Any], text: str) -> int:
     properties = body["properties"]
     if not isinstance(properties, Mapping) or not properties or "token" in properties:
         return -1
-    head = f'{{"event":{_ENCODER.encode(body["event"])},"properties":{{'
+    event = body["event"]
+    if not isinstance(event, str):
+        return -1
+    head = f'{{"event":{_json_str(event)},"properties":{{'
     return len(head) if text.startswith(head) else -1
 
 
@@ -72,7 +77,7 @@ def serialise(body: Mapping[str, Any], token: str, encoded: Encoded | None = Non
     """
     if encoded is not None and encoded.token_at >= 0:
         text, at = encoded.text, encoded.token_at
-        return f'{text[:at]}"token":{_ENCODER.encode(token)},{text[at:]}'.encode()
+        return f'{text[:at]}"token":{_json_str(token)},{text[at:]}'.encode()
     return dumps(with_token(body, token)).encode("utf-8")
 
 

@@ -26,7 +26,7 @@ from typing import TypeAlias
 
 from datafly.bluecore.v1 import delivery_pb2
 
-from .results import clip
+from .results import MAX_TEXT_CHARS, clip
 from .store import DedupRecord, DedupStore, StoreError
 
 _log = logging.getLogger("bluecore_sidecar")
@@ -49,12 +49,18 @@ class Record:
     def of(cls, result: DeliveryResult) -> Record:
         """The record of a delivered ``result``."""
         # Results are bounded where they are built; cutting again keeps any caller honest.
+        datafly_event, bluecore_event, trace_id = (
+            result.datafly_event,
+            result.bluecore_event,
+            result.trace_id,
+        )
+        limit = MAX_TEXT_CHARS  # `clip` only for what could be too long
         return cls(
-            datafly_event=clip(result.datafly_event),
-            bluecore_event=clip(result.bluecore_event),
+            datafly_event=datafly_event if len(datafly_event) <= limit else clip(datafly_event),
+            bluecore_event=bluecore_event if len(bluecore_event) <= limit else clip(bluecore_event),
             http_status=result.http_status,
             attempts=result.attempts,
-            trace_id=clip(result.trace_id),
+            trace_id=trace_id if len(trace_id) <= limit else clip(trace_id),
         )
 
     def size(self) -> int:

@@ -339,14 +339,14 @@ def _customer(
     # Trait values by snake_case name, per source, built the first time an allow-listed name
     # is not among a source's keys as it is (an exact key wins anyway).
     converted: list[dict[str, struct_pb2.Value] | None] = [None, None]
+    all_fields = [source.fields for source in sources]
     for name in rules.customer_attributes:
-        for index, source in enumerate(sources):
-            fields = source.fields
+        for index, fields in enumerate(all_fields):
             value = fields.get(name)
             if value is None and fields:
                 table = converted[index]
                 if table is None:
-                    table = converted[index] = _attributes_by_snake(source)
+                    table = converted[index] = _attributes_by_snake(sources[index])
                 value = table.get(name)
             attribute = None if value is None else _attribute(value)
             if attribute is not None:
@@ -396,9 +396,10 @@ def _product(struct: struct_pb2.Struct, rules: MappingRules, path: str) -> _Prod
         found: dict[str, str] = {}
         if present:
             for name, keys in table:
-                text = _first_text_of(fields, [key for key in keys if key in present])
-                if text is not None:
-                    found[name] = text
+                for key in keys:
+                    if key in present and (text := _text(fields.get(key))) is not None:
+                        found[name] = text
+                        break
         return found
 
     return _Product(
@@ -457,6 +458,8 @@ def _id_fields_text(rules: MappingRules) -> str:
 
 def _merge(products: list[_Product]) -> list[_Product]:
     """One product per id, in first-seen order; quantities summed (missing counts as 1)."""
+    if len({product.id for product in products}) == len(products):
+        return products  # nothing to merge (the usual case); nobody changes them later
     merged: dict[str, _Product] = {}
     for product in products:
         first = merged.get(product.id)
@@ -613,14 +616,14 @@ def resolve_event(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> tupl
         if not name:
             return sk.skip(sk.MISSING_EVENT_NAME, "track event has an empty event name")
         label = name
-        default = _TRACK_ALIASES.get(normalise_event_name(name))
+        key = normalise_event_name(name)
+        default = _TRACK_ALIASES.get(key)
     elif kind in _TYPE_EVENTS:
-        label = kind
+        label = key = kind  # `page` and `identify` are their own normalised names
         default = _TYPE_EVENTS[kind]
     else:
         detail = "event type is empty" if not kind else "event type is not track, page or identify"
         return Skip(sk.UNMAPPED, sk.UNSUPPORTED_TYPE, detail, datafly_event=event.type.strip())
-    key = normalise_event_name(label)
     if key in rules.event_map:
         target = rules.event_map[key]
         if target is None:
@@ -658,9 +661,10 @@ def build_requests(
     traits, context_traits = event.traits, event.context.traits
     email, invalid_path = _find_email(traits, context_traits, event.properties)
     anonymous_id = event.anonymous_id.strip()
-    why_no_email = f"{invalid_path} is not a valid email" if invalid_path else "no email is set"
-    if email is None and not anonymous_id:
-        return sk.skip(sk.MISSING_IDENTITY, f"no anonymous id and {why_no_email}")
+    if email is None:
+        why_no_email = f"{invalid_path} is not a valid email" if invalid_path else "no email is set"
+        if not anonymous_id:
+            return sk.skip(sk.MISSING_IDENTITY, f"no anonymous id and {why_no_email}")
     spec = _SPECS.get(bluecore_event, _GENERIC_SPEC)
     if spec.needs_email and email is None:
         return sk.skip(sk.MISSING_EMAIL, f"{bluecore_event} needs an email: {why_no_email}")
@@ -673,17 +677,13 @@ def build_requests(
         return reject.skip
 
     customer = _customer((traits, context_traits), rules, email)
-
-    def body(extra: _Extra) -> dict[str, JSON]:
+    requests = []
+    for extra in extras:
         properties: dict[str, JSON] = {"distinct_id": distinct_id}
         if customer:
             properties["customer"] = dict(customer)  # a copy per request: bodies never alias
         properties.update(extra)
-        return {"event": bluecore_event, "properties": properties}
-
-    requests = []
-    for extra in extras:
-        built = body(extra)
+        built: dict[str, JSON] = {"event": bluecore_event, "properties": properties}
         try:
             encoded = wire.encode(built)
         except ValueError:  # a non-finite number slipped through; never send invalid JSON

@@ -52,13 +52,22 @@ def _token_at(body: Mapping[str, Any], text: str) -> int:
     if next(keys, None) != "event" or next(keys, None) != "properties":
         return -1
     properties = body["properties"]
-    if not isinstance(properties, Mapping) or not properties or "token" in properties:
-        return -1
     event = body["event"]
-    if not isinstance(event, str):
+    if (
+        not isinstance(event, str)
+        or not isinstance(properties, dict)
+        or not properties
+        or "token" in properties
+    ):
         return -1
-    head = f'{{"event":{_json_str(event)},"properties":{{'
-    return len(head) if text.startswith(head) else -1
+    # The text is '{"event":' + the name + ',"properties":{' + the rest.
+    at = len('{"event":') + len(_json_str(event))
+    if not text.startswith(_PROPERTIES, at):
+        return -1
+    return at + len(_PROPERTIES)
+
+
+_PROPERTIES = ',"properties":{'
 
 
 def with_token(body: Mapping[str, Any], token: str) -> dict[str, Any]:

@@ -523,7 +523,8 @@ class OutcomeRecorder:
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = self._children_of(*key)
-        latency = result.latency.seconds + result.latency.nanos / 1e9
+        took = result.latency
+        latency = took.seconds + took.nanos / 1e9
         children.delivered.inc()
         children.latency.observe(latency)
         if dedup_hit:

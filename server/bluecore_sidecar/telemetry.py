@@ -107,12 +107,13 @@ class JsonFormatter(logging.Formatter):
 
     def _time(self, created: float) -> str:
         """``created`` as ISO 8601 UTC with milliseconds, e.g. ``2026-12-01T20:11:25.123+00:00``."""
-        moment = datetime.fromtimestamp(created, UTC)
         second = int(created)
         if second != self._second:
             self._second = second
-            self._second_text = moment.replace(microsecond=0).isoformat()[:-6]
-        return f"{self._second_text}.{moment.microsecond // 1000:03d}+00:00"
+            self._second_text = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
+        # The milliseconds as logging computes a record's `msecs`: cut, never rounded up
+        # into the next second, so they always belong to the second written before them.
+        return f"{self._second_text}.{int((created - second) * 1000):03d}+00:00"
 
 
 def configure_logging(

@@ -39,7 +39,7 @@ from .credential import Credential, FileCredential
 from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
 from .errors import ConfigError
-from .interceptor import Admission, Edge, EdgeInterceptor
+from .interceptor import Admission, Edge, EdgeHandlers
 from .outcomes import OutcomeBus
 from .redaction import Redactor
 from .service import DeliveryService, HealthService, add_reflection
@@ -101,7 +101,7 @@ class Sidecar:
         grace = self.settings.shutdown_grace.total_seconds()
         started = time.monotonic()
         # While calls are in flight the server keeps listening, so a late caller hears a clear
-        # UNAVAILABLE from the interceptor; once grpc's stop begins, calls that race it are
+        # UNAVAILABLE from the edge; once grpc's stop begins, calls that race it are
         # cut with CANCELLED. The one grace covers both waits. The HTTP door keeps listening
         # as long, answering SHUTTING_DOWN (503), and closes with the gRPC listener.
         if cut := await self.admission.busy_after(grace):
@@ -189,14 +189,15 @@ async def running_sidecar(
         admission = Admission(settings.max_inflight_calls, OVERLOAD_RETRY_DELAY)
         # grpc core keeps calls that Python has not picked up yet in a backlog and, past 1000
         # of them, cancels new ones at random, unlogged (callers see CANCELLED). A backlog
-        # well above the admission limit lets every call reach the interceptor, which
+        # well above the admission limit lets every call reach the edge, which
         # answers what it cannot take with OVERLOADED instead.
         backlog = max(10_000, 10 * settings.max_inflight_calls)
-        interceptor = EdgeInterceptor(
+        # Handlers are wrapped once as they are registered (through `wrapping`), not by a
+        # grpc.aio interceptor, which grpc awaits anew on every call.
+        edge_handlers = EdgeHandlers(
             SERVICE_NAME, admission, metrics, tracer, unbounded=frozenset({"WatchDeliveries"})
         )
         server = grpc.aio.server(
-            interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 # Off for one process, so a second sidecar on the same port fails to start;
@@ -212,14 +213,11 @@ async def running_sidecar(
             batch_limit=settings.batch_limit,
             default_deadline=settings.default_deadline,
         )
-        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
         admin = DeadLetterAdmin(
             queue, on_replay=background.wake if background is not None else lambda: None
         )
-        delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(admin, server)
         health_servicer = HealthService()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
+        _register(edge_handlers.server(server), servicer, admin, health_servicer)
         try:
             port = server.add_insecure_port(settings.grpc_address)
         except RuntimeError:  # grpc's bind failure; its text only points at GRPC_VERBOSITY
@@ -245,7 +243,7 @@ async def running_sidecar(
             stack,
             settings,
             http_door.HttpDoor(
-                interceptor.edge,
+                edge_handlers.edge,
                 servicer,
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 max_events_bytes=settings.max_event_bytes * settings.batch_limit,
@@ -444,6 +442,19 @@ async def serve(
         await sidecar.drain()
     log.info("stopped")
     return 0
+
+
+def _register(
+    server: grpc.aio.Server,
+    servicer: DeliveryService,
+    admin: DeadLetterAdmin,
+    health_servicer: HealthService,
+) -> None:
+    """Add every service to ``server`` (the edge's stand-in, which wraps each handler)."""
+    delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
+    delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(admin, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
 
 
 def _sessions(

@@ -361,8 +361,10 @@ async def test_over_the_admission_limit_calls_are_shed_and_admitted_ones_answer_
     assert (len(results), len(errors)) == (50, 150)
     # grpc enforces the deadline itself: a late answer would have been DEADLINE_EXCEEDED.
     assert {r.status for r, _ in results} == {Status.DELIVERY_STATUS_FAILED_RETRYABLE}
-    # Shedding is immediate: nobody waits for a slot that will not free up in time.
-    assert max(elapsed for _, elapsed in errors) < 1.5
+    # Shedding is immediate: nobody waits for a slot that will not free up in time. Every
+    # refusal came back before the first admitted call gave up on the hanging upstream (an
+    # order, not a wall-clock bound, so a busy machine cannot fail it).
+    assert max(elapsed for _, elapsed in errors) < min(elapsed for _, elapsed in results)
 
     shed = errors[0][0]
     details = error_details(shed)
@@ -413,7 +415,8 @@ async def test_drain_waits_one_grace_for_work_in_flight_then_stops(
         took = time.monotonic() - started
         with pytest.raises(grpc.aio.AioRpcError) as cut:
             await in_flight
-    assert 0.9 <= took < 1.8
+    # Cut at the grace (1 s), well before the hanging upstream (5 s) would have answered.
+    assert 0.9 <= took < 4.0
     assert cut.value.code() == grpc.StatusCode.UNAVAILABLE
     logged = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
     [cut_off] = [e for e in logged if e["message"] == "grace period over with calls in flight"]
@@ -433,7 +436,8 @@ async def test_drain_with_only_watchers_connected_does_not_wait_for_the_grace(
         await sidecar.drain()
         took = time.monotonic() - started
         rest = [item async for item in watch]
-    assert took < 1.0
+    # Far below the 5 s grace: an idle stream is not work in flight.
+    assert took < 4.0
     assert rest == []
     assert await watch.code() == grpc.StatusCode.OK
 

@@ -820,6 +820,8 @@ async def test_a_wait_calls_try_is_a_child_span_of_the_call(start, sandbox, span
     running = await start()
     result = await running.deliver(make_event(messageId="tw-1"), WAIT)
     assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    # The try's span ends after its completion commits, which may follow the answer.
+    await until(lambda: any(s.name == BACKGROUND_SPAN for s in span_exporter.get_finished_spans()))
     spans = span_exporter.get_finished_spans()
     call = next(s for s in spans if s.name == DELIVERY_SPAN)
     tried = next(s for s in spans if s.name == BACKGROUND_SPAN)

@@ -38,7 +38,7 @@ from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
 from .redaction import Redactor
 from .retry import RetryPolicy, Verdict, backoff_delay, deadline_margin
-from .store import Claim, DedupStore, EnqueueOutcome, EventQueue, NewEntry, StoreError
+from .store import Claim, DedupStore, Enqueued, EnqueueOutcome, EventQueue, NewEntry, StoreError
 from .telemetry import Metrics
 from .upstream import SendOutcome, UpstreamClient
 
@@ -79,6 +79,8 @@ class Waiter:
     context: otel_context.Context
     """The call's trace context: its try is a child span there."""
     future: asyncio.Future[DeliveryResult | None]
+    answered_early: bool = False
+    """Set when it got a delivery's outcome before the delivery's completion committed."""
 
     async def wait(self, timeout: float) -> DeliveryResult | None:
         """The first try's outcome, or None when shutdown began first (answer QUEUED now);
@@ -187,10 +189,27 @@ class BackgroundDelivery:
 
     # -- what the pipeline uses -------------------------------------------------------------
 
-    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
-        """Commit ``entries`` and wake the claim loop."""
-        outcomes = await self.queue.enqueue(entries)
-        self.wake()
+    async def enqueue(
+        self, entries: Sequence[NewEntry], *, try_now: bool = False
+    ) -> list[EnqueueOutcome]:
+        """Commit ``entries``; wake the claim loop for those left pending.
+
+        ``try_now`` (WAIT mode): an entry that is its customer's only one is committed already
+        claimed, and its first try starts here at once, without a trip through the claim
+        loop and a second commit. Its waiter (registered before) gets the outcome as usual.
+        """
+        outcomes = await self.queue.enqueue(entries, claim=try_now and not self._stopping)
+        pending = False
+        for outcome in outcomes:
+            if isinstance(outcome, Enqueued):
+                if outcome.claim is None:
+                    pending = True
+                elif not self._stopping:
+                    self._start(outcome.claim)
+                # else: shutdown began while it committed; stop() releases the claim, or the
+                # next start does, as for any claim of a stopped process.
+        if pending:
+            self.wake()
         return outcomes
 
     async def has_pending(self, ordering_key: str) -> bool:
@@ -253,6 +272,12 @@ class BackgroundDelivery:
                 await self._sleep(pause if pause > 0 else MAX_IDLE_SLEEP)
                 continue
             self._wake.clear()
+            if not self.queue.may_have_due():
+                # Nothing pending (the tries of WAIT calls start without this loop): sleep
+                # until something is queued, put back or replayed, instead of asking the
+                # file after every finished try.
+                await self._sleep(MAX_IDLE_SLEEP)
+                continue
             try:
                 claims = await self.queue.claim_due(free, self._wall_clock())
             except StoreError as exc:
@@ -263,12 +288,15 @@ class BackgroundDelivery:
                 await self._sleep(1.0)
                 continue
             for claim in claims:
-                task = asyncio.create_task(self._run(claim), name="queue-try")
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
+                self._start(claim)
             if claims:
                 continue
             await self._sleep(await self._idle_time())
+
+    def _start(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._run(claim), name="queue-try")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
 
     async def _idle_time(self) -> float:
         try:
@@ -322,13 +350,12 @@ class BackgroundDelivery:
         with self._tracer.start_as_current_span(
             BACKGROUND_SPAN, context=parent, links=links, record_exception=False
         ) as span:
-            settled = await self._settled(claim, waiter)
+            settled = await self._settled(claim, waiter, started)
             if settled is None:
                 return
             result, kept = settled
-            ctx = span.get_span_context()
-            result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
-            result.latency.CopyFrom(_duration(self._clock() - started))
+            if waiter is None or not waiter.answered_early:
+                self._stamp(result, started)
             if span.is_recording():
                 span.set_attributes(_span_attributes(result, entry.attempts, self._redactor))
                 if result.status not in (
@@ -338,10 +365,13 @@ class BackgroundDelivery:
                     span.set_status(trace.StatusCode.ERROR, result.reason)
         if not kept:
             # The claim went stale (released at shutdown): the entry will be sent again, and
-            # this try's outcome is not the event's.
+            # this try's outcome is not the event's (a delivery answered early was made,
+            # and is made once more: at least once).
             self._count("stale")
             return
         self._count(_try_outcome(result))
+        if waiter is not None and waiter.answered_early:
+            return
         if waiter is not None and not waiter.future.done():
             self.unregister(entry.message_id, waiter)
             waiter.future.set_result(result)
@@ -350,8 +380,14 @@ class BackgroundDelivery:
         if self._observer is not None:
             self._observer.on_outcome(result, False)
 
+    def _stamp(self, result: DeliveryResult, started: float) -> None:
+        """The try's trace id (its span is the current one) and its latency until now."""
+        ctx = trace.get_current_span().get_span_context()
+        result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
+        result.latency.CopyFrom(_duration(self._clock() - started))
+
     async def _settled(
-        self, claim: Claim, waiter: Waiter | None
+        self, claim: Claim, waiter: Waiter | None, started: float
     ) -> tuple[DeliveryResult, bool] | None:
         """Try the entry and record the outcome; None when the store could not record it.
 
@@ -360,7 +396,7 @@ class BackgroundDelivery:
         waits, safe on disk, for the release at the next start. The worker never dies of it.
         """
         try:
-            return await self._try(claim, waiter)
+            return await self._try(claim, waiter, started)
         except StoreError as exc:
             failure: Exception = exc
         except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the worker
@@ -388,7 +424,9 @@ class BackgroundDelivery:
         self._count("store_error")
         return None
 
-    async def _try(self, claim: Claim, waiter: Waiter | None) -> tuple[DeliveryResult, bool]:
+    async def _try(
+        self, claim: Claim, waiter: Waiter | None, started: float
+    ) -> tuple[DeliveryResult, bool]:
         entry = claim.entry
         event = delivery_pb2.DataflyEvent.FromString(entry.payload)
         now = self._wall_clock()
@@ -422,18 +460,27 @@ class BackgroundDelivery:
             )
         label = decision.datafly_event
         if outcome.verdict is Verdict.DELIVERED:
-            kept = await self.queue.complete(
-                claim, attempts=outcome.attempts, http_status=outcome.http_status
-            )
-            self._changed()
-            return self._result(
+            result = self._result(
                 claim,
                 status=Status.DELIVERY_STATUS_DELIVERED,
                 outcome=outcome,
                 label=label,
                 reason="",
                 detail=outcome.detail,
-            ), kept
+            )
+            if waiter is not None and not waiter.future.done():
+                # Bluecore has it: the call may say DELIVERED before the completion commits.
+                # A crash in between leaves the entry claimed, and it is sent again after the
+                # restart (at least once); nothing said QUEUED or DELIVERED untruly.
+                self._stamp(result, started)
+                waiter.answered_early = True
+                self.unregister(entry.message_id, waiter)
+                waiter.future.set_result(result)
+            kept = await self.queue.complete(
+                claim, attempts=outcome.attempts, http_status=outcome.http_status
+            )
+            self._changed()
+            return result, kept
         if outcome.verdict is Verdict.PERMANENT:
             reason = sk.AUTH if outcome.http_status in _AUTH_STATUSES else outcome.reason
             return await self._dead(claim, reason, outcome.detail, outcome=outcome, label=label)

@@ -419,7 +419,7 @@ class Deliverer:
             traceparent=traceparent_of(trace.get_current_span()),
         )
         try:
-            [outcome] = await background.enqueue([entry])
+            [outcome] = await background.enqueue([entry], try_now=waiter is not None)
             if isinstance(outcome, QueueFull):
                 result = _result(
                     event,

@@ -135,9 +135,15 @@ class DedupRecord:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Enqueued:
-    """The entry is committed to disk."""
+    """The entry is committed to disk.
+
+    ``claim`` is set when the caller asked to try the entry itself (``enqueue(claim=True)``)
+    and the entry was its key's only live one: it was committed already claimed by this
+    process, and the caller sends it and settles the claim like a worker.
+    """
 
     id: int
+    claim: Claim | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -218,6 +224,9 @@ class QueueStats:
     dead_letters: dict[str, int]
     """Dead letters by reason."""
     commits: int
+    """Transactions committed since the queue was opened (each one fsync with FULL)."""
+    operations: int = 0
+    """Write operations committed since open; ``operations / commits`` is the group size."""
 
 
 class StoreError(Exception):
@@ -239,8 +248,13 @@ class StoreUnavailable(StoreError):
 class EventQueue(Protocol):
     """Queued events, in order per ordering key."""
 
-    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
-        """Commit ``entries``; one outcome each, in order. Never raises for a full disk."""
+    async def enqueue(
+        self, entries: Sequence[NewEntry], *, claim: bool = False
+    ) -> list[EnqueueOutcome]:
+        """Commit ``entries``; one outcome each, in order. Never raises for a full disk.
+
+        ``claim=True``: an entry whose key has nothing else live is committed claimed by the
+        caller, in the same transaction (:attr:`Enqueued.claim`)."""
         ...
 
     async def claim_due(self, limit: int, now: float | None = None) -> list[Claim]:
@@ -273,6 +287,11 @@ class EventQueue(Protocol):
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether the key has a pending or claimed entry, so a direct send must wait."""
+        ...
+
+    def may_have_due(self) -> bool:
+        """False only when the queue knows it holds no pending entry (claim_due would return
+        nothing before the next enqueue, reschedule, replay or release)."""
         ...
 
     async def stats(self, now: float | None = None) -> QueueStats:
@@ -532,13 +551,27 @@ class _Tx:
 @dataclasses.dataclass(slots=True)
 class _Op:
     fn: Callable[[sqlite3.Connection, _Tx], Any]
-    future: concurrent.futures.Future[Any]
+    future: asyncio.Future[Any]
+    """Created on the caller's loop; only that loop sets it (see ``_post``)."""
+    loop: asyncio.AbstractEventLoop
     write: bool
     on_error: Callable[[sqlite3.Error], Any] | None = None
     """Turns a SQLite error into a result (enqueue answers QueueFull); None raises."""
+    answered: bool = False
 
 
 _STOP: Final = object()
+
+
+def _resolve(answers: list[tuple[_Op, BaseException | None, Any]]) -> None:
+    """On the callers' loop: set each future (one a caller cancelled meanwhile is left)."""
+    for op, exc, value in answers:
+        if op.future.done():
+            continue
+        if exc is not None:
+            op.future.set_exception(exc)
+        else:
+            op.future.set_result(value)
 
 
 class SqliteQueue:
@@ -576,7 +609,14 @@ class SqliteQueue:
         self._synchronous = synchronous
         self._clock = clock
         self._max_group = max_group
-        self._ops: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        # Operations go to the writer thread a loop turn's worth at a time (one list per
+        # turn, see _submit), and its answers come back one call_soon_threadsafe per batch.
+        self._ops: queue.SimpleQueue[list[_Op] | object] = queue.SimpleQueue()
+        self._outbox: list[_Op] = []
+        self._answers: list[tuple[_Op, BaseException | None, Any]] = []
+        # A second connection, used on the event loop for dedup lookups: in WAL mode it reads
+        # the last committed state without waiting for the writer's transaction and fsync.
+        self._reader: sqlite3.Connection | None = None
         self._opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, name="queue-writer", daemon=True)
         self._conn: sqlite3.Connection | None = None
@@ -590,7 +630,9 @@ class SqliteQueue:
         self._depth = 0
         self._bytes = 0
         self._seq = 0
+        self._pending = 0
         self._commits = 0
+        self._operations = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -638,13 +680,31 @@ class SqliteQueue:
         except BaseException:
             await store.close()
             raise
+        store._open_reader()
         return store
+
+    def _open_reader(self) -> None:
+        try:
+            # timeout=0: a reader that would have to wait hands the lookup to the writer
+            # thread instead of blocking the event loop.
+            reader = sqlite3.connect(
+                self.path, isolation_level=None, timeout=0.0, check_same_thread=False
+            )
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            _log.warning("durable queue %s: lookups go through the writer (%s)", self.path, exc)
+            return
+        self._reader = reader
 
     async def close(self) -> None:
         """Stop the writer thread after the operations already submitted; idempotent."""
         if not self._closed:
             self._closed = True
             self._claiming = False
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()  # first, so that the writer's close checkpoints the file
+            self._flush()
             self._ops.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
@@ -657,6 +717,11 @@ class SqliteQueue:
         """Transactions committed since open (the group-commit counter)."""
         return self._commits
 
+    def may_have_due(self) -> bool:
+        """False when this process knows no entry is pending; always True for a shared file,
+        whose other processes queue and put back entries unseen."""
+        return self._shared or self._pending > 0
+
     # -- submitting work to the writer thread ----------------------------------------------
 
     async def _submit(
@@ -668,9 +733,37 @@ class SqliteQueue:
     ) -> T:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._ops.put(_Op(fn, future, write, on_error))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._outbox.append(_Op(fn, future, loop, write, on_error))
+        if len(self._outbox) == 1:
+            # Whatever else this loop turn submits travels with it: one hand-off per turn.
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._outbox:
+            ops, self._outbox = self._outbox, []
+            self._ops.put(ops)
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _answer(self, op: _Op, value: Any = None, exc: BaseException | None = None) -> None:
+        """Note ``op``'s answer; callers get the answers of a batch together (``_post``)."""
+        if not op.answered:
+            op.answered = True
+            self._answers.append((op, exc, value))
+
+    def _post(self) -> None:
+        """Hand the noted answers to their loops: one wake-up per loop, not one per op."""
+        answers, self._answers = self._answers, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, BaseException | None, Any]]]
+        by_loop = {}
+        for answer in answers:
+            by_loop.setdefault(answer[0].loop, []).append(answer)
+        for loop, some in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, some)
 
     def _run(self) -> None:
         try:
@@ -685,7 +778,7 @@ class SqliteQueue:
             first = self._ops.get()
             if first is _STOP:
                 break
-            batch: list[_Op] = [first] if isinstance(first, _Op) else []
+            batch: list[_Op] = list(first) if isinstance(first, list) else []
             while len(batch) < self._max_group:
                 try:
                     more = self._ops.get_nowait()
@@ -694,27 +787,29 @@ class SqliteQueue:
                 if more is _STOP:
                     stopping = True
                     break
-                if isinstance(more, _Op):
-                    batch.append(more)
+                if isinstance(more, list):
+                    batch.extend(more)
             # A caller cancelled before its turn: skip it, so nothing it did not see happens.
-            live = [op for op in batch if op.future.set_running_or_notify_cancel()]
+            live = [op for op in batch if not op.future.cancelled()]
             try:
                 self._execute(live)
             except Exception as exc:  # noqa: BLE001 - the writer must not die with callers waiting
                 _log.exception("the durable queue's writer failed a batch")
                 for op in live:
-                    if not op.future.done():
-                        op.future.set_exception(StoreUnavailable(f"the writer failed: {exc}"))
+                    self._answer(op, exc=StoreUnavailable(f"the writer failed: {exc}"))
+            self._post()
         self._shut()
 
     def _shut(self) -> None:
         while True:
             try:
-                op = self._ops.get_nowait()
+                ops = self._ops.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(op, _Op) and op.future.set_running_or_notify_cancel():
-                op.future.set_exception(StoreClosed("the durable queue is closed"))
+            if isinstance(ops, list):
+                for op in ops:
+                    self._answer(op, exc=StoreClosed("the durable queue is closed"))
+        self._post()
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -734,6 +829,7 @@ class SqliteQueue:
         writes = [op for op in batch if op.write]
         if writes:
             self._execute_writes(writes)
+            self._post()  # writers need not wait for the reads behind them
         for op in batch:
             if not op.write:
                 self._run_read(op)
@@ -741,21 +837,20 @@ class SqliteQueue:
     def _run_read(self, op: _Op) -> None:
         conn = self._conn
         if conn is None:
-            op.future.set_exception(StoreClosed("the durable queue is not open"))
+            self._answer(op, exc=StoreClosed("the durable queue is not open"))
             return
         try:
-            op.future.set_result(op.fn(conn, _Tx(self._depth, self._bytes)))
+            self._answer(op, op.fn(conn, _Tx(self._depth, self._bytes)))
         except Exception as exc:  # noqa: BLE001 - handed to the caller's future
             self._fail(op, exc)
 
-    @staticmethod
-    def _fail(op: _Op, exc: Exception) -> None:
+    def _fail(self, op: _Op, exc: Exception) -> None:
         if not isinstance(exc, sqlite3.Error):
-            op.future.set_exception(exc)
+            self._answer(op, exc=exc)
         elif op.on_error is not None:
-            op.future.set_result(op.on_error(exc))
+            self._answer(op, op.on_error(exc))
         else:
-            op.future.set_exception(StoreUnavailable(f"the durable queue failed: {exc}"))
+            self._answer(op, exc=StoreUnavailable(f"the durable queue failed: {exc}"))
 
     def _execute_writes(self, writes: list[_Op]) -> None:
         """Run ``writes`` in one transaction, each inside its own savepoint; then COMMIT once.
@@ -768,7 +863,7 @@ class SqliteQueue:
         conn = self._conn
         if conn is None:
             for op in writes:
-                op.future.set_exception(StoreClosed("the durable queue is not open"))
+                self._answer(op, exc=StoreClosed("the durable queue is not open"))
             return
         todo = collections.deque(writes)
         done: list[tuple[_Op, Any, _Tx]] = []
@@ -822,6 +917,7 @@ class SqliteQueue:
                 self._fail(op, exc)
             return
         self._commits += 1
+        self._operations += len(done)
         with self._lock:
             if done:
                 self._depth, self._bytes = done[-1][2].depth, done[-1][2].nbytes
@@ -829,7 +925,7 @@ class SqliteQueue:
                 for effect in tx.effects:
                     effect()
         for op, result, _ in done:
-            op.future.set_result(result)
+            self._answer(op, result)
 
     @staticmethod
     def _undo_op(conn: sqlite3.Connection) -> bool:
@@ -887,6 +983,8 @@ class SqliteQueue:
         else:
             if released:
                 _log.info("durable queue: %d claimed entries made pending again", released)
+                with self._lock:
+                    self._pending += released
         if self._shared and alone and self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # repairs done: let the others in
 
@@ -1077,22 +1175,33 @@ class SqliteQueue:
         ):
             live[key] = count
         (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
+        (pending,) = conn.execute("SELECT COUNT(*) FROM entries WHERE state = 0").fetchone()
         with self._lock:
             self._depth, self._bytes, self._live, self._seq = depth, nbytes, live, seq
+            self._pending = pending
 
-    def _release(self, conn: sqlite3.Connection) -> int:
-        return conn.execute(
+    def _release(self, conn: sqlite3.Connection, tx: _Tx) -> int:
+        released = conn.execute(
             "UPDATE entries SET state = 0 WHERE state = 1 AND claim_owner = ?", (self._owner,)
         ).rowcount
+        tx.effects.append(functools.partial(self._note_pending, released))
+        return released
 
     # -- EventQueue --------------------------------------------------------------------------
 
-    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
+    async def enqueue(
+        self, entries: Sequence[NewEntry], *, claim: bool = False
+    ) -> list[EnqueueOutcome]:
         """Commit ``entries`` in one group commit; one outcome each, in order.
 
         An entry whose message id is queued, or was delivered within the window, is a
         :class:`Duplicate`; one past the count or byte limit, or refused by SQLite (disk full,
         read-only, I/O error) is :class:`QueueFull`. Only :class:`Enqueued` is on disk.
+
+        With ``claim=True`` (a caller about to try the event itself), an entry that is the
+        only live one of its key is written already claimed by this process, so it needs no
+        second transaction to be claimed; its :attr:`Enqueued.claim` is set. An entry behind
+        others of its key is written pending, as without ``claim``, and waits its turn.
         """
         batch = tuple(entries)
         if not batch:
@@ -1100,7 +1209,7 @@ class SqliteQueue:
         now = self._clock()
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> list[EnqueueOutcome]:
-            return [self._enqueue_one(conn, tx, entry, now) for entry in batch]
+            return [self._enqueue_one(conn, tx, entry, now, claim) for entry in batch]
 
         def refused(exc: sqlite3.Error) -> list[EnqueueOutcome]:
             cause = _cause(exc)
@@ -1112,7 +1221,7 @@ class SqliteQueue:
         return await self._submit(run, write=True, on_error=refused)
 
     def _enqueue_one(
-        self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float
+        self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float, claim: bool
     ) -> EnqueueOutcome:
         known = self._lookup_db(conn, entry.message_id, now)
         if known is not None:
@@ -1125,12 +1234,26 @@ class SqliteQueue:
         # Only grows: a rolled-back number is skipped, never reused out of order.
         self._seq = self._next_seq(conn, entry.ordering_key)
         due = now if entry.next_due is None else entry.next_due
+        # Claimed at once only as the key's head (nothing else live, in this transaction's
+        # view, which includes other processes' commits), and only while claiming runs.
+        claimed = (
+            claim
+            and self._claiming
+            and due <= now
+            and conn.execute(
+                "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1",
+                (entry.ordering_key,),
+            ).fetchone()
+            is None
+        )
         row_id = conn.execute(
             "INSERT INTO entries (seq, state, message_id, ordering_key, bluecore_event, payload,"
             " enqueued_at, event_time, attempts, next_due, last_reason, last_http_status,"
-            " traceparent) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " traceparent, claim_id, claim_owner)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self._seq,
+                CLAIMED if claimed else PENDING,
                 entry.message_id,
                 entry.ordering_key,
                 entry.bluecore_event,
@@ -1142,6 +1265,8 @@ class SqliteQueue:
                 entry.last_reason,
                 entry.last_http_status,
                 entry.traceparent,
+                1 if claimed else 0,
+                self._owner if claimed else NO_OWNER,
             ),
         ).lastrowid
         assert row_id is not None
@@ -1153,7 +1278,24 @@ class SqliteQueue:
         key = entry.ordering_key
         tx.effects.append(lambda: self._note_live(key, +1))
         tx.effects.append(lambda: self._cache(record))
-        return Enqueued(row_id)
+        if not claimed:
+            tx.effects.append(self._note_pending)
+            return Enqueued(row_id)
+        stored = QueuedEntry(
+            id=row_id,
+            message_id=entry.message_id,
+            ordering_key=key,
+            bluecore_event=entry.bluecore_event,
+            payload=entry.payload,
+            enqueued_at=now,
+            event_time=entry.event_time,
+            attempts=entry.attempts,
+            next_due=due,
+            last_reason=entry.last_reason,
+            last_http_status=entry.last_http_status,
+            traceparent=entry.traceparent,
+        )
+        return Enqueued(row_id, Claim(stored, claim_id=1))
 
     def _next_seq(self, conn: sqlite3.Connection, key: str) -> int:
         """The next sequence number for ``key``: above this process's last one and, when the
@@ -1209,6 +1351,8 @@ class SqliteQueue:
                     (claim_id, self._owner, row[0]),
                 )
                 claims.append(Claim(_entry(row[:-1]), claim_id))
+            if claims:
+                tx.effects.append(functools.partial(self._note_pending, -len(claims)))
             return claims
 
         return await self._submit(run, write=True)
@@ -1263,6 +1407,7 @@ class SqliteQueue:
                 entry.enqueued_at,
             )
             tx.effects.append(lambda: self._cache(record))
+            tx.effects.append(self._note_pending)
             return True
 
         return await self._submit(run, write=True)
@@ -1307,7 +1452,7 @@ class SqliteQueue:
         """Make this process's claimed entries pending again (shutdown).
 
         At every open, the claims of processes that are gone are released too."""
-        return await self._submit(lambda conn, tx: self._release(conn), write=True)
+        return await self._submit(self._release, write=True)
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether ``ordering_key`` has a pending or claimed entry (memory only, no I/O).
@@ -1319,13 +1464,17 @@ class SqliteQueue:
             with self._lock:
                 return self._live[ordering_key] > 0
 
-        def run(conn: sqlite3.Connection, tx: _Tx) -> bool:
-            row = conn.execute(
+        def run(conn: sqlite3.Connection, tx: _Tx | None = None) -> bool:
+            rows = conn.execute(
                 "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1",
                 (ordering_key,),
-            ).fetchone()
-            return row is not None
+            ).fetchall()
+            return bool(rows)
 
+        reader = self._reader
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error):  # busy: the writer thread answers
+                return run(reader)
         return await self._submit(run, write=False)
 
     async def stats(self, now: float | None = None) -> QueueStats:
@@ -1353,6 +1502,7 @@ class SqliteQueue:
                 oldest_pending_age=0.0 if oldest is None else max(0.0, at - oldest),
                 dead_letters=dead,
                 commits=self._commits,
+                operations=self._operations,
             )
 
         return await self._submit(run, write=False)
@@ -1379,7 +1529,10 @@ class SqliteQueue:
     async def lookup(self, message_id: str, now: float | None = None) -> DedupRecord | None:
         """The record of a queued id, or of one delivered within the window; else None.
 
-        Hits are answered from memory (an LRU of recent records); misses read the database.
+        Hits are answered from memory (an LRU of recent records); misses read the database,
+        through the reader connection on the caller's thread when it can (a point read of
+        committed state, no hand-off to the writer and no wait for its commit), else on the
+        writer thread.
         """
         at = self._clock() if now is None else now
         with self._lock:
@@ -1390,6 +1543,17 @@ class SqliteQueue:
         stale = self._shared and cached is not None and cached.state == "queued"
         if cached is not None and self._fresh(cached, at) and not stale:
             return cached
+        reader = self._reader
+        if reader is not None:
+            try:
+                found = self._lookup_db(reader, message_id, at)
+            except sqlite3.Error:
+                pass  # busy or failing: the writer thread answers (and waits, if it must)
+            else:
+                if found is not None:
+                    with self._lock:
+                        self._cache(found)
+                return found
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> DedupRecord | None:
             record = self._lookup_db(conn, message_id, at)
@@ -1406,19 +1570,20 @@ class SqliteQueue:
     def _lookup_db(
         self, conn: sqlite3.Connection, message_id: str, now: float
     ) -> DedupRecord | None:
-        row = conn.execute(
+        # fetchall: each statement runs to its end, so no read transaction stays open.
+        rows = conn.execute(
             "SELECT bluecore_event, attempts, last_http_status, enqueued_at FROM entries"
             " WHERE message_id = ? AND state < 2",
             (message_id,),
-        ).fetchone()
-        if row is not None:
-            return DedupRecord(message_id, "queued", *row)
-        row = conn.execute(
+        ).fetchall()
+        if rows:
+            return DedupRecord(message_id, "queued", *rows[0])
+        rows = conn.execute(
             "SELECT bluecore_event, attempts, http_status, delivered_at FROM delivered"
             " WHERE message_id = ? AND delivered_at >= ?",
             (message_id, now - self._window),
-        ).fetchone()
-        return None if row is None else DedupRecord(message_id, "delivered", *row)
+        ).fetchall()
+        return DedupRecord(message_id, "delivered", *rows[0]) if rows else None
 
     async def remember(self, record: DedupRecord) -> None:
         """Record a delivery made without the queue, so a restart still knows the id."""
@@ -1527,6 +1692,7 @@ class SqliteQueue:
                 record = DedupRecord(message_id, "queued", bluecore_event, 0, 0, enqueued_at)
                 tx.effects.append(functools.partial(self._note_live, key, +1))
                 tx.effects.append(functools.partial(self._cache, record))
+                tx.effects.append(self._note_pending)
             return ReplayResult(replayed, skipped)
 
         return await self._submit(run, write=True)
@@ -1542,6 +1708,9 @@ class SqliteQueue:
         return await self._submit(run, write=True)
 
     # -- in-memory fronts (called with the lock held) -----------------------------------------
+
+    def _note_pending(self, delta: int = 1) -> None:
+        self._pending += delta
 
     def _note_live(self, key: str, delta: int) -> None:
         count = self._live[key] + delta

@@ -257,6 +257,13 @@ class EventQueue(Protocol):
         caller, in the same transaction (:attr:`Enqueued.claim`)."""
         ...
 
+    def enqueue_soon(
+        self, entries: Sequence[NewEntry], *, claim: bool = False
+    ) -> asyncio.Future[list[EnqueueOutcome]]:
+        """:meth:`enqueue`, submitted before this call returns (so ahead of anything queued
+        after it), answered by the returned future."""
+        ...
+
     async def claim_due(self, limit: int, now: float | None = None) -> list[Claim]:
         """Claim up to ``limit`` due entries, at most one per key, each its key's oldest."""
         ...
@@ -731,6 +738,15 @@ class SqliteQueue:
         write: bool,
         on_error: Callable[[sqlite3.Error], T] | None = None,
     ) -> T:
+        return await self._submit_soon(fn, write=write, on_error=on_error)
+
+    def _submit_soon(
+        self,
+        fn: Callable[[sqlite3.Connection, _Tx], T],
+        *,
+        write: bool,
+        on_error: Callable[[sqlite3.Error], T] | None = None,
+    ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
         loop = asyncio.get_running_loop()
@@ -739,7 +755,7 @@ class SqliteQueue:
         if len(self._outbox) == 1:
             # Whatever else this loop turn submits travels with it: one hand-off per turn.
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         if self._outbox:
@@ -1203,9 +1219,18 @@ class SqliteQueue:
         second transaction to be claimed; its :attr:`Enqueued.claim` is set. An entry behind
         others of its key is written pending, as without ``claim``, and waits its turn.
         """
+        return await self.enqueue_soon(entries, claim=claim)
+
+    def enqueue_soon(
+        self, entries: Sequence[NewEntry], *, claim: bool = False
+    ) -> asyncio.Future[list[EnqueueOutcome]]:
+        """:meth:`enqueue`, in the writer's line before this returns; await the future."""
         batch = tuple(entries)
+        loop = asyncio.get_running_loop()
         if not batch:
-            return []
+            done: asyncio.Future[list[EnqueueOutcome]] = loop.create_future()
+            done.set_result([])
+            return done
         now = self._clock()
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> list[EnqueueOutcome]:
@@ -1218,7 +1243,7 @@ class SqliteQueue:
                 batch
             )
 
-        return await self._submit(run, write=True, on_error=refused)
+        return self._submit_soon(run, write=True, on_error=refused)
 
     def _enqueue_one(
         self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float, claim: bool

@@ -162,6 +162,7 @@ class BackgroundDelivery:
         self._observer = observer
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
+        self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
         self._redactor = redactor or Redactor()
         self._shared = shared
         self._clock = clock
@@ -449,12 +450,20 @@ class BackgroundDelivery:
     async def _run_try(self, claim: Claim, early: _Early | None) -> None:
         entry = claim.entry
         waiter = self._waiters.get(entry.message_id)
-        parent = waiter.context if waiter is not None else otel_context.Context()
-        links = _links(entry.traceparent)
         started = self._clock()
-        with self._tracer.start_as_current_span(
-            BACKGROUND_SPAN, context=parent, links=links, record_exception=False
-        ) as span:
+        span_scope: contextlib.AbstractContextManager[trace.Span]
+        if self._tracing:
+            parent = waiter.context if waiter is not None else otel_context.Context()
+            span_scope = self._tracer.start_as_current_span(
+                BACKGROUND_SPAN,
+                context=parent,
+                links=_links(entry.traceparent),
+                record_exception=False,
+            )
+        else:
+            # Tracing off: no span at all, as for the call itself (no context switching).
+            span_scope = contextlib.nullcontext(trace.INVALID_SPAN)
+        with span_scope as span:
             settled = await self._settled(claim, waiter, started, early)
             if settled is None:
                 return
@@ -487,8 +496,9 @@ class BackgroundDelivery:
 
     def _stamp(self, result: DeliveryResult, started: float) -> None:
         """The try's trace id (its span is the current one) and its latency until now."""
-        ctx = trace.get_current_span().get_span_context()
-        result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
+        if self._tracing:
+            ctx = trace.get_current_span().get_span_context()
+            result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
         result.latency.CopyFrom(_duration(self._clock() - started))
 
     async def _own(self, claim: Claim, early: _Early | None) -> Claim | None:

@@ -413,10 +413,11 @@ class Deliverer:
             ordering_key=key,
             bluecore_event=decision.bluecore_event,
             payload=event.SerializeToString(),
-            event_time=event.timestamp.ToDatetime(UTC).timestamp()
+            event_time=event.timestamp.seconds + event.timestamp.nanos / 1e9
             if event.HasField("timestamp")
             else now.timestamp(),
-            traceparent=traceparent_of(trace.get_current_span()),
+            # Tracing off: no span is current, and the traceparent would be empty anyway.
+            traceparent=traceparent_of(trace.get_current_span()) if self._tracing else "",
         )
         try:
             [outcome] = await background.enqueue(

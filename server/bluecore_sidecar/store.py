@@ -570,6 +570,17 @@ class _Op:
 _STOP: Final = object()
 
 
+@dataclasses.dataclass(slots=True)
+class _Job:
+    """Write operations already run on the event loop, for the writer thread to COMMIT, and
+    the reads to run after it; the thread then gives the connection back (``release``)."""
+
+    done: list[tuple[_Op, Any, _Tx]]
+    reads: list[_Op]
+    release: Callable[[], None]
+    loop: asyncio.AbstractEventLoop
+
+
 def _resolve(answers: list[tuple[_Op, BaseException | None, Any]]) -> None:
     """On the callers' loop: set each future (one a caller cancelled meanwhile is left)."""
     for op, exc, value in answers:
@@ -618,8 +629,12 @@ class SqliteQueue:
         self._max_group = max_group
         # Operations go to the writer thread a loop turn's worth at a time (one list per
         # turn, see _submit), and its answers come back one call_soon_threadsafe per batch.
-        self._ops: queue.SimpleQueue[list[_Op] | object] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[list[_Op] | _Job | object] = queue.SimpleQueue()
+        # Not shared: the event loop runs the statements of a batch itself and hands only the
+        # COMMIT (the fsync) to the thread, which owns the connection until it gives it back.
+        self._thread_owns = False
         self._outbox: list[_Op] = []
+        self._ops_later: list[_Job] = []
         self._answers: list[tuple[_Op, BaseException | None, Any]] = []
         # A second connection, used on the event loop for dedup lookups: in WAL mode it reads
         # the last committed state without waiting for the writer's transaction and fsync.
@@ -758,9 +773,37 @@ class SqliteQueue:
         return future
 
     def _flush(self) -> None:
-        if self._outbox:
+        if not self._outbox:
+            return
+        if self._shared or self._closed:
+            # Shared: BEGIN may wait for another process's transaction, which must not block
+            # the event loop, so the thread does all. Closing: the thread takes what is left.
             ops, self._outbox = self._outbox, []
             self._ops.put(ops)
+            return
+        if self._thread_owns:
+            return  # a COMMIT is in flight: what arrives meanwhile goes in the next one
+        ops = self._outbox[: self._max_group]
+        del self._outbox[: self._max_group]
+        live = [op for op in ops if not op.future.cancelled()]
+        writes = [op for op in live if op.write]
+        reads = [op for op in live if not op.write]
+        if not live:
+            self._flush()
+            return
+        conn = self._conn
+        done = self._run_plainly(conn, writes) if conn is not None and writes else []
+        self._thread_owns = True
+        if done is None:
+            self._ops.put(live)  # something failed: the thread's careful path isolates it
+            self._ops.put(_Job([], [], self._released, live[0].loop))
+        else:
+            self._ops.put(_Job(done, reads, self._released, live[0].loop))
+
+    def _released(self) -> None:
+        """On the loop: the thread gave the connection back; start the next batch."""
+        self._thread_owns = False
+        self._flush()
 
     # -- the writer thread -------------------------------------------------------------------
 
@@ -794,6 +837,9 @@ class SqliteQueue:
             first = self._ops.get()
             if first is _STOP:
                 break
+            if isinstance(first, _Job):
+                self._finish_job(first)
+                continue
             batch: list[_Op] = list(first) if isinstance(first, list) else []
             while len(batch) < self._max_group:
                 try:
@@ -802,6 +848,9 @@ class SqliteQueue:
                     break
                 if more is _STOP:
                     stopping = True
+                    break
+                if isinstance(more, _Job):
+                    self._ops_later.append(more)  # after this batch, in order
                     break
                 if isinstance(more, list):
                     batch.extend(more)
@@ -814,14 +863,36 @@ class SqliteQueue:
                 for op in live:
                     self._answer(op, exc=StoreUnavailable(f"the writer failed: {exc}"))
             self._post()
+            while self._ops_later:
+                self._finish_job(self._ops_later.pop(0))
         self._shut()
 
+    def _finish_job(self, job: _Job) -> None:
+        """COMMIT what the loop ran, run the reads, answer, and give the connection back."""
+        conn = self._conn
+        try:
+            if job.done and conn is not None:
+                self._commit(conn, job.done)
+            for op in job.reads:
+                self._run_read(op)
+        except Exception as exc:  # noqa: BLE001 - the writer must not die with callers waiting
+            _log.exception("the durable queue's writer failed a batch")
+            for op in [op for op, _, _ in job.done] + job.reads:
+                self._answer(op, exc=StoreUnavailable(f"the writer failed: {exc}"))
+        self._post()
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            job.loop.call_soon_threadsafe(job.release)
+
     def _shut(self) -> None:
+        pending: list[object] = [*self._ops_later]
+        self._ops_later.clear()
         while True:
             try:
-                ops = self._ops.get_nowait()
+                pending.append(self._ops.get_nowait())
             except queue.Empty:
                 break
+        for item in pending:
+            ops = [op for op, _, _ in item.done] + item.reads if isinstance(item, _Job) else item
             if isinstance(ops, list):
                 for op in ops:
                     self._answer(op, exc=StoreClosed("the durable queue is closed"))
@@ -924,16 +995,27 @@ class SqliteQueue:
 
     def _execute_plainly(self, conn: sqlite3.Connection, writes: list[_Op]) -> bool:
         """The common case: every operation succeeds, so none needs a savepoint of its own
-        (two statements, and two hand-offs of the GIL, fewer per operation). The first
-        failure rolls the whole transaction back, nothing of it is answered, and False sends
-        the batch down the careful path, which isolates the failing operation."""
+        (two statements, and two hand-offs of the GIL, fewer per operation). On the first
+        failure nothing of the batch is answered, and False sends it down the careful path,
+        which isolates the failing operation."""
+        done = self._run_plainly(conn, writes)
+        if done is None:
+            return False
+        self._commit(conn, done)
+        return True
+
+    def _run_plainly(
+        self, conn: sqlite3.Connection, writes: list[_Op]
+    ) -> list[tuple[_Op, Any, _Tx]] | None:
+        """Run ``writes`` in one open transaction, without savepoints; None (rolled back)
+        when one fails."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             if self._shared:
                 self._refresh_totals(conn)
         except sqlite3.Error:
             self._rollback(conn)
-            return False
+            return None
         depth, nbytes = self._totals()
         done: list[tuple[_Op, Any, _Tx]] = []
         for op in writes:
@@ -942,11 +1024,10 @@ class SqliteQueue:
                 result = op.fn(conn, tx)
             except Exception:  # noqa: BLE001 - the careful path runs it again and answers
                 self._rollback(conn)
-                return False
+                return None
             depth, nbytes = tx.depth, tx.nbytes
             done.append((op, result, tx))
-        self._commit(conn, done)
-        return True
+        return done
 
     def _totals(self) -> tuple[int, int]:
         return self._depth, self._bytes
@@ -1008,7 +1089,10 @@ class SqliteQueue:
                 why,
                 aside.name,
             )
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        # Not shared, the event loop runs statements on it too, never while this thread does.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=5.0, check_same_thread=False
+        )
         self._conn = conn
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":

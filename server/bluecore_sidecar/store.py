@@ -635,6 +635,8 @@ class SqliteQueue:
         self._thread_owns = False
         self._outbox: list[_Op] = []
         self._ops_later: list[_Job] = []
+        # Keys given a live entry by the open transaction (their counts change at COMMIT).
+        self._tx_keys: set[str] = set()
         self._answers: list[tuple[_Op, BaseException | None, Any]] = []
         # A second connection, used on the event loop for dedup lookups: in WAL mode it reads
         # the last committed state without waiting for the writer's transaction and fsync.
@@ -961,6 +963,7 @@ class SqliteQueue:
             if not conn.in_transaction:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
+                    self._tx_keys.clear()
                     if self._shared:
                         self._refresh_totals(conn)
                 except sqlite3.Error as exc:
@@ -1011,6 +1014,7 @@ class SqliteQueue:
         when one fails."""
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._tx_keys.clear()
             if self._shared:
                 self._refresh_totals(conn)
         except sqlite3.Error:
@@ -1373,16 +1377,8 @@ class SqliteQueue:
         due = now if entry.next_due is None else entry.next_due
         # Claimed at once only as the key's head (nothing else live, in this transaction's
         # view, which includes other processes' commits), and only while claiming runs.
-        claimed = (
-            claim
-            and self._claiming
-            and due <= now
-            and conn.execute(
-                "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1",
-                (entry.ordering_key,),
-            ).fetchone()
-            is None
-        )
+        claimed = claim and self._claiming and due <= now and self._alone(conn, entry.ordering_key)
+        self._tx_keys.add(entry.ordering_key)
         row_id = conn.execute(
             "INSERT INTO entries (seq, state, message_id, ordering_key, bluecore_event, payload,"
             " enqueued_at, event_time, attempts, next_due, last_reason, last_http_status,"
@@ -1433,6 +1429,20 @@ class SqliteQueue:
             traceparent=entry.traceparent,
         )
         return Enqueued(row_id, Claim(stored, claim_id=1))
+
+    def _alone(self, conn: sqlite3.Connection, key: str) -> bool:
+        """Whether ``key`` has no live entry, as this transaction sees it.
+
+        A file this process has alone is answered from memory: the live counts as of the
+        last COMMIT, plus the keys this transaction has added since its BEGIN.
+        """
+        if not self._shared:
+            with self._lock:
+                return self._live[key] == 0 and key not in self._tx_keys
+        rows = conn.execute(
+            "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1", (key,)
+        ).fetchall()
+        return not rows
 
     def _next_seq(self, conn: sqlite3.Connection, key: str) -> int:
         """The next sequence number for ``key``: above this process's last one and, when the
@@ -1824,6 +1834,7 @@ class SqliteQueue:
                     (self._seq, at, row_id),
                 )
                 replayed += 1
+                self._tx_keys.add(key)
                 tx.depth += 1
                 tx.nbytes += size
                 record = DedupRecord(message_id, "queued", bluecore_event, 0, 0, enqueued_at)

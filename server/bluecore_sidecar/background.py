@@ -464,7 +464,7 @@ class BackgroundDelivery:
             # Tracing off: no span at all, as for the call itself (no context switching).
             span_scope = contextlib.nullcontext(trace.INVALID_SPAN)
         with span_scope as span:
-            settled = await self._settled(claim, waiter, started, early)
+            settled = await self._settled(claim, waiter, early)
             if settled is None:
                 return
             result, kept = settled
@@ -511,7 +511,7 @@ class BackgroundDelivery:
         return outcome.claim if isinstance(outcome, Enqueued) else None
 
     async def _settled(
-        self, claim: Claim, waiter: Waiter | None, started: float, early: _Early | None = None
+        self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
     ) -> tuple[DeliveryResult, bool] | None:
         """Try the entry and record the outcome; None when the store could not record it.
 
@@ -520,7 +520,7 @@ class BackgroundDelivery:
         waits, safe on disk, for the release at the next start. The worker never dies of it.
         """
         try:
-            return await self._try(claim, waiter, started, early)
+            return await self._try(claim, waiter, early)
         except StoreError as exc:
             failure: Exception = exc
         except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the worker
@@ -553,12 +553,12 @@ class BackgroundDelivery:
         return None
 
     async def _try(
-        self, claim: Claim, waiter: Waiter | None, started: float, early: _Early | None = None
+        self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
     ) -> tuple[DeliveryResult, bool]:
         entry = claim.entry
         now = self._wall_clock()
         if early is not None and now <= entry.event_time + self._max_age:
-            return await self._try_early(claim, waiter, started, early)
+            return await self._try_early(claim, waiter, early)
         if early is not None:
             owned = await self._own(claim, early)
             if owned is None:
@@ -577,10 +577,10 @@ class BackgroundDelivery:
             detail = _expired_detail(self._max_age) if reason == sk.EXPIRED else decision.detail
             return await self._dead(claim, reason, detail, event=event, skip=decision)
         outcome = await self._send(decision, waiter)
-        return await self._settle(claim, waiter, started, decision, outcome)
+        return await self._settle(claim, waiter, decision, outcome)
 
     async def _try_early(
-        self, claim: Claim, waiter: Waiter | None, started: float, early: _Early
+        self, claim: Claim, waiter: Waiter | None, early: _Early
     ) -> tuple[DeliveryResult, bool]:
         """Send while the enqueue commits, then settle the claim that commit made."""
         outcome = await self._send(early.decision, waiter)
@@ -591,7 +591,7 @@ class BackgroundDelivery:
                 await self._remember(result)
             self._hand(waiter, claim, self._unowned(claim, early, result))
             return result, False
-        return await self._settle(owned, waiter, started, early.decision, outcome)
+        return await self._settle(owned, waiter, early.decision, outcome)
 
     async def _send(self, decision: Send, waiter: Waiter | None) -> SendOutcome:
         now_mono = self._clock()
@@ -672,7 +672,6 @@ class BackgroundDelivery:
         self,
         claim: Claim,
         waiter: Waiter | None,
-        started: float,
         decision: Send,
         outcome: SendOutcome,
     ) -> tuple[DeliveryResult, bool]:
@@ -689,8 +688,8 @@ class BackgroundDelivery:
             if waiter is not None and not waiter.future.done():
                 # Bluecore has it: the call may say DELIVERED before the completion commits.
                 # A crash in between leaves the entry claimed, and it is sent again after the
-                # restart (at least once); nothing said QUEUED or DELIVERED untruly.
-                self._stamp(result, started)
+                # restart (at least once); nothing said QUEUED or DELIVERED untruly. The
+                # call stamps its own latency and trace id on its copy.
                 self._hand(waiter, claim, result)
             kept = await self.queue.complete(
                 claim, attempts=outcome.attempts, http_status=outcome.http_status

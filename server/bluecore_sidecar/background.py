@@ -90,7 +90,8 @@ class Waiter:
     """The call's trace context: its try is a child span there."""
     future: asyncio.Future[DeliveryResult | None]
     answered_early: bool = False
-    """Set when it got a delivery's outcome before the delivery's completion committed."""
+    """Set once a try handed it its outcome (for a delivery, possibly before the completion
+    committed); the try then publishes nothing of its own."""
     tried_before_commit: bool = False
     """Set when its first try started before its enqueue committed: whatever the commit
     answers, that try's outcome comes."""
@@ -486,10 +487,11 @@ class BackgroundDelivery:
         self._count(_try_outcome(result))
         if waiter is not None and waiter.answered_early:
             return
-        if waiter is not None and not waiter.future.done():
-            self.unregister(entry.message_id, waiter)
-            waiter.future.set_result(result)
-            return
+        if waiter is not None:
+            self._hand(waiter, claim, result)
+            if waiter.answered_early:
+                return
+        # Nobody waits (any more): the outcome is a background one.
         self._bus.publish(result)
         if self._observer is not None:
             self._observer.on_outcome(result, False)
@@ -644,10 +646,16 @@ class BackgroundDelivery:
         return result
 
     def _hand(self, waiter: Waiter | None, claim: Claim, result: DeliveryResult) -> None:
-        """Give a waiting call ``result`` now; the try publishes nothing of its own then."""
-        if waiter is not None and not waiter.future.done():
+        """Give a waiting call ``result`` now; the try publishes nothing of its own then. A
+        call that left (unregistered) gets nothing: the try publishes its outcome instead."""
+        message_id = claim.entry.message_id
+        if (
+            waiter is not None
+            and not waiter.future.done()
+            and self._waiters.get(message_id) is waiter
+        ):
             waiter.answered_early = True
-            self.unregister(claim.entry.message_id, waiter)
+            self.unregister(message_id, waiter)
             waiter.future.set_result(result)
 
     async def _remember(self, result: DeliveryResult) -> None:

@@ -471,6 +471,9 @@ MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
 }
 #: A shared opener waits this long for another opener's start-up repairs (seconds).
 _SHARED_WAIT: Final = 30.0
+#: How long a write nobody waits on (a completion) may wait for company before it is sent to
+#: the writer alone (seconds): it usually joins the next batch sooner.
+_LAZY_FLUSH: Final = 0.002
 #: In shared mode, how stale the depth and byte totals behind the limits may get (seconds).
 _TOTALS_MAX_AGE: Final = 2.0
 
@@ -581,8 +584,11 @@ class _Job:
     loop: asyncio.AbstractEventLoop
 
 
-def _resolve(answers: list[tuple[_Op, BaseException | None, Any]]) -> None:
-    """On the callers' loop: set each future (one a caller cancelled meanwhile is left)."""
+def _resolve(
+    answers: list[tuple[_Op, BaseException | None, Any]], then: Callable[[], None] | None = None
+) -> None:
+    """On the callers' loop: set each future (one a caller cancelled meanwhile is left), then
+    call ``then`` (the writer thread gives the connection back)."""
     for op, exc, value in answers:
         if op.future.done():
             continue
@@ -590,6 +596,8 @@ def _resolve(answers: list[tuple[_Op, BaseException | None, Any]]) -> None:
             op.future.set_exception(exc)
         else:
             op.future.set_result(value)
+    if then is not None:
+        then()
 
 
 class SqliteQueue:
@@ -635,6 +643,8 @@ class SqliteQueue:
         self._thread_owns = False
         self._outbox: list[_Op] = []
         self._ops_later: list[_Job] = []
+        self._flush_due = False  # a _flush is scheduled with call_soon
+        self._lazy_timer: asyncio.TimerHandle | None = None
         # Keys given a live entry by the open transaction (their counts change at COMMIT).
         self._tx_keys: set[str] = set()
         self._answers: list[tuple[_Op, BaseException | None, Any]] = []
@@ -754,8 +764,9 @@ class SqliteQueue:
         *,
         write: bool,
         on_error: Callable[[sqlite3.Error], T] | None = None,
+        lazy: bool = False,
     ) -> T:
-        return await self._submit_soon(fn, write=write, on_error=on_error)
+        return await self._submit_soon(fn, write=write, on_error=on_error, lazy=lazy)
 
     def _submit_soon(
         self,
@@ -763,18 +774,29 @@ class SqliteQueue:
         *,
         write: bool,
         on_error: Callable[[sqlite3.Error], T] | None = None,
+        lazy: bool = False,
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._outbox.append(_Op(fn, future, loop, write, on_error))
-        if len(self._outbox) == 1:
+        if lazy:
+            # Nobody waits for it to answer a call: it rides along with the next batch, or
+            # goes alone a moment later, instead of paying a commit cycle of its own.
+            if not self._flush_due and self._lazy_timer is None:
+                self._lazy_timer = loop.call_later(_LAZY_FLUSH, self._flush)
+        elif not self._flush_due:
             # Whatever else this loop turn submits travels with it: one hand-off per turn.
+            self._flush_due = True
             loop.call_soon(self._flush)
         return future
 
     def _flush(self) -> None:
+        self._flush_due = False
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
         if not self._outbox:
             return
         if self._shared or self._closed:
@@ -815,16 +837,20 @@ class SqliteQueue:
             op.answered = True
             self._answers.append((op, exc, value))
 
-    def _post(self) -> None:
-        """Hand the noted answers to their loops: one wake-up per loop, not one per op."""
+    def _post(self, then: _Job | None = None) -> None:
+        """Hand the noted answers to their loops: one wake-up per loop, not one per op; a
+        job's ``release`` travels with its loop's answers."""
         answers, self._answers = self._answers, []
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, BaseException | None, Any]]]
         by_loop = {}
+        if then is not None:
+            by_loop[then.loop] = []
         for answer in answers:
             by_loop.setdefault(answer[0].loop, []).append(answer)
         for loop, some in by_loop.items():
+            release = then.release if then is not None and loop is then.loop else None
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_resolve, some)
+                loop.call_soon_threadsafe(_resolve, some, release)
 
     def _run(self) -> None:
         try:
@@ -881,9 +907,7 @@ class SqliteQueue:
             _log.exception("the durable queue's writer failed a batch")
             for op in [op for op, _, _ in job.done] + job.reads:
                 self._answer(op, exc=StoreUnavailable(f"the writer failed: {exc}"))
-        self._post()
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-            job.loop.call_soon_threadsafe(job.release)
+        self._post(then=job)
 
     def _shut(self) -> None:
         pending: list[object] = [*self._ops_later]
@@ -1528,7 +1552,7 @@ class SqliteQueue:
             tx.effects.append(lambda: self._cache(record))
             return True
 
-        return await self._submit(run, write=True)
+        return await self._submit(run, write=True, lazy=True)
 
     async def reschedule(
         self, claim: Claim, *, next_due: float, reason: str, http_status: int, attempts: int

@@ -564,7 +564,9 @@ class BackgroundDelivery:
         if early is not None:
             owned = await self._own(claim, early)
             if owned is None:
-                return self._unowned(claim, early), False
+                unsent = self._unowned(claim, early)
+                self._hand(waiter, claim, unsent)  # a call waiting on it need not wait on
+                return unsent, False
             claim = owned
         event = delivery_pb2.DataflyEvent.FromString(entry.payload)
         if now > entry.event_time + self._max_age:

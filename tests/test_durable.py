@@ -820,6 +820,8 @@ async def test_a_wait_calls_try_is_a_child_span_of_the_call(start, sandbox, span
     running = await start()
     result = await running.deliver(make_event(messageId="tw-1"), WAIT)
     assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    # The try's span ends after its completion commits, which may follow the answer.
+    await until(lambda: any(s.name == BACKGROUND_SPAN for s in span_exporter.get_finished_spans()))
     spans = span_exporter.get_finished_spans()
     call = next(s for s in spans if s.name == DELIVERY_SPAN)
     tried = next(s for s in spans if s.name == BACKGROUND_SPAN)
@@ -844,3 +846,67 @@ async def test_workers_sharing_one_file_keep_dedup_and_order_across_them(sandbox
         assert direct.status == Status.DELIVERY_STATUS_DELIVERED
         assert (await optin).status == Status.DELIVERY_STATUS_QUEUED
     assert [event for event, _ in accepted(sandbox)] == ["optin", "unsubscribe"]
+
+
+async def test_a_wait_batch_keeps_one_customers_order_while_its_first_try_is_under_way(
+    start, sandbox
+):
+    """The optin's first try starts before its enqueue has committed; the unsubscribe right
+    behind it in the same batch must wait in the queue, not be sent beside it (it would be
+    accepted while the optin gets a 503)."""
+    running = await start()
+    sandbox.fail_next(1, 503)
+    reply = await running.stub.DeliverBatch(
+        delivery_pb2.DeliverBatchRequest(
+            events=[signed_up("bo-optin"), unsubscribed("bo-unsub")], mode=WAIT
+        ),
+        timeout=10,
+    )
+    optin, unsubscribe = reply.results
+    # The optin's try retries the 503 within itself; whatever it answers, it went first.
+    assert optin.status in (Status.DELIVERY_STATUS_DELIVERED, Status.DELIVERY_STATUS_QUEUED)
+    assert unsubscribe.status == Status.DELIVERY_STATUS_QUEUED
+    assert "after the earlier queued events" in unsubscribe.detail
+    await until(lambda: len(accepted(sandbox)) == 2)
+    assert [event for event, _ in accepted(sandbox)] == ["optin", "unsubscribe"]
+    assert sandbox.received[0].status == 503
+
+
+async def test_a_wait_event_the_full_queue_refuses_answers_delivered_if_its_try_was_accepted(
+    start, sandbox
+):
+    """With room for no event, the enqueue answers QUEUE_FULL; a WAIT event's first try had
+    started beside that commit and Bluecore took it, so the answer is DELIVERED (true), and
+    the store remembers the id: the same id again is a duplicate, sent once in all."""
+    running = await start(queue_max_bytes=8)
+    result = await running.deliver(make_event(messageId="qf-1"), WAIT)
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    queue = running.sidecar.background.queue  # type: ignore[union-attr]
+    assert (await queue.stats()).depth == 0
+    await until(lambda: len(sandbox.received) == 1)
+    again = await running.deliver(make_event(messageId="qf-1"), WAIT)
+    assert again.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
+    record = await queue.lookup("qf-1")
+    assert record is not None
+    assert record.state == "delivered"
+    queued = await running.deliver(make_event(messageId="qf-2"), ENQUEUE)
+    assert queued.status == Status.DELIVERY_STATUS_FAILED_RETRYABLE
+    assert queued.reason == "QUEUE_FULL"
+    assert len(sandbox.received) == 1  # ENQUEUE never sends what it could not queue
+
+
+async def test_a_wait_delivery_costs_two_commits_however_many_calls_share_them(start, sandbox):
+    """Enqueue (with its claim) and completion are the only writes of a delivered WAIT event:
+    no claim of its own, no write when nothing is pending."""
+    running = await start()
+    queue = running.sidecar.background.queue  # type: ignore[union-attr]
+    before = (await queue.stats()).operations
+    result = await running.deliver(make_event(messageId="two-1"), WAIT)
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+
+    async def settled() -> int | None:
+        stats = await queue.stats()
+        return stats.operations if stats.depth == 0 else None
+
+    after = await eventually(settled, timeout=10.0, interval=0.02)
+    assert after - before == 2

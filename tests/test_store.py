@@ -784,3 +784,119 @@ async def test_sigkill_loses_no_acknowledged_entry(db, clock):
         assert (await q.stats()).depth >= 500
     finally:
         await q.close()
+
+
+# --- claiming in the enqueue's own transaction ---------------------------------------------
+
+
+async def test_enqueue_with_claim_commits_a_customers_only_entry_already_claimed(queue, db):
+    """The caller holds the claim at once: no worker can claim the entry, and its completion
+    leaves the queue empty with the id remembered as delivered."""
+    (first,) = await queue.enqueue([entry("optin")], claim=True)
+    assert isinstance(first, Enqueued)
+    assert first.claim is not None
+    assert first.claim.entry.message_id == "optin"
+    assert first.claim.entry.id == first.id
+    assert not queue.may_have_due()
+    assert await queue.claim_due(10) == []
+    with contextlib.closing(sqlite3.connect(db)) as other:
+        assert other.execute("SELECT state FROM entries").fetchall() == [(store.CLAIMED,)]
+    assert await queue.complete(first.claim, attempts=1, http_status=202)
+    assert (await queue.stats()).depth == 0
+    record = await queue.lookup("optin")
+    assert record is not None
+    assert record.state == "delivered"
+
+
+async def test_enqueue_with_claim_leaves_an_entry_behind_its_customers_others_pending(queue):
+    """Order: a second entry of the customer, in the same batch or later, is not claimed while
+    the first is live, and becomes claimable once the first is delivered."""
+    first, second = await queue.enqueue([entry("optin"), entry("unsub")], claim=True)
+    (third,) = await queue.enqueue([entry("view")], claim=True)
+    (other,) = await queue.enqueue([entry("john", key=JOHN)], claim=True)
+    assert isinstance(first, Enqueued)
+    assert first.claim is not None
+    assert isinstance(second, Enqueued)
+    assert second.claim is None
+    assert isinstance(third, Enqueued)
+    assert third.claim is None
+    assert isinstance(other, Enqueued)
+    assert other.claim is not None
+    assert queue.may_have_due()
+    assert await queue.claim_due(10) == []  # Jane's head is claimed; John's too
+    assert await queue.complete(first.claim, attempts=1, http_status=202)
+    assert [c.entry.message_id for c in await queue.claim_due(10)] == ["unsub"]
+
+
+async def test_enqueue_with_claim_after_stop_claiming_leaves_the_entry_pending(queue):
+    queue.stop_claiming()
+    (outcome,) = await queue.enqueue([entry("late")], claim=True)
+    assert isinstance(outcome, Enqueued)
+    assert outcome.claim is None
+    assert queue.may_have_due()
+
+
+async def test_may_have_due_follows_pending_entries_through_claims_and_reschedules(queue, clock):
+    assert not queue.may_have_due()
+    await queue.enqueue([entry("m1")])
+    assert queue.may_have_due()
+    (claim,) = await queue.claim_due(10)
+    assert not queue.may_have_due()
+    assert await queue.reschedule(
+        claim, next_due=clock.now + 60, reason="HTTP_503", http_status=503, attempts=1
+    )
+    assert queue.may_have_due()
+    clock.now += 61
+    (again,) = await queue.claim_due(10)
+    assert not queue.may_have_due()
+    assert await queue.release_all_claims() == 1
+    assert queue.may_have_due()
+    assert again.entry.message_id == "m1"
+
+
+async def test_a_restart_counts_pending_entries_and_released_claims_as_due(db, clock):
+    first = await SqliteQueue.open(db, clock=clock)
+    await first.enqueue([entry("m1"), entry("m2", key=JOHN)], claim=True)
+    await first.close()  # both stay claimed by a process that is gone
+    second = await SqliteQueue.open(db, clock=clock)
+    try:
+        assert second.may_have_due()
+        assert sorted(c.entry.message_id for c in await second.claim_due(10)) == ["m1", "m2"]
+    finally:
+        await second.close()
+
+
+async def test_stats_count_the_write_operations_committed_beside_the_commits(queue):
+    before = await queue.stats()
+    await asyncio.gather(*(queue.enqueue([entry(f"s{i}", key=f"k{i}")]) for i in range(20)))
+    after = await queue.stats()
+    assert after.operations - before.operations == 20
+    assert 1 <= after.commits - before.commits <= 20
+
+
+async def test_lookups_read_committed_state_and_a_restart_still_knows_both_kinds(db, clock):
+    """Lookups go through the second connection: they see what another operation committed
+    a moment ago, and after a restart (empty memory) they still find queued and delivered
+    ids in the file."""
+    first = await SqliteQueue.open(db, clock=clock)
+    (outcome,) = await first.enqueue([entry("done")], claim=True)
+    await first.enqueue([entry("waiting", key=JOHN)])
+    assert isinstance(outcome, Enqueued)
+    assert outcome.claim is not None
+    await first.complete(outcome.claim, attempts=1, http_status=202)
+    await first.close()
+    second = await SqliteQueue.open(db, clock=clock)
+    try:
+        done, waiting, unknown = (
+            await second.lookup("done"),
+            await second.lookup("waiting"),
+            await second.lookup("nobody"),
+        )
+    finally:
+        await second.close()
+    assert done is not None
+    assert done.state == "delivered"
+    assert done.http_status == 202
+    assert waiting is not None
+    assert waiting.state == "queued"
+    assert unknown is None

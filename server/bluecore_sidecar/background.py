@@ -32,13 +32,23 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from . import results
 from . import skip as sk
-from .decision import Skip, decide
+from .decision import Send, Skip, decide
 from .gates import GatePolicy
 from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
 from .redaction import Redactor
 from .retry import RetryPolicy, Verdict, backoff_delay, deadline_margin
-from .store import Claim, DedupStore, EnqueueOutcome, EventQueue, NewEntry, StoreError
+from .store import (
+    Claim,
+    DedupRecord,
+    DedupStore,
+    Enqueued,
+    EnqueueOutcome,
+    EventQueue,
+    NewEntry,
+    QueuedEntry,
+    StoreError,
+)
 from .telemetry import Metrics
 from .upstream import SendOutcome, UpstreamClient
 
@@ -79,11 +89,42 @@ class Waiter:
     context: otel_context.Context
     """The call's trace context: its try is a child span there."""
     future: asyncio.Future[DeliveryResult | None]
+    answered_early: bool = False
+    """Set once a try handed it its outcome (for a delivery, possibly before the completion
+    committed); the try then publishes nothing of its own."""
+    tried_before_commit: bool = False
+    """Set when its first try started before its enqueue committed: whatever the commit
+    answers, that try's outcome comes."""
 
     async def wait(self, timeout: float) -> DeliveryResult | None:
         """The first try's outcome, or None when shutdown began first (answer QUEUED now);
-        ``TimeoutError`` after ``timeout`` seconds."""
-        return await asyncio.wait_for(asyncio.shield(self.future), max(timeout, 0.0))
+        ``TimeoutError`` after ``timeout`` seconds.
+
+        One timer on the future itself rather than ``wait_for``: no task per call. A caller
+        that is cancelled cancels the future, and the try then publishes its outcome.
+        """
+        if not self.future.done():
+            timer = asyncio.get_running_loop().call_later(max(timeout, 0.0), _time_out, self.future)
+            try:
+                return await self.future
+            finally:
+                timer.cancel()
+        return self.future.result()
+
+
+def _time_out(future: asyncio.Future[DeliveryResult | None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+@dataclasses.dataclass(slots=True)
+class _Early:
+    """A WAIT event's first try, started while its enqueue still commits (see ``enqueue``)."""
+
+    committed: asyncio.Future[list[EnqueueOutcome]]
+    decision: Send
+    """The caller's decision a moment ago, with the same rules: not made twice."""
+    key: str
 
 
 class BackgroundDelivery:
@@ -122,6 +163,7 @@ class BackgroundDelivery:
         self._observer = observer
         self._metrics = metrics
         self._tracer = tracer or trace.NoOpTracer()
+        self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
         self._redactor = redactor or Redactor()
         self._shared = shared
         self._clock = clock
@@ -130,7 +172,10 @@ class BackgroundDelivery:
         gate_age = gates.max_event_age.total_seconds()
         self._max_age = min(gate_age, BLUECORE_MAX_AGE) if gate_age > 0 else BLUECORE_MAX_AGE
         self._waiters: dict[str, Waiter] = {}
+        # Customers with a first try under way whose entry may not be committed yet.
+        self._early_keys: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._looped = 0  # tries the claim loop started that are still running
         self._wake = asyncio.Event()
         self._change: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stopping = False
@@ -187,19 +232,82 @@ class BackgroundDelivery:
 
     # -- what the pipeline uses -------------------------------------------------------------
 
-    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
-        """Commit ``entries`` and wake the claim loop."""
-        outcomes = await self.queue.enqueue(entries)
-        self.wake()
+    async def enqueue(
+        self,
+        entries: Sequence[NewEntry],
+        *,
+        try_now: bool = False,
+        decision: Send | None = None,
+    ) -> list[EnqueueOutcome]:
+        """Commit ``entries``; wake the claim loop for those left pending. Returns once the
+        commit did: only then may a caller say ``QUEUED``.
+
+        ``try_now`` (WAIT mode): an entry that is its customer's only one is committed already
+        claimed, and its first try starts here at once, without a trip through the claim
+        loop and a second commit. Its waiter (registered before) gets the outcome as usual.
+        With one entry and its ``decision``, on a file this process has alone, the try starts
+        even before the commit, so the send and the fsync overlap; the customer is held
+        meanwhile (``has_pending``), so nothing of theirs can overtake it.
+        """
+        if (
+            try_now
+            and decision is not None
+            and len(entries) == 1
+            and not self._shared
+            and not self._stopping
+            and not await self.has_pending(entries[0].ordering_key)
+        ):
+            return await self._enqueue_early(entries[0], decision)
+        outcomes = await self.queue.enqueue(entries, claim=try_now and not self._stopping)
+        pending = False
+        for outcome in outcomes:
+            if isinstance(outcome, Enqueued):
+                if outcome.claim is None:
+                    pending = True
+                elif not self._stopping:
+                    self._start(outcome.claim)
+                # else: shutdown began while it committed; stop() releases the claim, or the
+                # next start does, as for any claim of a stopped process.
+        if pending:
+            self.wake()
         return outcomes
+
+    async def _enqueue_early(self, entry: NewEntry, decision: Send) -> list[EnqueueOutcome]:
+        # Submitted now, before anything else of this loop turn, so its sequence number is
+        # below that of any later event of the customer.
+        committed = self.queue.enqueue_soon([entry], claim=True)
+        now = self._wall_clock()
+        provisional = QueuedEntry(
+            id=0,
+            message_id=entry.message_id,
+            ordering_key=entry.ordering_key,
+            bluecore_event=entry.bluecore_event,
+            payload=entry.payload,
+            enqueued_at=now,
+            event_time=entry.event_time,
+            attempts=entry.attempts,
+            next_due=now,
+            last_reason=entry.last_reason,
+            last_http_status=entry.last_http_status,
+            traceparent=entry.traceparent,
+        )
+        self._early_keys.add(entry.ordering_key)
+        waiter = self._waiters.get(entry.message_id)
+        if waiter is not None:
+            waiter.tried_before_commit = True
+        self._start(Claim(provisional, claim_id=0), _Early(committed, decision, entry.ordering_key))
+        # Shielded: the try goes on if the caller leaves, and it needs the commit's answer.
+        return await asyncio.shield(committed)
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether the customer has events waiting (or being sent) in the queue."""
+        if ordering_key in self._early_keys:
+            return True
         return await self.queue.has_pending(ordering_key)
 
     async def wait_for_key(self, ordering_key: str, respond_by: float) -> bool:
         """Wait until the customer has nothing queued; False if ``respond_by`` comes first."""
-        while await self.queue.has_pending(ordering_key):
+        while await self.has_pending(ordering_key):
             remaining = respond_by - self._clock()
             if remaining <= 0 or self._stopping:
                 return False  # out of time, or nothing more leaves the queue before a restart
@@ -245,14 +353,23 @@ class BackgroundDelivery:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            free = self._workers - len(self._tasks)
+            # Cleared first: a wake-up from here on ends the sleep below at once.
+            self._wake.clear()
+            # The pool bounds this loop's tries; the first tries of WAIT calls are bounded by
+            # the calls themselves and do not take its slots.
+            free = self._workers - self._looped
             pause = self._client.throttle.wait_time()
             if free <= 0 or pause > 0:
                 # A full pool waits for a finished try (it wakes us); a shared pause after a
                 # 429 holds background tries back like everyone else's.
                 await self._sleep(pause if pause > 0 else MAX_IDLE_SLEEP)
                 continue
-            self._wake.clear()
+            if not self.queue.may_have_due():
+                # Nothing pending (the tries of WAIT calls start without this loop): sleep
+                # until something is queued, put back or replayed, instead of asking the
+                # file after every finished try.
+                await self._sleep(MAX_IDLE_SLEEP)
+                continue
             try:
                 claims = await self.queue.claim_due(free, self._wall_clock())
             except StoreError as exc:
@@ -263,12 +380,22 @@ class BackgroundDelivery:
                 await self._sleep(1.0)
                 continue
             for claim in claims:
-                task = asyncio.create_task(self._run(claim), name="queue-try")
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
+                self._start(claim, looped=True)
             if claims:
                 continue
             await self._sleep(await self._idle_time())
+
+    def _start(self, claim: Claim, early: _Early | None = None, *, looped: bool = False) -> None:
+        task = asyncio.create_task(self._run(claim, early), name="queue-try")
+        self._tasks.add(task)
+        if looped:
+            self._looped += 1
+            task.add_done_callback(self._loop_try_done)
+        task.add_done_callback(self._done)
+
+    def _loop_try_done(self, task: asyncio.Task[None]) -> None:
+        self._looped -= 1
+        self._wake.set()  # a slot of the pool is free
 
     async def _idle_time(self) -> float:
         try:
@@ -281,7 +408,7 @@ class BackgroundDelivery:
         return min(longest, max(0.0, due - self._wall_clock()))
 
     async def _sleep(self, seconds: float) -> None:
-        if self._stopping or seconds <= 0:
+        if self._stopping or seconds <= 0 or self._wake.is_set():
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
@@ -292,7 +419,8 @@ class BackgroundDelivery:
 
     def _changed(self) -> None:
         """An entry left, or was put back: wake the claim loop and those waiting on a key."""
-        self._wake.set()
+        if self.queue.may_have_due():
+            self._wake.set()  # else nothing could be claimed: an enqueue wakes it
         if not self._change.done():
             self._change.set_result(None)
         self._change = asyncio.get_running_loop().create_future()
@@ -313,22 +441,36 @@ class BackgroundDelivery:
 
     # -- one try ---------------------------------------------------------------------------
 
-    async def _run(self, claim: Claim) -> None:
+    async def _run(self, claim: Claim, early: _Early | None = None) -> None:
+        try:
+            await self._run_try(claim, early)
+        finally:
+            if early is not None:
+                self._early_keys.discard(early.key)  # before _done wakes those waiting on it
+
+    async def _run_try(self, claim: Claim, early: _Early | None) -> None:
         entry = claim.entry
         waiter = self._waiters.get(entry.message_id)
-        parent = waiter.context if waiter is not None else otel_context.Context()
-        links = _links(entry.traceparent)
         started = self._clock()
-        with self._tracer.start_as_current_span(
-            BACKGROUND_SPAN, context=parent, links=links, record_exception=False
-        ) as span:
-            settled = await self._settled(claim, waiter)
+        span_scope: contextlib.AbstractContextManager[trace.Span]
+        if self._tracing:
+            parent = waiter.context if waiter is not None else otel_context.Context()
+            span_scope = self._tracer.start_as_current_span(
+                BACKGROUND_SPAN,
+                context=parent,
+                links=_links(entry.traceparent),
+                record_exception=False,
+            )
+        else:
+            # Tracing off: no span at all, as for the call itself (no context switching).
+            span_scope = contextlib.nullcontext(trace.INVALID_SPAN)
+        with span_scope as span:
+            settled = await self._settled(claim, waiter, early)
             if settled is None:
                 return
             result, kept = settled
-            ctx = span.get_span_context()
-            result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
-            result.latency.CopyFrom(_duration(self._clock() - started))
+            if waiter is None or not waiter.answered_early:
+                self._stamp(result, started)
             if span.is_recording():
                 span.set_attributes(_span_attributes(result, entry.attempts, self._redactor))
                 if result.status not in (
@@ -338,20 +480,40 @@ class BackgroundDelivery:
                     span.set_status(trace.StatusCode.ERROR, result.reason)
         if not kept:
             # The claim went stale (released at shutdown): the entry will be sent again, and
-            # this try's outcome is not the event's.
+            # this try's outcome is not the event's (a delivery answered early was made,
+            # and is made once more: at least once).
             self._count("stale")
             return
         self._count(_try_outcome(result))
-        if waiter is not None and not waiter.future.done():
-            self.unregister(entry.message_id, waiter)
-            waiter.future.set_result(result)
+        if waiter is not None and waiter.answered_early:
             return
+        if waiter is not None:
+            self._hand(waiter, claim, result)
+            if waiter.answered_early:
+                return
+        # Nobody waits (any more): the outcome is a background one.
         self._bus.publish(result)
         if self._observer is not None:
             self._observer.on_outcome(result, False)
 
+    def _stamp(self, result: DeliveryResult, started: float) -> None:
+        """The try's trace id (its span is the current one) and its latency until now."""
+        if self._tracing:
+            ctx = trace.get_current_span().get_span_context()
+            result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
+        result.latency.CopyFrom(_duration(self._clock() - started))
+
+    async def _own(self, claim: Claim, early: _Early | None) -> Claim | None:
+        """The claim to settle: ``claim`` itself, or for an early try the one its enqueue
+        committed (None when it was not committed as this try's: full, duplicate, or behind
+        an entry of the customer that appeared meanwhile)."""
+        if early is None:
+            return claim
+        [outcome] = await early.committed
+        return outcome.claim if isinstance(outcome, Enqueued) else None
+
     async def _settled(
-        self, claim: Claim, waiter: Waiter | None
+        self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
     ) -> tuple[DeliveryResult, bool] | None:
         """Try the entry and record the outcome; None when the store could not record it.
 
@@ -360,7 +522,7 @@ class BackgroundDelivery:
         waits, safe on disk, for the release at the next start. The worker never dies of it.
         """
         try:
-            return await self._try(claim, waiter)
+            return await self._try(claim, waiter, early)
         except StoreError as exc:
             failure: Exception = exc
         except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the worker
@@ -370,6 +532,10 @@ class BackgroundDelivery:
             )
             outcome = SendOutcome(Verdict.RETRY, 0, 0, "INTERNAL_ERROR", type(exc).__name__)
             try:
+                owned = await self._own(claim, early)
+                if owned is None:
+                    return None  # not this try's entry: nothing to settle
+                claim = owned
                 return await self._settle_retry(claim, outcome, "")
             except StoreError as again:
                 failure = again
@@ -388,10 +554,21 @@ class BackgroundDelivery:
         self._count("store_error")
         return None
 
-    async def _try(self, claim: Claim, waiter: Waiter | None) -> tuple[DeliveryResult, bool]:
+    async def _try(
+        self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
+    ) -> tuple[DeliveryResult, bool]:
         entry = claim.entry
-        event = delivery_pb2.DataflyEvent.FromString(entry.payload)
         now = self._wall_clock()
+        if early is not None and now <= entry.event_time + self._max_age:
+            return await self._try_early(claim, waiter, early)
+        if early is not None:
+            owned = await self._own(claim, early)
+            if owned is None:
+                unsent = self._unowned(claim, early)
+                self._hand(waiter, claim, unsent)  # a call waiting on it need not wait on
+                return unsent, False
+            claim = owned
+        event = delivery_pb2.DataflyEvent.FromString(entry.payload)
         if now > entry.event_time + self._max_age:
             return await self._dead(claim, sk.EXPIRED, _expired_detail(self._max_age), event=event)
         # The current rules and settings decide again: what changed since it was queued
@@ -403,37 +580,132 @@ class BackgroundDelivery:
             reason = sk.EXPIRED if decision.reason == sk.STALE_EVENT else decision.reason
             detail = _expired_detail(self._max_age) if reason == sk.EXPIRED else decision.detail
             return await self._dead(claim, reason, detail, event=event, skip=decision)
+        outcome = await self._send(decision, waiter)
+        return await self._settle(claim, waiter, decision, outcome)
+
+    async def _try_early(
+        self, claim: Claim, waiter: Waiter | None, early: _Early
+    ) -> tuple[DeliveryResult, bool]:
+        """Send while the enqueue commits, then settle the claim that commit made."""
+        outcome = await self._send(early.decision, waiter)
+        owned = await self._own(claim, early)
+        if owned is None:
+            result = self._sent_result(claim, early.decision, outcome)
+            if outcome.verdict is Verdict.DELIVERED:
+                await self._remember(result)
+            self._hand(waiter, claim, self._unowned(claim, early, result))
+            return result, False
+        return await self._settle(owned, waiter, early.decision, outcome)
+
+    async def _send(self, decision: Send, waiter: Waiter | None) -> SendOutcome:
         now_mono = self._clock()
         deadline = now_mono + self._try_budget
         if waiter is not None:
             # The outcome must still be committed and handed over before the call answers.
             left = waiter.respond_by - now_mono
             deadline = min(deadline, waiter.respond_by - deadline_margin(left))
+        if len(decision.requests) == 1:
+            return await self._client.send(decision.requests[0].body, deadline)
         outcomes = await asyncio.gather(
             *(self._client.send(request.body, deadline) for request in decision.requests)
         )
         outcome = _combine(list(outcomes))
-        if len(outcomes) > 1:
-            accepted = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
-            outcome = dataclasses.replace(
-                outcome,
-                attempts=sum(o.attempts for o in outcomes),
-                detail=f"{accepted} of {len(outcomes)} requests accepted; {outcome.detail}",
+        accepted = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
+        return dataclasses.replace(
+            outcome,
+            attempts=sum(o.attempts for o in outcomes),
+            detail=f"{accepted} of {len(outcomes)} requests accepted; {outcome.detail}",
+        )
+
+    def _sent_result(self, claim: Claim, decision: Send, outcome: SendOutcome) -> DeliveryResult:
+        """The outcome of a send whose entry is not this try's to settle."""
+        status = {
+            Verdict.DELIVERED: Status.DELIVERY_STATUS_DELIVERED,
+            Verdict.PERMANENT: Status.DELIVERY_STATUS_FAILED_PERMANENT,
+            Verdict.RETRY: Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+        }[outcome.verdict]
+        return self._result(
+            claim,
+            status=status,
+            outcome=outcome,
+            label=decision.datafly_event,
+            reason=outcome.reason,
+            detail=outcome.detail,
+        )
+
+    def _unowned(
+        self, claim: Claim, early: _Early, result: DeliveryResult | None = None
+    ) -> DeliveryResult:
+        if result is None:
+            result = self._result(
+                claim,
+                status=Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+                outcome=SendOutcome(Verdict.RETRY, 0, 0, "", ""),
+                label=early.decision.datafly_event,
+                reason="",
+                detail="not tried: the entry was not committed for this try",
             )
+        return result
+
+    def _hand(self, waiter: Waiter | None, claim: Claim, result: DeliveryResult) -> None:
+        """Give a waiting call ``result`` now; the try publishes nothing of its own then. A
+        call that left (unregistered) gets nothing: the try publishes its outcome instead."""
+        message_id = claim.entry.message_id
+        if (
+            waiter is not None
+            and not waiter.future.done()
+            and self._waiters.get(message_id) is waiter
+        ):
+            waiter.answered_early = True
+            self.unregister(message_id, waiter)
+            waiter.future.set_result(result)
+
+    async def _remember(self, result: DeliveryResult) -> None:
+        """A delivery without an entry to complete: the store still learns its id."""
+        record = DedupRecord(
+            result.message_id,
+            "delivered",
+            result.bluecore_event,
+            result.attempts,
+            result.http_status,
+            self._wall_clock(),
+        )
+        try:
+            await self.queue.remember(record)
+        except StoreError as exc:
+            _log.warning(
+                "could not record a delivered message id in the durable queue",
+                extra={"fields": {"error_type": type(exc).__name__}},
+            )
+
+    async def _settle(
+        self,
+        claim: Claim,
+        waiter: Waiter | None,
+        decision: Send,
+        outcome: SendOutcome,
+    ) -> tuple[DeliveryResult, bool]:
         label = decision.datafly_event
         if outcome.verdict is Verdict.DELIVERED:
-            kept = await self.queue.complete(
-                claim, attempts=outcome.attempts, http_status=outcome.http_status
-            )
-            self._changed()
-            return self._result(
+            result = self._result(
                 claim,
                 status=Status.DELIVERY_STATUS_DELIVERED,
                 outcome=outcome,
                 label=label,
                 reason="",
                 detail=outcome.detail,
-            ), kept
+            )
+            if waiter is not None and not waiter.future.done():
+                # Bluecore has it: the call may say DELIVERED before the completion commits.
+                # A crash in between leaves the entry claimed, and it is sent again after the
+                # restart (at least once); nothing said QUEUED or DELIVERED untruly. The
+                # call stamps its own latency and trace id on its copy.
+                self._hand(waiter, claim, result)
+            kept = await self.queue.complete(
+                claim, attempts=outcome.attempts, http_status=outcome.http_status
+            )
+            self._changed()
+            return result, kept
         if outcome.verdict is Verdict.PERMANENT:
             reason = sk.AUTH if outcome.http_status in _AUTH_STATUSES else outcome.reason
             return await self._dead(claim, reason, outcome.detail, outcome=outcome, label=label)

@@ -25,7 +25,7 @@ from opentelemetry import trace
 
 from . import results
 from . import skip as sk
-from .background import BackgroundDelivery, traceparent_of
+from .background import BackgroundDelivery, Waiter, traceparent_of
 from .decision import (
     DEFAULT_MAX_EVENT_BYTES,
     MAX_MESSAGE_ID_LENGTH,
@@ -413,13 +413,22 @@ class Deliverer:
             ordering_key=key,
             bluecore_event=decision.bluecore_event,
             payload=event.SerializeToString(),
-            event_time=event.timestamp.ToDatetime(UTC).timestamp()
+            event_time=event.timestamp.seconds + event.timestamp.nanos / 1e9
             if event.HasField("timestamp")
             else now.timestamp(),
-            traceparent=traceparent_of(trace.get_current_span()),
+            # Tracing off: no span is current, and the traceparent would be empty anyway.
+            traceparent=traceparent_of(trace.get_current_span()) if self._tracing else "",
         )
         try:
-            [outcome] = await background.enqueue([entry])
+            [outcome] = await background.enqueue(
+                [entry], try_now=waiter is not None, decision=decision
+            )
+            if isinstance(outcome, QueueFull) and waiter is not None and waiter.tried_before_commit:
+                # Its first try may have started before the commit failed: if that try was
+                # delivered, the answer says so.
+                sent = await _first_try(waiter, respond_by - self._clock())
+                if sent is not None and sent.status == Status.DELIVERY_STATUS_DELIVERED:
+                    return self._stamp(_copy(sent, decision.datafly_event), started, trace_id)
             if isinstance(outcome, QueueFull):
                 result = _result(
                     event,
@@ -449,10 +458,7 @@ class Deliverer:
                 except TimeoutError:
                     waited_out = True
             if first is not None:
-                shared = DeliveryResult()
-                shared.CopyFrom(first)
-                shared.datafly_event = decision.datafly_event
-                return self._stamp(shared, started, trace_id)
+                return self._stamp(_copy(first, decision.datafly_event), started, trace_id)
             detail = "committed to the durable queue; delivered in the background"
             if behind:
                 detail += ", after the earlier queued events of this customer"
@@ -536,6 +542,22 @@ class Deliverer:
         _set_duration(result.latency, self._clock() - started)
         result.trace_id = trace_id
         return result
+
+
+async def _first_try(waiter: Waiter, timeout: float) -> DeliveryResult | None:
+    """The outcome of the first try, if one was made and ends within ``timeout``."""
+    try:
+        return await waiter.wait(timeout)
+    except TimeoutError:
+        return None
+
+
+def _copy(result: DeliveryResult, datafly_event: str) -> DeliveryResult:
+    """A background try's result as this call's answer (the try's object stays its own)."""
+    answer = DeliveryResult()
+    answer.CopyFrom(result)
+    answer.datafly_event = datafly_event
+    return answer
 
 
 def _ordering_key(decision: Send) -> str:

@@ -135,9 +135,15 @@ class DedupRecord:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Enqueued:
-    """The entry is committed to disk."""
+    """The entry is committed to disk.
+
+    ``claim`` is set when the caller asked to try the entry itself (``enqueue(claim=True)``)
+    and the entry was its key's only live one: it was committed already claimed by this
+    process, and the caller sends it and settles the claim like a worker.
+    """
 
     id: int
+    claim: Claim | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -218,6 +224,9 @@ class QueueStats:
     dead_letters: dict[str, int]
     """Dead letters by reason."""
     commits: int
+    """Transactions committed since the queue was opened (each one fsync with FULL)."""
+    operations: int = 0
+    """Write operations committed since open; ``operations / commits`` is the group size."""
 
 
 class StoreError(Exception):
@@ -239,8 +248,20 @@ class StoreUnavailable(StoreError):
 class EventQueue(Protocol):
     """Queued events, in order per ordering key."""
 
-    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
-        """Commit ``entries``; one outcome each, in order. Never raises for a full disk."""
+    async def enqueue(
+        self, entries: Sequence[NewEntry], *, claim: bool = False
+    ) -> list[EnqueueOutcome]:
+        """Commit ``entries``; one outcome each, in order. Never raises for a full disk.
+
+        ``claim=True``: an entry whose key has nothing else live is committed claimed by the
+        caller, in the same transaction (:attr:`Enqueued.claim`)."""
+        ...
+
+    def enqueue_soon(
+        self, entries: Sequence[NewEntry], *, claim: bool = False
+    ) -> asyncio.Future[list[EnqueueOutcome]]:
+        """:meth:`enqueue`, submitted before this call returns (so ahead of anything queued
+        after it), answered by the returned future."""
         ...
 
     async def claim_due(self, limit: int, now: float | None = None) -> list[Claim]:
@@ -273,6 +294,11 @@ class EventQueue(Protocol):
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether the key has a pending or claimed entry, so a direct send must wait."""
+        ...
+
+    def may_have_due(self) -> bool:
+        """False only when the queue knows it holds no pending entry (claim_due would return
+        nothing before the next enqueue, reschedule, replay or release)."""
         ...
 
     async def stats(self, now: float | None = None) -> QueueStats:
@@ -445,6 +471,9 @@ MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
 }
 #: A shared opener waits this long for another opener's start-up repairs (seconds).
 _SHARED_WAIT: Final = 30.0
+#: How long a write nobody waits on (a completion) may wait for company before it is sent to
+#: the writer alone (seconds): it usually joins the next batch sooner.
+_LAZY_FLUSH: Final = 0.002
 #: In shared mode, how stale the depth and byte totals behind the limits may get (seconds).
 _TOTALS_MAX_AGE: Final = 2.0
 
@@ -532,13 +561,43 @@ class _Tx:
 @dataclasses.dataclass(slots=True)
 class _Op:
     fn: Callable[[sqlite3.Connection, _Tx], Any]
-    future: concurrent.futures.Future[Any]
+    future: asyncio.Future[Any]
+    """Created on the caller's loop; only that loop sets it (see ``_post``)."""
+    loop: asyncio.AbstractEventLoop
     write: bool
     on_error: Callable[[sqlite3.Error], Any] | None = None
     """Turns a SQLite error into a result (enqueue answers QueueFull); None raises."""
+    answered: bool = False
 
 
 _STOP: Final = object()
+
+
+@dataclasses.dataclass(slots=True)
+class _Job:
+    """Write operations already run on the event loop, for the writer thread to COMMIT, and
+    the reads to run after it; the thread then gives the connection back (``release``)."""
+
+    done: list[tuple[_Op, Any, _Tx]]
+    reads: list[_Op]
+    release: Callable[[], None]
+    loop: asyncio.AbstractEventLoop
+
+
+def _resolve(
+    answers: list[tuple[_Op, BaseException | None, Any]], then: Callable[[], None] | None = None
+) -> None:
+    """On the callers' loop: set each future (one a caller cancelled meanwhile is left), then
+    call ``then`` (the writer thread gives the connection back)."""
+    for op, exc, value in answers:
+        if op.future.done():
+            continue
+        if exc is not None:
+            op.future.set_exception(exc)
+        else:
+            op.future.set_result(value)
+    if then is not None:
+        then()
 
 
 class SqliteQueue:
@@ -576,7 +635,22 @@ class SqliteQueue:
         self._synchronous = synchronous
         self._clock = clock
         self._max_group = max_group
-        self._ops: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        # Operations go to the writer thread a loop turn's worth at a time (one list per
+        # turn, see _submit), and its answers come back one call_soon_threadsafe per batch.
+        self._ops: queue.SimpleQueue[list[_Op] | _Job | object] = queue.SimpleQueue()
+        # Not shared: the event loop runs the statements of a batch itself and hands only the
+        # COMMIT (the fsync) to the thread, which owns the connection until it gives it back.
+        self._thread_owns = False
+        self._outbox: list[_Op] = []
+        self._ops_later: list[_Job] = []
+        self._flush_due = False  # a _flush is scheduled with call_soon
+        self._lazy_timer: asyncio.TimerHandle | None = None
+        # Keys given a live entry by the open transaction (their counts change at COMMIT).
+        self._tx_keys: set[str] = set()
+        self._answers: list[tuple[_Op, BaseException | None, Any]] = []
+        # A second connection, used on the event loop for dedup lookups: in WAL mode it reads
+        # the last committed state without waiting for the writer's transaction and fsync.
+        self._reader: sqlite3.Connection | None = None
         self._opened: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, name="queue-writer", daemon=True)
         self._conn: sqlite3.Connection | None = None
@@ -590,7 +664,9 @@ class SqliteQueue:
         self._depth = 0
         self._bytes = 0
         self._seq = 0
+        self._pending = 0
         self._commits = 0
+        self._operations = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -638,13 +714,31 @@ class SqliteQueue:
         except BaseException:
             await store.close()
             raise
+        store._open_reader()
         return store
+
+    def _open_reader(self) -> None:
+        try:
+            # timeout=0: a reader that would have to wait hands the lookup to the writer
+            # thread instead of blocking the event loop.
+            reader = sqlite3.connect(
+                self.path, isolation_level=None, timeout=0.0, check_same_thread=False
+            )
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
+            _log.warning("durable queue %s: lookups go through the writer (%s)", self.path, exc)
+            return
+        self._reader = reader
 
     async def close(self) -> None:
         """Stop the writer thread after the operations already submitted; idempotent."""
         if not self._closed:
             self._closed = True
             self._claiming = False
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()  # first, so that the writer's close checkpoints the file
+            self._flush()
             self._ops.put(_STOP)
         await asyncio.to_thread(self._thread.join)
 
@@ -657,6 +751,11 @@ class SqliteQueue:
         """Transactions committed since open (the group-commit counter)."""
         return self._commits
 
+    def may_have_due(self) -> bool:
+        """False when this process knows no entry is pending; always True for a shared file,
+        whose other processes queue and put back entries unseen."""
+        return self._shared or self._pending > 0
+
     # -- submitting work to the writer thread ----------------------------------------------
 
     async def _submit(
@@ -665,12 +764,93 @@ class SqliteQueue:
         *,
         write: bool,
         on_error: Callable[[sqlite3.Error], T] | None = None,
+        lazy: bool = False,
     ) -> T:
+        return await self._submit_soon(fn, write=write, on_error=on_error, lazy=lazy)
+
+    def _submit_soon(
+        self,
+        fn: Callable[[sqlite3.Connection, _Tx], T],
+        *,
+        write: bool,
+        on_error: Callable[[sqlite3.Error], T] | None = None,
+        lazy: bool = False,
+    ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._ops.put(_Op(fn, future, write, on_error))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._outbox.append(_Op(fn, future, loop, write, on_error))
+        if lazy:
+            # Nobody waits for it to answer a call: it rides along with the next batch, or
+            # goes alone a moment later, instead of paying a commit cycle of its own.
+            if not self._flush_due and self._lazy_timer is None:
+                self._lazy_timer = loop.call_later(_LAZY_FLUSH, self._flush)
+        elif not self._flush_due:
+            # Whatever else this loop turn submits travels with it: one hand-off per turn.
+            self._flush_due = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        if not self._outbox:
+            return
+        if self._shared or self._closed:
+            # Shared: BEGIN may wait for another process's transaction, which must not block
+            # the event loop, so the thread does all. Closing: the thread takes what is left.
+            ops, self._outbox = self._outbox, []
+            self._ops.put(ops)
+            return
+        if self._thread_owns:
+            return  # a COMMIT is in flight: what arrives meanwhile goes in the next one
+        ops = self._outbox[: self._max_group]
+        del self._outbox[: self._max_group]
+        live = [op for op in ops if not op.future.cancelled()]
+        writes = [op for op in live if op.write]
+        reads = [op for op in live if not op.write]
+        if not live:
+            self._flush()
+            return
+        conn = self._conn
+        done = self._run_plainly(conn, writes) if conn is not None and writes else []
+        self._thread_owns = True
+        if done is None:
+            self._ops.put(live)  # something failed: the thread's careful path isolates it
+            self._ops.put(_Job([], [], self._released, live[0].loop))
+        else:
+            self._ops.put(_Job(done, reads, self._released, live[0].loop))
+
+    def _released(self) -> None:
+        """On the loop: the thread gave the connection back; start the next batch."""
+        self._thread_owns = False
+        self._flush()
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _answer(self, op: _Op, value: Any = None, exc: BaseException | None = None) -> None:
+        """Note ``op``'s answer; callers get the answers of a batch together (``_post``)."""
+        if not op.answered:
+            op.answered = True
+            self._answers.append((op, exc, value))
+
+    def _post(self, then: _Job | None = None) -> None:
+        """Hand the noted answers to their loops: one wake-up per loop, not one per op; a
+        job's ``release`` travels with its loop's answers."""
+        answers, self._answers = self._answers, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, BaseException | None, Any]]]
+        by_loop = {}
+        if then is not None:
+            by_loop[then.loop] = []
+        for answer in answers:
+            by_loop.setdefault(answer[0].loop, []).append(answer)
+        for loop, some in by_loop.items():
+            release = then.release if then is not None and loop is then.loop else None
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, some, release)
 
     def _run(self) -> None:
         try:
@@ -685,7 +865,10 @@ class SqliteQueue:
             first = self._ops.get()
             if first is _STOP:
                 break
-            batch: list[_Op] = [first] if isinstance(first, _Op) else []
+            if isinstance(first, _Job):
+                self._finish_job(first)
+                continue
+            batch: list[_Op] = list(first) if isinstance(first, list) else []
             while len(batch) < self._max_group:
                 try:
                     more = self._ops.get_nowait()
@@ -694,27 +877,52 @@ class SqliteQueue:
                 if more is _STOP:
                     stopping = True
                     break
-                if isinstance(more, _Op):
-                    batch.append(more)
+                if isinstance(more, _Job):
+                    self._ops_later.append(more)  # after this batch, in order
+                    break
+                if isinstance(more, list):
+                    batch.extend(more)
             # A caller cancelled before its turn: skip it, so nothing it did not see happens.
-            live = [op for op in batch if op.future.set_running_or_notify_cancel()]
+            live = [op for op in batch if not op.future.cancelled()]
             try:
                 self._execute(live)
             except Exception as exc:  # noqa: BLE001 - the writer must not die with callers waiting
                 _log.exception("the durable queue's writer failed a batch")
                 for op in live:
-                    if not op.future.done():
-                        op.future.set_exception(StoreUnavailable(f"the writer failed: {exc}"))
+                    self._answer(op, exc=StoreUnavailable(f"the writer failed: {exc}"))
+            self._post()
+            while self._ops_later:
+                self._finish_job(self._ops_later.pop(0))
         self._shut()
 
+    def _finish_job(self, job: _Job) -> None:
+        """COMMIT what the loop ran, run the reads, answer, and give the connection back."""
+        conn = self._conn
+        try:
+            if job.done and conn is not None:
+                self._commit(conn, job.done)
+            for op in job.reads:
+                self._run_read(op)
+        except Exception as exc:  # noqa: BLE001 - the writer must not die with callers waiting
+            _log.exception("the durable queue's writer failed a batch")
+            for op in [op for op, _, _ in job.done] + job.reads:
+                self._answer(op, exc=StoreUnavailable(f"the writer failed: {exc}"))
+        self._post(then=job)
+
     def _shut(self) -> None:
+        pending: list[object] = [*self._ops_later]
+        self._ops_later.clear()
         while True:
             try:
-                op = self._ops.get_nowait()
+                pending.append(self._ops.get_nowait())
             except queue.Empty:
                 break
-            if isinstance(op, _Op) and op.future.set_running_or_notify_cancel():
-                op.future.set_exception(StoreClosed("the durable queue is closed"))
+        for item in pending:
+            ops = [op for op, _, _ in item.done] + item.reads if isinstance(item, _Job) else item
+            if isinstance(ops, list):
+                for op in ops:
+                    self._answer(op, exc=StoreClosed("the durable queue is closed"))
+        self._post()
         if self._conn is not None:
             try:
                 self._conn.close()
@@ -734,6 +942,7 @@ class SqliteQueue:
         writes = [op for op in batch if op.write]
         if writes:
             self._execute_writes(writes)
+            self._post()  # writers need not wait for the reads behind them
         for op in batch:
             if not op.write:
                 self._run_read(op)
@@ -741,21 +950,20 @@ class SqliteQueue:
     def _run_read(self, op: _Op) -> None:
         conn = self._conn
         if conn is None:
-            op.future.set_exception(StoreClosed("the durable queue is not open"))
+            self._answer(op, exc=StoreClosed("the durable queue is not open"))
             return
         try:
-            op.future.set_result(op.fn(conn, _Tx(self._depth, self._bytes)))
+            self._answer(op, op.fn(conn, _Tx(self._depth, self._bytes)))
         except Exception as exc:  # noqa: BLE001 - handed to the caller's future
             self._fail(op, exc)
 
-    @staticmethod
-    def _fail(op: _Op, exc: Exception) -> None:
+    def _fail(self, op: _Op, exc: Exception) -> None:
         if not isinstance(exc, sqlite3.Error):
-            op.future.set_exception(exc)
+            self._answer(op, exc=exc)
         elif op.on_error is not None:
-            op.future.set_result(op.on_error(exc))
+            self._answer(op, op.on_error(exc))
         else:
-            op.future.set_exception(StoreUnavailable(f"the durable queue failed: {exc}"))
+            self._answer(op, exc=StoreUnavailable(f"the durable queue failed: {exc}"))
 
     def _execute_writes(self, writes: list[_Op]) -> None:
         """Run ``writes`` in one transaction, each inside its own savepoint; then COMMIT once.
@@ -768,7 +976,9 @@ class SqliteQueue:
         conn = self._conn
         if conn is None:
             for op in writes:
-                op.future.set_exception(StoreClosed("the durable queue is not open"))
+                self._answer(op, exc=StoreClosed("the durable queue is not open"))
+            return
+        if self._execute_plainly(conn, writes):
             return
         todo = collections.deque(writes)
         done: list[tuple[_Op, Any, _Tx]] = []
@@ -777,6 +987,7 @@ class SqliteQueue:
             if not conn.in_transaction:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
+                    self._tx_keys.clear()
                     if self._shared:
                         self._refresh_totals(conn)
                 except sqlite3.Error as exc:
@@ -809,6 +1020,43 @@ class SqliteQueue:
         if done or conn.in_transaction:
             self._commit(conn, done)
 
+    def _execute_plainly(self, conn: sqlite3.Connection, writes: list[_Op]) -> bool:
+        """The common case: every operation succeeds, so none needs a savepoint of its own
+        (two statements, and two hand-offs of the GIL, fewer per operation). On the first
+        failure nothing of the batch is answered, and False sends it down the careful path,
+        which isolates the failing operation."""
+        done = self._run_plainly(conn, writes)
+        if done is None:
+            return False
+        self._commit(conn, done)
+        return True
+
+    def _run_plainly(
+        self, conn: sqlite3.Connection, writes: list[_Op]
+    ) -> list[tuple[_Op, Any, _Tx]] | None:
+        """Run ``writes`` in one open transaction, without savepoints; None (rolled back)
+        when one fails."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._tx_keys.clear()
+            if self._shared:
+                self._refresh_totals(conn)
+        except sqlite3.Error:
+            self._rollback(conn)
+            return None
+        depth, nbytes = self._totals()
+        done: list[tuple[_Op, Any, _Tx]] = []
+        for op in writes:
+            tx = _Tx(depth, nbytes)
+            try:
+                result = op.fn(conn, tx)
+            except Exception:  # noqa: BLE001 - the careful path runs it again and answers
+                self._rollback(conn)
+                return None
+            depth, nbytes = tx.depth, tx.nbytes
+            done.append((op, result, tx))
+        return done
+
     def _totals(self) -> tuple[int, int]:
         return self._depth, self._bytes
 
@@ -822,6 +1070,7 @@ class SqliteQueue:
                 self._fail(op, exc)
             return
         self._commits += 1
+        self._operations += len(done)
         with self._lock:
             if done:
                 self._depth, self._bytes = done[-1][2].depth, done[-1][2].nbytes
@@ -829,7 +1078,7 @@ class SqliteQueue:
                 for effect in tx.effects:
                     effect()
         for op, result, _ in done:
-            op.future.set_result(result)
+            self._answer(op, result)
 
     @staticmethod
     def _undo_op(conn: sqlite3.Connection) -> bool:
@@ -868,7 +1117,10 @@ class SqliteQueue:
                 why,
                 aside.name,
             )
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        # Not shared, the event loop runs statements on it too, never while this thread does.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=5.0, check_same_thread=False
+        )
         self._conn = conn
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -887,6 +1139,8 @@ class SqliteQueue:
         else:
             if released:
                 _log.info("durable queue: %d claimed entries made pending again", released)
+                with self._lock:
+                    self._pending += released
         if self._shared and alone and self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)  # repairs done: let the others in
 
@@ -1077,30 +1331,50 @@ class SqliteQueue:
         ):
             live[key] = count
         (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
+        (pending,) = conn.execute("SELECT COUNT(*) FROM entries WHERE state = 0").fetchone()
         with self._lock:
             self._depth, self._bytes, self._live, self._seq = depth, nbytes, live, seq
+            self._pending = pending
 
-    def _release(self, conn: sqlite3.Connection) -> int:
-        return conn.execute(
+    def _release(self, conn: sqlite3.Connection, tx: _Tx) -> int:
+        released = conn.execute(
             "UPDATE entries SET state = 0 WHERE state = 1 AND claim_owner = ?", (self._owner,)
         ).rowcount
+        tx.effects.append(functools.partial(self._note_pending, released))
+        return released
 
     # -- EventQueue --------------------------------------------------------------------------
 
-    async def enqueue(self, entries: Sequence[NewEntry]) -> list[EnqueueOutcome]:
+    async def enqueue(
+        self, entries: Sequence[NewEntry], *, claim: bool = False
+    ) -> list[EnqueueOutcome]:
         """Commit ``entries`` in one group commit; one outcome each, in order.
 
         An entry whose message id is queued, or was delivered within the window, is a
         :class:`Duplicate`; one past the count or byte limit, or refused by SQLite (disk full,
         read-only, I/O error) is :class:`QueueFull`. Only :class:`Enqueued` is on disk.
+
+        With ``claim=True`` (a caller about to try the event itself), an entry that is the
+        only live one of its key is written already claimed by this process, so it needs no
+        second transaction to be claimed; its :attr:`Enqueued.claim` is set. An entry behind
+        others of its key is written pending, as without ``claim``, and waits its turn.
         """
+        return await self.enqueue_soon(entries, claim=claim)
+
+    def enqueue_soon(
+        self, entries: Sequence[NewEntry], *, claim: bool = False
+    ) -> asyncio.Future[list[EnqueueOutcome]]:
+        """:meth:`enqueue`, in the writer's line before this returns; await the future."""
         batch = tuple(entries)
+        loop = asyncio.get_running_loop()
         if not batch:
-            return []
+            done: asyncio.Future[list[EnqueueOutcome]] = loop.create_future()
+            done.set_result([])
+            return done
         now = self._clock()
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> list[EnqueueOutcome]:
-            return [self._enqueue_one(conn, tx, entry, now) for entry in batch]
+            return [self._enqueue_one(conn, tx, entry, now, claim) for entry in batch]
 
         def refused(exc: sqlite3.Error) -> list[EnqueueOutcome]:
             cause = _cause(exc)
@@ -1109,10 +1383,10 @@ class SqliteQueue:
                 batch
             )
 
-        return await self._submit(run, write=True, on_error=refused)
+        return self._submit_soon(run, write=True, on_error=refused)
 
     def _enqueue_one(
-        self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float
+        self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float, claim: bool
     ) -> EnqueueOutcome:
         known = self._lookup_db(conn, entry.message_id, now)
         if known is not None:
@@ -1125,12 +1399,18 @@ class SqliteQueue:
         # Only grows: a rolled-back number is skipped, never reused out of order.
         self._seq = self._next_seq(conn, entry.ordering_key)
         due = now if entry.next_due is None else entry.next_due
+        # Claimed at once only as the key's head (nothing else live, in this transaction's
+        # view, which includes other processes' commits), and only while claiming runs.
+        claimed = claim and self._claiming and due <= now and self._alone(conn, entry.ordering_key)
+        self._tx_keys.add(entry.ordering_key)
         row_id = conn.execute(
             "INSERT INTO entries (seq, state, message_id, ordering_key, bluecore_event, payload,"
             " enqueued_at, event_time, attempts, next_due, last_reason, last_http_status,"
-            " traceparent) VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " traceparent, claim_id, claim_owner)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self._seq,
+                CLAIMED if claimed else PENDING,
                 entry.message_id,
                 entry.ordering_key,
                 entry.bluecore_event,
@@ -1142,6 +1422,8 @@ class SqliteQueue:
                 entry.last_reason,
                 entry.last_http_status,
                 entry.traceparent,
+                1 if claimed else 0,
+                self._owner if claimed else NO_OWNER,
             ),
         ).lastrowid
         assert row_id is not None
@@ -1153,7 +1435,38 @@ class SqliteQueue:
         key = entry.ordering_key
         tx.effects.append(lambda: self._note_live(key, +1))
         tx.effects.append(lambda: self._cache(record))
-        return Enqueued(row_id)
+        if not claimed:
+            tx.effects.append(self._note_pending)
+            return Enqueued(row_id)
+        stored = QueuedEntry(
+            id=row_id,
+            message_id=entry.message_id,
+            ordering_key=key,
+            bluecore_event=entry.bluecore_event,
+            payload=entry.payload,
+            enqueued_at=now,
+            event_time=entry.event_time,
+            attempts=entry.attempts,
+            next_due=due,
+            last_reason=entry.last_reason,
+            last_http_status=entry.last_http_status,
+            traceparent=entry.traceparent,
+        )
+        return Enqueued(row_id, Claim(stored, claim_id=1))
+
+    def _alone(self, conn: sqlite3.Connection, key: str) -> bool:
+        """Whether ``key`` has no live entry, as this transaction sees it.
+
+        A file this process has alone is answered from memory: the live counts as of the
+        last COMMIT, plus the keys this transaction has added since its BEGIN.
+        """
+        if not self._shared:
+            with self._lock:
+                return self._live[key] == 0 and key not in self._tx_keys
+        rows = conn.execute(
+            "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1", (key,)
+        ).fetchall()
+        return not rows
 
     def _next_seq(self, conn: sqlite3.Connection, key: str) -> int:
         """The next sequence number for ``key``: above this process's last one and, when the
@@ -1209,6 +1522,8 @@ class SqliteQueue:
                     (claim_id, self._owner, row[0]),
                 )
                 claims.append(Claim(_entry(row[:-1]), claim_id))
+            if claims:
+                tx.effects.append(functools.partial(self._note_pending, -len(claims)))
             return claims
 
         return await self._submit(run, write=True)
@@ -1237,7 +1552,7 @@ class SqliteQueue:
             tx.effects.append(lambda: self._cache(record))
             return True
 
-        return await self._submit(run, write=True)
+        return await self._submit(run, write=True, lazy=True)
 
     async def reschedule(
         self, claim: Claim, *, next_due: float, reason: str, http_status: int, attempts: int
@@ -1263,6 +1578,7 @@ class SqliteQueue:
                 entry.enqueued_at,
             )
             tx.effects.append(lambda: self._cache(record))
+            tx.effects.append(self._note_pending)
             return True
 
         return await self._submit(run, write=True)
@@ -1307,7 +1623,7 @@ class SqliteQueue:
         """Make this process's claimed entries pending again (shutdown).
 
         At every open, the claims of processes that are gone are released too."""
-        return await self._submit(lambda conn, tx: self._release(conn), write=True)
+        return await self._submit(self._release, write=True)
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether ``ordering_key`` has a pending or claimed entry (memory only, no I/O).
@@ -1319,13 +1635,17 @@ class SqliteQueue:
             with self._lock:
                 return self._live[ordering_key] > 0
 
-        def run(conn: sqlite3.Connection, tx: _Tx) -> bool:
-            row = conn.execute(
+        def run(conn: sqlite3.Connection, tx: _Tx | None = None) -> bool:
+            rows = conn.execute(
                 "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1",
                 (ordering_key,),
-            ).fetchone()
-            return row is not None
+            ).fetchall()
+            return bool(rows)
 
+        reader = self._reader
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error):  # busy: the writer thread answers
+                return run(reader)
         return await self._submit(run, write=False)
 
     async def stats(self, now: float | None = None) -> QueueStats:
@@ -1353,6 +1673,7 @@ class SqliteQueue:
                 oldest_pending_age=0.0 if oldest is None else max(0.0, at - oldest),
                 dead_letters=dead,
                 commits=self._commits,
+                operations=self._operations,
             )
 
         return await self._submit(run, write=False)
@@ -1379,7 +1700,10 @@ class SqliteQueue:
     async def lookup(self, message_id: str, now: float | None = None) -> DedupRecord | None:
         """The record of a queued id, or of one delivered within the window; else None.
 
-        Hits are answered from memory (an LRU of recent records); misses read the database.
+        Hits are answered from memory (an LRU of recent records); misses read the database,
+        through the reader connection on the caller's thread when it can (a point read of
+        committed state, no hand-off to the writer and no wait for its commit), else on the
+        writer thread.
         """
         at = self._clock() if now is None else now
         with self._lock:
@@ -1390,6 +1714,17 @@ class SqliteQueue:
         stale = self._shared and cached is not None and cached.state == "queued"
         if cached is not None and self._fresh(cached, at) and not stale:
             return cached
+        reader = self._reader
+        if reader is not None:
+            try:
+                found = self._lookup_db(reader, message_id, at)
+            except sqlite3.Error:
+                pass  # busy or failing: the writer thread answers (and waits, if it must)
+            else:
+                if found is not None:
+                    with self._lock:
+                        self._cache(found)
+                return found
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> DedupRecord | None:
             record = self._lookup_db(conn, message_id, at)
@@ -1406,19 +1741,20 @@ class SqliteQueue:
     def _lookup_db(
         self, conn: sqlite3.Connection, message_id: str, now: float
     ) -> DedupRecord | None:
-        row = conn.execute(
-            "SELECT bluecore_event, attempts, last_http_status, enqueued_at FROM entries"
-            " WHERE message_id = ? AND state < 2",
-            (message_id,),
-        ).fetchone()
-        if row is not None:
-            return DedupRecord(message_id, "queued", *row)
-        row = conn.execute(
-            "SELECT bluecore_event, attempts, http_status, delivered_at FROM delivered"
-            " WHERE message_id = ? AND delivered_at >= ?",
-            (message_id, now - self._window),
-        ).fetchone()
-        return None if row is None else DedupRecord(message_id, "delivered", *row)
+        # One statement (each one is a hand-off of the GIL); a queued row comes first.
+        # fetchall: the statement runs to its end, so no read transaction stays open.
+        rows = conn.execute(
+            "SELECT 0, bluecore_event, attempts, last_http_status, enqueued_at FROM entries"
+            " WHERE message_id = ? AND state < 2"
+            " UNION ALL SELECT 1, bluecore_event, attempts, http_status, delivered_at"
+            " FROM delivered WHERE message_id = ? AND delivered_at >= ?",
+            (message_id, message_id, now - self._window),
+        ).fetchall()
+        if not rows:
+            return None
+        kind, bluecore_event, attempts, http_status, at = min(rows)
+        state: Literal["queued", "delivered"] = "delivered" if kind else "queued"
+        return DedupRecord(message_id, state, bluecore_event, attempts, http_status, at)
 
     async def remember(self, record: DedupRecord) -> None:
         """Record a delivery made without the queue, so a restart still knows the id."""
@@ -1522,11 +1858,13 @@ class SqliteQueue:
                     (self._seq, at, row_id),
                 )
                 replayed += 1
+                self._tx_keys.add(key)
                 tx.depth += 1
                 tx.nbytes += size
                 record = DedupRecord(message_id, "queued", bluecore_event, 0, 0, enqueued_at)
                 tx.effects.append(functools.partial(self._note_live, key, +1))
                 tx.effects.append(functools.partial(self._cache, record))
+                tx.effects.append(self._note_pending)
             return ReplayResult(replayed, skipped)
 
         return await self._submit(run, write=True)
@@ -1542,6 +1880,9 @@ class SqliteQueue:
         return await self._submit(run, write=True)
 
     # -- in-memory fronts (called with the lock held) -----------------------------------------
+
+    def _note_pending(self, delta: int = 1) -> None:
+        self._pending += delta
 
     def _note_live(self, key: str, delta: int) -> None:
         count = self._live[key] + delta

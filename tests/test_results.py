@@ -122,5 +122,8 @@ async def test_a_huge_event_name_comes_back_cut_and_a_batch_of_them_fits_4_mib(
         reply = await stub.DeliverBatch(delivery_pb2.DeliverBatchRequest(events=events), timeout=60)
     assert [r.status for r in reply.results] == [Status.DELIVERY_STATUS_DELIVERED] * 120
     assert reply.ByteSize() < DEFAULT_CLIENT_RECEIVE_LIMIT
-    # Bluecore still got the full name: only the result is cut.
-    assert len(sandbox.received) == 121
+    # Bluecore got every event (only the result is cut). A try that outlives its timeout on a
+    # busy machine is sent again, and the results count it: never fewer requests than events,
+    # never more than the results' attempts add up to.
+    sent = one.result.attempts + sum(r.attempts for r in reply.results)
+    assert 121 <= len(sandbox.received) <= sent

@@ -101,6 +101,62 @@ async def test_deliver_continues_the_callers_trace_with_one_client_span_per_try(
     ]
 
 
+async def test_the_callers_tracestate_goes_to_bluecore_with_the_traceparent(
+    stub, sandbox, span_exporter
+):
+    """W3C trace context continues whole: a caller's ``tracestate`` rides along each try."""
+    await stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId="with-state")),
+        timeout=10,
+        metadata=(("traceparent", TRACEPARENT), ("tracestate", "vendor=abc,other=1")),
+    )
+    [attempt] = by_name(span_exporter, "POST")
+    [request] = sandbox.received
+    assert request.headers["traceparent"] == (
+        f"00-{CALLER_TRACE_ID}-{attempt.context.span_id:016x}-01"
+    )
+    assert request.headers["tracestate"] == "vendor=abc,other=1"
+    assert "baggage" not in request.headers
+
+
+async def test_tries_lost_to_a_dropped_connection_or_their_time_limit_are_error_spans(
+    sandbox, span_exporter
+):
+    """A try with no answer is a red CLIENT span naming the error's type, with no status code."""
+    settings = test_settings(sandbox.url)
+    settings = dataclasses.replace(
+        settings, retry=dataclasses.replace(settings.retry, attempt_timeout=0.3)
+    )
+    async with (
+        running_sidecar(settings, {}, span_exporter=span_exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        sandbox.reset_next(1)
+        reset = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="reset")), timeout=20
+        )
+        sandbox.delay(5.0, count=1)
+        slow = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="slow")), timeout=20
+        )
+    assert reset.result.status == slow.result.status == Status.DELIVERY_STATUS_DELIVERED
+    tries = {}
+    for deliver in by_name(span_exporter, "bluecore.deliver"):
+        tries[deliver.attributes["datafly.message_id"]] = children(span_exporter, deliver)
+    # A reset reads as either, depending on when aiohttp notices it.
+    expected = {"reset": {"ClientOSError", "ServerDisconnectedError"}, "slow": {"CancelledError"}}
+    for message_id, error_types in expected.items():
+        lost, accepted = tries[message_id]
+        assert lost.attributes["error.type"] in error_types
+        assert lost.status.status_code is StatusCode.ERROR
+        assert lost.status.description == lost.attributes["error.type"]
+        assert "http.response.status_code" not in lost.attributes
+        assert [s.attributes["http.request.resend_count"] for s in (lost, accepted)] == [0, 1]
+        assert accepted.attributes["http.response.status_code"] == 202
+        assert accepted.status.status_code is StatusCode.UNSET
+
+
 async def test_permanent_failure_marks_delivery_and_try_as_errors(stub, sandbox, span_exporter):
     """A 400 is one try, an ERROR CLIENT span and an ERROR delivery span with the reason."""
     sandbox.fail_next(1, 400)

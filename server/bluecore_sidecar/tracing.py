@@ -73,8 +73,10 @@ class ClientSpans:
         None when the try is not traced: inside a call the sampler dropped (every sampler
         we accept decides a child as it decided its parent), or when the sampler drops it.
         """
-        parent = trace.get_current_span().get_span_context()
-        if parent.is_valid and not parent.trace_flags.sampled:
+        parent = trace.get_current_span()
+        # A recording parent is sampled (no sampler we accept records without sampling); a
+        # valid one that does not record belongs to a call the sampler dropped.
+        if not parent.is_recording() and parent.get_span_context().is_valid:
             return None
         span = self._tracer.start_span(
             CLIENT_SPAN, kind=_CLIENT, attributes=self._attributes(attempt)

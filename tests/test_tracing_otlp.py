@@ -214,7 +214,7 @@ async def test_spans_reach_an_otlp_http_protobuf_collector_as_one_tree(sandbox, 
 def spans_of_every_shape() -> list[ReadableSpan]:
     """Finished SDK spans covering what an OTLP request can carry, over two resources."""
     exporter = InMemorySpanExporter()
-    limits = SpanLimits(max_span_attributes=12, max_events=2, max_links=1)
+    limits = SpanLimits(max_span_attributes=14, max_events=2, max_links=1)
     providers = [
         TracerProvider(
             resource=Resource({"service.name": "a", "n": 3, "f": 1.5}, schema_url="https://r"),
@@ -246,11 +246,13 @@ def spans_of_every_shape() -> list[ReadableSpan]:
         "texts": ("a", "b"),
         "ints": (1, -2),
         "long": "x" * 300,
+        "bytes": b"\x00\xff",
+        "mapping": {"nested": {"n": 1}, "list": ("x", 2.5), "none": None},
     }
     with ours.start_as_current_span(
         "server", context=caller, kind=trace.SpanKind.SERVER, attributes=values
     ) as server:
-        server.set_attributes({"twelfth": 1, "dropped": 2})  # over the limit of 12: counted
+        server.set_attributes({"fourteenth": 1, "dropped": 2})  # over the limit of 14: counted
         for n in range(3):  # one more than the limit
             server.add_event("retry.backoff", {"attempt": n, "delay_seconds": 0.25})
         with other.start_as_current_span(

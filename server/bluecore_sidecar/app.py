@@ -49,6 +49,7 @@ from .telemetry import (
     OutcomeRecorder,
     configure_tracing,
 )
+from .tracing import light_tracer
 from .transport import AiohttpTransport
 from .upstream import UpstreamClient
 
@@ -128,7 +129,7 @@ async def running_sidecar(
         if provider is not None:
             # Off the event loop: an exporter may wait on a collector for up to seconds.
             stack.push_async_callback(asyncio.to_thread, _flush, provider)
-        tracer = (provider or trace.NoOpTracerProvider()).get_tracer("bluecore_sidecar")
+        tracer = _tracer(provider)
         metrics = Metrics()
         # Opened before the session and closed after it: the workers' sends end first.
         queue = await _open_queue(stack, settings)
@@ -479,6 +480,13 @@ def _session(
     )
     stack.push_async_callback(session.close)
     return session
+
+
+def _tracer(provider: TracerProvider | None) -> trace.Tracer:
+    """The one tracer: the SDK's sampler, ids and processors, with lighter spans (tracing.py)."""
+    if provider is None:
+        return trace.NoOpTracer()
+    return light_tracer(provider.get_tracer("bluecore_sidecar"))
 
 
 def _flush(provider: TracerProvider) -> None:

@@ -14,13 +14,17 @@ export thread one of the largest costs of a traced delivery.
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import yarl
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.util.types import Attributes
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -117,6 +121,272 @@ class ClientSpans:
         if attempt == len(cached) + 1 and attempt <= 16:
             cached.append(attributes)
         return attributes
+
+
+# -- spans ---------------------------------------------------------------------------------
+
+
+class LightTracer(trace.Tracer):
+    """The SDK tracer's decisions, with spans that cost a fraction of the SDK's own.
+
+    Sampler, id generator, resource, instrumentation scope and span processors are the SDK
+    tracer's (``sdk_tracer``), so sampling, ids and export behave as configured by
+    ``OTEL_*``. What differs is the span while it is open: a :class:`RecordingSpan` keeps its
+    attributes in a plain dict, with no lock, no per-value validation and no bounded
+    containers, and becomes the SDK's ``ReadableSpan`` once, when it ends. That is sound here
+    because every span is opened, changed and ended on the event loop, and the sidecar's
+    attribute values are short strings, integers and booleans it makes itself. When span
+    limits bound attribute values (``OTEL_*ATTRIBUTE_VALUE_LENGTH_LIMIT``) or the tracer is
+    disabled, :func:`light_tracer` keeps the SDK's own spans.
+    """
+
+    def __init__(self, sdk_tracer: Any) -> None:
+        self._sampler = sdk_tracer.sampler
+        self._ids = sdk_tracer.id_generator
+        self._random_ids = bool(self._ids.is_trace_id_random())
+        self._processor = sdk_tracer.span_processor
+        self._sdk = sdk_tracer  # its resource is read at each end: the SDK may replace it
+        self._scope = sdk_tracer._instrumentation_scope
+
+    def start_span(  # noqa: PLR0917 - the API's signature
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+    ) -> trace.Span:
+        """A span as the SDK would start it: the sampler decides, ids come from the SDK's."""
+        current = trace.get_current_span(context).get_span_context()
+        links = links or ()
+        parent: trace.SpanContext | None = None
+        if current.is_valid:
+            parent = current
+            trace_id = current.trace_id
+            random_id = current.trace_flags.random_trace_id
+        else:
+            trace_id = self._ids.generate_trace_id()
+            random_id = self._random_ids
+        decision = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
+        if random_id:
+            flags = trace.TraceFlags(flags | trace.TraceFlags.RANDOM_TRACE_ID)
+        span_context = trace.SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=flags,
+            trace_state=decision.trace_state,
+        )
+        if not decision.decision.is_recording():
+            return trace.NonRecordingSpan(span_context)
+        span = RecordingSpan(
+            self,
+            name,
+            span_context,
+            parent,
+            kind,
+            dict(decision.attributes) if decision.attributes else {},
+            tuple(links),
+            start_time or time.time_ns(),
+        )
+        self._processor.on_start(span, parent_context=context)
+        return span
+
+    @contextlib.contextmanager  # the API's decorator is private; this one behaves the same
+    def start_as_current_span(  # type: ignore[override]  # noqa: PLR0917 - the API's signature
+        self,
+        name: str,
+        context: otel_context.Context | None = None,
+        kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = (),
+        start_time: int | None = None,
+        record_exception: bool = True,
+        set_status_on_exception: bool = True,
+        end_on_exit: bool = True,
+    ) -> Iterator[trace.Span]:
+        """:meth:`start_span`, made current for the block and ended after it."""
+        span = self.start_span(
+            name,
+            context,
+            kind,
+            attributes,
+            links,
+            start_time,
+            record_exception,
+            set_status_on_exception,
+        )
+        with trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as current:
+            yield current
+
+    def _finish(self, span: RecordingSpan, end_time: int) -> None:
+        from opentelemetry.sdk.trace import ReadableSpan  # noqa: PLC0415 - loaded with the SDK
+
+        self._processor.on_end(
+            ReadableSpan(
+                name=span.name,
+                context=span.context,
+                parent=span.parent,
+                resource=self._sdk.resource,
+                attributes=span.attributes,
+                events=tuple(span.events),
+                links=span.links,
+                kind=span.kind,
+                status=span.status,
+                start_time=span.start_time,
+                end_time=end_time,
+                instrumentation_scope=self._scope,
+            )
+        )
+
+
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_UNSET = trace.Status(trace.StatusCode.UNSET)
+
+
+class RecordingSpan(trace.Span):
+    """An open span of :class:`LightTracer`: plain fields until :meth:`end` hands it over."""
+
+    __slots__ = (
+        "attributes",
+        "context",
+        "ended",
+        "events",
+        "kind",
+        "links",
+        "name",
+        "parent",
+        "start_time",
+        "status",
+        "tracer",
+    )
+
+    def __init__(  # noqa: PLR0917 - the fields of one span
+        self,
+        tracer: LightTracer,
+        name: str,
+        context: trace.SpanContext,
+        parent: trace.SpanContext | None,
+        kind: trace.SpanKind,
+        attributes: dict[str, Any],
+        links: tuple[trace.Link, ...],
+        start_time: int,
+    ) -> None:
+        self.tracer = tracer
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = kind
+        self.attributes = attributes
+        self.links = links
+        self.start_time = start_time
+        self.events: list[Any] = []
+        self.status = _UNSET
+        self.ended = False
+
+    def get_span_context(self) -> trace.SpanContext:
+        """This span's context."""
+        return self.context
+
+    def is_recording(self) -> bool:
+        """True until the span ends."""
+        return not self.ended
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Add or replace attributes (ignored once ended, as the SDK does)."""
+        if not self.ended:
+            self.attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Add or replace one attribute (ignored once ended)."""
+        if not self.ended:
+            self.attributes[key] = value
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        """Record an event (the SDK's ``Event``: its attributes are bounded and checked)."""
+        if not self.ended:
+            from opentelemetry.sdk.trace import Event  # noqa: PLC0415 - loaded with the SDK
+
+            self.events.append(Event(name, attributes, timestamp))
+
+    def update_name(self, name: str) -> None:
+        """Rename the span (ignored once ended)."""
+        if not self.ended:
+            self.name = name
+
+    def set_status(
+        self, status: trace.Status | trace.StatusCode, description: str | None = None
+    ) -> None:
+        """The SDK's rules: UNSET changes nothing and OK is final."""
+        if self.ended or self.status.status_code is trace.StatusCode.OK:
+            return
+        if isinstance(status, trace.Status):
+            if status.status_code is not trace.StatusCode.UNSET:
+                self.status = status
+        elif status is not trace.StatusCode.UNSET:
+            self.status = trace.Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        """An ``exception`` event with the type only: texts and stacks can quote data."""
+        self.add_event(
+            "exception",
+            {"exception.type": type(exception).__qualname__, **dict(attributes or {})},
+            timestamp,
+        )
+
+    def end(self, end_time: int | None = None) -> None:
+        """End the span and hand it to the span processors (once)."""
+        if self.ended:
+            return
+        self.ended = True
+        self.tracer._finish(self, end_time or time.time_ns())
+
+
+def light_tracer(sdk_tracer: trace.Tracer) -> trace.Tracer:
+    """A :class:`LightTracer` over ``sdk_tracer``, or ``sdk_tracer`` where it cannot stand in.
+
+    The SDK's own spans stay when the tracer is not the SDK's, when it is disabled, or when
+    span limits bound attribute values (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
+    ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``): the light span does not apply them.
+    """
+    limits = getattr(sdk_tracer, "_span_limits", None)
+    enabled = getattr(sdk_tracer, "_is_enabled", None)
+    if (
+        limits is None
+        or getattr(limits, "max_span_attribute_length", None) is not None
+        or not callable(enabled)
+        or not enabled()
+        or not all(
+            hasattr(sdk_tracer, name)
+            for name in (
+                "sampler",
+                "id_generator",
+                "span_processor",
+                "resource",
+                "_instrumentation_scope",
+            )
+        )
+    ):
+        return sdk_tracer
+    return LightTracer(sdk_tracer)
 
 
 # -- OTLP encoding ---------------------------------------------------------------------------

@@ -147,6 +147,9 @@ class LightTracer(trace.Tracer):
         self._processor = sdk_tracer.span_processor
         self._sdk = sdk_tracer  # its resource is read at each end: the SDK may replace it
         self._scope = sdk_tracer._instrumentation_scope
+        from opentelemetry.sdk.trace import ReadableSpan  # noqa: PLC0415 - loaded with the SDK
+
+        self._readable = ReadableSpan
 
     def start_span(  # noqa: PLR0917 - the API's signature
         self,
@@ -159,9 +162,35 @@ class LightTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        """A span as the SDK would start it: the sampler decides, ids come from the SDK's."""
-        current = trace.get_current_span(context).get_span_context()
+        """A span as the SDK would start it: the sampler decides, ids come from the SDK's.
+
+        The child of a sampled span of ours is sampled without asking: every sampler the
+        sidecar accepts decides a child as it decided its parent (the ratio samplers look at
+        the trace id, which the child shares), so it carries the parent's flags and state.
+        """
+        current_span = trace.get_current_span(context)
+        current = current_span.get_span_context()
         links = links or ()
+        if type(current_span) is RecordingSpan and current.trace_flags.sampled and not links:
+            span_context = trace.SpanContext(
+                current.trace_id,
+                self._ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=current.trace_flags,
+                trace_state=current.trace_state,
+            )
+            span = RecordingSpan(
+                self,
+                name,
+                span_context,
+                current,
+                kind,
+                dict(attributes) if attributes else {},
+                (),
+                start_time or time.time_ns(),
+            )
+            self._processor.on_start(span, parent_context=context)
+            return span
         parent: trace.SpanContext | None = None
         if current.is_valid:
             parent = current
@@ -229,10 +258,8 @@ class LightTracer(trace.Tracer):
             yield current
 
     def _finish(self, span: RecordingSpan, end_time: int) -> None:
-        from opentelemetry.sdk.trace import ReadableSpan  # noqa: PLC0415 - loaded with the SDK
-
         self._processor.on_end(
-            ReadableSpan(
+            self._readable(
                 name=span.name,
                 context=span.context,
                 parent=span.parent,

@@ -245,8 +245,11 @@ async def test_send_with_a_bad_line_in_the_batch_exits_2_sending_nothing(
     assert sandbox.received == []
 
 
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "supervisor"])
 @pytest.mark.parametrize("variable", ["SIDECAR_GRPC_ADDRESS", "SIDECAR_OPS_ADDRESS"])
-def test_serve_on_an_address_in_use_stops_with_one_line_naming_the_variable(capsys, variable):
+def test_serve_on_an_address_in_use_stops_with_one_line_naming_the_variable(
+    capsys, variable, workers
+):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -256,6 +259,7 @@ def test_serve_on_an_address_in_use_stops_with_one_line_naming_the_variable(caps
             "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
             "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
             "SIDECAR_HTTP_ADDRESS": "",
+            "SIDECAR_WORKERS": workers,
             variable: busy,
         }
         code, _, err = run_main(capsys, "serve", env=env)

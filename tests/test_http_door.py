@@ -165,7 +165,8 @@ async def test_connect_timeout_bounds_the_delivery(sidecar, sandbox):
         {**CONNECT_JSON, "Connect-Timeout-Ms": "500"},
     )
     elapsed = time.monotonic() - started
-    assert elapsed < 1.0
+    # Bounded by the 500 ms Connect deadline, not the upstream's 5 s delay.
+    assert elapsed < 4.0
     # The pipeline answers before the deadline, as over gRPC: an outcome, not an error.
     assert status == 200
     assert json.loads(body)["result"]["status"] == "DELIVERY_STATUS_FAILED_RETRYABLE"

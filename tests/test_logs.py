@@ -7,6 +7,8 @@ import io
 import json
 import logging
 
+import pytest
+from bluecore_sidecar.redaction import Redactor
 from bluecore_sidecar.telemetry import Metrics, OutcomeRecorder, configure_logging
 from datafly.bluecore.v1 import delivery_pb2
 
@@ -198,3 +200,54 @@ async def test_logs_carry_outcomes_but_never_the_token_or_email(stub, sandbox, c
     assert outcomes["log-ok"]["status"] == "DELIVERED"
     assert outcomes["log-400"]["status"] == "FAILED_PERMANENT"
     assert outcomes["log-retry"]["attempts"] == 3
+
+
+def test_a_rotated_token_is_scrubbed_from_texts_seen_before_the_rotation():
+    """The recorder scrubs each repeated text once, but never past a change of secrets."""
+    stream = io.StringIO()
+    logger = configure_logging("INFO", stream)
+    redactor = Redactor(secrets=("old-token",))
+    recorder = OutcomeRecorder(Metrics(), logger, redactor)
+    failed = delivery_pb2.DeliveryResult(
+        message_id="m-1",
+        status=Status.DELIVERY_STATUS_FAILED_PERMANENT,
+        datafly_event="Order Completed",
+        detail="Bluecore answered 400: unknown namespace new-token",
+    )
+    try:
+        recorder.on_outcome(failed, False)
+        redactor.secrets = ("new-token", "old-token")
+        recorder.on_outcome(failed, False)
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+    before, after = (line["detail"] for line in outcome_lines(stream))
+    assert before == "Bluecore answered 400: unknown namespace new-token"
+    assert after == "Bluecore answered 400: unknown namespace ***"
+
+
+@pytest.mark.parametrize("static", [{"worker": 2}, {"time": "set by the caller", "worker": 2}])
+async def test_every_outcome_line_carries_the_common_members_and_the_static_ones(static):
+    """Lines written together share their head: time, level, logger, message, static fields."""
+    stream = io.StringIO()
+    logger = configure_logging("INFO", stream, static=static)
+    recorder = OutcomeRecorder(Metrics(), logger)
+    delivered = Status.DELIVERY_STATUS_DELIVERED
+    try:
+        recorder.on_outcomes(
+            [
+                (delivery_pb2.DeliveryResult(message_id=f"m-{n}", status=delivered), False)
+                for n in range(3)
+            ]
+        )
+        recorder.flush()  # one record, three lines
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+    lines = outcome_lines(stream)
+    assert [line["message_id"] for line in lines] == ["m-0", "m-1", "m-2"]
+    for line in lines:
+        assert list(line)[:4] == ["time", "level", "logger", "message"]
+        assert (line["level"], line["logger"], line["worker"]) == ("INFO", "bluecore_sidecar", 2)
+        if "time" not in static:
+            assert line["time"].endswith("+00:00")

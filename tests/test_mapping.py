@@ -1123,3 +1123,21 @@ def test_building_never_mutates_the_event() -> None:
     build(message)
     build_requests(message, "viewed_page", RULES)
     assert message.SerializeToString(deterministic=True) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"properties": {"distinct_id": "a"}, "event": "search"},  # properties first
+        {"event": "search", "properties": {}},  # nothing to put the token before
+        {"event": "search", "properties": {"token": "old", "distinct_id": "a"}},
+        {"event": "search", "properties": ["not", "an", "object"]},
+        {"event": "search"},
+        {"event": 7, "properties": {"distinct_id": "a"}},
+    ],
+)
+def test_a_body_of_another_shape_is_encoded_anew_with_the_token(body: dict[str, Any]) -> None:
+    """Only the mapper's usual shape takes the shortcut; any other still gets exact bytes."""
+    encoded = wire.encode(body)
+    assert encoded.token_at == -1
+    assert wire.serialise(body, TOKEN, encoded) == wire.serialise(body, TOKEN)

@@ -227,7 +227,12 @@ def test_decide_never_raises_and_every_send_is_valid_json(
     for request in result.requests:
         assert request.event == result.bluecore_event
         text = json.dumps(request.body, allow_nan=False)
-        wire_form = json.loads(wire.serialise(request.body, TOKEN))
+        wire_bytes = wire.serialise(request.body, TOKEN)
+        # The text the mapper kept gets the very bytes an encoding from scratch would.
+        assert request.encoded is not None
+        assert request.encoded.token_at > 0
+        assert wire.serialise(request.body, TOKEN, request.encoded) == wire_bytes
+        wire_form = json.loads(wire_bytes)
         assert wire_form == json.loads(wire.redacted(request.body).replace("***", TOKEN))
         props = request.body["properties"]
         assert "token" not in props

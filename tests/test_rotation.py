@@ -8,8 +8,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +17,12 @@ import aiohttp
 import grpc
 import pytest
 from bluecore_devtools.sandbox import BluecoreSandbox
+from bluecore_devtools.secretvolume import (
+    kubelet_swap,
+    kubelet_volume,
+    plain_file,
+    rewrite_in_place,
+)
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.config import Settings
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
@@ -32,39 +36,6 @@ S = delivery_pb2
 
 Layout = Callable[[Path, str], Path]
 Rotate = Callable[[Path, str], None]
-
-
-def plain_file(root: Path, token: str) -> Path:
-    path = root / "namespace"
-    path.write_text(token + "\n")
-    return path
-
-
-def rewrite_in_place(root: Path, token: str) -> None:
-    """Truncate and write the same inode, as `echo new > file` does."""
-    with (root / "namespace").open("w") as out:
-        out.write(token + "\n")
-
-
-def kubelet_volume(root: Path, token: str) -> Path:
-    """The layout of a Secret volume: namespace -> ..data/namespace, ..data -> ..<stamp>/."""
-    first = root / "..2026_12_01_20_00_00.000000001"
-    first.mkdir()
-    (first / "namespace").write_text(token + "\n")
-    (root / "..data").symlink_to(first.name)
-    (root / "namespace").symlink_to("..data/namespace")
-    return root / "namespace"
-
-
-def kubelet_swap(root: Path, token: str) -> None:
-    """What the kubelet does on a Secret update: new dir, atomic rename of ..data, old removed."""
-    old = (root / "..data").resolve()
-    second = root / "..2026_12_01_20_05_00.000000002"
-    second.mkdir()
-    (second / "namespace").write_text(token + "\n")
-    (root / "..data_tmp").symlink_to(second.name)
-    os.replace(root / "..data_tmp", root / "..data")
-    shutil.rmtree(old)
 
 
 LAYOUTS = [

@@ -48,6 +48,12 @@ from typing import Any
 import aiohttp
 import grpc
 from bluecore_devtools.localrun import free_port
+from bluecore_devtools.secretvolume import (
+    kubelet_swap,
+    kubelet_volume,
+    plain_file,
+    rewrite_in_place,
+)
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -1123,53 +1129,21 @@ async def case_8(h: Harness) -> list[Row]:
     return rows
 
 
-def rotate_in_place(path: Path, token: str) -> None:
-    with path.open("w") as out:
-        out.write(token + "\n")
-
-
-def make_k8s_volume(root: Path, token: str) -> Path:
-    """A Kubernetes secret volume: token -> ..data/token, ..data -> ..<timestamp>/."""
-    first = root / "..2026_01_01_00_00_00.000000001"
-    first.mkdir(parents=True)
-    (first / "token").write_text(token + "\n")
-    (root / "..data").symlink_to(first.name)
-    (root / "token").symlink_to("..data/token")
-    return root / "token"
-
-
-def rotate_k8s_volume(root: Path, token: str) -> None:
-    """What the kubelet does: a new timestamped dir, then an atomic rename of ..data."""
-    old = (root / "..data").resolve()
-    second = root / "..2026_01_01_00_01_00.000000002"
-    second.mkdir()
-    (second / "token").write_text(token + "\n")
-    (root / "..data_tmp").symlink_to(second.name)
-    os.replace(root / "..data_tmp", root / "..data")
-    shutil.rmtree(old)
-
-
 async def case_9(h: Harness) -> list[Row]:
     """After the token is rotated and the old one revoked, later events use the new token."""
     rows = []
     old, new = "ns-old-token-1a2b", "ns-new-token-3c4d"
     window = 12.0
-    for label, setup, rotate in (
-        ("9a. token file rewritten in place", "file", rotate_in_place),
-        ("9b. Kubernetes ..data symlink swap", "k8s", rotate_k8s_volume),
+    for label, setup, layout, rotate in (
+        ("9a. token file rewritten in place", "file", plain_file, rewrite_in_place),
+        ("9b. Kubernetes ..data symlink swap", "k8s", kubelet_volume, kubelet_swap),
     ):
         root = h.workdir / f"secret-{setup}"
-        if setup == "file":
-            root.mkdir()
-            path = root / "token"
-            path.write_text(old + "\n")
-            target: Path = path
-        else:
-            path = make_k8s_volume(root, old)
-            target = root
+        root.mkdir()
+        path = layout(root, old)
         async with h.sidecar(f"9-{setup}", namespace_file=path) as sc, Poller(sc, h) as poll:
             first = await deliver(sc.stub, page_event(f"9{setup}-0"), 5)
-            rotate(target, new)
+            rotate(root, new)
             await h.sandbox.fault(kind="token_status", token=old, status=403)
             later: list[Call] = []
             started = time.monotonic()

@@ -37,7 +37,10 @@ CACHE="$(cd "${CACHE}" && pwd)"
 BIN="${CACHE}/bin"
 mkdir -p "${BIN}"
 
-say() { printf 'install-plugins: %s\n' "$*"; }
+# say: a progress line for work being done; note: what is already in place, only when VERBOSE=1.
+WORKED=0
+say() { WORKED=1; printf 'install-plugins: %s\n' "$*"; }
+note() { [[ "${VERBOSE:-0}" == 1 ]] && say "$@"; return 0; }
 
 case "$(uname -s)-$(uname -m)" in
   Linux-x86_64) MAVEN_CLASSIFIER=linux-x86_64 ;;
@@ -52,7 +55,7 @@ link() {
   local name="$1" target="$2"
   if [[ "$(readlink "${BIN}/${name}" 2>/dev/null || true)" != "${target}" ]]; then
     ln -sfn "${target}" "${BIN}/${name}"
-    say "bin/${name} -> ${target}"
+    note "bin/${name} -> ${target}"
   fi
 }
 
@@ -62,7 +65,7 @@ link() {
 PY_VENV="${CACHE}/python-grpcio-tools-${GRPCIO_TOOLS_VERSION}"
 if [[ -x "${PY_VENV}/bin/python3" ]] \
   && "${PY_VENV}/bin/python3" -c "import importlib.metadata as m, sys; sys.exit(m.version('grpcio-tools') != '${GRPCIO_TOOLS_VERSION}')" 2>/dev/null; then
-  say "grpcio-tools ${GRPCIO_TOOLS_VERSION}: present"
+  note "grpcio-tools ${GRPCIO_TOOLS_VERSION}: present"
 else
   say "grpcio-tools ${GRPCIO_TOOLS_VERSION}: creating ${PY_VENV}"
   rm -rf "${PY_VENV}"
@@ -77,7 +80,7 @@ go_plugin() {
   local name="$1" pkg="$2" version="$3"
   local dir="${CACHE}/go/${name}-${version}"
   if [[ -x "${dir}/${name}" ]]; then
-    say "${name} ${version}: present"
+    note "${name} ${version}: present"
   else
     command -v go >/dev/null || { echo "install-plugins: go is required for ${name}" >&2; exit 1; }
     say "${name} ${version}: go install ${pkg}@${version}"
@@ -100,7 +103,7 @@ maven_exe() {
   local name="$1" coords="$2" version="$3"
   local file="${CACHE}/maven/${name}-${version}-${MAVEN_CLASSIFIER}.exe"
   if [[ -x "${file}" ]]; then
-    say "${name} ${version}: present"
+    note "${name} ${version}: present"
   else
     command -v mvn >/dev/null || { echo "install-plugins: mvn is required for ${name}" >&2; exit 1; }
     say "${name} ${version}: mvn dependency:copy ${coords}:${version}:exe:${MAVEN_CLASSIFIER}"
@@ -122,4 +125,4 @@ maven_exe() {
 maven_exe protoc com.google.protobuf:protoc "${PROTOC_VERSION}"
 maven_exe protoc-gen-grpc-java io.grpc:protoc-gen-grpc-java "${PROTOC_GEN_GRPC_JAVA_VERSION}"
 
-say "done; plugins are in ${BIN}"
+if [[ "${WORKED}" == 1 ]]; then say "done; plugins are in ${BIN}"; fi

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import http_door
+from . import http_door, opsweb
 from .admin import SERVICE_NAME as DEAD_LETTER_SERVICE
 from .admin import DeadLetterAdmin
 from .background import BackgroundDelivery
@@ -38,7 +38,7 @@ from .credential import Credential, FileCredential
 from .dedup import DedupTable, DurableDedup
 from .delivery import Deliverer
 from .errors import ConfigError
-from .interceptor import Admission, Edge, EdgeInterceptor
+from .interceptor import Admission, Edge, EdgeHandlers
 from .outcomes import OutcomeBus
 from .redaction import Redactor
 from .service import DeliveryService, HealthService, add_reflection
@@ -100,7 +100,7 @@ class Sidecar:
         grace = self.settings.shutdown_grace.total_seconds()
         started = time.monotonic()
         # While calls are in flight the server keeps listening, so a late caller hears a clear
-        # UNAVAILABLE from the interceptor; once grpc's stop begins, calls that race it are
+        # UNAVAILABLE from the edge; once grpc's stop begins, calls that race it are
         # cut with CANCELLED. The one grace covers both waits. The HTTP door keeps listening
         # as long, answering SHUTTING_DOWN (503), and closes with the gRPC listener.
         if cut := await self.admission.busy_after(grace):
@@ -191,14 +191,15 @@ async def running_sidecar(
         admission = Admission(settings.max_inflight_calls, OVERLOAD_RETRY_DELAY)
         # grpc core keeps calls that Python has not picked up yet in a backlog and, past 1000
         # of them, cancels new ones at random, unlogged (callers see CANCELLED). A backlog
-        # well above the admission limit lets every call reach the interceptor, which
+        # well above the admission limit lets every call reach the edge, which
         # answers what it cannot take with OVERLOADED instead.
         backlog = max(10_000, 10 * settings.max_inflight_calls)
-        interceptor = EdgeInterceptor(
+        # Handlers are wrapped once as they are registered (through `wrapping`), not by a
+        # grpc.aio interceptor, which grpc awaits anew on every call.
+        edge_handlers = EdgeHandlers(
             SERVICE_NAME, admission, metrics, tracer, unbounded=frozenset({"WatchDeliveries"})
         )
         server = grpc.aio.server(
-            interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 # Off for one process, so a second sidecar on the same port fails to start;
@@ -214,14 +215,11 @@ async def running_sidecar(
             batch_limit=settings.batch_limit,
             default_deadline=settings.default_deadline,
         )
-        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
         admin = DeadLetterAdmin(
             queue, on_replay=background.wake if background is not None else lambda: None
         )
-        delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(admin, server)
         health_servicer = HealthService()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
+        _register(edge_handlers.server(server), servicer, admin, health_servicer)
         try:
             port = server.add_insecure_port(settings.grpc_address)
         except RuntimeError:  # grpc's bind failure; its text only points at GRPC_VERBOSITY
@@ -247,7 +245,7 @@ async def running_sidecar(
             stack,
             settings,
             http_door.HttpDoor(
-                interceptor.edge,
+                edge_handlers.edge,
                 servicer,
                 max_message_bytes=MAX_MESSAGE_BYTES,
                 max_events_bytes=settings.max_event_bytes * settings.batch_limit,
@@ -255,7 +253,7 @@ async def running_sidecar(
             ),
         )
         sidecar = Sidecar(
-            grpc_address=_join(host, port),
+            grpc_address=opsweb.join(host, port),
             ops_url=ops_url,
             settings=settings,
             admission=admission,
@@ -380,7 +378,7 @@ async def _start_door(
     runner = await http_door.start(
         stack, settings.http_address, door, reuse_port=settings.workers > 1
     )
-    return runner, _base_url(settings.http_address, runner.addresses[0][1])
+    return runner, opsweb.base_url(settings.http_address, runner.addresses[0][1])
 
 
 async def _start_ops(
@@ -414,28 +412,7 @@ async def _start_ops(
         body = generate_latest(registry.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    host, port = split_address(address)
-    try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-    except OSError as error:
-        raise ConfigError(
-            "SIDECAR_OPS_ADDRESS", f"{address}: cannot listen there ({error.strerror})"
-        ) from None
-    return _base_url(address, runner.addresses[0][1])
-
-
-def _base_url(address: str, bound: int) -> str:
-    """``http://host:port`` of a listener on ``address`` that got port ``bound``."""
-    host, _ = split_address(address)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
-    return f"http://{_join(shown, bound)}"
+    return await opsweb.serve(stack, address, healthz=healthz, readyz=readyz, metrics=metrics)
 
 
 async def serve(
@@ -469,6 +446,19 @@ async def serve(
     return 0
 
 
+def _register(
+    server: grpc.aio.Server,
+    servicer: DeliveryService,
+    admin: DeadLetterAdmin,
+    health_servicer: HealthService,
+) -> None:
+    """Add every service to ``server`` (the edge's stand-in, which wraps each handler)."""
+    delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(servicer, server)
+    delivery_pb2_grpc.add_DeadLetterServiceServicer_to_server(admin, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
+
+
 def _session(
     stack: contextlib.AsyncExitStack, connector: aiohttp.TCPConnector, settings: Settings
 ) -> aiohttp.ClientSession:
@@ -492,7 +482,3 @@ def _tracer(provider: TracerProvider | None) -> trace.Tracer:
 def _flush(provider: TracerProvider) -> None:
     provider.force_flush(5_000)
     provider.shutdown()
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

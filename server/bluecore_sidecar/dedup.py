@@ -26,7 +26,7 @@ from typing import TypeAlias
 
 from datafly.bluecore.v1 import delivery_pb2
 
-from .results import clip
+from .results import MAX_TEXT_CHARS, clip
 from .store import DedupRecord, DedupStore, StoreError
 
 _log = logging.getLogger("bluecore_sidecar")
@@ -49,12 +49,18 @@ class Record:
     def of(cls, result: DeliveryResult) -> Record:
         """The record of a delivered ``result``."""
         # Results are bounded where they are built; cutting again keeps any caller honest.
+        datafly_event, bluecore_event, trace_id = (
+            result.datafly_event,
+            result.bluecore_event,
+            result.trace_id,
+        )
+        limit = MAX_TEXT_CHARS  # `clip` only for what could be too long
         return cls(
-            datafly_event=clip(result.datafly_event),
-            bluecore_event=clip(result.bluecore_event),
+            datafly_event=datafly_event if len(datafly_event) <= limit else clip(datafly_event),
+            bluecore_event=bluecore_event if len(bluecore_event) <= limit else clip(bluecore_event),
             http_status=result.http_status,
             attempts=result.attempts,
-            trace_id=clip(result.trace_id),
+            trace_id=trace_id if len(trace_id) <= limit else clip(trace_id),
         )
 
     def size(self) -> int:
@@ -120,7 +126,15 @@ class _Entry:
     expires: float
     size: int
     record: Record | None = None
+    in_flight: bool = False
+    # Made only when a second caller waits: most deliveries have no duplicate in flight.
     done: asyncio.Future[DeliveryResult | None] | None = None
+
+    def waiter(self) -> InFlight:
+        """What a second caller waits on while this entry is in flight."""
+        if self.done is None:
+            self.done = asyncio.get_running_loop().create_future()
+        return InFlight(self.done)
 
 
 class DedupTable:
@@ -158,22 +172,22 @@ class DedupTable:
         entry = self._live(message_id)
         if entry is None:
             return None
-        if entry.done is not None:
-            return InFlight(entry.done)
+        if entry.in_flight:
+            return entry.waiter()
         return entry.record
 
     def claim(self, message_id: str) -> Claim:
         """Claim ``message_id`` for delivery, or say who already has it."""
         entry = self._live(message_id)
         if entry is not None:
-            if entry.done is not None:
-                return InFlight(entry.done)
+            if entry.in_flight:
+                return entry.waiter()
             assert entry.record is not None
             return Existing(entry.record)
         fresh = _Entry(
             expires=self._clock() + self._window,
             size=ENTRY_OVERHEAD + sys.getsizeof(message_id),
-            done=asyncio.get_running_loop().create_future(),
+            in_flight=True,
         )
         self._entries[message_id] = fresh
         self._entries.move_to_end(message_id)
@@ -220,7 +234,7 @@ class DedupTable:
         entry = self._entries.get(message_id)
         if entry is None:
             return None
-        if entry.done is None and entry.expires <= self._clock():
+        if not entry.in_flight and entry.expires <= self._clock():
             self._drop(message_id)
             return None
         return entry
@@ -229,6 +243,7 @@ class DedupTable:
         if entry.done is not None and not entry.done.done():
             entry.done.set_result(result)
         entry.done = None
+        entry.in_flight = False
 
     def _forget(self, claim: Claimed) -> None:
         if self._entries.get(claim.message_id) is claim._entry:
@@ -242,7 +257,7 @@ class DedupTable:
         while len(self._entries) > self._max or self._bytes > self._max_bytes:
             key, oldest = next(iter(self._entries.items()))
             if (
-                oldest.done is not None
+                oldest.in_flight
                 and oldest.expires > now
                 and len(self._entries) <= 2 * self._max
                 and self._bytes <= 2 * self._max_bytes

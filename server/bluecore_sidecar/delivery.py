@@ -494,12 +494,17 @@ class Deliverer:
         if self._client is None:
             raise RuntimeError("this Deliverer was built for previews only")
         client = self._client
-        if len(decision.requests) == 1:
+        requests = decision.requests
+        if len(requests) == 1:
             # The common case needs no task of its own.
-            outcomes = [await client.send(decision.requests[0].body, respond_by)]
+            [request] = requests
+            outcomes = [await client.send(request.body, respond_by, encoded=request.encoded)]
         else:
             outcomes = await asyncio.gather(
-                *(client.send(request.body, respond_by) for request in decision.requests)
+                *(
+                    client.send(request.body, respond_by, encoded=request.encoded)
+                    for request in requests
+                )
             )
         outcome = _combine(outcomes)
         status = _STATUS_OF_VERDICT[outcome.verdict]

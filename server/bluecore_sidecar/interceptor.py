@@ -3,15 +3,15 @@
 :class:`Edge` is the part that does not depend on the wire: the SERVER span (continuing the
 caller's W3C ``traceparent``), admission control, safe decoding of request bytes, and turning
 whatever went wrong into one :class:`RequestError`, counted and marked on the span. The gRPC
-server interceptor and the HTTP door (:mod:`.http_door`) both use it, so a call is traced,
-admitted and refused the same way whichever door it came in by.
+adapter and the HTTP door (:mod:`.http_door`) both use it, so a call is traced, admitted and
+refused the same way whichever door it came in by.
 
-:class:`EdgeInterceptor` adapts it to grpc.aio: for each method of the delivery service it
-wraps the handler in the span and admission and answers a refusal with a ``google.rpc.Status``
-carrying an ``ErrorInfo``. For every method, health and reflection included, it also decodes
-the requests itself, so bytes that are not a valid message become ``INVALID_ARGUMENT`` rather
-than grpc's ``UNKNOWN`` "Unexpected <class ...>" (grpc.aio treats any exception from a
-deserializer that way).
+:class:`EdgeHandlers` adapts it to grpc.aio: when a servicer is registered, it wraps the
+handler of each method of the delivery service in the span and admission, and answers a
+refusal with a ``google.rpc.Status`` carrying an ``ErrorInfo``. For every method, health and
+reflection included, it also decodes the requests itself, so bytes that are not a valid
+message become ``INVALID_ARGUMENT`` rather than grpc's ``UNKNOWN`` "Unexpected <class ...>"
+(grpc.aio treats any exception from a deserializer that way).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -66,33 +66,42 @@ class Admission:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @contextlib.contextmanager
-    def admit(self, *, bounded: bool) -> Iterator[None]:
-        """Hold a slot for one call (``bounded``) or only check that the sidecar is serving.
+    def enter(self, *, bounded: bool) -> None:
+        """Take a slot for one call (``bounded``) or only check that the sidecar is serving.
 
         Raises :class:`Unavailable` while draining and :class:`Overloaded` when ``limit``
         calls are already in flight: answering at once beats queueing a call past its deadline.
+        Every successful ``enter(bounded=True)`` must be paired with one :meth:`leave`.
         """
         if self.draining:
             raise Unavailable("SHUTTING_DOWN", "the sidecar is shutting down; send to another")
-        if bounded and self.in_flight >= self.limit:
-            raise Overloaded(
-                "OVERLOADED",
-                f"the sidecar is serving its limit of {self.limit} calls; retry after "
-                f"{self.retry_delay.total_seconds():g}s",
-                retry_delay=self.retry_delay,
-                limit=str(self.limit),
-            )
         if bounded:
+            if self.in_flight >= self.limit:
+                raise Overloaded(
+                    "OVERLOADED",
+                    f"the sidecar is serving its limit of {self.limit} calls; retry after "
+                    f"{self.retry_delay.total_seconds():g}s",
+                    retry_delay=self.retry_delay,
+                    limit=str(self.limit),
+                )
             self.in_flight += 1
             self._idle.clear()
+
+    def leave(self, *, bounded: bool) -> None:
+        """Give back the slot :meth:`enter` took (nothing for an unbounded call)."""
+        if bounded:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+
+    @contextlib.contextmanager
+    def admit(self, *, bounded: bool) -> Iterator[None]:
+        """:meth:`enter` and :meth:`leave` around a block."""
+        self.enter(bounded=bounded)
         try:
             yield
         finally:
-            if bounded:
-                self.in_flight -= 1
-                if not self.in_flight:
-                    self._idle.set()
+            self.leave(bounded=bounded)
 
     async def busy_after(self, timeout: float) -> int:
         """How many calls are still in flight ``timeout`` seconds from now (0 once idle)."""
@@ -154,17 +163,28 @@ class Edge:
             otel_context.detach(token)
             span.end()
 
+    def enter(self, method: str, *, bounded: bool) -> None:
+        """Admit one call of ``method`` (see :meth:`Admission.enter`) and count it."""
+        self.admission.enter(bounded=bounded)
+        if bounded:
+            counter = self._admitted_counters.get(method)
+            if counter is None:
+                counter = self._metrics.calls_admitted.labels(method=method)
+                self._admitted_counters[method] = counter
+            counter.inc()
+
+    def leave(self, *, bounded: bool) -> None:
+        """End a call :meth:`enter` admitted."""
+        self.admission.leave(bounded=bounded)
+
     @contextlib.contextmanager
     def admitted(self, method: str, *, bounded: bool) -> Iterator[None]:
         """Hold an admission slot for one call of ``method`` (see :meth:`Admission.admit`)."""
-        with self.admission.admit(bounded=bounded):
-            if bounded:
-                counter = self._admitted_counters.get(method)
-                if counter is None:
-                    counter = self._metrics.calls_admitted.labels(method=method)
-                    self._admitted_counters[method] = counter
-                counter.inc()
+        self.enter(method, bounded=bounded)
+        try:
             yield
+        finally:
+            self.leave(bounded=bounded)
 
     def refusal(self, method: str, error: Exception, span: trace.Span) -> RequestError:
         """The :class:`RequestError` to answer ``error`` with, counted and marked on ``span``.
@@ -203,7 +223,7 @@ class _Undecodable:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Method:
-    """What the interceptor knows about one RPC method."""
+    """What the edge knows about one RPC method."""
 
     path: str  # "/package.Service/Method"
     service: str
@@ -214,8 +234,16 @@ class _Method:
     span_attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
-class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Spans, admission and error statuses for ``service``; safe decoding for everything."""
+class EdgeHandlers:
+    """Spans, admission and error statuses for ``service``; safe decoding for everything.
+
+    Not a ``grpc.aio.ServerInterceptor``: grpc.aio awaits an interceptor's
+    ``intercept_service`` (and builds its continuation) on every call, only to be handed the
+    same wrapped handler each time. Here each method's handler is wrapped once, when it is
+    registered: register every servicer through :meth:`server` (the generated
+    ``add_*_to_server`` functions and :func:`.service.add_reflection` take it in place of the
+    server), and the server itself runs without interceptors.
+    """
 
     def __init__(
         self,
@@ -228,40 +256,36 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> None:
         self.edge = Edge(service, admission, metrics, tracer)
         self._unbounded = unbounded
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        """Wrap the method's handler (built once per method, then reused)."""
-        path: str = handler_call_details.method
-        wrapped = self._handlers.get(path)
-        if wrapped is None:
-            handler = await continuation(handler_call_details)
-            if handler is None or (
-                handler.request_streaming
-                and not (
-                    handler.response_streaming and inspect.isasyncgenfunction(handler.stream_stream)
-                )
-            ):
-                # Unknown methods stay UNIMPLEMENTED; there is no other streamed kind to wrap.
-                return handler
-            service, _, name = path.lstrip("/").partition("/")
-            traced = service == self.edge.service
-            method = _Method(
-                path,
-                service,
-                name,
-                traced,
-                traced and name not in self._unbounded,
-                span_name=f"{service}/{name}",
-                span_attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-            )
-            wrapped = self._wrap(method, handler)
-            self._handlers[path] = wrapped
-        return wrapped
+    def server(self, server: grpc.aio.Server) -> grpc.aio.Server:
+        """A stand-in for ``server`` that registers handlers wrapped by this edge."""
+        # Only the two registration calls are used by the generated code and reflection;
+        # the stand-in has no other method, so anything else fails loudly.
+        return cast("grpc.aio.Server", _WrappingServer(server, self))
+
+    def generic(self, handler: grpc.GenericRpcHandler) -> grpc.GenericRpcHandler:
+        """``handler`` with every method it serves wrapped (once per method)."""
+        return _WrappedGeneric(handler, self)
+
+    def wrap(self, path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler of the method at ``path`` ("/package.Service/Method"), wrapped."""
+        if handler.request_streaming and not (
+            handler.response_streaming and inspect.isasyncgenfunction(handler.stream_stream)
+        ):
+            # There is no other streamed kind to wrap.
+            return handler
+        service, _, name = path.lstrip("/").partition("/")
+        traced = service == self.edge.service
+        method = _Method(
+            path,
+            service,
+            name,
+            traced,
+            traced and name not in self._unbounded,
+            span_name=f"{service}/{name}",
+            span_attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        )
+        return self._wrap(method, handler)
 
     def _wrap(self, method: _Method, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         deserializer = _tolerant(method, handler.request_deserializer)
@@ -285,18 +309,8 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response_serializer=handler.response_serializer,
             )
         if not handler.response_streaming:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with self._rpc(method, context) as span:
-                    try:
-                        with self._admitted(method, request):
-                            return await inner(request, context)
-                    except Exception as error:  # noqa: BLE001 - every failure becomes a status
-                        await self._refuse(method, error, context, span)
-
             return grpc.unary_unary_rpc_method_handler(
-                unary,
+                self._unary(method, handler.unary_unary),
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -333,6 +347,42 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _unary(
+        self, method: _Method, inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        """The unary behaviour: the hot path, so plain code rather than context managers."""
+        edge = self.edge
+        name, bounded = method.name, method.bounded
+        if not method.traced:
+
+            async def untraced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    if type(request) is _Undecodable:
+                        raise request.error
+                    return await inner(request, context)
+                except Exception as error:  # noqa: BLE001 - every failure becomes a status
+                    await self._refuse(method, error, context, trace.INVALID_SPAN)
+
+            return untraced
+
+        span_name, attributes = method.span_name, method.span_attributes
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            carrier = _trace_headers(context.invocation_metadata())
+            with edge.call(span_name, carrier, attributes) as span:
+                try:
+                    if type(request) is _Undecodable:
+                        raise request.error
+                    edge.enter(name, bounded=bounded)
+                    try:
+                        return await inner(request, context)
+                    finally:
+                        edge.leave(bounded=bounded)
+                except Exception as error:  # noqa: BLE001 - every failure becomes a status
+                    await self._refuse(method, error, context, span)
+
+        return unary
 
     @contextlib.contextmanager
     def _admitted(self, method: _Method, request: Any) -> Iterator[None]:
@@ -373,6 +423,48 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         span.set_attribute("rpc.grpc.status_code", refusal.code.value[0])
         await context.abort_with_status(to_rpc_status(refusal))
         raise AssertionError("abort_with_status returned")  # pragma: no cover - it raises
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """A generic handler whose method handlers come out wrapped, each wrapped once."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, edge: EdgeHandlers) -> None:
+        self._inner = inner
+        self._edge = edge
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        """The wrapped handler of the called method, or None (grpc: UNIMPLEMENTED)."""
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        path: str = handler_call_details.method
+        known = self._wrapped.get(path)
+        if known is None or known[0] is not handler:
+            known = self._wrapped[path] = (handler, self._edge.wrap(path, handler))
+        return known[1]
+
+
+class _WrappingServer:
+    """What the generated ``add_*_to_server`` functions call, wrapping before registering."""
+
+    def __init__(self, server: grpc.aio.Server, edge: EdgeHandlers) -> None:
+        self._server = server
+        self._edge = edge
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(self._edge.generic(h) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service,
+            {
+                name: self._edge.wrap(f"/{service}/{name}", handler)
+                for name, handler in handlers.items()
+            },
+        )
 
 
 def _trace_headers(metadata: Any) -> dict[str, str]:

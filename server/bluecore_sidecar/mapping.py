@@ -99,6 +99,9 @@ _PRODUCT_TEXT_AFTER_NUMBERS: Final = (
     ("brand", ("brand", "item_brand")),
     ("variant", ("variant", "item_variant")),
 )
+_PRODUCT_TEXT_KEYS: Final = frozenset(
+    key for _, keys in (*_PRODUCT_TEXT_BEFORE_NUMBERS, *_PRODUCT_TEXT_AFTER_NUMBERS) for key in keys
+)
 # GA4 items carry `item_id`; it is always tried after the configured id fields.
 _GA4_ID_FIELD: Final = "item_id"
 
@@ -172,6 +175,8 @@ class BluecoreRequest:
     """Bluecore event name, e.g. `purchase`."""
     body: Mapping[str, Any]
     """The JSON body without `properties.token`. Only JSON types, every number finite."""
+    encoded: wire.Encoded | None = field(default=None, compare=False, repr=False)
+    """`body` as JSON, kept from the validity check so that it is not encoded again to send."""
 
 
 class _Reject(Exception):  # internal control flow, never leaves this module
@@ -187,7 +192,12 @@ class _Reject(Exception):  # internal control flow, never leaves this module
 
 def _value(struct: struct_pb2.Struct, key: str) -> struct_pb2.Value | None:
     """The value at `key`, or None when absent or JSON null. Never mutates `struct`."""
-    value = struct.fields.get(key)
+    return _present(struct.fields, key)
+
+
+def _present(fields: Mapping[str, struct_pb2.Value], key: str) -> struct_pb2.Value | None:
+    """The value at `key` of a Struct's fields, or None when absent or JSON null."""
+    value = fields.get(key)
     if value is None or value.WhichOneof("kind") in (None, "null_value"):
         return None
     return value
@@ -212,8 +222,11 @@ def _text(value: struct_pb2.Value | None) -> str | None:
 
 
 def _first_text(struct: struct_pb2.Struct, keys: Iterable[str]) -> str | None:
-    fields = struct.fields  # _text answers None for a JSON null, as _value would
-    for key in keys:
+    return _first_text_of(struct.fields, keys)
+
+
+def _first_text_of(fields: Mapping[str, struct_pb2.Value], keys: Iterable[str]) -> str | None:
+    for key in keys:  # _text answers None for a JSON null, as _value would
         value = fields.get(key)
         if value is not None and (text := _text(value)) is not None:
             return text
@@ -265,32 +278,30 @@ def _valid_email(value: struct_pb2.Value | None) -> str | None:
     return email if _EMAIL_RE.fullmatch(email) else None
 
 
-def _email_sources(
-    event: delivery_pb2.DataflyEvent,
-) -> tuple[tuple[str, struct_pb2.Struct], ...]:
-    return (
-        ("traits.email", event.traits),
-        ("context.traits.email", event.context.traits),
-        ("properties.email", event.properties),
-    )
-
-
-def _find_email(event: delivery_pb2.DataflyEvent) -> tuple[str | None, str | None]:
+def _find_email(
+    traits: struct_pb2.Struct, context_traits: struct_pb2.Struct, properties: struct_pb2.Struct
+) -> tuple[str | None, str | None]:
     """(the email, None) or (None, the path of the first present but invalid email)."""
     invalid: str | None = None
-    for path, struct in _email_sources(event):
+    for path, struct in (
+        ("traits.email", traits),
+        ("context.traits.email", context_traits),
+        ("properties.email", properties),
+    ):
         value = _value(struct, "email")
+        if value is None:
+            continue
         email = _valid_email(value)
         if email is not None:
             return email, None
-        if value is not None and invalid is None:
+        if invalid is None:
             invalid = path
     return None, invalid
 
 
 def extract_email(event: delivery_pb2.DataflyEvent) -> str | None:
     """The first valid email of `traits`, `context.traits`, `properties` (trimmed, lower-cased)."""
-    return _find_email(event)[0]
+    return _find_email(event.traits, event.context.traits, event.properties)[0]
 
 
 def _attribute(value: struct_pb2.Value) -> JSON:
@@ -318,17 +329,25 @@ def _attributes_by_snake(struct: struct_pb2.Struct) -> dict[str, struct_pb2.Valu
 
 
 def _customer(
-    event: delivery_pb2.DataflyEvent, rules: MappingRules, email: str | None
+    sources: tuple[struct_pb2.Struct, struct_pb2.Struct], rules: MappingRules, email: str | None
 ) -> dict[str, JSON]:
     customer: dict[str, JSON] = {}
     if email is not None:
         customer["email"] = email
     if not rules.customer_attributes:
         return customer
-    sources = [_attributes_by_snake(event.traits), _attributes_by_snake(event.context.traits)]
+    # Trait values by snake_case name, per source, built the first time an allow-listed name
+    # is not among a source's keys as it is (an exact key wins anyway).
+    converted: list[dict[str, struct_pb2.Value] | None] = [None, None]
+    all_fields = [source.fields for source in sources]
     for name in rules.customer_attributes:
-        for source in sources:
-            value = source.get(name)
+        for index, fields in enumerate(all_fields):
+            value = fields.get(name)
+            if value is None and fields:
+                table = converted[index]
+                if table is None:
+                    table = converted[index] = _attributes_by_snake(sources[index])
+                value = table.get(name)
             attribute = None if value is None else _attribute(value)
             if attribute is not None:
                 customer[name] = attribute
@@ -358,27 +377,35 @@ class _Product:
         return out
 
 
-def _product_id(struct: struct_pb2.Struct, rules: MappingRules) -> str | None:
+def _id_fields(rules: MappingRules) -> tuple[str, ...]:
     fields = rules.product_id_fields
-    if _GA4_ID_FIELD not in fields:
-        fields = (*fields, _GA4_ID_FIELD)
-    return _first_text(struct, fields)
+    return fields if _GA4_ID_FIELD in fields else (*fields, _GA4_ID_FIELD)
 
 
 def _product(struct: struct_pb2.Struct, rules: MappingRules, path: str) -> _Product | None:
     """The product described by `struct`, or None when it has no id."""
-    product_id = _product_id(struct, rules)
+    fields = struct.fields
+    product_id = _first_text_of(fields, _id_fields(rules))
     if product_id is None:
         return None
 
+    # Which of the text keys the product has at all: usually few or none of the eleven.
+    present = _PRODUCT_TEXT_KEYS.intersection(fields)
+
     def texts(table: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, str]:
-        found = {name: _first_text(struct, keys) for name, keys in table}
-        return {name: text for name, text in found.items() if text is not None}
+        found: dict[str, str] = {}
+        if present:
+            for name, keys in table:
+                for key in keys:
+                    if key in present and (text := _text(fields.get(key))) is not None:
+                        found[name] = text
+                        break
+        return found
 
     return _Product(
         id=product_id,
-        price=_amount(_value(struct, "price"), f"{path}.price", sk.INVALID_PRICE),
-        quantity=_amount(_value(struct, "quantity"), f"{path}.quantity", sk.INVALID_QUANTITY),
+        price=_amount(_present(fields, "price"), f"{path}.price", sk.INVALID_PRICE),
+        quantity=_amount(_present(fields, "quantity"), f"{path}.quantity", sk.INVALID_QUANTITY),
         before=texts(_PRODUCT_TEXT_BEFORE_NUMBERS),
         after=texts(_PRODUCT_TEXT_AFTER_NUMBERS),
     )
@@ -426,14 +453,13 @@ def _products(props: struct_pb2.Struct, rules: MappingRules) -> list[_Product]:
 
 
 def _id_fields_text(rules: MappingRules) -> str:
-    fields = rules.product_id_fields
-    if _GA4_ID_FIELD not in fields:
-        fields = (*fields, _GA4_ID_FIELD)
-    return ", ".join(fields)
+    return ", ".join(_id_fields(rules))
 
 
 def _merge(products: list[_Product]) -> list[_Product]:
     """One product per id, in first-seen order; quantities summed (missing counts as 1)."""
+    if len({product.id for product in products}) == len(products):
+        return products  # nothing to merge (the usual case); nobody changes them later
     merged: dict[str, _Product] = {}
     for product in products:
         first = merged.get(product.id)
@@ -590,14 +616,14 @@ def resolve_event(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> tupl
         if not name:
             return sk.skip(sk.MISSING_EVENT_NAME, "track event has an empty event name")
         label = name
-        default = _TRACK_ALIASES.get(normalise_event_name(name))
+        key = normalise_event_name(name)
+        default = _TRACK_ALIASES.get(key)
     elif kind in _TYPE_EVENTS:
-        label = kind
+        label = key = kind  # `page` and `identify` are their own normalised names
         default = _TYPE_EVENTS[kind]
     else:
         detail = "event type is empty" if not kind else "event type is not track, page or identify"
         return Skip(sk.UNMAPPED, sk.UNSUPPORTED_TYPE, detail, datafly_event=event.type.strip())
-    key = normalise_event_name(label)
     if key in rules.event_map:
         target = rules.event_map[key]
         if target is None:
@@ -632,11 +658,13 @@ def build_requests(
     Checks run in this order: identity, email (for the events that need one), then the
     event's own fields. Returns one request, or one per product for single-product events.
     """
-    email, invalid_path = _find_email(event)
+    traits, context_traits = event.traits, event.context.traits
+    email, invalid_path = _find_email(traits, context_traits, event.properties)
     anonymous_id = event.anonymous_id.strip()
-    why_no_email = f"{invalid_path} is not a valid email" if invalid_path else "no email is set"
-    if email is None and not anonymous_id:
-        return sk.skip(sk.MISSING_IDENTITY, f"no anonymous id and {why_no_email}")
+    if email is None:
+        why_no_email = f"{invalid_path} is not a valid email" if invalid_path else "no email is set"
+        if not anonymous_id:
+            return sk.skip(sk.MISSING_IDENTITY, f"no anonymous id and {why_no_email}")
     spec = _SPECS.get(bluecore_event, _GENERIC_SPEC)
     if spec.needs_email and email is None:
         return sk.skip(sk.MISSING_EMAIL, f"{bluecore_event} needs an email: {why_no_email}")
@@ -648,19 +676,17 @@ def build_requests(
     except _Reject as reject:
         return reject.skip
 
-    customer = _customer(event, rules, email)
-
-    def body(extra: _Extra) -> dict[str, JSON]:
+    customer = _customer((traits, context_traits), rules, email)
+    requests = []
+    for extra in extras:
         properties: dict[str, JSON] = {"distinct_id": distinct_id}
         if customer:
             properties["customer"] = dict(customer)  # a copy per request: bodies never alias
         properties.update(extra)
-        return {"event": bluecore_event, "properties": properties}
-
-    requests = tuple(BluecoreRequest(event=bluecore_event, body=body(extra)) for extra in extras)
-    for request in requests:
+        built: dict[str, JSON] = {"event": bluecore_event, "properties": properties}
         try:
-            wire.dumps(request.body)
+            encoded = wire.encode(built)
         except ValueError:  # a non-finite number slipped through; never send invalid JSON
             return sk.skip(sk.INVALID_BODY, "the body contains a value that is not valid JSON")
-    return requests
+        requests.append(BluecoreRequest(event=bluecore_event, body=built, encoded=encoded))
+    return tuple(requests)

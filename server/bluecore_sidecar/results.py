@@ -105,16 +105,17 @@ def new_result(
     arena that frees nothing until the message goes, so a long string set and then replaced
     would stay (60 kB per result kept by the watch ring, say).
     """
+    limit = MAX_TEXT_CHARS  # most texts are short: `clip` is called only for long ones
     return delivery_pb2.DeliveryResult(
-        message_id=clip(message_id),
+        message_id=message_id if len(message_id) <= limit else clip(message_id),
         status=status,  # type: ignore[arg-type]
-        datafly_event=clip(datafly_event),
-        bluecore_event=clip(bluecore_event),
-        reason=clip(reason),
-        detail=clip(detail),
+        datafly_event=datafly_event if len(datafly_event) <= limit else clip(datafly_event),
+        bluecore_event=bluecore_event if len(bluecore_event) <= limit else clip(bluecore_event),
+        reason=reason if len(reason) <= limit else clip(reason),
+        detail=detail if len(detail) <= limit else clip(detail),
         http_status=http_status,
         attempts=attempts,
-        trace_id=clip(trace_id),
+        trace_id=trace_id if len(trace_id) <= limit else clip(trace_id),
     )
 
 

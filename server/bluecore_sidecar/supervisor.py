@@ -36,7 +36,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import aggregate
+from . import aggregate, opsweb
 from .config import Settings, split_address
 from .errors import ConfigError
 from .telemetry import LOGGER_NAME
@@ -418,19 +418,9 @@ class Supervisor:
 
         self._session = aiohttp.ClientSession()
         stack.push_async_callback(self._session.close)
-        app = web.Application()
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        host, port = split_address(self.settings.ops_address)
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        bound = runner.addresses[0][1]
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
-        return f"http://[{shown}]:{bound}" if ":" in shown else f"http://{shown}:{bound}"
+        return await opsweb.serve(
+            stack, self.settings.ops_address, healthz=healthz, readyz=readyz, metrics=metrics
+        )
 
 
 async def _copy_rest(stream: asyncio.StreamReader) -> None:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from .store import QueueStats
 
 LOGGER_NAME = "bluecore_sidecar"
+#: Encoded line heads a formatter keeps (one per level and message of multi-line records).
+_MAX_HEADS = 16
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -52,6 +54,10 @@ class JsonFormatter(logging.Formatter):
         # The date and time to the second changes once a second; only the milliseconds vary.
         self._second = -1
         self._second_text = ""
+        # The members after "time" of multi-line records, encoded once per level and message
+        # (see format); a "time" among the static fields would take the common path.
+        self._heads: dict[tuple[str, str, str], str] = {}
+        self._cached_heads = "time" not in self._static
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one JSON line, or one line per entry of its ``json_lines``.
@@ -61,6 +67,10 @@ class JsonFormatter(logging.Formatter):
         the common members (time, level, logger, message, the ``static`` fields). ``fields``
         is a mapping of extra members for one line.
         """
+        encoded = getattr(record, "json_lines", None)
+        if isinstance(encoded, list) and self._cached_heads:
+            start = f'{{"time":"{self._time(record.created)}",{self._head(record)}'
+            return "\n".join(f"{start},{members}}}" for members in encoded)
         head: dict[str, Any] = {
             "time": self._time(record.created),
             "level": record.levelname,
@@ -68,7 +78,6 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **self._static,
         }
-        encoded = getattr(record, "json_lines", None)
         if isinstance(encoded, list):
             start = self._encoder.encode(head)[:-1]  # without the closing brace
             return "\n".join(f"{start},{members}}}" for members in encoded)
@@ -79,20 +88,39 @@ class JsonFormatter(logging.Formatter):
             head["error"] = self.formatException(record.exc_info).splitlines()[-1]
         return self._encoder.encode(head)
 
+    def _head(self, record: logging.LogRecord) -> str:
+        """The encoded members after "time" (level, logger, message, static fields)."""
+        key = (record.levelname, record.name, record.getMessage())
+        head = self._heads.get(key)
+        if head is None:
+            level, name, message = key
+            members = {"level": level, "logger": name, "message": message, **self._static}
+            head = self._encoder.encode(members)[1:-1]
+            if len(self._heads) < _MAX_HEADS:  # outcome lines use two; bounded all the same
+                self._heads[key] = head
+        return head
+
     def _time(self, created: float) -> str:
         """``created`` as ISO 8601 UTC with milliseconds, e.g. ``2026-12-01T20:11:25.123+00:00``."""
-        moment = datetime.fromtimestamp(created, UTC)
         second = int(created)
         if second != self._second:
             self._second = second
-            self._second_text = moment.replace(microsecond=0).isoformat()[:-6]
-        return f"{self._second_text}.{moment.microsecond // 1000:03d}+00:00"
+            self._second_text = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
+        # The milliseconds as logging computes a record's `msecs`: cut, never rounded up
+        # into the next second, so they always belong to the second written before them.
+        return f"{self._second_text}.{int((created - second) * 1000):03d}+00:00"
 
 
 def configure_logging(
     level: str, stream: TextIO | None = None, *, static: Mapping[str, Any] | None = None
 ) -> logging.Logger:
-    """Send the sidecar's logs, as JSON lines, to ``stream`` (stderr by default)."""
+    """Send the sidecar's logs, as JSON lines, to ``stream`` (stderr by default).
+
+    Records then leave out the thread, process and multiprocessing names (the logging
+    module's own switches for that): no line shows them, and looking them up is about a quarter
+    of the cost of making a record, which the outcome lines pay once per loop turn.
+    """
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -344,6 +372,9 @@ class Metrics:
 
 
 _OUTCOME = "delivery outcome"
+#: Texts the recorder keeps scrubbed (longer ones, or more of them, are scrubbed each time).
+_SCRUB_CACHE_TEXT = 128
+_SCRUB_CACHE_ENTRIES = 256
 #: How JsonFormatter's encoder writes a string (ASCII escapes), in C.
 _json_str = json.encoder.encode_basestring_ascii
 
@@ -375,6 +406,10 @@ class OutcomeRecorder:
         # Encoded log members by level, waiting for the end of this turn of the loop; None: no
         # flush is scheduled.
         self._pending: dict[int, list[str]] | None = None
+        # Event names and details repeat from outcome to outcome: each is scrubbed once (for
+        # the redactor's current secrets; a rotation starts the cache afresh).
+        self._scrubbed: dict[str, str] = {}
+        self._scrubbed_for: tuple[str, ...] = self._redactor.secrets
 
     def on_outcome(self, result: delivery_pb2.DeliveryResult, dedup_hit: bool) -> None:
         """Record ``result``."""
@@ -424,25 +459,37 @@ class OutcomeRecorder:
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = self._children_of(*key)
-        latency = result.latency.seconds + result.latency.nanos / 1e9
+        took = result.latency
+        latency = took.seconds + took.nanos / 1e9
         children.delivered.inc()
         children.latency.observe(latency)
         if dedup_hit:
             self._metrics.dedup_hits.inc()
         if not self._logger.isEnabledFor(children.level):
             return None
-        scrub = self._redactor.scrub
         return children.level, (
-            f'"message_id":{_json_str(scrub(result.message_id))},'
-            f'"datafly_event":{_json_str(scrub(result.datafly_event))},'
+            f'"message_id":{_json_str(self._redactor.scrub(result.message_id))},'
+            f'"datafly_event":{_json_str(self._scrub(result.datafly_event))},'
             f"{children.members},"
             f'"reason":{_json_str(result.reason)},'
-            f'"detail":{_json_str(scrub(result.detail))},'
+            f'"detail":{_json_str(self._scrub(result.detail))},'
             f'"http_status":{int(result.http_status)},'
             f'"attempts":{int(result.attempts)},'
             f'"latency_ms":{float(round(latency * 1000, 2))!r},'
             f'"trace_id":{_json_str(result.trace_id)}'
         )
+
+    def _scrub(self, text: str) -> str:
+        """``text`` scrubbed, from the cache when it was seen before."""
+        if self._scrubbed_for is not self._redactor.secrets:
+            self._scrubbed.clear()
+            self._scrubbed_for = self._redactor.secrets
+        scrubbed = self._scrubbed.get(text)
+        if scrubbed is None:
+            scrubbed = self._redactor.scrub(text)
+            if len(text) <= _SCRUB_CACHE_TEXT and len(self._scrubbed) < _SCRUB_CACHE_ENTRIES:
+                self._scrubbed[text] = scrubbed
+        return scrubbed
 
     def _children_of(self, status_code: int, bluecore_event: str) -> _OutcomeChildren:
         status = delivery_pb2.DeliveryStatus.Name(status_code).removeprefix("DELIVERY_STATUS_")

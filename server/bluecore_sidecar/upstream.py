@@ -35,6 +35,8 @@ from .retry import (
 
 log = logging.getLogger("bluecore_sidecar")
 
+#: Most distinct accepted outcomes kept for reuse (2xx codes times try numbers).
+_MAX_ACCEPTED = 64
 #: Answers that mean "this token is not (or no longer) valid for the namespace".
 AUTH_STATUSES: frozenset[int] = frozenset({401, 403})
 
@@ -124,20 +126,24 @@ class UpstreamClient:
         self._sleep = sleep
         self._wall_clock = wall_clock
         self.throttle = Throttle(clock)
+        self._accepted: dict[tuple[int, int], SendOutcome] = {}
 
     def serialise(self, body: Mapping[str, Any]) -> bytes:
         """``body`` as it goes on the wire, with ``properties.token`` = the current token."""
         return wire.serialise(body, self._credential.current())
 
-    async def send(self, body: Mapping[str, Any], deadline: float) -> SendOutcome:
+    async def send(
+        self, body: Mapping[str, Any], deadline: float, *, encoded: wire.Encoded | None = None
+    ) -> SendOutcome:
         """POST ``body`` until accepted, refused for good, out of tries or out of time.
 
         ``deadline`` is on the client's clock and is when the answer is due: no try starts,
         and no backoff sleep runs, that could not finish before it. The caller keeps its own
-        margin for building the reply.
+        margin for building the reply. ``encoded`` is ``body`` as :func:`.wire.encode` wrote
+        it, when the caller has it (the mapper's requests do).
         """
         token = self._credential.current()
-        payload = wire.serialise(body, token)
+        payload = wire.serialise(body, token, encoded)
         policy = self._policy
         attempts = 0
         budget = policy.max_attempts
@@ -162,7 +168,7 @@ class UpstreamClient:
                         "credential.rotated", {"http.response.status_code": last.http_status}
                     )
                     token = self._credential.current()
-                    payload = wire.serialise(body, token)
+                    payload = wire.serialise(body, token, encoded)
                     budget += 1
                     continue
                 return last
@@ -245,7 +251,11 @@ class UpstreamClient:
                 )
             if resend:
                 self._observer.on_resend_after_timeout()
-            answer = await self._post(payload, number, seconds)
+            try:
+                async with asyncio.timeout(seconds):
+                    answer = await self._transport.post(payload, number)
+            except TimeoutError:
+                raise UpstreamTimeout(f"no answer from Bluecore within {seconds:.2f}s") from None
         except UpstreamError as exc:
             self._observer.on_attempt(None, exc.reason, True)
             return SendOutcome(Verdict.RETRY, 0, number, exc.reason, self._scrub(str(exc)))
@@ -253,19 +263,18 @@ class UpstreamClient:
             self._limit.release()
         return self._judge(answer, number)
 
-    async def _post(self, payload: bytes, number: int, seconds: float) -> Answer:
-        try:
-            async with asyncio.timeout(seconds):
-                return await self._transport.post(payload, number)
-        except TimeoutError:
-            raise UpstreamTimeout(f"no answer from Bluecore within {seconds:.2f}s") from None
-
     def _judge(self, answer: Answer, number: int) -> SendOutcome:
         status = answer.status
         verdict = classify(status, self._policy)
         self._observer.on_attempt(status, None, verdict is Verdict.RETRY)
         if verdict is Verdict.DELIVERED:
-            return SendOutcome(verdict, status, number, "", "accepted by Bluecore")
+            # The same few (status, try number) pairs every time: built once each.
+            accepted = self._accepted.get((status, number))
+            if accepted is None:
+                accepted = SendOutcome(verdict, status, number, "", "accepted by Bluecore")
+                if len(self._accepted) < _MAX_ACCEPTED:
+                    self._accepted[status, number] = accepted
+            return accepted
         retry_after = parse_retry_after(answer.retry_after, self._wall_clock())
         if retry_after is not None and retry_after > self._policy.max_pause:
             # One header must not stop every request for hours; say so once per clamp.

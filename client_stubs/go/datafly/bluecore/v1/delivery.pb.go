@@ -718,7 +718,9 @@ func (x *Campaign) GetContent() string {
 	return ""
 }
 
-// DeliveryResult says exactly what happened to one event.
+// DeliveryResult says exactly what happened to one event. Each of its text
+// fields holds at most 256 characters: a longer value (a long event name or
+// message id, say) is cut to 255 characters followed by `…`.
 type DeliveryResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event's `message_id`.

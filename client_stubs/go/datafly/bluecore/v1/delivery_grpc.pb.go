@@ -60,7 +60,9 @@ type DeliveryServiceClient interface {
 	// WatchDeliveries streams the outcome of every delivery as it happens,
 	// starting from the moment of the call. A watcher that reads too slowly
 	// loses results rather than slowing delivery; the number lost is reported
-	// in `WatchDeliveriesResponse.dropped`.
+	// in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+	// streams (default 100) are open at once; one more is refused with
+	// RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
 	WatchDeliveries(ctx context.Context, in *WatchDeliveriesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchDeliveriesResponse], error)
 }
 
@@ -148,7 +150,9 @@ type DeliveryServiceServer interface {
 	// WatchDeliveries streams the outcome of every delivery as it happens,
 	// starting from the moment of the call. A watcher that reads too slowly
 	// loses results rather than slowing delivery; the number lost is reported
-	// in `WatchDeliveriesResponse.dropped`.
+	// in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+	// streams (default 100) are open at once; one more is refused with
+	// RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
 	WatchDeliveries(*WatchDeliveriesRequest, grpc.ServerStreamingServer[WatchDeliveriesResponse]) error
 	mustEmbedUnimplementedDeliveryServiceServer()
 }

@@ -98,7 +98,9 @@ class DeliveryServiceServicer:
         """WatchDeliveries streams the outcome of every delivery as it happens,
         starting from the moment of the call. A watcher that reads too slowly
         loses results rather than slowing delivery; the number lost is reported
-        in `WatchDeliveriesResponse.dropped`.
+        in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+        streams (default 100) are open at once; one more is refused with
+        RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -361,7 +361,9 @@ export const CampaignSchema: GenMessage<Campaign> = /*@__PURE__*/
   messageDesc(file_datafly_bluecore_v1_delivery, 4);
 
 /**
- * DeliveryResult says exactly what happened to one event.
+ * DeliveryResult says exactly what happened to one event. Each of its text
+ * fields holds at most 256 characters: a longer value (a long event name or
+ * message id, say) is cut to 255 characters followed by `…`.
  *
  * @generated from message datafly.bluecore.v1.DeliveryResult
  */
@@ -1243,7 +1245,9 @@ export const DeliveryService: GenService<{
    * WatchDeliveries streams the outcome of every delivery as it happens,
    * starting from the moment of the call. A watcher that reads too slowly
    * loses results rather than slowing delivery; the number lost is reported
-   * in `WatchDeliveriesResponse.dropped`.
+   * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+   * streams (default 100) are open at once; one more is refused with
+   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
    *
    * @generated from rpc datafly.bluecore.v1.DeliveryService.WatchDeliveries
    */

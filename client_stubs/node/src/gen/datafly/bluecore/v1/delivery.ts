@@ -355,7 +355,11 @@ export interface Campaign {
   content: string;
 }
 
-/** DeliveryResult says exactly what happened to one event. */
+/**
+ * DeliveryResult says exactly what happened to one event. Each of its text
+ * fields holds at most 256 characters: a longer value (a long event name or
+ * message id, say) is cut to 255 characters followed by `…`.
+ */
 export interface DeliveryResult {
   /** The event's `message_id`. */
   messageId: string;
@@ -3812,7 +3816,9 @@ export const DeliveryServiceService = {
    * WatchDeliveries streams the outcome of every delivery as it happens,
    * starting from the moment of the call. A watcher that reads too slowly
    * loses results rather than slowing delivery; the number lost is reported
-   * in `WatchDeliveriesResponse.dropped`.
+   * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+   * streams (default 100) are open at once; one more is refused with
+   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
    */
   watchDeliveries: {
     path: "/datafly.bluecore.v1.DeliveryService/WatchDeliveries" as const,
@@ -3856,7 +3862,9 @@ export interface DeliveryServiceServer extends UntypedServiceImplementation {
    * WatchDeliveries streams the outcome of every delivery as it happens,
    * starting from the moment of the call. A watcher that reads too slowly
    * loses results rather than slowing delivery; the number lost is reported
-   * in `WatchDeliveriesResponse.dropped`.
+   * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+   * streams (default 100) are open at once; one more is refused with
+   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
    */
   watchDeliveries: handleServerStreamingCall<WatchDeliveriesRequest, WatchDeliveriesResponse>;
 }
@@ -3932,7 +3940,9 @@ export interface DeliveryServiceClient extends Client {
    * WatchDeliveries streams the outcome of every delivery as it happens,
    * starting from the moment of the call. A watcher that reads too slowly
    * loses results rather than slowing delivery; the number lost is reported
-   * in `WatchDeliveriesResponse.dropped`.
+   * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+   * streams (default 100) are open at once; one more is refused with
+   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
    */
   watchDeliveries(
     request: WatchDeliveriesRequest,

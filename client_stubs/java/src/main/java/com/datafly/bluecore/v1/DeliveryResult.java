@@ -7,7 +7,9 @@ package com.datafly.bluecore.v1;
 
 /**
  * <pre>
- * DeliveryResult says exactly what happened to one event.
+ * DeliveryResult says exactly what happened to one event. Each of its text
+ * fields holds at most 256 characters: a longer value (a long event name or
+ * message id, say) is cut to 255 characters followed by `…`.
  * </pre>
  *
  * Protobuf type {@code datafly.bluecore.v1.DeliveryResult}
@@ -761,7 +763,9 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * DeliveryResult says exactly what happened to one event.
+   * DeliveryResult says exactly what happened to one event. Each of its text
+   * fields holds at most 256 characters: a longer value (a long event name or
+   * message id, say) is cut to 255 characters followed by `…`.
    * </pre>
    *
    * Protobuf type {@code datafly.bluecore.v1.DeliveryResult}

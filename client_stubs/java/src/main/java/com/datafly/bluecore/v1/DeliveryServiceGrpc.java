@@ -252,7 +252,9 @@ public final class DeliveryServiceGrpc {
      * WatchDeliveries streams the outcome of every delivery as it happens,
      * starting from the moment of the call. A watcher that reads too slowly
      * loses results rather than slowing delivery; the number lost is reported
-     * in `WatchDeliveriesResponse.dropped`.
+     * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+     * streams (default 100) are open at once; one more is refused with
+     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
      * </pre>
      */
     default void watchDeliveries(com.datafly.bluecore.v1.WatchDeliveriesRequest request,
@@ -344,7 +346,9 @@ public final class DeliveryServiceGrpc {
      * WatchDeliveries streams the outcome of every delivery as it happens,
      * starting from the moment of the call. A watcher that reads too slowly
      * loses results rather than slowing delivery; the number lost is reported
-     * in `WatchDeliveriesResponse.dropped`.
+     * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+     * streams (default 100) are open at once; one more is refused with
+     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
      * </pre>
      */
     public void watchDeliveries(com.datafly.bluecore.v1.WatchDeliveriesRequest request,
@@ -420,7 +424,9 @@ public final class DeliveryServiceGrpc {
      * WatchDeliveries streams the outcome of every delivery as it happens,
      * starting from the moment of the call. A watcher that reads too slowly
      * loses results rather than slowing delivery; the number lost is reported
-     * in `WatchDeliveriesResponse.dropped`.
+     * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+     * streams (default 100) are open at once; one more is refused with
+     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
      * </pre>
      */
     @io.grpc.ExperimentalApi("https://github.com/grpc/grpc-java/issues/10918")
@@ -497,7 +503,9 @@ public final class DeliveryServiceGrpc {
      * WatchDeliveries streams the outcome of every delivery as it happens,
      * starting from the moment of the call. A watcher that reads too slowly
      * loses results rather than slowing delivery; the number lost is reported
-     * in `WatchDeliveriesResponse.dropped`.
+     * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
+     * streams (default 100) are open at once; one more is refused with
+     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
      * </pre>
      */
     public java.util.Iterator<com.datafly.bluecore.v1.WatchDeliveriesResponse> watchDeliveries(

@@ -1,0 +1,237 @@
+"""Machine instructions per event under callgrind: a figure other work on the machine cannot move.
+
+CPU seconds per event read on a shared machine move by 10-30 % between rounds when other
+sessions compete for the cores. This script runs each server under valgrind's callgrind (every
+thread, C and Python alike, about 50-100 times slower), drives it with ``bench/loadgen.py``
+(unmeasured, in its own process) against nginx, and reads the server's instruction count around
+the measured calls only (``callgrind_control --zero`` before, ``--dump`` after). Servers:
+``forwarder`` (``bench/forwarder.py``), ``sidecar`` (this work tree) and, with ``--base REV``,
+``base`` (the sidecar of git revision REV, its ``server/`` extracted and put first on the path).
+
+Instructions are not time: system calls, cache misses and the other threads' waiting are not
+in them, so the ratios here are larger than the CPU-second ratios of ``make bench`` for the
+same code. Use it to compare versions of the code and to see a change that CPU seconds hide
+in noise; use ``make bench`` for the figures the issue's targets are stated in.
+
+Run: ``.venv/bin/python bench/instructions.py [--servers forwarder,sidecar] [--base main]
+[--calls 600] [--batches 30]`` (a few minutes: the servers start and run under valgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bluecore_devtools.localrun import free_port
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from calls import nginx  # noqa: E402 - needs the path above
+
+PY = sys.executable
+BATCH_SIZE = 20
+
+
+def server_command(
+    name: str, port: int, upstream: str, base: Path | None
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one server listening on ``port``."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "BLUECORE_", "OTEL_"))
+    }
+    if name == "forwarder":
+        return [
+            PY,
+            str(BENCH / "forwarder.py"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            upstream,
+        ], env
+    env.update(
+        {
+            "BLUECORE_NAMESPACE": "bench-namespace",
+            "BLUECORE_API_URL": upstream,
+            "SIDECAR_GRPC_ADDRESS": f"127.0.0.1:{port}",
+            "SIDECAR_OPS_ADDRESS": f"127.0.0.1:{free_port()}",
+            "SIDECAR_HTTP_ADDRESS": "",
+            # Under valgrind one try takes far longer than it would: no timeout may cut it.
+            "SIDECAR_ATTEMPT_TIMEOUT": "30s",
+        }
+    )
+    if name == "base":
+        assert base is not None
+        env["PYTHONPATH"] = str(base / "server")
+    return [PY, "-m", "bluecore_sidecar", "serve"], env
+
+
+def wait_for_port(port: int, server: subprocess.Popen[bytes], limit: float = 600) -> None:
+    """Until the server accepts connections (start-up under valgrind takes a minute or more)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"instructions: the server exited with {server.returncode}")
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        time.sleep(1)
+    raise SystemExit("instructions: the server did not listen in time")
+
+
+def dumped_instructions(before: set[Path], prefix: Path) -> int:
+    """The instruction total of the newest dump file that was not there ``before``."""
+    for _ in range(60):
+        new = sorted(set(prefix.parent.glob(prefix.name + "*")) - before, key=os.path.getmtime)
+        if new:
+            time.sleep(1)  # let callgrind finish writing it
+            for line in new[-1].read_text().splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1])
+        time.sleep(1)
+    raise SystemExit("instructions: callgrind wrote no dump")
+
+
+def measure(name: str, args: argparse.Namespace, upstream: str, workdir: Path) -> dict[str, float]:
+    """Instructions per event of ``name`` for Deliver and for DeliverBatch."""
+    port = free_port()
+    command, env = server_command(name, port, upstream, args.base_dir)
+    prefix = workdir / f"{name}.callgrind"
+    log = (workdir / f"{name}.log").open("w")
+    server = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={prefix}",
+            "--dump-instr=no",
+            *command,
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=workdir,
+    )
+    per_event: dict[str, float] = {}
+    try:
+        wait_for_port(port, server)
+        for mode, calls, warmup, concurrency in (
+            ("deliver", args.calls, 100, 64),
+            ("batch", args.batches, 5, 8),
+        ):
+            load = subprocess.Popen(
+                [
+                    PY,
+                    str(BENCH / "loadgen.py"),
+                    "--target",
+                    f"127.0.0.1:{port}",
+                    "--mode",
+                    mode,
+                    "--calls",
+                    str(calls),
+                    "--warmup",
+                    str(warmup),
+                    "--concurrency",
+                    str(concurrency),
+                    "--batch-size",
+                    str(BATCH_SIZE),
+                    "--timeout",
+                    "300",
+                    "--prefix",
+                    f"instr-{name}-{mode}-{time.time_ns()}",
+                    "--events",
+                    str(ROOT / "examples" / "events"),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert load.stdin is not None
+            assert load.stdout is not None
+            for line in load.stdout:
+                if '"ready"' in line:
+                    break
+            else:
+                raise SystemExit("instructions: the load generator ended before it was ready")
+            subprocess.run(
+                ["callgrind_control", "--zero", str(server.pid)], check=True, capture_output=True
+            )
+            load.stdin.write("go\n")
+            load.stdin.flush()
+            result: dict[str, object] = {}
+            for line in load.stdout:
+                if '"result"' in line:
+                    result = json.loads(line)["result"]
+            load.wait()
+            outcomes = result.get("outcomes", {})
+            events = calls * (BATCH_SIZE if mode == "batch" else 1)
+            if outcomes != {"DELIVERED": events}:
+                raise SystemExit(f"instructions: {name} {mode}: not all delivered: {outcomes}")
+            before = set(workdir.glob(prefix.name + "*"))
+            subprocess.run(
+                ["callgrind_control", "--dump", str(server.pid)], check=True, capture_output=True
+            )
+            per_event[mode] = dumped_instructions(before, prefix) / events
+    finally:
+        server.terminate()
+        try:
+            server.wait(120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    return per_event
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--servers", default="forwarder,sidecar", help="forwarder, sidecar, base")
+    parser.add_argument("--base", help="git revision for the `base` server (added to --servers)")
+    parser.add_argument("--calls", type=int, default=600, help="measured Deliver calls")
+    parser.add_argument(
+        "--batches", type=int, default=30, help=f"measured DeliverBatch calls of {BATCH_SIZE}"
+    )
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("instructions: valgrind (callgrind) is not installed")
+    servers = args.servers.split(",")
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
+        workdir = Path(tmp)
+        args.base_dir = None
+        if args.base:
+            servers = [*servers, "base"] if "base" not in servers else servers
+            args.base_dir = workdir / "base"
+            args.base_dir.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.base, "server"],
+                check=True,
+                capture_output=True,
+            )
+            subprocess.run(
+                ["tar", "-x", "-C", str(args.base_dir)], input=archive.stdout, check=True
+            )
+        with nginx(workdir) as upstream:
+            figures = {name: measure(name, args, upstream, workdir) for name in servers}
+    print("| server | Deliver: instructions per event | DeliverBatch x20: per event |")
+    print("|---|---|---|")
+    reference = figures.get("forwarder")
+    for name, per_event in figures.items():
+        cells = []
+        for mode in ("deliver", "batch"):
+            cell = f"{per_event[mode] / 1000:,.0f}k"
+            if reference and name != "forwarder":
+                cell += f" ({per_event[mode] / reference[mode]:.2f}x the forwarder)"
+            cells.append(cell)
+        print(f"| {name} | {cells[0]} | {cells[1]} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,9 @@ from bluecore_sidecar import __version__
 from bluecore_sidecar.app import running_sidecar
 from bluecore_sidecar.errors import ConfigError
 from bluecore_sidecar.telemetry import configure_tracing
+from bluecore_sidecar.tracing import LightTracer, light_tracer
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -99,6 +101,62 @@ async def test_deliver_continues_the_callers_trace_with_one_client_span_per_try(
     assert sent == [
         f"00-{CALLER_TRACE_ID}-{span.context.span_id:016x}-01" for span in (first, second)
     ]
+
+
+async def test_the_callers_tracestate_goes_to_bluecore_with_the_traceparent(
+    stub, sandbox, span_exporter
+):
+    """W3C trace context continues whole: a caller's ``tracestate`` rides along each try."""
+    await stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId="with-state")),
+        timeout=10,
+        metadata=(("traceparent", TRACEPARENT), ("tracestate", "vendor=abc,other=1")),
+    )
+    [attempt] = by_name(span_exporter, "POST")
+    [request] = sandbox.received
+    assert request.headers["traceparent"] == (
+        f"00-{CALLER_TRACE_ID}-{attempt.context.span_id:016x}-01"
+    )
+    assert request.headers["tracestate"] == "vendor=abc,other=1"
+    assert "baggage" not in request.headers
+
+
+async def test_tries_lost_to_a_dropped_connection_or_their_time_limit_are_error_spans(
+    sandbox, span_exporter
+):
+    """A try with no answer is a red CLIENT span naming the error's type, with no status code."""
+    settings = test_settings(sandbox.url)
+    settings = dataclasses.replace(
+        settings, retry=dataclasses.replace(settings.retry, attempt_timeout=0.3)
+    )
+    async with (
+        running_sidecar(settings, {}, span_exporter=span_exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        sandbox.reset_next(1)
+        reset = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="reset")), timeout=20
+        )
+        sandbox.delay(5.0, count=1)
+        slow = await stub.Deliver(
+            delivery_pb2.DeliverRequest(event=make_event(messageId="slow")), timeout=20
+        )
+    assert reset.result.status == slow.result.status == Status.DELIVERY_STATUS_DELIVERED
+    tries = {}
+    for deliver in by_name(span_exporter, "bluecore.deliver"):
+        tries[deliver.attributes["datafly.message_id"]] = children(span_exporter, deliver)
+    # A reset reads as either, depending on when aiohttp notices it.
+    expected = {"reset": {"ClientOSError", "ServerDisconnectedError"}, "slow": {"CancelledError"}}
+    for message_id, error_types in expected.items():
+        lost, accepted = tries[message_id]
+        assert lost.attributes["error.type"] in error_types
+        assert lost.status.status_code is StatusCode.ERROR
+        assert lost.status.description == lost.attributes["error.type"]
+        assert "http.response.status_code" not in lost.attributes
+        assert [s.attributes["http.request.resend_count"] for s in (lost, accepted)] == [0, 1]
+        assert accepted.attributes["http.response.status_code"] == 202
+        assert accepted.status.status_code is StatusCode.UNSET
 
 
 async def test_permanent_failure_marks_delivery_and_try_as_errors(stub, sandbox, span_exporter):
@@ -386,3 +444,75 @@ def json_objects(text: str) -> list[dict[str, object]]:
                 found.append(value)
         index = text.find("{", end)
     return found
+
+
+def test_light_spans_keep_the_sdks_rules_and_reach_its_processors(process_env):
+    """Status, attributes and events follow the SDK's rules; an ended span changes no more."""
+    exporter = InMemorySpanExporter()
+    provider = configure_tracing(process_env(), exporter)
+    assert provider is not None
+    tracer = light_tracer(provider.get_tracer("bluecore_sidecar"))
+    assert isinstance(tracer, LightTracer)
+    with tracer.start_as_current_span("outer", attributes={"a": 1}) as outer:
+        inner = tracer.start_span("inner", kind=SpanKind.CLIENT)
+        inner.set_status(StatusCode.OK)
+        inner.set_status(StatusCode.ERROR, "ignored: OK is final")
+        inner.update_name("renamed")
+        inner.record_exception(ValueError(f"text with {EMAIL}"))
+        inner.end()
+        inner.end()
+        inner.set_attribute("late", 1)
+        inner.set_attributes({"late": 2})
+        inner.add_event("late")
+        inner.update_name("late")
+        inner.set_status(StatusCode.ERROR)
+        assert not inner.is_recording()
+        outer.set_status(StatusCode.UNSET)
+        outer.set_status(trace.Status(StatusCode.ERROR, "failed"))
+        outer.set_attributes({"b": True})
+    provider.shutdown()
+    done = {span.name: span for span in exporter.get_finished_spans()}
+    assert set(done) == {"outer", "renamed"}
+    renamed, outer_span = done["renamed"], done["outer"]
+    assert renamed.parent is not None
+    assert renamed.parent.span_id == outer_span.context.span_id
+    assert renamed.kind is SpanKind.CLIENT
+    assert renamed.status.status_code is StatusCode.OK
+    assert dict(renamed.attributes) == {}
+    assert [(e.name, dict(e.attributes)) for e in renamed.events] == [
+        ("exception", {"exception.type": "ValueError"})
+    ]
+    assert outer_span.status.status_code is StatusCode.ERROR
+    assert outer_span.status.description == "failed"
+    assert dict(outer_span.attributes) == {"a": 1, "b": True}
+    assert outer_span.resource is provider.resource
+    assert outer_span.instrumentation_scope.name == "bluecore_sidecar"
+    assert outer_span.start_time <= renamed.start_time <= renamed.end_time <= outer_span.end_time
+
+
+def test_the_sdks_own_spans_stay_where_light_spans_would_not_apply_its_limits(process_env):
+    """A limit on attribute values, or a tracer that is not the SDK's, keeps the SDK's spans."""
+    provider = configure_tracing(
+        process_env(OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT="8"), InMemorySpanExporter()
+    )
+    assert provider is not None
+    sdk_tracer = provider.get_tracer("bluecore_sidecar")
+    assert light_tracer(sdk_tracer) is sdk_tracer
+    no_op = trace.NoOpTracer()
+    assert light_tracer(no_op) is no_op
+    provider.shutdown()
+
+
+async def test_a_dropped_root_span_is_not_recorded_and_has_a_trace_id(process_env):
+    """The sampler decides for the light tracer too: always_off gives non-recording spans."""
+    exporter = InMemorySpanExporter()
+    provider = configure_tracing(process_env(OTEL_TRACES_SAMPLER="always_off"), exporter)
+    assert provider is not None
+    tracer = light_tracer(provider.get_tracer("bluecore_sidecar"))
+    span = tracer.start_span("dropped")
+    assert not span.is_recording()
+    assert span.get_span_context().is_valid
+    assert not span.get_span_context().trace_flags.sampled
+    span.end()
+    provider.shutdown()
+    assert exporter.get_finished_spans() == ()

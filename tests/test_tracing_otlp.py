@@ -14,10 +14,17 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 from aiohttp import web
 from bluecore_sidecar.app import running_sidecar
+from bluecore_sidecar.tracing import encode_export_request
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from .conftest import EMAIL, NAMESPACE, make_event, serving, test_settings
 
@@ -202,3 +209,80 @@ async def test_spans_reach_an_otlp_http_protobuf_collector_as_one_tree(sandbox, 
         )
         results = await deliver_two(sandbox, env)
     assert_exported_tree(collector, results)
+
+
+def spans_of_every_shape() -> list[ReadableSpan]:
+    """Finished SDK spans covering what an OTLP request can carry, over two resources."""
+    exporter = InMemorySpanExporter()
+    limits = SpanLimits(max_span_attributes=14, max_events=2, max_links=1)
+    providers = [
+        TracerProvider(
+            resource=Resource({"service.name": "a", "n": 3, "f": 1.5}, schema_url="https://r"),
+            span_limits=limits,
+        ),
+        TracerProvider(resource=Resource({"service.name": "b"})),
+    ]
+    for provider in providers:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    ours = providers[0].get_tracer("bluecore_sidecar", "1.2.3", schema_url="https://s")
+    other = providers[0].get_tracer("other")
+    remote = trace.SpanContext(
+        int(CALLER_TRACE_ID, 16),
+        int(CALLER_SPAN_ID, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(1),
+        trace_state=trace.TraceState([("vendor", "abc"), ("other", "1")]),
+    )
+    caller = trace.set_span_in_context(trace.NonRecordingSpan(remote))
+    values = {
+        "text": "é✓",
+        "empty": "",
+        "negative": -5,
+        "zero": 0,
+        "large": 2**62,
+        "false": False,
+        "true": True,
+        "float": 0.25,
+        "texts": ("a", "b"),
+        "ints": (1, -2),
+        "long": "x" * 300,
+        "bytes": b"\x00\xff",
+        "mapping": {"nested": {"n": 1}, "list": ("x", 2.5), "none": None},
+    }
+    with ours.start_as_current_span(
+        "server", context=caller, kind=trace.SpanKind.SERVER, attributes=values
+    ) as server:
+        server.set_attributes({"fourteenth": 1, "dropped": 2})  # over the limit of 14: counted
+        for n in range(3):  # one more than the limit
+            server.add_event("retry.backoff", {"attempt": n, "delay_seconds": 0.25})
+        with other.start_as_current_span(
+            "", links=[trace.Link(remote, {"k": "v"}), trace.Link(remote)]
+        ) as nameless:
+            nameless.set_status(trace.StatusCode.ERROR, "HTTP_400")
+        with ours.start_as_current_span("POST", kind=trace.SpanKind.CLIENT) as client:
+            client.set_status(trace.StatusCode.ERROR)
+        with ours.start_as_current_span("ok", kind=trace.SpanKind.PRODUCER) as fine:
+            fine.set_status(trace.StatusCode.OK)
+            fine.add_event("")
+    providers[1].get_tracer("z").start_span("elsewhere", kind=trace.SpanKind.CONSUMER).end()
+    ours.start_span("root again").end()
+    return list(exporter.get_finished_spans())
+
+
+def test_our_otlp_encoding_is_the_sdks_byte_for_byte():
+    """The exporter's own encoder writes the very message the SDK's encoder builds."""
+    spans = spans_of_every_shape()
+    expected = encode_spans(spans)
+    written = encode_export_request(spans)
+    assert trace_service_pb2.ExportTraceServiceRequest.FromString(written) == expected
+    assert written == expected.SerializeToString()
+    assert len(expected.resource_spans) == 2
+    server = expected.resource_spans[0].scope_spans[1].spans[-2]
+    assert (server.name, server.dropped_attributes_count, server.dropped_events_count) == (
+        "server",
+        1,
+        1,
+    )
+    # Encoded again (now partly from the caches), the bytes stay the same.
+    assert encode_export_request(spans) == written
+    assert encode_export_request([]) == b""

@@ -18,7 +18,6 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
-from typing import Any
 
 import aiohttp
 import grpc
@@ -49,8 +48,8 @@ from .telemetry import (
     Metrics,
     OutcomeRecorder,
     configure_tracing,
-    http_trace_configs,
 )
+from .tracing import light_tracer
 from .transport import AiohttpTransport
 from .upstream import UpstreamClient
 
@@ -130,7 +129,7 @@ async def running_sidecar(
         if provider is not None:
             # Off the event loop: an exporter may wait on a collector for up to seconds.
             stack.push_async_callback(asyncio.to_thread, _flush, provider)
-        tracer = (provider or trace.NoOpTracerProvider()).get_tracer("bluecore_sidecar")
+        tracer = _tracer(provider)
         metrics = Metrics()
         # Opened before the session and closed after it: the workers' sends end first.
         queue = await _open_queue(stack, settings)
@@ -138,12 +137,15 @@ async def running_sidecar(
         connector = aiohttp.TCPConnector(
             limit=settings.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
         )
-        plain, traced = _sessions(stack, connector, settings, provider)
+        session = _session(stack, connector, settings)
         # One redactor for logs and spans: the token's exact value, and one tag per email.
         redactor = Redactor(secrets=(settings.namespace,))
         credential = _credential(settings, redactor)
         client = UpstreamClient(
-            AiohttpTransport(plain, settings.api_url, traced=traced),
+            # The CLIENT span of each HTTP try is made by the transport (tracing.ClientSpans).
+            AiohttpTransport(
+                session, settings.api_url, tracer=None if provider is None else tracer
+            ),
             settings.retry,
             credential,
             max_concurrency=settings.max_concurrency,
@@ -457,33 +459,24 @@ def _register(
     add_reflection((SERVICE_NAME, DEAD_LETTER_SERVICE, health.SERVICE_NAME), server)
 
 
-def _sessions(
-    stack: contextlib.AsyncExitStack,
-    connector: aiohttp.TCPConnector,
-    settings: Settings,
-    provider: TracerProvider | None,
-) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession | None]:
-    """The HTTP session without trace hooks, and the traced one (None when tracing is off).
-
-    Requests of unsampled calls go through the first: aiohttp runs every hook of a session on
-    every request. Both use ``connector``, so there is one connection pool; the traced
-    session owns it when there is one.
-    """
-    options: dict[str, Any] = {
-        "timeout": aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
-        "raise_for_status": False,
-    }
-    if provider is None:
-        plain = aiohttp.ClientSession(connector=connector, **options)
-        stack.push_async_callback(plain.close)
-        return plain, None
-    traced = aiohttp.ClientSession(
-        connector=connector, trace_configs=http_trace_configs(provider), **options
+def _session(
+    stack: contextlib.AsyncExitStack, connector: aiohttp.TCPConnector, settings: Settings
+) -> aiohttp.ClientSession:
+    """The one HTTP session, over ``connector``; it has no trace hooks (see tracing.py)."""
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.retry.attempt_timeout),
+        raise_for_status=False,
     )
-    stack.push_async_callback(traced.close)
-    plain = aiohttp.ClientSession(connector=connector, connector_owner=False, **options)
-    stack.push_async_callback(plain.close)
-    return plain, traced
+    stack.push_async_callback(session.close)
+    return session
+
+
+def _tracer(provider: TracerProvider | None) -> trace.Tracer:
+    """The one tracer: the SDK's sampler, ids and processors, with lighter spans (tracing.py)."""
+    if provider is None:
+        return trace.NoOpTracer()
+    return light_tracer(provider.get_tracer("bluecore_sidecar"))
 
 
 def _flush(provider: TracerProvider) -> None:

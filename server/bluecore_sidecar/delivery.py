@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import duration_pb2
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from . import results
@@ -228,7 +229,11 @@ class Deliverer:
         # One INTERNAL span per event: the decision and its outcome, as attributes a person
         # filters on in Jaeger; the HTTP tries are its CLIENT children, backoff waits its
         # events. Free-form values are scrubbed of email-shaped text.
-        with self._tracer.start_as_current_span(DELIVERY_SPAN) as span:
+        # Started and made current by hand: start_as_current_span's generator and use_span
+        # cost more than the span itself. The outcome attributes are set at the end, at once.
+        span = self._tracer.start_span(DELIVERY_SPAN)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             ctx = span.get_span_context()
             trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
             result, dedup_hit = await self._deliver(event, respond_by, started, trace_id, mode)
@@ -236,6 +241,9 @@ class Deliverer:
                 span.set_attributes(_span_attributes(result, dedup_hit, self._redactor))
                 if result.status in _FAILED:
                     span.set_status(trace.StatusCode.ERROR, result.reason)
+        finally:
+            otel_context.detach(token)
+            span.end()
         return result, dedup_hit
 
     async def _deliver(

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from prometheus_client import Counter
 
 _W3C = TraceContextTextMapPropagator()
+_SERVER = trace.SpanKind.SERVER
 log = logging.getLogger(LOGGER_NAME)
 
 #: What upb says when a message nests deeper than its limit of 100 levels; a ``Struct`` costs
@@ -139,34 +140,28 @@ class Edge:
 
         With tracing off no span is made, not even a no-op one: only a caller's
         ``traceparent`` is made current, so results and log lines still name the caller's
-        trace. A call the sampler drops gets a span that only carries the trace id, started
-        and made current without attributes or the span context managers.
+        trace. A call the sampler drops gets a span that only carries the trace id (made
+        current, so the results name it); ending it does nothing.
         """
-        token = otel_context.attach(_W3C.extract(carrier)) if "traceparent" in carrier else None
-        try:
-            if not self._tracing:
+        caller = _W3C.extract(carrier) if "traceparent" in carrier else None
+        if not self._tracing:
+            token = otel_context.attach(caller) if caller is not None else None
+            try:
                 yield trace.get_current_span()
-                return
-            span = self._tracer.start_span(name, kind=trace.SpanKind.SERVER)
-            if not span.is_recording():
-                inner = otel_context.attach(trace.set_span_in_context(span))
-                try:
-                    yield span
-                finally:
-                    otel_context.detach(inner)
-                return
-            span.set_attributes(attributes)
-            with trace.use_span(
-                span,
-                end_on_exit=True,
-                record_exception=False,
-                # The adapter sets the status from the refusal: an abort is no failure.
-                set_status_on_exception=False,
-            ):
-                yield span
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+            return
+        # The attributes go in at the start, in one piece: the SDK keeps them only when the
+        # sampler records the span. The span is made current by hand, in one attach, rather
+        # than through trace.use_span's generator (the adapter sets the status of a refusal).
+        span = self._tracer.start_span(name, caller, _SERVER, attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, caller))
+        try:
+            yield span
         finally:
-            if token is not None:
-                otel_context.detach(token)
+            otel_context.detach(token)
+            span.end()
 
     def enter(self, method: str, *, bounded: bool) -> None:
         """Admit one call of ``method`` (see :meth:`Admission.enter`) and count it."""

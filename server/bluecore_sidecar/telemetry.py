@@ -10,27 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 import logging
 import sys
-import types
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-import aiohttp
-import yarl
 from datafly.bluecore.v1 import delivery_pb2
-from opentelemetry import trace
 
 from . import __version__
 from .errors import ConfigError
 from .redaction import Redactor
 
 if TYPE_CHECKING:
-    # The SDK, its exporters, the aiohttp instrumentation and prometheus_client load only when
-    # `serve` builds them: the client verbs (send, preview, watch) import this module too.
+    # The SDK, its exporters and prometheus_client load only when `serve` builds them: the
+    # client verbs (send, preview, watch) import this module too.
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -204,11 +199,9 @@ def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter | None:
         _setting(env, traces + "PROTOCOL") or _setting(env, "OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     ).lower()
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-            OTLPSpanExporter as GrpcExporter,
-        )
+        from .tracing import grpc_span_exporter  # noqa: PLC0415 - loads the SDK's exporter
 
-        return GrpcExporter()
+        return grpc_span_exporter()
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as HttpExporter,
@@ -229,70 +222,6 @@ def _resource() -> Resource:
     if str(detected.get("service.name", "")).startswith("unknown_service"):
         attributes["service.name"] = "bluecore-sidecar"
     return Resource(attributes)
-
-
-def http_trace_configs(provider: TracerProvider | None) -> list[aiohttp.TraceConfig]:
-    """aiohttp hooks for one CLIENT span per HTTP attempt, or none when tracing is off.
-
-    The spans come from ``opentelemetry-instrumentation-aiohttp-client`` on our own provider
-    (no global one), with the stable HTTP semantic conventions: span name ``POST``,
-    ``http.request.method``, ``url.full`` (query and userinfo removed: no secret can ride in
-    them), ``server.address``, ``http.response.status_code`` and ``error.type`` with an error
-    status for 4xx, 5xx and transport failures. A hook of ours, after the instrumentation's
-    on the same ``TraceConfig``, adds ``http.request.resend_count`` from the
-    ``trace_request_ctx`` the caller passes with the request (see :func:`attempt_context`).
-    One ``TraceConfig``, not two: aiohttp sends every signal of every config on every request.
-    """
-    if provider is None:
-        return []
-    from opentelemetry.instrumentation._semconv import _StabilityMode  # noqa: PLC0415
-    from opentelemetry.instrumentation.aiohttp_client import create_trace_config  # noqa: PLC0415
-    from opentelemetry.metrics import NoOpMeterProvider  # noqa: PLC0415
-
-    instrumented = create_trace_config(
-        url_filter=_url_without_secrets,
-        tracer_provider=provider,
-        meter_provider=NoOpMeterProvider(),
-        # The stable names (http.request.method, url.full, ...) rather than the old ones.
-        sem_conv_opt_in_mode=_StabilityMode.HTTP,
-    )
-    # Order matters: the instrumentation's hook makes its span current, then ours annotates it.
-    instrumented.on_request_start.append(_set_resend_count)
-    return [instrumented]
-
-
-def client_span_wanted() -> bool:
-    """Whether an HTTP try made now could be sampled: not inside a call that was not.
-
-    Every sampler we accept decides a child as it decided its parent (the ratio samplers
-    look at the trace id, which the child shares), so the CLIENT span of a try inside an
-    unsampled call would never be recorded; without a current span the sampler decides.
-    """
-    context = trace.get_current_span().get_span_context()
-    return not context.is_valid or context.trace_flags.sampled
-
-
-def attempt_context(attempt: int) -> dict[str, int]:
-    """The ``trace_request_ctx`` for try number ``attempt`` (1 for the first try)."""
-    return {_RESEND_COUNT: attempt - 1}
-
-
-_RESEND_COUNT = "http.request.resend_count"
-
-
-@functools.lru_cache(maxsize=16)  # one configured URL: three yarl copies per try otherwise
-def _url_without_secrets(url: yarl.URL) -> str:
-    return str(url.with_user(None).with_query(None).with_fragment(None))
-
-
-async def _set_resend_count(
-    _session: aiohttp.ClientSession,
-    trace_config_ctx: types.SimpleNamespace,
-    _params: aiohttp.TraceRequestStartParams,
-) -> None:
-    request_ctx = trace_config_ctx.trace_request_ctx
-    if isinstance(request_ctx, Mapping) and _RESEND_COUNT in request_ctx:
-        trace.get_current_span().set_attribute(_RESEND_COUNT, request_ctx[_RESEND_COUNT])
 
 
 class Metrics:

@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import aiohttp
+from opentelemetry import trace
 
 from .errors import UpstreamConnectionError
 from .redaction import excerpt
-from .telemetry import attempt_context, client_span_wanted
+from .tracing import ClientSpans
 from .upstream import Answer
 
 #: Bytes of an answer's body kept for the detail; the rest is never read.
@@ -29,32 +30,33 @@ class AiohttpTransport:
         url: str,
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        traced: aiohttp.ClientSession | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._session = session
-        # The session with the tracing hooks, for the tries of sampled calls (None: tracing
-        # is off). The two share one connector.
-        self._traced = traced
+        # The CLIENT span of each try of a sampled call (None: tracing is off).
+        self._spans = None if tracer is None else ClientSpans(tracer, url, _HEADERS)
         self._url = url
         self._max_body_bytes = max_body_bytes
 
     async def post(self, body: bytes, attempt: int) -> Answer:
         """POST ``body``; read at most ``max_body_bytes`` of the answer, drop the rest."""
-        # The CLIENT span of this try (and the traceparent header) come from the aiohttp
-        # instrumentation on the traced session (telemetry.http_trace_configs); the try number
-        # rides along in the request's trace context so the span carries the resend count.
-        # An unsampled try takes the session without hooks: no span, no header, no work.
-        traced = self._traced is not None and client_span_wanted()
-        session = self._traced if traced and self._traced is not None else self._session
+        # The CLIENT span of this try, and the traceparent header that goes with it; None
+        # for a try that is not traced (tracing off, or a call the sampler dropped).
+        traced = self._spans.start(attempt) if self._spans is not None else None
+        span = None
+        headers = _HEADERS
+        if traced is not None:
+            span, headers = traced
         try:
-            async with session.post(
+            async with self._session.post(
                 self._url,
                 data=body,
-                headers=_HEADERS,
+                headers=headers,
                 # A 307/308 would re-post the body, namespace token included, elsewhere.
                 allow_redirects=False,
-                trace_request_ctx=attempt_context(attempt) if traced else None,
             ) as response:
+                if span is not None:
+                    ClientSpans.answered(span, response.status)
                 head = await _read_at_most(response.content, self._max_body_bytes)
                 if not response.content.at_eof():
                     # The rest is not wanted: closing drops the connection instead of
@@ -62,8 +64,17 @@ class AiohttpTransport:
                     response.close()
                 return Answer(response.status, response.headers.get("Retry-After"), head)
         except aiohttp.ClientError as exc:
+            if span is not None:
+                ClientSpans.failed(span, exc)
             # The exception text can carry the URL but never the body, so the token stays out.
             raise UpstreamConnectionError(f"{type(exc).__name__}: {excerpt(str(exc))}") from None
+        except BaseException as exc:  # cancelled: the try's time limit, or shutdown
+            if span is not None:
+                ClientSpans.failed(span, exc)
+            raise
+        finally:
+            if span is not None:
+                span.end()
 
 
 async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:

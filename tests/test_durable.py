@@ -245,6 +245,13 @@ async def test_a_duplicate_of_a_queued_id_answers_queued_again_and_is_sent_once(
     assert stats.depth == 1
     sandbox.clear_faults()
     await until(lambda: len(accepted(sandbox)) == 1)
+
+    async def settled() -> bool:
+        # Bluecore's 202 arrives before the worker commits the completion: until then the id
+        # is still queued, and a resend rightly answers ALREADY_QUEUED.
+        return (await running.sidecar.background.queue.stats()).depth == 0  # type: ignore[union-attr]
+
+    await until(settled)
     after = await running.deliver(make_event(messageId="q-1"), WAIT)
     assert after.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
     await asyncio.sleep(0.2)
@@ -416,6 +423,40 @@ async def test_a_restart_keeps_delivered_and_queued_ids(sandbox, tmp_path):
         events = [record.event for record in sandbox.received[before:]]
         assert "search" not in events
         assert [e for e, _ in accepted(sandbox)] == ["search", "viewed_product"]
+
+
+async def test_preview_after_a_restart_answers_from_the_store_as_deliver_would(sandbox, tmp_path):
+    """Preview of a queued id says QUEUED (ALREADY_QUEUED) and of a delivered one
+    SKIPPED_DUPLICATE, even when only the file knows them; it sends nothing."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db")
+    async with durable(settings) as first:
+        assert (await first.deliver(searched("v-1"))).status == Status.DELIVERY_STATUS_DELIVERED
+        sandbox.fail_next(OUTAGE, 503)
+        queued = await first.deliver(make_event(messageId="v-2"), ENQUEUE)
+        assert queued.status == Status.DELIVERY_STATUS_QUEUED
+    sandbox.fail_next(OUTAGE, 503)
+    async with durable(settings) as second:
+        before = len(sandbox.received)
+
+        async def preview(message_id: str) -> delivery_pb2.DeliveryResult:
+            request = delivery_pb2.PreviewRequest(event=make_event(messageId=message_id))
+            reply = await second.stub.Preview(request, timeout=10)
+            assert not reply.bluecore_body  # nothing that would be sent
+            return reply.result
+
+        delivered = await preview("v-1")
+        assert delivered.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
+        assert delivered.bluecore_event == "search"
+        waiting = await preview("v-2")
+        assert (waiting.status, waiting.reason) == (Status.DELIVERY_STATUS_QUEUED, "ALREADY_QUEUED")
+        fresh = await second.stub.Preview(
+            delivery_pb2.PreviewRequest(event=make_event(messageId="v-3")), timeout=10
+        )
+        assert fresh.result.status == Status.DELIVERY_STATUS_DELIVERED  # would be sent
+        assert fresh.bluecore_body
+        # Preview sent nothing; whatever arrived meanwhile is the queued v-2's background try.
+        assert all(record.event == "viewed_product" for record in sandbox.received[before:])
+        sandbox.clear_faults()
 
 
 async def test_a_full_queue_answers_queue_full_and_accepts_nothing_it_cannot_keep(start, sandbox):

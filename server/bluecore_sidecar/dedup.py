@@ -285,8 +285,35 @@ class DurableDedup:
         self._wall_clock = wall_clock
 
     def peek(self, message_id: str) -> Record | InFlight | None:
-        """What the in-memory front knows (Preview does no I/O)."""
+        """What the in-memory front knows."""
         return self._table.peek(message_id)
+
+    async def known(self, message_id: str) -> Record | InFlight | Queued | None:
+        """What :meth:`claim` would find, without claiming (for Preview): the in-memory front,
+        then the store, which also knows queued ids and, after a restart, delivered ones.
+
+        A store that cannot be read leaves the answer to the front (Preview then says what
+        it can; the lookup failure is logged by type only)."""
+        seen = self._table.peek(message_id)
+        if seen is not None:
+            return seen
+        try:
+            stored = await self._store.lookup(message_id)
+        except StoreError as exc:
+            _log.warning(
+                "could not read the durable queue for a preview",
+                extra={"fields": {"error_type": type(exc).__name__}},
+            )
+            return None
+        if stored is None:
+            return None
+        record = Record(
+            datafly_event="",
+            bluecore_event=stored.bluecore_event,
+            http_status=stored.http_status,
+            attempts=stored.attempts,
+        )
+        return record if stored.state == "delivered" else Queued(record)
 
     async def claim(self, message_id: str) -> Claim | Queued:
         """Claim ``message_id``, or say who has it: in flight, delivered or queued."""

@@ -133,11 +133,22 @@ class Deliverer:
         #: Deliveries started and not finished (the in-flight gauge).
         self.in_flight = 0
 
-    def preview(self, event: delivery_pb2.DataflyEvent) -> tuple[DeliveryResult, list[str]]:
-        """What :meth:`deliver` would answer for ``event`` now, and the redacted bodies."""
+    async def preview(self, event: delivery_pb2.DataflyEvent) -> tuple[DeliveryResult, list[str]]:
+        """What :meth:`deliver` would answer for ``event`` now, and the redacted bodies.
+
+        With a durable queue the store is asked too, so an id waiting in the queue answers
+        QUEUED (ALREADY_QUEUED), as a resend through ``Deliver`` would; nothing is sent.
+        """
         earlier: Earlier | None = None
         if check_message_id(event) is None:
-            seen = self._dedup.peek(event.message_id)
+            dedup = self._dedup
+            seen = (
+                await dedup.known(event.message_id)
+                if isinstance(dedup, DurableDedup)
+                else dedup.peek(event.message_id)
+            )
+            if isinstance(seen, Queued):
+                return self._already_queued(event, seen.record, self._clock(), ""), []
             if isinstance(seen, Record):
                 earlier = _earlier(seen)
             elif isinstance(seen, InFlight):

@@ -80,7 +80,7 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         self, request: delivery_pb2.PreviewRequest, context: CallContext
     ) -> delivery_pb2.PreviewResponse:
         """Decide on one event and show the bodies, sending nothing."""
-        result, bodies = self._deliverer.preview(_event(request))
+        result, bodies = await self._deliverer.preview(_event(request))
         return delivery_pb2.PreviewResponse(
             result=result, bluecore_body=bodies[0] if bodies else "", additional_bodies=bodies[1:]
         )

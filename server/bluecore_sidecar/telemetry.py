@@ -418,11 +418,22 @@ class OutcomeRecorder:
             self._queue(*fields)
 
     def on_outcomes(self, outcomes: Sequence[tuple[delivery_pb2.DeliveryResult, bool]]) -> None:
-        """Record a batch (in request order): the same metrics and lines as one by one."""
+        """Record a batch (in request order): the same metrics and lines as one by one.
+
+        The counters are added to once per batch (per (status, Bluecore event) pair), not
+        once per outcome; each latency is still observed on its own.
+        """
+        counts: dict[_OutcomeChildren, int] = {}
+        hits = 0
         for result, dedup_hit in outcomes:
-            fields = self._count(result, dedup_hit)
+            fields = self._count(result, dedup_hit, counts)
+            hits += dedup_hit
             if fields is not None:
                 self._queue(*fields)
+        for children, count in counts.items():
+            children.delivered.inc(count)
+        if hits:
+            self._metrics.dedup_hits.inc(hits)
 
     def flush(self) -> None:
         """Write the pending lines now: one record per level, INFO before WARNING."""
@@ -448,9 +459,15 @@ class OutcomeRecorder:
         pending.setdefault(level, []).append(members)
 
     def _count(
-        self, result: delivery_pb2.DeliveryResult, dedup_hit: bool
+        self,
+        result: delivery_pb2.DeliveryResult,
+        dedup_hit: bool,
+        counts: dict[_OutcomeChildren, int] | None = None,
     ) -> tuple[int, str] | None:
         """Update the metrics for ``result``; its level and encoded log members, or None.
+
+        With ``counts`` (a batch), the outcome counters are left to the caller: the outcome
+        is tallied in ``counts`` and ``dedup_hit`` is not counted here.
 
         The members are encoded here, once, as ``JsonFormatter``'s encoder would encode them
         (ASCII escapes, compact separators, the same order), without building a dict.
@@ -461,10 +478,13 @@ class OutcomeRecorder:
             children = self._children[key] = self._children_of(*key)
         took = result.latency
         latency = took.seconds + took.nanos / 1e9
-        children.delivered.inc()
         children.latency.observe(latency)
-        if dedup_hit:
-            self._metrics.dedup_hits.inc()
+        if counts is not None:
+            counts[children] = counts.get(children, 0) + 1
+        else:
+            children.delivered.inc()
+            if dedup_hit:
+                self._metrics.dedup_hits.inc()
         if not self._logger.isEnabledFor(children.level):
             return None
         return children.level, (
@@ -502,7 +522,7 @@ class OutcomeRecorder:
         )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class _OutcomeChildren:
     """What :class:`OutcomeRecorder` needs for one (status, Bluecore event) pair."""
 

@@ -101,3 +101,37 @@ async def test_metrics_count_outcomes_by_status(sidecar, stub):
         'bluecore_sidecar_deliveries_total{bluecore_event="viewed_product",status="DELIVERED"}'
         in text
     )
+
+
+async def test_a_batch_counts_every_outcome_and_dedup_hit(sidecar, stub):
+    """The batch's counters are added to once per batch; the totals are the same as one by one."""
+    events = [
+        make_event(messageId="bm-1"),
+        make_event(messageId="bm-2"),
+        make_event(messageId="bm-1"),  # a duplicate within the batch
+        make_event(messageId="bm-3", context={"consent": {"marketing": False}}),
+    ]
+    reply = await stub.DeliverBatch(delivery_pb2.DeliverBatchRequest(events=events), timeout=10)
+    again = await stub.DeliverBatch(
+        delivery_pb2.DeliverBatchRequest(events=[make_event(messageId="bm-2")]), timeout=10
+    )
+    assert [r.status for r in reply.results] == [
+        Status.DELIVERY_STATUS_DELIVERED,
+        Status.DELIVERY_STATUS_DELIVERED,
+        Status.DELIVERY_STATUS_SKIPPED_DUPLICATE,
+        Status.DELIVERY_STATUS_SKIPPED_NO_CONSENT,
+    ]
+    assert again.results[0].status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
+
+    _, samples = await scrape(sidecar.ops_url)
+
+    def deliveries(status: str) -> float:
+        key = (("bluecore_event", "viewed_product"), ("status", status))
+        return samples[("bluecore_sidecar_deliveries_total", key)]
+
+    assert deliveries("DELIVERED") == 2
+    assert deliveries("SKIPPED_DUPLICATE") == 2
+    assert deliveries("SKIPPED_NO_CONSENT") == 1
+    assert samples[("bluecore_sidecar_dedup_hits_total", ())] == 2
+    latency = "bluecore_sidecar_delivery_latency_seconds_count"
+    assert sum(v for (name, _), v in samples.items() if name == latency) == 5

@@ -201,7 +201,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
-        raise SystemExit("instructions: valgrind (callgrind) is not installed")
+        raise SystemExit(
+            "instructions: valgrind (callgrind) is not installed (Debian: apt-get install valgrind)"
+        )
     servers = args.servers.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         workdir = Path(tmp)

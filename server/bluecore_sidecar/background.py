@@ -33,6 +33,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from . import results
 from . import skip as sk
 from .decision import Send, Skip, decide
+from .dedup import remember_delivered
 from .gates import GatePolicy
 from .mapping import MappingRules
 from .outcomes import OutcomeBus, OutcomeObserver
@@ -40,7 +41,6 @@ from .redaction import Redactor
 from .retry import RetryPolicy, Verdict, backoff_delay, deadline_margin
 from .store import (
     Claim,
-    DedupRecord,
     DedupStore,
     Enqueued,
     EnqueueOutcome,
@@ -662,21 +662,7 @@ class BackgroundDelivery:
 
     async def _remember(self, result: DeliveryResult) -> None:
         """A delivery without an entry to complete: the store still learns its id."""
-        record = DedupRecord(
-            result.message_id,
-            "delivered",
-            result.bluecore_event,
-            result.attempts,
-            result.http_status,
-            self._wall_clock(),
-        )
-        try:
-            await self.queue.remember(record)
-        except StoreError as exc:
-            _log.warning(
-                "could not record a delivered message id in the durable queue",
-                extra={"fields": {"error_type": type(exc).__name__}},
-            )
+        await remember_delivered(self.queue, result, self._wall_clock())
 
     async def _settle(
         self,

@@ -307,12 +307,7 @@ class DurableDedup:
             return None
         if stored is None:
             return None
-        record = Record(
-            datafly_event="",
-            bluecore_event=stored.bluecore_event,
-            http_status=stored.http_status,
-            attempts=stored.attempts,
-        )
+        record = _stored(stored)
         return record if stored.state == "delivered" else Queued(record)
 
     async def claim(self, message_id: str) -> Claim | Queued:
@@ -327,12 +322,7 @@ class DurableDedup:
             raise
         if stored is None:
             return claim
-        record = Record(
-            datafly_event="",
-            bluecore_event=stored.bluecore_event,
-            http_status=stored.http_status,
-            attempts=stored.attempts,
-        )
+        record = _stored(stored)
         if stored.state == "delivered":
             self._table.settle(claim, record)
             return Existing(record)
@@ -346,23 +336,39 @@ class DurableDedup:
         self._table.finish(claim, result)
         if stored or result.status != Status.DELIVERY_STATUS_DELIVERED:
             return
-        record = DedupRecord(
-            result.message_id,
-            "delivered",
-            result.bluecore_event,
-            result.attempts,
-            result.http_status,
-            self._wall_clock(),
-        )
-        try:
-            await self._store.remember(record)
-        except StoreError as exc:
-            # The event was delivered; only a duplicate after a restart could slip through.
-            _log.warning(
-                "could not record a delivered message id in the durable queue",
-                extra={"fields": {"error_type": type(exc).__name__}},
-            )
+        await remember_delivered(self._store, result, self._wall_clock())
 
     def abandon(self, claim: Claimed) -> None:
         """Give the claim up without a result (cancelled)."""
         self._table.abandon(claim)
+
+
+def _stored(stored: DedupRecord) -> Record:
+    """The in-memory form of what the store remembers of a message id."""
+    return Record(
+        datafly_event="",
+        bluecore_event=stored.bluecore_event,
+        http_status=stored.http_status,
+        attempts=stored.attempts,
+    )
+
+
+async def remember_delivered(store: DedupStore, result: DeliveryResult, now: float) -> None:
+    """Write a delivered ``result``'s id to ``store`` (wall-clock ``now``), for dedup across
+    restarts. A store error is logged by type only: the event was delivered, and only a
+    duplicate after a restart could slip through."""
+    record = DedupRecord(
+        result.message_id,
+        "delivered",
+        result.bluecore_event,
+        result.attempts,
+        result.http_status,
+        now,
+    )
+    try:
+        await store.remember(record)
+    except StoreError as exc:
+        _log.warning(
+            "could not record a delivered message id in the durable queue",
+            extra={"fields": {"error_type": type(exc).__name__}},
+        )

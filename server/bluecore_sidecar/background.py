@@ -46,7 +46,6 @@ from .store import (
     EnqueueOutcome,
     EventQueue,
     NewEntry,
-    QueuedEntry,
     StoreError,
 )
 from .telemetry import Metrics
@@ -277,20 +276,7 @@ class BackgroundDelivery:
         # below that of any later event of the customer.
         committed = self.queue.enqueue_soon([entry], claim=True)
         now = self._wall_clock()
-        provisional = QueuedEntry(
-            id=0,
-            message_id=entry.message_id,
-            ordering_key=entry.ordering_key,
-            bluecore_event=entry.bluecore_event,
-            payload=entry.payload,
-            enqueued_at=now,
-            event_time=entry.event_time,
-            attempts=entry.attempts,
-            next_due=now,
-            last_reason=entry.last_reason,
-            last_http_status=entry.last_http_status,
-            traceparent=entry.traceparent,
-        )
+        provisional = entry.queued(0, entry.ordering_key, now, now)
         self._early_keys.add(entry.ordering_key)
         waiter = self._waiters.get(entry.message_id)
         if waiter is not None:

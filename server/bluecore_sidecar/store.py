@@ -93,6 +93,23 @@ class NewEntry:
     last_reason: str = ""
     last_http_status: int = 0
 
+    def queued(self, row_id: int, ordering_key: str, now: float, due: float) -> QueuedEntry:
+        """This entry as stored under ``row_id``, enqueued at ``now`` and due at ``due``."""
+        return QueuedEntry(
+            id=row_id,
+            message_id=self.message_id,
+            ordering_key=ordering_key,
+            bluecore_event=self.bluecore_event,
+            payload=self.payload,
+            enqueued_at=now,
+            event_time=self.event_time,
+            attempts=self.attempts,
+            next_due=due,
+            last_reason=self.last_reason,
+            last_http_status=self.last_http_status,
+            traceparent=self.traceparent,
+        )
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueuedEntry:
@@ -1438,20 +1455,7 @@ class SqliteQueue:
         if not claimed:
             tx.effects.append(self._note_pending)
             return Enqueued(row_id)
-        stored = QueuedEntry(
-            id=row_id,
-            message_id=entry.message_id,
-            ordering_key=key,
-            bluecore_event=entry.bluecore_event,
-            payload=entry.payload,
-            enqueued_at=now,
-            event_time=entry.event_time,
-            attempts=entry.attempts,
-            next_due=due,
-            last_reason=entry.last_reason,
-            last_http_status=entry.last_http_status,
-            traceparent=entry.traceparent,
-        )
+        stored = entry.queued(row_id, key, now, due)
         return Enqueued(row_id, Claim(stored, claim_id=1))
 
     def _alone(self, conn: sqlite3.Connection, key: str) -> bool:

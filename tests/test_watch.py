@@ -12,7 +12,7 @@ from bluecore_sidecar import cli
 from bluecore_sidecar.outcomes import OutcomeBus
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 
-from .conftest import error_info, eventually, make_event
+from .conftest import EMAIL, NAMESPACE, error_info, eventually, make_event
 
 Status = delivery_pb2.DeliveryStatus
 
@@ -45,6 +45,35 @@ async def test_watch_streams_outcomes_filtered_by_status(sidecar, stub, sandbox)
     ]
     failures.cancel()
     everything.cancel()
+
+
+async def test_watchers_see_the_callers_ids_and_names_without_the_token_or_emails(sidecar, stub):
+    """A message id or event name holding an email or the token reaches the caller as sent,
+    and watchers (like log lines) without them."""
+    everything = stub.WatchDeliveries(delivery_pb2.WatchDeliveriesRequest())
+    await wait_for_watchers(sidecar, 1)
+    sent = [
+        make_event(messageId=f"order:{EMAIL}"),
+        make_event(messageId=f"m-{NAMESPACE}-2"),
+        make_event(messageId="m-3", event=f"Clicked {EMAIL}", properties={}),
+    ]
+    answers = [
+        (await stub.Deliver(delivery_pb2.DeliverRequest(event=event), timeout=10)).result
+        for event in sent
+    ]
+    async with asyncio.timeout(10):
+        seen = [(await everything.read()).result for _ in sent]
+    everything.cancel()
+    assert [a.message_id for a in answers] == [e.message_id for e in sent]
+    assert EMAIL in answers[2].datafly_event
+    for watched, answer in zip(seen, answers, strict=True):
+        assert watched.status == answer.status
+        for text in (watched.message_id, watched.datafly_event, watched.bluecore_event):
+            assert EMAIL not in text
+            assert NAMESPACE not in text
+    assert seen[0].message_id.startswith("order:<email:")
+    assert seen[1].message_id == "m-***-2"
+    assert seen[2].message_id == "m-3"
 
 
 async def test_stalled_watcher_never_blocks_delivery_and_learns_what_it_lost(start_sidecar):

@@ -214,6 +214,7 @@ async def running_sidecar(
             bus,
             batch_limit=settings.batch_limit,
             default_deadline=settings.default_deadline,
+            redactor=redactor,
         )
         admin = DeadLetterAdmin(
             queue, on_replay=background.wake if background is not None else lambda: None

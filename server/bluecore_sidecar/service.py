@@ -22,6 +22,8 @@ from opentelemetry import trace
 
 from .delivery import Deliverer, OutcomeBus
 from .errors import InvalidRequest
+from .redaction import Redactor
+from .results import clip
 
 #: grpc's reflection service under its stable name; grpcio-reflection ships only v1alpha.
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -34,6 +36,10 @@ class CallContext(Protocol):
         """Seconds until the caller's deadline; None when the caller set none."""
 
 
+#: Fields of a result whose text comes from the caller's event, scrubbed for watchers.
+_CALLER_TEXTS = ("message_id", "datafly_event", "bluecore_event")
+
+
 class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignore[misc]
     """Implements ``datafly.bluecore.v1.DeliveryService`` over a :class:`Deliverer`."""
 
@@ -44,11 +50,13 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         *,
         batch_limit: int,
         default_deadline: timedelta,
+        redactor: Redactor | None = None,
     ) -> None:
         self._deliverer = deliverer
         self._bus = bus
         self._batch_limit = batch_limit
         self._default_deadline = default_deadline.total_seconds()
+        self._redactor = redactor
 
     async def Deliver(
         self, request: delivery_pb2.DeliverRequest, context: CallContext
@@ -92,9 +100,26 @@ class DeliveryService(delivery_pb2_grpc.DeliveryServiceServicer):  # type: ignor
         watcher = self._bus.subscribe(request.statuses)
         try:
             while (result := await watcher.next()) is not None:
-                yield delivery_pb2.WatchDeliveriesResponse(result=result, dropped=watcher.dropped)
+                yield delivery_pb2.WatchDeliveriesResponse(
+                    result=self._watched(result), dropped=watcher.dropped
+                )
         finally:
             watcher.close()
+
+    def _watched(self, result: delivery_pb2.DeliveryResult) -> delivery_pb2.DeliveryResult:
+        """``result`` as watchers see it: the texts a caller chose (message id, event names)
+        scrubbed of the token and emails, as in log lines; the caller's own answer keeps them.
+        A result with nothing to hide is sent as it is, uncopied."""
+        if self._redactor is None:
+            return result
+        shown = {name: self._redactor.scrub(getattr(result, name)) for name in _CALLER_TEXTS}
+        if all(shown[name] == getattr(result, name) for name in _CALLER_TEXTS):
+            return result
+        copy = delivery_pb2.DeliveryResult()
+        copy.CopyFrom(result)
+        for name, text in shown.items():
+            setattr(copy, name, clip(text))
+        return copy
 
     def _deadline(self, context: CallContext) -> float:
         remaining = context.time_remaining()

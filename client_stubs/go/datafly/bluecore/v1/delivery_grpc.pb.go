@@ -62,7 +62,9 @@ type DeliveryServiceClient interface {
 	// loses results rather than slowing delivery; the number lost is reported
 	// in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
 	// streams (default 100) are open at once; one more is refused with
-	// RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+	// RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+	// ids and event names reach watchers as they appear in the sidecar's logs,
+	// with the namespace token and email addresses replaced.
 	WatchDeliveries(ctx context.Context, in *WatchDeliveriesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchDeliveriesResponse], error)
 }
 
@@ -152,7 +154,9 @@ type DeliveryServiceServer interface {
 	// loses results rather than slowing delivery; the number lost is reported
 	// in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
 	// streams (default 100) are open at once; one more is refused with
-	// RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+	// RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+	// ids and event names reach watchers as they appear in the sidecar's logs,
+	// with the namespace token and email addresses replaced.
 	WatchDeliveries(*WatchDeliveriesRequest, grpc.ServerStreamingServer[WatchDeliveriesResponse]) error
 	mustEmbedUnimplementedDeliveryServiceServer()
 }

@@ -1247,7 +1247,9 @@ export const DeliveryService: GenService<{
    * loses results rather than slowing delivery; the number lost is reported
    * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
    * streams (default 100) are open at once; one more is refused with
-   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+   * ids and event names reach watchers as they appear in the sidecar's logs,
+   * with the namespace token and email addresses replaced.
    *
    * @generated from rpc datafly.bluecore.v1.DeliveryService.WatchDeliveries
    */

@@ -3818,7 +3818,9 @@ export const DeliveryServiceService = {
    * loses results rather than slowing delivery; the number lost is reported
    * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
    * streams (default 100) are open at once; one more is refused with
-   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+   * ids and event names reach watchers as they appear in the sidecar's logs,
+   * with the namespace token and email addresses replaced.
    */
   watchDeliveries: {
     path: "/datafly.bluecore.v1.DeliveryService/WatchDeliveries" as const,
@@ -3864,7 +3866,9 @@ export interface DeliveryServiceServer extends UntypedServiceImplementation {
    * loses results rather than slowing delivery; the number lost is reported
    * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
    * streams (default 100) are open at once; one more is refused with
-   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+   * ids and event names reach watchers as they appear in the sidecar's logs,
+   * with the namespace token and email addresses replaced.
    */
   watchDeliveries: handleServerStreamingCall<WatchDeliveriesRequest, WatchDeliveriesResponse>;
 }
@@ -3942,7 +3946,9 @@ export interface DeliveryServiceClient extends Client {
    * loses results rather than slowing delivery; the number lost is reported
    * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
    * streams (default 100) are open at once; one more is refused with
-   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+   * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+   * ids and event names reach watchers as they appear in the sidecar's logs,
+   * with the namespace token and email addresses replaced.
    */
   watchDeliveries(
     request: WatchDeliveriesRequest,

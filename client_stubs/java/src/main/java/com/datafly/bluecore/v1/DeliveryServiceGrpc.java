@@ -254,7 +254,9 @@ public final class DeliveryServiceGrpc {
      * loses results rather than slowing delivery; the number lost is reported
      * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
      * streams (default 100) are open at once; one more is refused with
-     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+     * ids and event names reach watchers as they appear in the sidecar's logs,
+     * with the namespace token and email addresses replaced.
      * </pre>
      */
     default void watchDeliveries(com.datafly.bluecore.v1.WatchDeliveriesRequest request,
@@ -348,7 +350,9 @@ public final class DeliveryServiceGrpc {
      * loses results rather than slowing delivery; the number lost is reported
      * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
      * streams (default 100) are open at once; one more is refused with
-     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+     * ids and event names reach watchers as they appear in the sidecar's logs,
+     * with the namespace token and email addresses replaced.
      * </pre>
      */
     public void watchDeliveries(com.datafly.bluecore.v1.WatchDeliveriesRequest request,
@@ -426,7 +430,9 @@ public final class DeliveryServiceGrpc {
      * loses results rather than slowing delivery; the number lost is reported
      * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
      * streams (default 100) are open at once; one more is refused with
-     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+     * ids and event names reach watchers as they appear in the sidecar's logs,
+     * with the namespace token and email addresses replaced.
      * </pre>
      */
     @io.grpc.ExperimentalApi("https://github.com/grpc/grpc-java/issues/10918")
@@ -505,7 +511,9 @@ public final class DeliveryServiceGrpc {
      * loses results rather than slowing delivery; the number lost is reported
      * in `WatchDeliveriesResponse.dropped`. At most `SIDECAR_MAX_WATCHERS`
      * streams (default 100) are open at once; one more is refused with
-     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`.
+     * RESOURCE_EXHAUSTED and the ErrorInfo reason `TOO_MANY_WATCHERS`. Message
+     * ids and event names reach watchers as they appear in the sidecar's logs,
+     * with the namespace token and email addresses replaced.
      * </pre>
      */
     public java.util.Iterator<com.datafly.bluecore.v1.WatchDeliveriesResponse> watchDeliveries(

@@ -357,19 +357,12 @@ class Deliverer:
     def _duplicate(
         self, event: delivery_pb2.DataflyEvent, record: Record, started: float, trace_id: str
     ) -> DeliveryResult:
-        skip = duplicate_skip(_earlier(record))
-        result = _result(
-            event,
-            skip.status,
-            datafly_event=skip.datafly_event,
-            bluecore_event=skip.bluecore_event,
-            reason=skip.reason,
-            detail=skip.detail,
-            http_status=record.http_status,
-            attempts=record.attempts,
-        )
         # The trace of the delivery that did send is the one worth following.
-        return self._stamp(result, started, record.trace_id or trace_id)
+        skip = duplicate_skip(_earlier(record))
+        result = self._skip_result(event, skip, started, record.trace_id or trace_id)
+        result.http_status = record.http_status
+        result.attempts = record.attempts
+        return result
 
     async def _decide_and_send(
         self,

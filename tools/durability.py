@@ -522,6 +522,17 @@ async def wait_delivered(sandbox: Sandbox, keys: Iterable[str], timeout: float) 
         await asyncio.sleep(0.5)
 
 
+async def drain_and_stop(
+    sidecar: Sidecar, sandbox: Sandbox, keys: Iterable[str], timeout: float, row: Row
+) -> float:
+    """Wait until every key was delivered and the sandbox went quiet, then SIGTERM ``sidecar``
+    and record its exit code on ``row``; returns when the last key was delivered."""
+    last = await wait_delivered(sandbox, keys, timeout)
+    await settle(sandbox)
+    row.exit_codes.append(await stop(sidecar))
+    return last
+
+
 async def settle(sandbox: Sandbox, quiet: float = 1.5, timeout: float = 20.0) -> None:
     """Wait until the sandbox has received nothing new for ``quiet`` seconds."""
     began = time.monotonic()
@@ -591,9 +602,7 @@ async def proof_a(ctx: Context, row: Row, args: argparse.Namespace) -> None:
 
     await sandbox.clear_faults()
     second = await ctx.sidecar("a-restart", sandbox, queue)
-    await wait_delivered(sandbox, ledger.accepted, args.drain_timeout)
-    await settle(sandbox)
-    row.exit_codes.append(await stop(second))
+    await drain_and_stop(second, sandbox, ledger.accepted, args.drain_timeout, row)
     row.check("the restarted sidecar exited 0 on SIGTERM", row.exit_codes[1] == 0)
     count(row, ledger, sandbox)
     row.check("0 accepted events lost", row.lost == 0)
@@ -652,9 +661,7 @@ async def proof_b(ctx: Context, row: Row, args: argparse.Namespace) -> None:
     )
     refused = len(ledger.outcomes) - len(ledger.accepted)
     row.check(f"every call answered QUEUED or DELIVERED ({refused} others)", refused == 0)
-    last = await wait_delivered(sandbox, ledger.accepted, args.drain_timeout)
-    await settle(sandbox)
-    row.exit_codes.append(await stop(sidecar))
+    last = await drain_and_stop(sidecar, sandbox, ledger.accepted, args.drain_timeout, row)
     row.check("the sidecar exited 0 on SIGTERM", row.exit_codes[0] == 0)
     count(row, ledger, sandbox)
     row.check("0 accepted events lost", row.lost == 0)
@@ -711,9 +718,7 @@ async def proof_c(ctx: Context, row: Row, args: argparse.Namespace) -> None:
 
     await sandbox.clear_faults()
     second = await ctx.sidecar("c-restart", sandbox, queue)
-    await wait_delivered(sandbox, ledger.accepted, args.drain_timeout)
-    await settle(sandbox)
-    row.exit_codes.append(await stop(second))
+    await drain_and_stop(second, sandbox, ledger.accepted, args.drain_timeout, row)
     row.check("the restarted sidecar exited 0 on SIGTERM", row.exit_codes[1] == 0)
     count(row, ledger, sandbox)
     row.check("0 accepted events lost", row.lost == 0)
@@ -811,9 +816,7 @@ async def proof_d(ctx: Context, row: Row, args: argparse.Namespace) -> None:
         row.check("the sidecar exited 0 on SIGTERM", row.exit_codes[0] == 0)
         if not drained:  # is anything lost for good, or only stuck until a restart?
             second = await ctx.sidecar("d-restart", sandbox, queue)
-            await wait_delivered(sandbox, ledger.accepted, args.drain_timeout)
-            await settle(sandbox)
-            row.exit_codes.append(await stop(second))
+            await drain_and_stop(second, sandbox, ledger.accepted, args.drain_timeout, row)
             row.check("the restarted sidecar exited 0 on SIGTERM", row.exit_codes[1] == 0)
     count(row, ledger, sandbox)
     row.check("0 accepted events lost", row.lost == 0)
@@ -885,9 +888,7 @@ async def proof_e(ctx: Context, row: Row, args: argparse.Namespace) -> None:
     for key, outcome in zip(keys, outcomes, strict=True):
         ledger.note(key, outcome)
     row.check("new events queued in a fresh file", len(ledger.accepted) == len(keys))
-    await wait_delivered(sandbox, ledger.accepted, args.drain_timeout)
-    await settle(sandbox)
-    row.exit_codes.append(await stop(sidecar))
+    await drain_and_stop(sidecar, sandbox, ledger.accepted, args.drain_timeout, row)
     row.check("the sidecar exited 0 on SIGTERM", row.exit_codes[0] == 0)
     count(row, ledger, sandbox)
     row.check("0 accepted events lost", row.lost == 0)
@@ -925,9 +926,7 @@ async def proof_f(ctx: Context, row: Row, args: argparse.Namespace) -> None:
         ledger.note(f"{email}#unsubscribe", unsub)
         row.done.append(f"{name}: optin {optin}, unsubscribe {unsub}")
     emails = [f"order-{name}@example.com" for name in modes]
-    await wait_delivered(sandbox, ledger.accepted, args.drain_timeout)
-    await settle(sandbox)
-    row.exit_codes.append(await stop(sidecar))
+    await drain_and_stop(sidecar, sandbox, ledger.accepted, args.drain_timeout, row)
     grouped = sandbox.by_key()
     for name, email in zip(modes, emails, strict=True):
         requests = grouped.get(email, [])
@@ -991,9 +990,7 @@ async def proof_g(ctx: Context, row: Row, args: argparse.Namespace) -> None:
         all(o == "QUEUED" for o in held_again),
     )
     await sandbox.clear_faults()
-    await wait_delivered(sandbox, ledger.accepted, args.drain_timeout)
-    await settle(sandbox)
-    row.exit_codes.append(await stop(second))
+    await drain_and_stop(second, sandbox, ledger.accepted, args.drain_timeout, row)
     row.check("the restarted sidecar exited 0 on SIGTERM", row.exit_codes[1] == 0)
     count(row, ledger, sandbox)
     row.check("each event accepted once upstream (no duplicates)", row.duplicates == 0)

@@ -49,7 +49,7 @@ from .store import (
     StoreError,
 )
 from .telemetry import Metrics
-from .upstream import SendOutcome, UpstreamClient
+from .upstream import SendOutcome, UpstreamClient, worst
 
 Status = delivery_pb2.DeliveryStatus
 DeliveryResult = delivery_pb2.DeliveryResult
@@ -595,7 +595,7 @@ class BackgroundDelivery:
         outcomes = await asyncio.gather(
             *(self._client.send(request.body, deadline) for request in decision.requests)
         )
-        outcome = _combine(list(outcomes))
+        outcome = worst(list(outcomes))
         accepted = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
         return dataclasses.replace(
             outcome,
@@ -808,15 +808,6 @@ def _try_outcome(result: DeliveryResult) -> str:
     if result.status == Status.DELIVERY_STATUS_QUEUED:
         return "retry"
     return "dead_letter"
-
-
-def _combine(outcomes: list[SendOutcome]) -> SendOutcome:
-    """One event's verdict from its requests: permanent beats retryable beats delivered."""
-    for verdict in (Verdict.PERMANENT, Verdict.RETRY):
-        for outcome in outcomes:
-            if outcome.verdict is verdict:
-                return outcome
-    return outcomes[-1]
 
 
 def _span_attributes(

@@ -46,7 +46,7 @@ from .redaction import Redactor
 from .results import new_result
 from .retry import Verdict, deadline_margin
 from .store import Duplicate, Enqueued, NewEntry, QueueFull
-from .upstream import SendOutcome, UpstreamClient
+from .upstream import UpstreamClient, worst
 
 # OutcomeBus and DedupTable are re-exported for code written before the split (service.py
 # imports OutcomeBus from here); new code imports them from their own modules.
@@ -516,7 +516,7 @@ class Deliverer:
                     for request in requests
                 )
             )
-        outcome = _combine(outcomes)
+        outcome = worst(outcomes)
         status = _STATUS_OF_VERDICT[outcome.verdict]
         detail = outcome.detail
         if len(outcomes) > 1:
@@ -640,15 +640,6 @@ _FAILED = frozenset(
         Status.DELIVERY_STATUS_REJECTED_INVALID,
     }
 )
-
-
-def _combine(outcomes: list[SendOutcome]) -> SendOutcome:
-    """One event's verdict from its requests: permanent beats retryable beats delivered."""
-    for verdict in (Verdict.PERMANENT, Verdict.RETRY):
-        for outcome in outcomes:
-            if outcome.verdict is verdict:
-                return outcome
-    return outcomes[-1]
 
 
 def _set_duration(target: duration_pb2.Duration, seconds: float) -> None:

@@ -76,6 +76,15 @@ class SendOutcome:
     retry_after: float | None = None
 
 
+def worst(outcomes: list[SendOutcome]) -> SendOutcome:
+    """One event's verdict from its requests: permanent beats retryable beats delivered."""
+    for verdict in (Verdict.PERMANENT, Verdict.RETRY):
+        for outcome in outcomes:
+            if outcome.verdict is verdict:
+                return outcome
+    return outcomes[-1]
+
+
 class SendObserver(Protocol):
     """Receives what happens on the way to Bluecore (metrics hook)."""
 

@@ -101,13 +101,11 @@ MODE_NAMES = {
 }
 PHASES = ("throughput", "latency", "watchers", "ghz")
 
-#: HOOKS for features that are not built yet (issue 12). Each runs one more sidecar, tracing
-#: off, with one setting, compared with the plain tracing-off sidecar in the same rounds. The
-#: sidecar ignores unknown SIDECAR_* variables, so running one before its feature exists would
-#: print a number for the plain sidecar under a misleading name: the driver refuses unless
-#: ``bluecore_sidecar.config.Settings`` has the named field. To enable one when the feature
-#: lands, check that the variable and the field name below match the implementation, then
-#: pass the flag; nothing else changes.
+#: HOOKS: each runs one more sidecar, tracing off, with one setting, compared with the plain
+#: tracing-off sidecar in the same rounds. The sidecar ignores unknown SIDECAR_* variables, so
+#: a hook run against code without its feature (``--compare-rev`` of an old revision, say)
+#: would print a number for the plain sidecar under a misleading name: the driver refuses
+#: unless ``bluecore_sidecar.config.Settings`` has the named field.
 HOOKS: dict[str, tuple[str, str, str]] = {
     # server name: (flag, settings field that must exist, environment variable)
     "sidecar-workers2": ("--compare-workers", "workers", "SIDECAR_WORKERS"),
@@ -920,7 +918,9 @@ def summarise(phases: list[dict[str, Any]], servers: list[str]) -> list[dict[str
     """Medians over rounds per (mode, server), each compared with its reference server.
 
     The reference is the forwarder, except for the sidecar variants (watchers, workers,
-    durable), which are compared with the plain tracing-off sidecar.
+    durable), which are compared with the plain tracing-off sidecar. In the latency phase every
+    server is compared with the forwarder: the question there is what a sidecar, however it
+    is set up, adds to a call.
     """
     rows = []
     for mode in MODES:
@@ -959,7 +959,8 @@ def summarise(phases: list[dict[str, Any]], servers: list[str]) -> list[dict[str
             by_server[name] = row
             rows.append(row)
         for row in by_server.values():
-            ref = by_server.get(REFERENCE.get(row["server"], "forwarder"))
+            reference = "forwarder" if mode == "latency" else REFERENCE.get(row["server"])
+            ref = by_server.get(reference or "forwarder")
             if ref is None or ref is row:
                 continue
             row["reference"] = ref["server"]
@@ -1335,6 +1336,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.customers = 10_000 if args.sidecar_durable else 0
     if args.channels is None:
         args.channels = 4 if "sidecar-workers2" in args.hooks else 1
+    if "sidecar-workers2" in args.hooks and "sidecar-workers2" not in args.latency_servers:
+        # What two workers do to latency at the same offered rate, beside one worker.
+        args.latency_servers.append("sidecar-workers2")
     return args
 
 

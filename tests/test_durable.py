@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +33,7 @@ from grpc_status import rpc_status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from .conftest import EMAIL, NAMESPACE, eventually, make_event, test_settings
+from .processes import serve, serve_env
 
 Status = delivery_pb2.DeliveryStatus
 Mode = delivery_pb2.DeliveryMode
@@ -656,48 +656,22 @@ async def test_dead_letters_command_refuses_an_empty_selection_and_reports_rpc_e
 # -- `bluecore-sidecar serve` as a real process ----------------------------------------------
 
 
-async def start_serve(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
-    """Start ``python -m bluecore_sidecar serve``; returns it and its gRPC address."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bluecore_sidecar",
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    async with asyncio.timeout(30):
-        while line := await process.stderr.readline():
-            entry = json.loads(line) if line.startswith(b"{") else {}
-            if entry.get("message") == "serving":
-                return process, str(entry["grpc_address"])
-    raise AssertionError(f"the sidecar stopped before serving (exit {await process.wait()})")
-
-
 async def test_serve_with_a_queue_path_queues_exits_0_on_sigterm_and_keeps_the_event(
     sandbox, tmp_path
 ):
     """A real `serve` process: QUEUED during an outage, SIGTERM exits 0, a second `serve`
     on the same file while the first runs stops with one line, and the next start delivers."""
     path = tmp_path / "queue.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLUECORE_", "SIDECAR_"))}
-    env.update(
+    env = serve_env(
+        sandbox.url,
         BLUECORE_NAMESPACE=NAMESPACE,
-        BLUECORE_API_URL=sandbox.url,
-        SIDECAR_GRPC_ADDRESS="127.0.0.1:0",
-        SIDECAR_OPS_ADDRESS="127.0.0.1:0",
-        SIDECAR_HTTP_ADDRESS="127.0.0.1:0",
         SIDECAR_QUEUE_PATH=str(path),
         SIDECAR_QUEUE_RETRY_CAP="100ms",
-        SIDECAR_RETRY_BASE="10ms",
         SIDECAR_SHUTDOWN_GRACE="2s",
     )
     sandbox.fail_next(OUTAGE, 503)
-    process, address = await start_serve(env)
-    try:
-        async with grpc.aio.insecure_channel(address) as channel:
+    async with serve(env) as served:
+        async with grpc.aio.insecure_channel(served.grpc_address) as channel:
             stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
             request = delivery_pb2.DeliverRequest(event=make_event(messageId="p-1"), mode=WAIT)
             reply = await stub.Deliver(request, timeout=2)
@@ -716,21 +690,16 @@ async def test_serve_with_a_queue_path_queues_exits_0_on_sigterm_and_keeps_the_e
             _, err = await second.communicate()
         assert second.returncode == 2
         assert "in use" in err.decode().splitlines()[-1]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            code = await process.wait()
-    assert code == 0
+
+        served.process.send_signal(signal.SIGTERM)
+        assert await served.finish(30) == 0
     assert accepted(sandbox) == []
 
     sandbox.clear_faults()
-    process, _ = await start_serve(env)
-    try:
+    async with serve(env) as served:
         await until(lambda: len(accepted(sandbox)) == 1, timeout=15)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            assert await process.wait() == 0
+        served.process.send_signal(signal.SIGTERM)
+        assert await served.finish(30) == 0
 
 
 async def test_a_corrupt_queue_file_is_moved_aside_and_a_fresh_queue_serves(

@@ -29,7 +29,7 @@ from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from google.protobuf import json_format
 
 from .conftest import EMAIL, NAMESPACE, eventually, make_event
-from .test_lifecycle import serve_env
+from .processes import serve_env
 
 Status = delivery_pb2.DeliveryStatus
 DELIVERIES = "bluecore_sidecar_deliveries_total"

@@ -197,7 +197,14 @@ async def running_sidecar(
         # Handlers are wrapped once as they are registered (through `wrapping`), not by a
         # grpc.aio interceptor, which grpc awaits anew on every call.
         edge_handlers = EdgeHandlers(
-            SERVICE_NAME, admission, metrics, tracer, unbounded=frozenset({"WatchDeliveries"})
+            SERVICE_NAME,
+            admission,
+            metrics,
+            tracer,
+            unbounded=frozenset({"WatchDeliveries"}),
+            # The two calls that carry the load; every other method is served as a generic
+            # one (a registered method costs every arriving call some work, interceptor.py).
+            registered=frozenset({f"/{SERVICE_NAME}/Deliver", f"/{SERVICE_NAME}/DeliverBatch"}),
         )
         server = grpc.aio.server(
             options=[

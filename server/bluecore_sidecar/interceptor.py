@@ -243,6 +243,13 @@ class EdgeHandlers:
     registered: register every servicer through :meth:`server` (the generated
     ``add_*_to_server`` functions and :func:`.service.add_reflection` take it in place of the
     server), and the server itself runs without interceptors.
+
+    ``registered`` (method paths, "/package.Service/Method"), when given, are the only
+    methods handed to grpc as registered methods; the others are served by the generic
+    handlers that the generated ``add_*_to_server`` functions add as well. grpc.aio keeps one
+    waiting task per registered method (plus one for generic calls) and, for every call that
+    arrives, waits on all of them at once: each registered method costs every call some work,
+    so only the busy ones should be registered.
     """
 
     def __init__(
@@ -253,9 +260,11 @@ class EdgeHandlers:
         tracer: trace.Tracer,
         *,
         unbounded: frozenset[str] = frozenset(),
+        registered: frozenset[str] | None = None,
     ) -> None:
         self.edge = Edge(service, admission, metrics, tracer)
         self._unbounded = unbounded
+        self.registered = registered
 
     def server(self, server: grpc.aio.Server) -> grpc.aio.Server:
         """A stand-in for ``server`` that registers handlers wrapped by this edge."""
@@ -458,13 +467,14 @@ class _WrappingServer:
     def add_registered_method_handlers(
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
     ) -> None:
-        self._server.add_registered_method_handlers(
-            service,
-            {
-                name: self._edge.wrap(f"/{service}/{name}", handler)
-                for name, handler in handlers.items()
-            },
-        )
+        kept = self._edge.registered
+        wrapped = {
+            name: self._edge.wrap(f"/{service}/{name}", handler)
+            for name, handler in handlers.items()
+            if kept is None or f"/{service}/{name}" in kept
+        }
+        if wrapped:
+            self._server.add_registered_method_handlers(service, wrapped)
 
 
 def _trace_headers(metadata: Any) -> dict[str, str]:

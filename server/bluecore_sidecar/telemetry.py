@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -70,6 +71,8 @@ class JsonFormatter(logging.Formatter):
         encoded = getattr(record, "json_lines", None)
         if isinstance(encoded, list) and self._cached_heads:
             start = f'{{"time":"{self._time(record.created)}",{self._head(record)}'
+            if len(encoded) == 1:  # a single call's outcome: the usual case
+                return f"{start},{encoded[0]}}}"
             return "\n".join(f"{start},{members}}}" for members in encoded)
         head: dict[str, Any] = {
             "time": self._time(record.created),
@@ -410,6 +413,8 @@ class OutcomeRecorder:
         # the redactor's current secrets; a rotation starts the cache afresh).
         self._scrubbed: dict[str, str] = {}
         self._scrubbed_for: tuple[str, ...] = self._redactor.secrets
+        # The attributes of one record per level, made by the logger (see _record).
+        self._templates: dict[int, dict[str, Any]] = {}
 
     def on_outcome(self, result: delivery_pb2.DeliveryResult, dedup_hit: bool) -> None:
         """Record ``result``."""
@@ -438,13 +443,29 @@ class OutcomeRecorder:
     def flush(self) -> None:
         """Write the pending lines now: one record per level, INFO before WARNING."""
         pending, self._pending = self._pending, None
-        logger = self._logger
         for level, lines in sorted((pending or {}).items()):
-            logger.handle(
-                logger.makeRecord(
-                    logger.name, level, "", 0, _OUTCOME, (), None, extra={"json_lines": lines}
-                )
-            )
+            self._logger.handle(self._record(level, lines))
+
+    def _record(self, level: int, lines: list[str]) -> logging.LogRecord:
+        """The record of ``lines`` at ``level``: a copy of one the logger made, timed now.
+
+        Every outcome record is the same but for its time and lines; making a record from
+        scratch costs about as much as encoding and counting the outcome, copying one a
+        fraction of that. The time fields are set as ``LogRecord`` sets them.
+        """
+        template = self._templates.get(level)
+        if template is None:
+            logger = self._logger
+            made = logger.makeRecord(logger.name, level, "", 0, _OUTCOME, (), None)
+            template = self._templates[level] = dict(vars(made))
+        record = logging.LogRecord.__new__(logging.LogRecord)
+        vars(record).update(template)
+        now = time.time()
+        record.created = now
+        record.msecs = int((now - int(now)) * 1000) + 0.0
+        record.relativeCreated = template["relativeCreated"] + (now - template["created"]) * 1000
+        record.json_lines = lines
+        return record
 
     def _queue(self, level: int, members: str) -> None:
         pending = self._pending

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from prometheus_client import Counter
 
 _W3C = TraceContextTextMapPropagator()
+#: What an untraced call without a caller's trace context runs in: no span, nothing attached
+#: (the current span is the invalid one already). Stateless, so one serves every call.
+_NO_SPAN: contextlib.AbstractContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
 _SERVER = trace.SpanKind.SERVER
 log = logging.getLogger(LOGGER_NAME)
 
@@ -127,10 +130,9 @@ class Edge:
         # One counter child per method name, looked up once (the names are the service's).
         self._admitted_counters: dict[str, Counter] = {}
 
-    @contextlib.contextmanager
     def call(
         self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
-    ) -> Iterator[trace.Span]:
+    ) -> contextlib.AbstractContextManager[trace.Span]:
         """The SERVER span ``name`` of one call, continuing the trace context in ``carrier``.
 
         ``carrier`` holds the call's metadata or HTTP headers, keys in lower case. Only W3C
@@ -143,6 +145,14 @@ class Edge:
         trace. A call the sampler drops gets a span that only carries the trace id (made
         current, so the results name it); ending it does nothing.
         """
+        if not self._tracing and "traceparent" not in carrier:
+            return _NO_SPAN  # nothing to continue, nothing to record: the usual untraced call
+        return self._call(name, carrier, attributes)
+
+    @contextlib.contextmanager
+    def _call(
+        self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
+    ) -> Iterator[trace.Span]:
         caller = _W3C.extract(carrier) if "traceparent" in carrier else None
         if not self._tracing:
             token = otel_context.attach(caller) if caller is not None else None

@@ -189,8 +189,8 @@ class DedupTable:
             size=ENTRY_OVERHEAD + sys.getsizeof(message_id),
             in_flight=True,
         )
+        # New, so it goes last: an expired entry of the same id was dropped by _live.
         self._entries[message_id] = fresh
-        self._entries.move_to_end(message_id)
         self._bytes += fresh.size
         self._trim()
         return Claimed(message_id, fresh)
@@ -253,6 +253,8 @@ class DedupTable:
         self._bytes -= self._entries.pop(message_id).size
 
     def _trim(self) -> None:
+        if len(self._entries) <= self._max and self._bytes <= self._max_bytes:
+            return  # within both bounds: the usual case, without reading the clock
         now = self._clock()
         while len(self._entries) > self._max or self._bytes > self._max_bytes:
             key, oldest = next(iter(self._entries.items()))

@@ -420,7 +420,8 @@ class OutcomeRecorder:
         """Record ``result``."""
         fields = self._count(result, dedup_hit)
         if fields is not None:
-            self._queue(*fields)
+            level, members = fields
+            self._queue(level, [members])
 
     def on_outcomes(self, outcomes: Sequence[tuple[delivery_pb2.DeliveryResult, bool]]) -> None:
         """Record a batch (in request order): the same metrics and lines as one by one.
@@ -429,12 +430,20 @@ class OutcomeRecorder:
         once per outcome; each latency is still observed on its own.
         """
         counts: dict[_OutcomeChildren, int] = {}
+        lines: dict[int, list[str]] = {}
         hits = 0
         for result, dedup_hit in outcomes:
             fields = self._count(result, dedup_hit, counts)
             hits += dedup_hit
             if fields is not None:
-                self._queue(*fields)
+                level, members = fields
+                group = lines.get(level)
+                if group is None:
+                    lines[level] = [members]
+                else:
+                    group.append(members)
+        for level, group in lines.items():
+            self._queue(level, group)
         for children, count in counts.items():
             children.delivered.inc(count)
         if hits:
@@ -467,17 +476,22 @@ class OutcomeRecorder:
         record.json_lines = lines
         return record
 
-    def _queue(self, level: int, members: str) -> None:
+    def _queue(self, level: int, lines: list[str]) -> None:
+        """Add ``lines`` (encoded members) at ``level`` to those written at the end of the turn."""
         pending = self._pending
         if pending is None:
             pending = self._pending = {}
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop (a direct call): write at once
-                pending[level] = [members]
+                pending[level] = lines
                 self.flush()
                 return
-        pending.setdefault(level, []).append(members)
+        waiting = pending.get(level)
+        if waiting is None:
+            pending[level] = lines
+        else:
+            waiting.extend(lines)
 
     def _count(
         self,
@@ -508,6 +522,10 @@ class OutcomeRecorder:
                 self._metrics.dedup_hits.inc()
         if not self._logger.isEnabledFor(children.level):
             return None
+        secrets = self._redactor.secrets
+        if self._scrubbed_for is not secrets:  # rotated: what was scrubbed may hold the old one
+            self._scrubbed.clear()
+            self._scrubbed_for = secrets
         return children.level, (
             f'"message_id":{_json_str(self._redactor.scrub(result.message_id))},'
             f'"datafly_event":{_json_str(self._scrub(result.datafly_event))},'
@@ -521,10 +539,7 @@ class OutcomeRecorder:
         )
 
     def _scrub(self, text: str) -> str:
-        """``text`` scrubbed, from the cache when it was seen before."""
-        if self._scrubbed_for is not self._redactor.secrets:
-            self._scrubbed.clear()
-            self._scrubbed_for = self._redactor.secrets
+        """``text`` scrubbed, from the cache when it was seen before (see _count for rotation)."""
         scrubbed = self._scrubbed.get(text)
         if scrubbed is None:
             scrubbed = self._redactor.scrub(text)

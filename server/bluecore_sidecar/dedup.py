@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from datafly.bluecore.v1 import delivery_pb2
 
@@ -35,9 +35,14 @@ Status = delivery_pb2.DeliveryStatus
 DeliveryResult = delivery_pb2.DeliveryResult
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Record:
-    """What is kept of one delivered message id: enough to answer a duplicate."""
+class Record(NamedTuple):
+    """What is kept of one delivered message id: enough to answer a duplicate.
+
+    A named tuple, like the other values made once per event (``decision.Send``,
+    ``mapping.BluecoreRequest``, ``wire.Encoded``): as immutable as a frozen dataclass, and
+    made in a quarter of the time (a frozen dataclass sets each field through
+    ``object.__setattr__``).
+    """
 
     datafly_event: str
     bluecore_event: str
@@ -56,11 +61,11 @@ class Record:
         )
         limit = MAX_TEXT_CHARS  # `clip` only for what could be too long
         return cls(
-            datafly_event=datafly_event if len(datafly_event) <= limit else clip(datafly_event),
-            bluecore_event=bluecore_event if len(bluecore_event) <= limit else clip(bluecore_event),
-            http_status=result.http_status,
-            attempts=result.attempts,
-            trace_id=trace_id if len(trace_id) <= limit else clip(trace_id),
+            datafly_event if len(datafly_event) <= limit else clip(datafly_event),
+            bluecore_event if len(bluecore_event) <= limit else clip(bluecore_event),
+            result.http_status,
+            result.attempts,
+            trace_id if len(trace_id) <= limit else clip(trace_id),
         )
 
     def size(self) -> int:

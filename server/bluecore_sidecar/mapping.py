@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import struct_pb2
@@ -176,15 +176,14 @@ class MappingRules:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class BluecoreRequest:
-    """One POST to the Bluecore Events API."""
+class BluecoreRequest(NamedTuple):
+    """One POST to the Bluecore Events API (a named tuple, made per event: see ``dedup.Record``)."""
 
     event: str
     """Bluecore event name, e.g. `purchase`."""
     body: Mapping[str, Any]
     """The JSON body without `properties.token`. Only JSON types, every number finite."""
-    encoded: wire.Encoded | None = field(default=None, compare=False, repr=False)
+    encoded: wire.Encoded | None = None
     """`body` as JSON, kept from the validity check so that it is not encoded again to send."""
 
 

@@ -7,10 +7,9 @@ so what Preview shows is byte for byte what goes out, the token aside.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 #: What Preview shows in place of the namespace token.
 REDACTED = "***"
@@ -38,8 +37,7 @@ def dumps(body: Mapping[str, Any]) -> str:
     return _ENCODER.encode(body)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Encoded:
+class Encoded(NamedTuple):
     """A tokenless body as :func:`dumps` wrote it, and where the token goes into that text."""
 
     text: str

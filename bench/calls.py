@@ -8,7 +8,12 @@ the same process, and counts the calls with ``cProfile`` for each tracing settin
 and parent-based 10 %. The client's share is the same for every version of the sidecar, so a
 difference between two commits is the sidecar's.
 
-Run: ``.venv/bin/python bench/calls.py [--events 2000] [--top 15]``.
+``--forwarder`` measures the yardstick (``bench/forwarder.py``, in-process, same client) the
+same way and prints, per call, where the tracing-off sidecar spends what the forwarder does
+not: Python calls and profiled own time per event by package (ours, aiohttp, asyncio, grpc,
+...), and the functions with the largest difference.
+
+Run: ``.venv/bin/python bench/calls.py [--events 2000] [--top 15] [--forwarder]``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import aiohttp
 import grpc
 from bluecore_devtools.localrun import free_port
 from bluecore_sidecar.app import running_sidecar
@@ -40,7 +46,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from loadgen import load_events  # noqa: E402 - needs the path above
+from forwarder import Forwarder  # noqa: E402 - needs the path above
+from loadgen import load_events  # noqa: E402
 
 TRACING = {
     "off": {},
@@ -95,15 +102,37 @@ def requests(
     return out
 
 
-async def measure(
-    url: str,
-    tracing: str,
-    events: list[delivery_pb2.DataflyEvent],
-    count: int,
-    top: int,
-    sink: TextIO,
-) -> list[str]:
-    """Profile ``count`` Deliver calls and ``count`` events in batches of 20; report lines."""
+#: One mode's profile: the stats and the CPU seconds they took.
+Profiled = tuple[pstats.Stats, float]
+
+
+async def profile_modes(
+    address: str, tag: str, events: list[delivery_pb2.DataflyEvent], count: int
+) -> dict[str, Profiled]:
+    """``count`` Deliver calls, then ``count`` events in batches of 20, each mode profiled."""
+    out = {}
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        for mode in MODES:
+            warm = requests(events, 200, f"{tag}-{mode}-warm")
+            todo = requests(events, count, f"{tag}-{mode}")
+            await _run(stub, mode, warm)
+            profile = cProfile.Profile()
+            cpu = time.process_time()
+            profile.enable()
+            await _run(stub, mode, todo)
+            profile.disable()
+            out[mode] = (pstats.Stats(profile), time.process_time() - cpu)
+    return out
+
+
+MODES = ("Deliver", "DeliverBatch")
+
+
+async def measure_sidecar(
+    url: str, tracing: str, events: list[delivery_pb2.DataflyEvent], count: int, sink: TextIO
+) -> dict[str, Profiled]:
+    """Both modes' profiles of the sidecar with the ``tracing`` setting."""
     env = {
         "BLUECORE_NAMESPACE": "bench-namespace",
         "BLUECORE_API_URL": url,
@@ -118,32 +147,29 @@ async def measure(
     os.environ.update(TRACING[tracing])
     settings = Settings.from_env(env)
     exporter = _Drop() if TRACING[tracing] else None
-    lines = []
     with contextlib.redirect_stderr(sink):
         async with running_sidecar(settings, env, span_exporter=exporter) as sidecar:
             configure_logging("INFO", sink)  # one JSON line per outcome, as in production
-            async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
-                stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
-                for mode in ("Deliver", "DeliverBatch"):
-                    warm = requests(events, 200, f"{tracing}-{mode}-warm")
-                    todo = requests(events, count, f"{tracing}-{mode}")
-                    await _run(stub, mode, warm)
-                    profile = cProfile.Profile()
-                    cpu = time.process_time()
-                    profile.enable()
-                    await _run(stub, mode, todo)
-                    profile.disable()
-                    cpu = time.process_time() - cpu
-                    stats = pstats.Stats(profile)
-                    calls = sum(v[1] for v in stats.stats.values())  # type: ignore[attr-defined]
-                    lines.append(
-                        f"| {tracing} | {mode} | {calls / count:,.0f} | {1000 * cpu / count:.2f} |"
-                    )
-                    if top:
-                        lines.append("")
-                        lines.extend(_top(stats, top, count))
-                        lines.append("")
-    return lines
+            return await profile_modes(sidecar.grpc_address, tracing, events, count)
+
+
+async def measure_forwarder(
+    url: str, events: list[delivery_pb2.DataflyEvent], count: int
+) -> dict[str, Profiled]:
+    """Both modes' profiles of the yardstick, set up as its ``main`` sets it up."""
+    connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=30, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        server = grpc.aio.server()
+        delivery_pb2_grpc.add_DeliveryServiceServicer_to_server(
+            Forwarder(session, url, "bench-namespace"), server
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            return await profile_modes(f"127.0.0.1:{port}", "forwarder", events, count)
+        finally:
+            await server.stop(None)
 
 
 async def _run(
@@ -168,29 +194,107 @@ async def _run(
     await asyncio.gather(*(one(chunk) for chunk in chunks))
 
 
+#: A function as cProfile names it: (file, line, name).
+Function = tuple[str, int, str]
+
+
+def _rows(stats: pstats.Stats) -> dict[Function, tuple[int, float]]:
+    """Calls and own seconds per function."""
+    table = stats.stats  # type: ignore[attr-defined]
+    return {function: (nc, tt) for function, (_cc, nc, tt, _ct, _callers) in table.items()}
+
+
+def _name(function: Function) -> str:
+    path, line, name = function
+    short = "/".join(Path(path).parts[-2:]) if path != "~" else ""
+    return f"`{short}:{line} {name}`"
+
+
+def _package(function: Function) -> str:
+    """The package a function belongs to: site-packages' top level, the stdlib module, or C."""
+    path = function[0]
+    if path == "~":
+        return "(C functions)"
+    parts = Path(path).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    if "bluecore_sidecar" in parts:
+        return "bluecore_sidecar"
+    if len(parts) > 1 and parts[-2].startswith("python3"):
+        return f"stdlib {Path(path).stem}"
+    return parts[-2] if len(parts) > 1 else path
+
+
 def _top(stats: pstats.Stats, count: int, events: int) -> list[str]:
-    rows = sorted(
-        stats.stats.items(),  # type: ignore[attr-defined]
-        key=lambda item: item[1][1],
-        reverse=True,
-    )[:count]
+    rows = sorted(_rows(stats).items(), key=lambda item: item[1][0], reverse=True)[:count]
     out = ["| calls per event | own s per 1k events | function |", "|---|---|---|"]
-    for (path, line, name), (_cc, nc, tt, _ct, _callers) in rows:
-        short = "/".join(Path(path).parts[-2:]) if path != "~" else ""
-        out.append(f"| {nc / events:.1f} | {1000 * tt / events:.3f} | `{short}:{line} {name}` |")
+    for function, (nc, tt) in rows:
+        out.append(f"| {nc / events:.1f} | {1000 * tt / events:.3f} | {_name(function)} |")
     return out
 
 
+def compare(sidecar: pstats.Stats, forwarder: pstats.Stats, events: int, top: int) -> list[str]:
+    """Where the sidecar's calls and own time per event exceed the forwarder's."""
+    ours, theirs = _rows(sidecar), _rows(forwarder)
+    by_package: dict[str, list[float]] = {}
+    for sign, rows in ((1, ours), (-1, theirs)):
+        for function, (nc, tt) in rows.items():
+            cell = by_package.setdefault(_package(function), [0.0, 0.0, 0.0, 0.0])
+            offset = 0 if sign == 1 else 2
+            cell[offset] += nc / events
+            cell[offset + 1] += 1000 * tt / events
+    out = [
+        "| package | sidecar calls | forwarder calls | sidecar own ms | forwarder own ms |",
+        "|---|---|---|---|---|",
+    ]
+    for package, (calls, own, their_calls, their_own) in sorted(
+        by_package.items(), key=lambda item: item[1][1] - item[1][3], reverse=True
+    ):
+        out.append(
+            f"| {package} | {calls:,.1f} | {their_calls:,.1f} | {own:.3f} | {their_own:.3f} |"
+        )
+    out += [
+        "",
+        "| sidecar calls - forwarder calls | own ms: sidecar - forwarder | function |",
+        "|---|---|---|",
+    ]
+    difference = {
+        function: (
+            (ours.get(function, (0, 0.0))[0] - theirs.get(function, (0, 0.0))[0]) / events,
+            1000 * (ours.get(function, (0, 0.0))[1] - theirs.get(function, (0, 0.0))[1]) / events,
+        )
+        for function in ours.keys() | theirs.keys()
+    }
+    for function, (calls, own) in sorted(
+        difference.items(), key=lambda item: item[1][1], reverse=True
+    )[:top]:
+        out.append(f"| {calls:+.1f} | {own:+.4f} | {_name(function)} |")
+    return out
+
+
+def _calls(stats: pstats.Stats) -> int:
+    return sum(nc for nc, _tt in _rows(stats).values())
+
+
 def main() -> None:
-    """Parse the flags, start nginx, measure each tracing setting, print the table."""
+    """Parse the flags, start nginx, measure each tracing setting, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="events per mode (default 2000)")
     parser.add_argument("--top", type=int, default=0, help="also list the N most called")
     parser.add_argument("--tracing", choices=list(TRACING), action="append")
+    parser.add_argument(
+        "--forwarder",
+        action="store_true",
+        help="also measure bench/forwarder.py and compare the tracing-off sidecar with it",
+    )
     parser.add_argument("--upstream", help="POST here instead of a local nginx")
     args = parser.parse_args()
     events = load_events(BENCH.parent / "examples" / "events")
-    print("| tracing | call | Python calls per event | CPU ms per event (profiled) |")
+    count = args.events
+    tracings = args.tracing or list(TRACING)
+    if args.forwarder and "off" not in tracings:
+        tracings = ["off", *tracings]
+    print("| server | call | Python calls per event | CPU ms per event (profiled) |")
     print("|---|---|---|---|")
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -198,9 +302,30 @@ def main() -> None:
         open(os.devnull, "w") as sink,
     ):
         url = args.upstream or stack.enter_context(nginx(Path(tmp)))
-        for tracing in args.tracing or list(TRACING):
-            for line in asyncio.run(measure(url, tracing, events, args.events, args.top, sink)):
-                print(line, flush=True)
+        profiles = {}
+        if args.forwarder:
+            profiles["forwarder"] = asyncio.run(measure_forwarder(url, events, count))
+        for tracing in tracings:
+            profiles[f"sidecar, tracing {tracing}"] = asyncio.run(
+                measure_sidecar(url, tracing, events, count, sink)
+            )
+        for server, modes in profiles.items():
+            for mode, (stats, cpu) in modes.items():
+                print(
+                    f"| {server} | {mode} | {_calls(stats) / count:,.0f} "
+                    f"| {1000 * cpu / count:.2f} |"
+                )
+        for server, modes in profiles.items():
+            for mode, (stats, _cpu) in modes.items():
+                if args.top:
+                    print(f"\n{server}, {mode}: the most called\n")
+                    print("\n".join(_top(stats, args.top, count)))
+        if args.forwarder:
+            for mode in MODES:
+                print(f"\n{mode}: the tracing-off sidecar against the forwarder, per event\n")
+                sidecar = profiles["sidecar, tracing off"][mode][0]
+                forwarder = profiles["forwarder"][mode][0]
+                print("\n".join(compare(sidecar, forwarder, count, args.top or 30)))
 
 
 if __name__ == "__main__":

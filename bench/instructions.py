@@ -14,7 +14,9 @@ same code. Use it to compare versions of the code and to see a change that CPU s
 in noise; use ``make bench`` for the figures the issue's targets are stated in.
 
 Run: ``.venv/bin/python bench/instructions.py [--servers forwarder,sidecar] [--base main]
-[--calls 600] [--batches 30]`` (a few minutes: the servers start and run under valgrind).
+[--calls 600] [--batches 30] [--keep DIR]`` (a few minutes: the servers start and run under
+valgrind). ``--keep DIR`` keeps each measured dump there as ``SERVER-MODE.callgrind``, to read
+per C function with ``callgrind_annotate --inclusive=yes FILE``.
 """
 
 from __future__ import annotations
@@ -89,17 +91,23 @@ def wait_for_port(port: int, server: subprocess.Popen[bytes], limit: float = 600
     raise SystemExit("instructions: the server did not listen in time")
 
 
-def dumped_instructions(before: set[Path], prefix: Path) -> int:
-    """The instruction total of the newest dump file that was not there ``before``."""
+def dumped_dump(before: set[Path], prefix: Path) -> Path:
+    """The newest dump file that was not there ``before``."""
     for _ in range(60):
         new = sorted(set(prefix.parent.glob(prefix.name + "*")) - before, key=os.path.getmtime)
         if new:
             time.sleep(1)  # let callgrind finish writing it
-            for line in new[-1].read_text().splitlines():
-                if line.startswith(("summary:", "totals:")):
-                    return int(line.split()[1])
+            return new[-1]
         time.sleep(1)
     raise SystemExit("instructions: callgrind wrote no dump")
+
+
+def instructions_in(dump: Path) -> int:
+    """The instruction total of one callgrind dump."""
+    for line in dump.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"instructions: no total in {dump}")
 
 
 def measure(name: str, args: argparse.Namespace, upstream: str, workdir: Path) -> dict[str, float]:
@@ -180,7 +188,10 @@ def measure(name: str, args: argparse.Namespace, upstream: str, workdir: Path) -
             subprocess.run(
                 ["callgrind_control", "--dump", str(server.pid)], check=True, capture_output=True
             )
-            per_event[mode] = dumped_instructions(before, prefix) / events
+            dump = dumped_dump(before, prefix)
+            per_event[mode] = instructions_in(dump) / events
+            if args.keep is not None:
+                shutil.copy(dump, args.keep / f"{name}-{mode}.callgrind")
     finally:
         server.terminate()
         try:
@@ -199,7 +210,10 @@ def main() -> None:
     parser.add_argument(
         "--batches", type=int, default=30, help=f"measured DeliverBatch calls of {BATCH_SIZE}"
     )
+    parser.add_argument("--keep", type=Path, help="keep the measured dumps in this directory")
     args = parser.parse_args()
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit(
             "instructions: valgrind (callgrind) is not installed (Debian: apt-get install valgrind)"

@@ -8,6 +8,7 @@ import json
 import random
 import re
 import time
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 import grpc
@@ -327,6 +328,66 @@ async def test_an_unexpected_exception_is_internal_logged_by_type_and_never_desc
         {"method": "Fail", "code": "INTERNAL", "reason": "INTERNAL_ERROR"},
     )
     assert refused == 1
+
+
+class _RecordingServer:
+    """Stands in for grpc's server: records what is registered, and how."""
+
+    def __init__(self) -> None:
+        self.generic: list[grpc.GenericRpcHandler] = []
+        self.registered: dict[str, set[str]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.registered[service] = set(handlers)
+
+
+async def test_only_the_listed_methods_are_registered_the_others_answer_as_generic_ones():
+    """`registered` keeps grpc's per-call work to the busy methods; a method left out is
+    still served, by the generic handler the generated code adds as well, through the edge."""
+    edge = EdgeHandlers(
+        "test.Probe",
+        Admission(10, timedelta(seconds=1)),
+        Metrics(),
+        trace.NoOpTracer(),
+        registered=frozenset({"/test.Probe/Hot"}),
+    )
+
+    async def hot(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b"hot"
+
+    async def cold(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        raise RuntimeError("cold")  # the edge turns it into INTERNAL: it went through the edge
+
+    handlers = {
+        "Hot": grpc.unary_unary_rpc_method_handler(hot),
+        "Cold": grpc.unary_unary_rpc_method_handler(cold),
+    }
+    recording = _RecordingServer()
+    server = grpc.aio.server()
+    for target in (recording, server):
+        wrapping = edge.server(target)  # type: ignore[arg-type]
+        wrapping.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Probe", handlers),)
+        )
+        wrapping.add_registered_method_handlers("test.Probe", handlers)
+    assert recording.registered == {"test.Probe": {"Hot"}}
+    assert len(recording.generic) == 1
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert await channel.unary_unary("/test.Probe/Hot")(b"", timeout=5) == b"hot"
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await channel.unary_unary("/test.Probe/Cold")(b"", timeout=5)
+    finally:
+        await server.stop(None)
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    assert error_info(failed.value).reason == "INTERNAL_ERROR"
 
 
 # -- admission ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from bluecore_sidecar.errors import UpstreamConnectionError
 from bluecore_sidecar.retry import RetryPolicy, Verdict
-from bluecore_sidecar.upstream import Answer, Credential, UpstreamClient
+from bluecore_sidecar.upstream import Answer, Credential, SendOutcome, UpstreamClient
 
 from .conftest import EMAIL, NAMESPACE
 
@@ -308,3 +308,43 @@ async def test_waiting_for_a_slot_ends_with_the_deadline():
     await first
     assert (queued.reason, queued.attempts) == ("CONCURRENCY_LIMIT", 0)
     assert transport.posts == 1  # the queued send never reached the transport
+
+
+async def test_a_waiter_that_gives_up_or_is_cancelled_leaves_the_slot_to_the_next_in_line():
+    """One slot: the sends that stop waiting (deadline, cancellation) never take it; the
+    waiting ones get it in the order they came, and every slot is given back at the end."""
+    transport = GatedTransport()
+    upstream = UpstreamClient(
+        transport, RetryPolicy(attempt_timeout=5.0), Credential(NAMESPACE), max_concurrency=1
+    )
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    async def send(name: str, seconds: float) -> SendOutcome:
+        outcome = await upstream.send(BODY, loop.time() + seconds)
+        order.append(name)
+        return outcome
+
+    first = asyncio.create_task(send("first", 5))
+    await asyncio.sleep(0)
+    short = asyncio.create_task(send("short", 0.1))
+    cancelled = asyncio.create_task(send("cancelled", 5))
+    second = asyncio.create_task(send("second", 5))
+    third = asyncio.create_task(send("third", 5))
+    await asyncio.sleep(0.3)  # the short one has given up
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    transport.release.set()
+    outcomes = await asyncio.gather(first, short, second, third)
+    assert [o.verdict for o in outcomes] == [
+        Verdict.DELIVERED,
+        Verdict.RETRY,
+        Verdict.DELIVERED,
+        Verdict.DELIVERED,
+    ]
+    assert outcomes[1].reason == "CONCURRENCY_LIMIT"
+    assert cancelled.cancelled()
+    assert order == ["short", "first", "second", "third"]
+    assert transport.posts == 3
+    # The one slot is free again: nothing was lost on the way.
+    assert (await upstream.send(BODY, loop.time() + 1)).verdict is Verdict.DELIVERED

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from datafly.bluecore.v1 import delivery_pb2
 
@@ -38,9 +38,11 @@ DEFAULT_MAX_EVENT_BYTES = 65536
 MAX_MESSAGE_ID_LENGTH = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
-    """An event to deliver: one request normally, one per product when an event fans out."""
+class Send(NamedTuple):
+    """An event to deliver: one request normally, one per product when an event fans out.
+
+    A named tuple, made once per event (see ``dedup.Record``).
+    """
 
     datafly_event: str
     """The Datafly label: the track event name, or `page` / `identify`."""

@@ -173,7 +173,8 @@ class Deliverer:
         ``mode`` (a ``DeliveryMode``; unspecified: the configured default) matters only with
         a durable queue; without one every event is delivered directly.
         """
-        result, dedup_hit = await self._deliver_published(event, deadline, mode)
+        parent = trace.get_current_span().get_span_context()
+        result, dedup_hit = await self._deliver_published(event, deadline, mode, parent)
         if self._observer is not None:
             self._observer.on_outcome(result, dedup_hit)
         return result
@@ -190,8 +191,10 @@ class Deliverer:
         hears of the whole batch at once, so its per-record costs are paid once per batch.
         If the call is cancelled, the outcomes that were already reached are still observed.
         """
+        # Every event's task starts in this context: the caller's span is the same for all.
+        parent = trace.get_current_span().get_span_context()
         tasks = [
-            asyncio.ensure_future(self._deliver_published(event, deadline, mode))
+            asyncio.ensure_future(self._deliver_published(event, deadline, mode, parent))
             for event in events
         ]
         try:
@@ -211,7 +214,11 @@ class Deliverer:
         return [result for result, _ in outcomes]
 
     async def _deliver_published(
-        self, event: delivery_pb2.DataflyEvent, deadline: float, mode: int
+        self,
+        event: delivery_pb2.DataflyEvent,
+        deadline: float,
+        mode: int,
+        parent: trace.SpanContext,
     ) -> tuple[DeliveryResult, bool]:
         started = self._clock()
         mode = mode or self._default_mode
@@ -220,7 +227,6 @@ class Deliverer:
         respond_by = deadline - deadline_margin(deadline - started)
         self.in_flight += 1
         try:
-            parent = trace.get_current_span().get_span_context()
             if self._tracing and (not parent.is_valid or parent.trace_flags.sampled):
                 result, dedup_hit = await self._deliver_traced(event, respond_by, started, mode)
             else:

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from prometheus_client import Counter
 
 _W3C = TraceContextTextMapPropagator()
+#: What an untraced call without a caller's trace context runs in: no span, nothing attached
+#: (the current span is the invalid one already). Stateless, so one serves every call.
+_NO_SPAN: contextlib.AbstractContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
 _SERVER = trace.SpanKind.SERVER
 log = logging.getLogger(LOGGER_NAME)
 
@@ -127,10 +130,9 @@ class Edge:
         # One counter child per method name, looked up once (the names are the service's).
         self._admitted_counters: dict[str, Counter] = {}
 
-    @contextlib.contextmanager
     def call(
         self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
-    ) -> Iterator[trace.Span]:
+    ) -> contextlib.AbstractContextManager[trace.Span]:
         """The SERVER span ``name`` of one call, continuing the trace context in ``carrier``.
 
         ``carrier`` holds the call's metadata or HTTP headers, keys in lower case. Only W3C
@@ -143,6 +145,14 @@ class Edge:
         trace. A call the sampler drops gets a span that only carries the trace id (made
         current, so the results name it); ending it does nothing.
         """
+        if not self._tracing and "traceparent" not in carrier:
+            return _NO_SPAN  # nothing to continue, nothing to record: the usual untraced call
+        return self._call(name, carrier, attributes)
+
+    @contextlib.contextmanager
+    def _call(
+        self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]
+    ) -> Iterator[trace.Span]:
         caller = _W3C.extract(carrier) if "traceparent" in carrier else None
         if not self._tracing:
             token = otel_context.attach(caller) if caller is not None else None
@@ -243,6 +253,13 @@ class EdgeHandlers:
     registered: register every servicer through :meth:`server` (the generated
     ``add_*_to_server`` functions and :func:`.service.add_reflection` take it in place of the
     server), and the server itself runs without interceptors.
+
+    ``registered`` (method paths, "/package.Service/Method"), when given, are the only
+    methods handed to grpc as registered methods; the others are served by the generic
+    handlers that the generated ``add_*_to_server`` functions add as well. grpc.aio keeps one
+    waiting task per registered method (plus one for generic calls) and, for every call that
+    arrives, waits on all of them at once: each registered method costs every call some work,
+    so only the busy ones should be registered.
     """
 
     def __init__(
@@ -253,9 +270,11 @@ class EdgeHandlers:
         tracer: trace.Tracer,
         *,
         unbounded: frozenset[str] = frozenset(),
+        registered: frozenset[str] | None = None,
     ) -> None:
         self.edge = Edge(service, admission, metrics, tracer)
         self._unbounded = unbounded
+        self.registered = registered
 
     def server(self, server: grpc.aio.Server) -> grpc.aio.Server:
         """A stand-in for ``server`` that registers handlers wrapped by this edge."""
@@ -458,13 +477,14 @@ class _WrappingServer:
     def add_registered_method_handlers(
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
     ) -> None:
-        self._server.add_registered_method_handlers(
-            service,
-            {
-                name: self._edge.wrap(f"/{service}/{name}", handler)
-                for name, handler in handlers.items()
-            },
-        )
+        kept = self._edge.registered
+        wrapped = {
+            name: self._edge.wrap(f"/{service}/{name}", handler)
+            for name, handler in handlers.items()
+            if kept is None or f"/{service}/{name}" in kept
+        }
+        if wrapped:
+            self._server.add_registered_method_handlers(service, wrapped)
 
 
 def _trace_headers(metadata: Any) -> dict[str, str]:

@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import struct_pb2
@@ -118,6 +118,15 @@ def normalise_event_name(name: str) -> str:
     return _NAME_STRIP_RE.sub("", name).lower()
 
 
+#: Event names up to this long are normalised once each (the cache holds 1,024 of them).
+_CACHED_NAME: Final = 128
+
+
+@functools.lru_cache(maxsize=1024)  # event names repeat from event to event; bounded
+def _normalised(name: str) -> str:
+    return normalise_event_name(name)
+
+
 @functools.lru_cache(maxsize=1024)  # trait names repeat from event to event; bounded
 def snake_case(key: str) -> str:
     """Convert an attribute name to Bluecore's lowercase snake_case.
@@ -167,15 +176,14 @@ class MappingRules:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class BluecoreRequest:
-    """One POST to the Bluecore Events API."""
+class BluecoreRequest(NamedTuple):
+    """One POST to the Bluecore Events API (a named tuple, made per event: see ``dedup.Record``)."""
 
     event: str
     """Bluecore event name, e.g. `purchase`."""
     body: Mapping[str, Any]
     """The JSON body without `properties.token`. Only JSON types, every number finite."""
-    encoded: wire.Encoded | None = field(default=None, compare=False, repr=False)
+    encoded: wire.Encoded | None = None
     """`body` as JSON, kept from the validity check so that it is not encoded again to send."""
 
 
@@ -190,13 +198,16 @@ class _Reject(Exception):  # internal control flow, never leaves this module
 # --- reading Struct values ------------------------------------------------------------------
 
 
-def _value(struct: struct_pb2.Struct, key: str) -> struct_pb2.Value | None:
-    """The value at `key`, or None when absent or JSON null. Never mutates `struct`."""
-    return _present(struct.fields, key)
+#: A Struct's ``fields``: read once per event and passed around, since every access to
+#: ``struct.fields`` (or to a sub-message) builds a new wrapper object.
+Fields: TypeAlias = Mapping[str, struct_pb2.Value]
 
 
-def _present(fields: Mapping[str, struct_pb2.Value], key: str) -> struct_pb2.Value | None:
-    """The value at `key` of a Struct's fields, or None when absent or JSON null."""
+def _present(fields: Fields, key: str) -> struct_pb2.Value | None:
+    """The value at `key` of a Struct's fields, or None when absent or JSON null.
+
+    `.get`, never `[]`: indexing a protobuf map inserts the missing key.
+    """
     value = fields.get(key)
     if value is None or value.WhichOneof("kind") in (None, "null_value"):
         return None
@@ -221,22 +232,18 @@ def _text(value: struct_pb2.Value | None) -> str | None:
     return None
 
 
-def _first_text(struct: struct_pb2.Struct, keys: Iterable[str]) -> str | None:
-    return _first_text_of(struct.fields, keys)
-
-
-def _first_text_of(fields: Mapping[str, struct_pb2.Value], keys: Iterable[str]) -> str | None:
-    for key in keys:  # _text answers None for a JSON null, as _value would
+def _first_text(fields: Fields, keys: Iterable[str]) -> str | None:
+    for key in keys:  # _text answers None for a JSON null, as _present would
         value = fields.get(key)
         if value is not None and (text := _text(value)) is not None:
             return text
     return None
 
 
-def _amount(value: struct_pb2.Value | None, path: str, reason: str) -> float | None:
+def _amount(value: struct_pb2.Value | None, path: str, key: str, reason: str) -> float | None:
     """A finite, non-negative number (numeric strings accepted); None when absent or blank.
 
-    Raises `_Reject(reason)` for anything else. The detail names `path`, never the value.
+    Raises `_Reject(reason)` for anything else. The detail names `path` + `key`, never the value.
     """
     if value is None:
         return None
@@ -248,14 +255,16 @@ def _amount(value: struct_pb2.Value | None, path: str, reason: str) -> float | N
         if not text:
             return None
         if not _NUMBER_RE.fullmatch(text):
-            raise _Reject(reason, f"{path} is not a number")
+            raise _Reject(reason, f"{path}{key} is not a number")
         number = float(text)
+    elif kind in (None, "null_value"):
+        return None
     else:
-        raise _Reject(reason, f"{path} is not a number")
+        raise _Reject(reason, f"{path}{key} is not a number")
     if not math.isfinite(number):
-        raise _Reject(reason, f"{path} is not a finite number")
+        raise _Reject(reason, f"{path}{key} is not a finite number")
     if number < 0:
-        raise _Reject(reason, f"{path} is negative")
+        raise _Reject(reason, f"{path}{key} is negative")
     return number
 
 
@@ -269,8 +278,8 @@ def _json_number(number: float) -> int | float:
 # --- identity -------------------------------------------------------------------------------
 
 
-def _valid_email(value: struct_pb2.Value | None) -> str | None:
-    if value is None or value.WhichOneof("kind") != "string_value":
+def _valid_email(value: struct_pb2.Value) -> str | None:
+    if value.WhichOneof("kind") != "string_value":
         return None
     email = value.string_value.strip().lower()
     if len(email) > _MAX_EMAIL_LENGTH or not email.isprintable():
@@ -278,18 +287,20 @@ def _valid_email(value: struct_pb2.Value | None) -> str | None:
     return email if _EMAIL_RE.fullmatch(email) else None
 
 
+#: Where an email is looked for, in order.
+_EMAIL_PATHS: Final = ("traits.email", "context.traits.email", "properties.email")
+
+
 def _find_email(
-    traits: struct_pb2.Struct, context_traits: struct_pb2.Struct, properties: struct_pb2.Struct
+    traits: Fields, context_traits: Fields, properties: Fields
 ) -> tuple[str | None, str | None]:
     """(the email, None) or (None, the path of the first present but invalid email)."""
     invalid: str | None = None
-    for path, struct in (
-        ("traits.email", traits),
-        ("context.traits.email", context_traits),
-        ("properties.email", properties),
-    ):
-        value = _value(struct, "email")
-        if value is None:
+    for path, fields in zip(_EMAIL_PATHS, (traits, context_traits, properties), strict=True):
+        if "email" not in fields:
+            continue
+        value = fields.get("email")
+        if value is None or value.WhichOneof("kind") in (None, "null_value"):
             continue
         email = _valid_email(value)
         if email is not None:
@@ -301,7 +312,8 @@ def _find_email(
 
 def extract_email(event: delivery_pb2.DataflyEvent) -> str | None:
     """The first valid email of `traits`, `context.traits`, `properties` (trimmed, lower-cased)."""
-    return _find_email(event.traits, event.context.traits, event.properties)[0]
+    fields = event.traits.fields, event.context.traits.fields, event.properties.fields
+    return _find_email(*fields)[0]
 
 
 def _attribute(value: struct_pb2.Value) -> JSON:
@@ -315,39 +327,33 @@ def _attribute(value: struct_pb2.Value) -> JSON:
     return None  # objects, lists, null and non-finite numbers are not attributes
 
 
-def _attributes_by_snake(struct: struct_pb2.Struct) -> dict[str, struct_pb2.Value]:
-    """Trait values by snake_case name. An exact snake_case key beats a converted one.
+def _converted_key(fields: Fields, name: str) -> str | None:
+    """The key of ``fields`` that becomes ``name`` in snake_case (the first in sort order).
 
-    Keys longer than :data:`MAX_ATTRIBUTE_KEY` are left out unconverted: no allow-listed
-    name is that long, and the caller controls their length.
+    Keys longer than :data:`MAX_ATTRIBUTE_KEY` are not converted: no allow-listed name is that
+    long, and the caller controls their length.
     """
-    converted = [(snake_case(key), key) for key in struct.fields if len(key) <= MAX_ATTRIBUTE_KEY]
-    found: dict[str, struct_pb2.Value] = {}
-    for snake, key in sorted(converted, key=lambda pair: (pair[0] != pair[1], pair[1])):
-        found.setdefault(snake, struct.fields[key])
-    return found
+    found = [key for key in fields if len(key) <= MAX_ATTRIBUTE_KEY and snake_case(key) == name]
+    return min(found) if found else None
 
 
 def _customer(
-    sources: tuple[struct_pb2.Struct, struct_pb2.Struct], rules: MappingRules, email: str | None
+    sources: tuple[Fields, Fields], rules: MappingRules, email: str | None
 ) -> dict[str, JSON]:
     customer: dict[str, JSON] = {}
     if email is not None:
         customer["email"] = email
     if not rules.customer_attributes:
         return customer
-    # Trait values by snake_case name, per source, built the first time an allow-listed name
-    # is not among a source's keys as it is (an exact key wins anyway).
-    converted: list[dict[str, struct_pb2.Value] | None] = [None, None]
-    all_fields = [source.fields for source in sources]
     for name in rules.customer_attributes:
-        for index, fields in enumerate(all_fields):
+        for fields in sources:
+            if not fields:
+                continue
+            # The key as it is wins; else a key that converts to it (`firstName`).
             value = fields.get(name)
-            if value is None and fields:
-                table = converted[index]
-                if table is None:
-                    table = converted[index] = _attributes_by_snake(sources[index])
-                value = table.get(name)
+            if value is None:
+                key = _converted_key(fields, name)
+                value = None if key is None else fields[key]
             attribute = None if value is None else _attribute(value)
             if attribute is not None:
                 customer[name] = attribute
@@ -378,43 +384,53 @@ class _Product:
 
 
 def _id_fields(rules: MappingRules) -> tuple[str, ...]:
-    fields = rules.product_id_fields
+    return _with_ga4_id(rules.product_id_fields)
+
+
+@functools.lru_cache(maxsize=16)  # one entry per configuration in practice
+def _with_ga4_id(fields: tuple[str, ...]) -> tuple[str, ...]:
     return fields if _GA4_ID_FIELD in fields else (*fields, _GA4_ID_FIELD)
 
 
-def _product(struct: struct_pb2.Struct, rules: MappingRules, path: str) -> _Product | None:
-    """The product described by `struct`, or None when it has no id."""
-    fields = struct.fields
-    product_id = _first_text_of(fields, _id_fields(rules))
+def _product(fields: Fields, rules: MappingRules, path: str) -> _Product | None:
+    """The product described by a Struct's `fields`, or None when it has no id."""
+    product_id = _first_text(fields, _id_fields(rules))
     if product_id is None:
         return None
-
     # Which of the text keys the product has at all: usually few or none of the eleven.
     present = _PRODUCT_TEXT_KEYS.intersection(fields)
-
-    def texts(table: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        if present:
-            for name, keys in table:
-                for key in keys:
-                    if key in present and (text := _text(fields.get(key))) is not None:
-                        found[name] = text
-                        break
-        return found
-
+    price = fields.get("price")
+    quantity = fields.get("quantity")
     return _Product(
         id=product_id,
-        price=_amount(_present(fields, "price"), f"{path}.price", sk.INVALID_PRICE),
-        quantity=_amount(_present(fields, "quantity"), f"{path}.quantity", sk.INVALID_QUANTITY),
-        before=texts(_PRODUCT_TEXT_BEFORE_NUMBERS),
-        after=texts(_PRODUCT_TEXT_AFTER_NUMBERS),
+        price=None if price is None else _amount(price, path, ".price", sk.INVALID_PRICE),
+        quantity=None
+        if quantity is None
+        else _amount(quantity, path, ".quantity", sk.INVALID_QUANTITY),
+        before=_texts(fields, present, _PRODUCT_TEXT_BEFORE_NUMBERS) if present else {},
+        after=_texts(fields, present, _PRODUCT_TEXT_AFTER_NUMBERS) if present else {},
     )
 
 
-def _products(props: struct_pb2.Struct, rules: MappingRules) -> list[_Product]:
+def _texts(
+    fields: Fields,
+    present: frozenset[str],
+    table: tuple[tuple[str, tuple[str, ...]], ...],
+) -> dict[str, str]:
+    """The text fields of ``table`` a product has: the first usable key of each."""
+    found: dict[str, str] = {}
+    for name, keys in table:
+        for key in keys:
+            if key in present and (text := _text(fields.get(key))) is not None:
+                found[name] = text
+                break
+    return found
+
+
+def _products(props: Fields, rules: MappingRules) -> list[_Product]:
     """Every product with an id, in order (not merged). Rejects when none is left."""
     for key in ("products", "items"):
-        value = _value(props, key)
+        value = _present(props, key)
         if value is None:
             continue
         kind = value.WhichOneof("kind")
@@ -432,7 +448,7 @@ def _products(props: struct_pb2.Struct, rules: MappingRules) -> list[_Product]:
             if entry.WhichOneof("kind") != "struct_value":
                 not_objects += 1
                 continue
-            product = _product(entry.struct_value, rules, f"properties.{key}[{index}]")
+            product = _product(entry.struct_value.fields, rules, f"properties.{key}[{index}]")
             if product is not None:
                 products.append(product)
         if not products:
@@ -500,10 +516,12 @@ def _limit(count: int, rules: MappingRules, what: str) -> None:
 _Extra: TypeAlias = dict[str, JSON]
 
 
-def _build_page(event: delivery_pb2.DataflyEvent, _rules: MappingRules) -> list[_Extra]:
+def _build_page(
+    event: delivery_pb2.DataflyEvent, props: Fields, _rules: MappingRules
+) -> list[_Extra]:
     page = event.context.page
-    url = _text(_value(event.properties, "url")) or page.url.strip()
-    title = _text(_value(event.properties, "title")) or page.title.strip()
+    url = _text(props.get("url")) or page.url.strip()
+    title = _text(props.get("title")) or page.title.strip()
     if not url:
         raise _Reject(sk.MISSING_PAGE_URL, "neither properties.url nor context.page.url is set")
     extra: _Extra = {"url": url}
@@ -512,8 +530,10 @@ def _build_page(event: delivery_pb2.DataflyEvent, _rules: MappingRules) -> list[
     return [extra]
 
 
-def _build_search(event: delivery_pb2.DataflyEvent, _rules: MappingRules) -> list[_Extra]:
-    term = _first_text(event.properties, ("query", "search_term", "keywords"))
+def _build_search(
+    _event: delivery_pb2.DataflyEvent, props: Fields, _rules: MappingRules
+) -> list[_Extra]:
+    term = _first_text(props, ("query", "search_term", "keywords"))
     if term is None:
         raise _Reject(
             sk.MISSING_SEARCH_TERM, "none of properties.query, search_term, keywords is set"
@@ -521,14 +541,17 @@ def _build_search(event: delivery_pb2.DataflyEvent, _rules: MappingRules) -> lis
     return [{"search_term": term}]
 
 
-def _build_one_product_each(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> list[_Extra]:
-    products = _merge(_products(event.properties, rules))
+def _build_one_product_each(
+    _event: delivery_pb2.DataflyEvent, props: Fields, rules: MappingRules
+) -> list[_Extra]:
+    products = _merge(_products(props, rules))
     _limit(len(products), rules, "the event")
     return [{"products": [product.render()]} for product in products]
 
 
-def _build_purchase(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> list[_Extra]:
-    props = event.properties
+def _build_purchase(
+    _event: delivery_pb2.DataflyEvent, props: Fields, rules: MappingRules
+) -> list[_Extra]:
     order_id = _first_text(props, ("order_id", "transaction_id"))
     if order_id is None:
         raise _Reject(sk.MISSING_ORDER_ID, "properties.order_id is not set")
@@ -545,10 +568,10 @@ def _build_purchase(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> li
     ]
 
 
-def _total(props: struct_pb2.Struct, lines: list[_Product]) -> float:
+def _total(props: Fields, lines: list[_Product]) -> float:
     """`total`, else `revenue`, else `value`, else the sum of price x quantity of the lines."""
     for key in ("total", "revenue", "value"):
-        amount = _amount(_value(props, key), f"properties.{key}", sk.INVALID_TOTAL)
+        amount = _amount(props.get(key), "properties.", key, sk.INVALID_TOTAL)
         if amount is not None:
             return amount
     total = 0.0
@@ -566,14 +589,16 @@ def _total(props: struct_pb2.Struct, lines: list[_Product]) -> float:
     return round(total, 6)
 
 
-def _build_nothing(_event: delivery_pb2.DataflyEvent, _rules: MappingRules) -> list[_Extra]:
+def _build_nothing(
+    _event: delivery_pb2.DataflyEvent, _props: Fields, _rules: MappingRules
+) -> list[_Extra]:
     return [{}]
 
 
 @dataclass(frozen=True, slots=True)
 class _EventSpec:
     needs_email: bool
-    build: Callable[[delivery_pb2.DataflyEvent, MappingRules], list[_Extra]]
+    build: Callable[[delivery_pb2.DataflyEvent, Fields, MappingRules], list[_Extra]]
 
 
 _SPECS: Final[Mapping[str, _EventSpec]] = MappingProxyType(
@@ -616,7 +641,7 @@ def resolve_event(event: delivery_pb2.DataflyEvent, rules: MappingRules) -> tupl
         if not name:
             return sk.skip(sk.MISSING_EVENT_NAME, "track event has an empty event name")
         label = name
-        key = normalise_event_name(name)
+        key = _normalised(name) if len(name) <= _CACHED_NAME else normalise_event_name(name)
         default = _TRACK_ALIASES.get(key)
     elif kind in _TYPE_EVENTS:
         label = key = kind  # `page` and `identify` are their own normalised names
@@ -658,8 +683,9 @@ def build_requests(
     Checks run in this order: identity, email (for the events that need one), then the
     event's own fields. Returns one request, or one per product for single-product events.
     """
-    traits, context_traits = event.traits, event.context.traits
-    email, invalid_path = _find_email(traits, context_traits, event.properties)
+    traits, context_traits = event.traits.fields, event.context.traits.fields
+    props = event.properties.fields
+    email, invalid_path = _find_email(traits, context_traits, props)
     anonymous_id = event.anonymous_id.strip()
     if email is None:
         why_no_email = f"{invalid_path} is not a valid email" if invalid_path else "no email is set"
@@ -672,7 +698,7 @@ def build_requests(
     identify = bluecore_event == "identify"
     distinct_id = (anonymous_id or email) if identify else (email or anonymous_id)
     try:
-        extras = spec.build(event, rules)
+        extras = spec.build(event, props, rules)
     except _Reject as reject:
         return reject.skip
 
@@ -683,10 +709,10 @@ def build_requests(
         if customer:
             properties["customer"] = dict(customer)  # a copy per request: bodies never alias
         properties.update(extra)
-        built: dict[str, JSON] = {"event": bluecore_event, "properties": properties}
         try:
-            encoded = wire.encode(built)
+            encoded = wire.encode_request(bluecore_event, properties)
         except ValueError:  # a non-finite number slipped through; never send invalid JSON
             return sk.skip(sk.INVALID_BODY, "the body contains a value that is not valid JSON")
+        built: dict[str, JSON] = {"event": bluecore_event, "properties": properties}
         requests.append(BluecoreRequest(event=bluecore_event, body=built, encoded=encoded))
     return tuple(requests)

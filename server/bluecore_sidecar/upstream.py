@@ -9,6 +9,7 @@ transport's. Its sleep and clock are parameters, so the loop is tested on fake t
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import random
@@ -128,7 +129,7 @@ class UpstreamClient:
         self._transport = transport
         self._policy = policy
         self._credential = credential
-        self._limit = asyncio.Semaphore(max_concurrency)
+        self._limit = _Slots(max_concurrency)
         self._observer: SendObserver = observer or _NullObserver()
         self._rand = rand
         self._clock = clock
@@ -234,11 +235,8 @@ class UpstreamClient:
         # try: the try's timeout starts once the request can actually be sent.
         wait = deadline - self._clock()
         try:
-            if self._limit.locked():
-                async with asyncio.timeout(max(wait, 0.0)):
-                    await self._limit.acquire()
-            else:
-                await self._limit.acquire()  # a free slot: taken without waiting
+            if not self._limit.take():
+                await self._limit.wait(max(wait, 0.0))
         except TimeoutError:
             return SendOutcome(
                 Verdict.RETRY,
@@ -269,7 +267,7 @@ class UpstreamClient:
             self._observer.on_attempt(None, exc.reason, True)
             return SendOutcome(Verdict.RETRY, 0, number, exc.reason, self._scrub(str(exc)))
         finally:
-            self._limit.release()
+            self._limit.give()
         return self._judge(answer, number)
 
     def _judge(self, answer: Answer, number: int) -> SendOutcome:
@@ -306,6 +304,49 @@ class UpstreamClient:
 
     def _scrub(self, text: str) -> str:
         return excerpt(text, self._credential.secrets())
+
+
+class _Slots:
+    """At most ``size`` tries in flight (``SIDECAR_MAX_CONCURRENCY``); others wait in turn.
+
+    An ``asyncio.Semaphore`` with a free slot taken by a plain call: the usual try needs no
+    coroutine and no look at the waiters beyond an empty deque.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take(self) -> bool:
+        """Take a free slot if there is one and nobody is waiting for one."""
+        if self._free and not self._waiting:
+            self._free -= 1
+            return True
+        return False
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for a slot, in turn, for at most ``timeout`` seconds (``TimeoutError``)."""
+        handed = asyncio.get_running_loop().create_future()
+        self._waiting.append(handed)
+        try:
+            async with asyncio.timeout(timeout):
+                await handed
+        except BaseException:
+            if handed.done() and not handed.cancelled():
+                self.give()  # a slot came just as this waiter gave up: the next one has it
+            elif handed in self._waiting:  # give() may have passed it over already
+                handed.cancel()
+                self._waiting.remove(handed)
+            raise
+
+    def give(self) -> None:
+        """Give a slot back: to the first waiter still waiting, else to the free ones."""
+        while self._waiting:
+            handed = self._waiting.popleft()
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self._free += 1
 
 
 def _out_of_time(last: SendOutcome, attempts: int, pause: float) -> SendOutcome:

@@ -7,10 +7,9 @@ so what Preview shows is byte for byte what goes out, the token aside.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 #: What Preview shows in place of the namespace token.
 REDACTED = "***"
@@ -20,15 +19,25 @@ REDACTED = "***"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 #: How ``_ENCODER`` writes a lone string (non-ASCII kept), without going through it.
 _json_str = json.encoder.encode_basestring
+#: ``_ENCODER``'s C half, made once: ``JSONEncoder.encode`` makes a new one for every body.
+#: Without the circular-reference check (``markers`` None): bodies are trees built by the
+#: mapper from protobuf messages, which cannot hold a cycle.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # not in typeshed
+_c_encode = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, _ENCODER.default, _json_str, None, ":", ",", False, False, False)
+)
 
 
 def dumps(body: Mapping[str, Any]) -> str:
     """Compact JSON, non-ASCII kept as is; NaN and infinities raise ``ValueError``."""
+    if _c_encode is not None and type(body) is dict:
+        return "".join(_c_encode(body, 0))
     return _ENCODER.encode(body)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Encoded:
+class Encoded(NamedTuple):
     """A tokenless body as :func:`dumps` wrote it, and where the token goes into that text."""
 
     text: str
@@ -40,34 +49,27 @@ class Encoded:
 def encode(body: Mapping[str, Any]) -> Encoded:
     """``body`` encoded once (``ValueError`` for NaN and infinities), ready for any token.
 
-    The mapper encodes every body anyway, to be sure it is valid JSON; keeping that text
-    saves encoding it a second time, with the token, for every try.
+    A body of the mapper's shape, ``{"event": name, "properties": {...}}`` in that order, is
+    :func:`encode_request`'s; any other is encoded as it is, and :func:`serialise` encodes it
+    anew with the token.
     """
-    text = dumps(body)
-    return Encoded(text, _token_at(body, text))
+    keys = list(body)
+    event, properties = body.get("event"), body.get("properties")
+    if keys == ["event", "properties"] and isinstance(event, str) and type(properties) is dict:
+        return encode_request(event, properties)
+    return Encoded(dumps(body), -1)
 
 
-def _token_at(body: Mapping[str, Any], text: str) -> int:
-    keys = iter(body)
-    if next(keys, None) != "event" or next(keys, None) != "properties":
-        return -1
-    properties = body["properties"]
-    event = body["event"]
-    if (
-        not isinstance(event, str)
-        or not isinstance(properties, dict)
-        or not properties
-        or "token" in properties
-    ):
-        return -1
-    # The text is '{"event":' + the name + ',"properties":{' + the rest.
-    at = len('{"event":') + len(_json_str(event))
-    if not text.startswith(_PROPERTIES, at):
-        return -1
-    return at + len(_PROPERTIES)
+def encode_request(event: str, properties: dict[str, Any]) -> Encoded:
+    """``{"event": event, "properties": properties}`` encoded, as :func:`dumps` would.
 
-
-_PROPERTIES = ',"properties":{'
+    The mapper encodes every body anyway, to be sure it is valid JSON; keeping that text
+    saves encoding it a second time, with the token, for every try. The token goes first
+    in ``properties``, unless they are empty or already hold one.
+    """
+    head = f'{{"event":{_json_str(event)},"properties":'
+    text = f"{head}{dumps(properties)}}}"
+    return Encoded(text, len(head) + 1 if properties and "token" not in properties else -1)
 
 
 def with_token(body: Mapping[str, Any], token: str) -> dict[str, Any]:

@@ -8,7 +8,9 @@ the same process, and counts the calls with ``cProfile`` for each tracing settin
 and parent-based 10 %. The client's share is the same for every version of the sidecar, so a
 difference between two commits is the sidecar's.
 
-Run: ``.venv/bin/python bench/calls.py [--events 2000] [--top 15]``.
+Run: ``.venv/bin/python bench/calls.py [--events 2000] [--top 15] [--durable]``; ``--durable``
+adds the sidecar with a durable queue (WAIT mode) beside each plain one, every event then
+with a customer of its own.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from loadgen import load_events  # noqa: E402 - needs the path above
+from loadgen import as_customer, load_events  # noqa: E402 - needs the path above
 
 TRACING = {
     "off": {},
@@ -83,14 +85,18 @@ def nginx(workdir: Path) -> Iterator[str]:
 
 
 def requests(
-    events: list[delivery_pb2.DataflyEvent], count: int, tag: str
+    events: list[delivery_pb2.DataflyEvent], count: int, tag: str, *, customers: bool = False
 ) -> list[delivery_pb2.DataflyEvent]:
-    """``count`` events cycling through ``events``, each with a fresh message id."""
+    """``count`` events cycling through ``events``, each with a fresh message id and, with
+    ``customers``, a customer of its own (the durable queue sends one customer's events one
+    at a time, so one customer for all would measure its ordering, not its cost)."""
     out = []
     for i in range(count):
         event = delivery_pb2.DataflyEvent()
         event.CopyFrom(events[i % len(events)])
         event.message_id = f"calls-{tag}-{i}"
+        if customers:
+            as_customer(event, f"calls-{tag}-c{i}")
         out.append(event)
     return out
 
@@ -102,8 +108,14 @@ async def measure(
     count: int,
     top: int,
     sink: TextIO,
+    queue: Path | None = None,
+    *,
+    spread: bool = False,
 ) -> list[str]:
-    """Profile ``count`` Deliver calls and ``count`` events in batches of 20; report lines."""
+    """Profile ``count`` Deliver calls and ``count`` events in batches of 20; report lines.
+
+    ``queue``: the sidecar has a durable queue in that file, in WAIT mode. ``spread``: each
+    event has a customer of its own (see :func:`requests`)."""
     env = {
         "BLUECORE_NAMESPACE": "bench-namespace",
         "BLUECORE_API_URL": url,
@@ -112,6 +124,9 @@ async def measure(
         "SIDECAR_LOG_LEVEL": "INFO",
         **TRACING[tracing],
     }
+    if queue is not None:
+        env["SIDECAR_QUEUE_PATH"] = str(queue)
+        env["SIDECAR_DELIVERY_MODE"] = "wait"
     # The SDK reads OTEL_* from the process environment itself.
     for name in [name for name in os.environ if name.startswith("OTEL_")]:
         del os.environ[name]
@@ -125,8 +140,8 @@ async def measure(
             async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
                 stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
                 for mode in ("Deliver", "DeliverBatch"):
-                    warm = requests(events, 200, f"{tracing}-{mode}-warm")
-                    todo = requests(events, count, f"{tracing}-{mode}")
+                    warm = requests(events, 200, f"{tracing}-{mode}-warm", customers=spread)
+                    todo = requests(events, count, f"{tracing}-{mode}", customers=spread)
                     await _run(stub, mode, warm)
                     profile = cProfile.Profile()
                     cpu = time.process_time()
@@ -136,8 +151,9 @@ async def measure(
                     cpu = time.process_time() - cpu
                     stats = pstats.Stats(profile)
                     calls = sum(v[1] for v in stats.stats.values())  # type: ignore[attr-defined]
+                    setup = f"{tracing}, durable" if queue is not None else tracing
                     lines.append(
-                        f"| {tracing} | {mode} | {calls / count:,.0f} | {1000 * cpu / count:.2f} |"
+                        f"| {setup} | {mode} | {calls / count:,.0f} | {1000 * cpu / count:.2f} |"
                     )
                     if top:
                         lines.append("")
@@ -188,6 +204,11 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=0, help="also list the N most called")
     parser.add_argument("--tracing", choices=list(TRACING), action="append")
     parser.add_argument("--upstream", help="POST here instead of a local nginx")
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="also measure the sidecar with a durable queue (WAIT mode, a fresh file each)",
+    )
     args = parser.parse_args()
     events = load_events(BENCH.parent / "examples" / "events")
     print("| tracing | call | Python calls per event | CPU ms per event (profiled) |")
@@ -199,8 +220,14 @@ def main() -> None:
     ):
         url = args.upstream or stack.enter_context(nginx(Path(tmp)))
         for tracing in args.tracing or list(TRACING):
-            for line in asyncio.run(measure(url, tracing, events, args.events, args.top, sink)):
-                print(line, flush=True)
+            queues = [None, Path(tmp) / f"queue-{tracing[:3]}.db"] if args.durable else [None]
+            for queue in queues:
+                setup = measure(
+                    url, tracing, events, args.events, args.top, sink, queue, spread=args.durable
+                )
+                lines = asyncio.run(setup)
+                for line in lines:
+                    print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import duration_pb2
@@ -51,7 +51,9 @@ from .store import (
 from .telemetry import Metrics
 from .upstream import SendOutcome, UpstreamClient, worst
 
-Status = delivery_pb2.DeliveryStatus
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
 DeliveryResult = delivery_pb2.DeliveryResult
 
 #: Name of the span of one background try; it links to the trace of the call that queued it.
@@ -161,6 +163,7 @@ class BackgroundDelivery:
         self._bus = bus
         self._observer = observer
         self._metrics = metrics
+        self._tries_by_outcome: dict[str, Counter] = {}
         self._tracer = tracer or trace.NoOpTracer()
         self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
         self._redactor = redactor or Redactor()
@@ -176,7 +179,8 @@ class BackgroundDelivery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._looped = 0  # tries the claim loop started that are still running
         self._wake = asyncio.Event()
-        self._change: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Made when a DIRECT call waits for a customer's queue, resolved at the next change.
+        self._change: asyncio.Future[None] | None = None
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
 
@@ -293,15 +297,20 @@ class BackgroundDelivery:
 
     async def wait_for_key(self, ordering_key: str, respond_by: float) -> bool:
         """Wait until the customer has nothing queued; False if ``respond_by`` comes first."""
-        while await self.has_pending(ordering_key):
+        while True:
+            # Taken before looking, so that a change while a shared file is read still counts.
+            if self._change is None:
+                self._change = asyncio.get_running_loop().create_future()
+            change = self._change
+            if not await self.has_pending(ordering_key):
+                return True
             remaining = respond_by - self._clock()
             if remaining <= 0 or self._stopping:
                 return False  # out of time, or nothing more leaves the queue before a restart
             # Another process's worker may let the customer's events out unseen: look again.
             wait = min(remaining, SHARED_POLL) if self._shared else remaining
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._change), wait)
-        return True
+                await asyncio.wait_for(asyncio.shield(change), wait)
 
     def register(self, message_id: str, respond_by: float) -> Waiter:
         """Wait for the first background try of ``message_id`` (call before enqueueing)."""
@@ -407,9 +416,9 @@ class BackgroundDelivery:
         """An entry left, or was put back: wake the claim loop and those waiting on a key."""
         if self.queue.may_have_due():
             self._wake.set()  # else nothing could be claimed: an enqueue wakes it
-        if not self._change.done():
-            self._change.set_result(None)
-        self._change = asyncio.get_running_loop().create_future()
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -460,8 +469,8 @@ class BackgroundDelivery:
             if span.is_recording():
                 span.set_attributes(_span_attributes(result, entry.attempts, self._redactor))
                 if result.status not in (
-                    Status.DELIVERY_STATUS_DELIVERED,
-                    Status.DELIVERY_STATUS_QUEUED,
+                    delivery_pb2.DELIVERY_STATUS_DELIVERED,
+                    delivery_pb2.DELIVERY_STATUS_QUEUED,
                 ):
                     span.set_status(trace.StatusCode.ERROR, result.reason)
         if not kept:
@@ -590,10 +599,15 @@ class BackgroundDelivery:
             # The outcome must still be committed and handed over before the call answers.
             left = waiter.respond_by - now_mono
             deadline = min(deadline, waiter.respond_by - deadline_margin(left))
+        # The mapper's encoding of each body goes along: it is not encoded a second time.
         if len(decision.requests) == 1:
-            return await self._client.send(decision.requests[0].body, deadline)
+            [request] = decision.requests
+            return await self._client.send(request.body, deadline, encoded=request.encoded)
         outcomes = await asyncio.gather(
-            *(self._client.send(request.body, deadline) for request in decision.requests)
+            *(
+                self._client.send(request.body, deadline, encoded=request.encoded)
+                for request in decision.requests
+            )
         )
         outcome = worst(list(outcomes))
         accepted = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
@@ -606,9 +620,9 @@ class BackgroundDelivery:
     def _sent_result(self, claim: Claim, decision: Send, outcome: SendOutcome) -> DeliveryResult:
         """The outcome of a send whose entry is not this try's to settle."""
         status = {
-            Verdict.DELIVERED: Status.DELIVERY_STATUS_DELIVERED,
-            Verdict.PERMANENT: Status.DELIVERY_STATUS_FAILED_PERMANENT,
-            Verdict.RETRY: Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+            Verdict.DELIVERED: delivery_pb2.DELIVERY_STATUS_DELIVERED,
+            Verdict.PERMANENT: delivery_pb2.DELIVERY_STATUS_FAILED_PERMANENT,
+            Verdict.RETRY: delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE,
         }[outcome.verdict]
         return self._result(
             claim,
@@ -625,7 +639,7 @@ class BackgroundDelivery:
         if result is None:
             result = self._result(
                 claim,
-                status=Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+                status=delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE,
                 outcome=SendOutcome(Verdict.RETRY, 0, 0, "", ""),
                 label=early.decision.datafly_event,
                 reason="",
@@ -661,7 +675,7 @@ class BackgroundDelivery:
         if outcome.verdict is Verdict.DELIVERED:
             result = self._result(
                 claim,
-                status=Status.DELIVERY_STATUS_DELIVERED,
+                status=delivery_pb2.DELIVERY_STATUS_DELIVERED,
                 outcome=outcome,
                 label=label,
                 reason="",
@@ -707,7 +721,7 @@ class BackgroundDelivery:
         detail = f"{outcome.detail}; kept in the queue, next try in {delay:.1f}s"
         return self._result(
             claim,
-            status=Status.DELIVERY_STATUS_QUEUED,
+            status=delivery_pb2.DELIVERY_STATUS_QUEUED,
             outcome=outcome,
             label=label,
             reason=outcome.reason,
@@ -739,9 +753,9 @@ class BackgroundDelivery:
             status = skip.status
             label = skip.datafly_event
         elif reason == sk.EXPIRED:
-            status = Status.DELIVERY_STATUS_FAILED_RETRYABLE
+            status = delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE
         else:
-            status = Status.DELIVERY_STATUS_FAILED_PERMANENT
+            status = delivery_pb2.DELIVERY_STATUS_FAILED_PERMANENT
         if not label and event is not None:
             label = event.event or event.type
         return self._result(
@@ -780,7 +794,12 @@ class BackgroundDelivery:
 
     def _count(self, outcome: str) -> None:
         if self._metrics is not None:
-            self._metrics.queue_tries.labels(outcome=outcome).inc()
+            counter = self._tries_by_outcome.get(outcome)
+            if counter is None:
+                # labels() parses its arguments and takes a lock: once per outcome is enough.
+                counter = self._metrics.queue_tries.labels(outcome=outcome)
+                self._tries_by_outcome[outcome] = counter
+            counter.inc()
 
 
 def traceparent_of(span: trace.Span) -> str:
@@ -803,9 +822,9 @@ def _expired_detail(max_age: float) -> str:
 
 
 def _try_outcome(result: DeliveryResult) -> str:
-    if result.status == Status.DELIVERY_STATUS_DELIVERED:
+    if result.status == delivery_pb2.DELIVERY_STATUS_DELIVERED:
         return "delivered"
-    if result.status == Status.DELIVERY_STATUS_QUEUED:
+    if result.status == delivery_pb2.DELIVERY_STATUS_QUEUED:
         return "retry"
     return "dead_letter"
 

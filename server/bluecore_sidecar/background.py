@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -105,7 +106,8 @@ class Waiter:
         that is cancelled cancels the future, and the try then publishes its outcome.
         """
         if not self.future.done():
-            timer = asyncio.get_running_loop().call_later(max(timeout, 0.0), _time_out, self.future)
+            loop = self.future.get_loop()  # not get_running_loop(): a getpid() call each time
+            timer = loop.call_later(max(timeout, 0.0), _time_out, self.future)
             try:
                 return await self.future
             finally:
@@ -179,6 +181,8 @@ class BackgroundDelivery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._looped = 0  # tries the claim loop started that are still running
         self._wake = asyncio.Event()
+        # Kept: asyncio.get_running_loop() (and so asyncio.create_task) costs a getpid() call.
+        self._loop = asyncio.get_running_loop()
         # Made when a DIRECT call waits for a customer's queue, resolved at the next change.
         self._change: asyncio.Future[None] | None = None
         self._stopping = False
@@ -300,7 +304,7 @@ class BackgroundDelivery:
         while True:
             # Taken before looking, so that a change while a shared file is read still counts.
             if self._change is None:
-                self._change = asyncio.get_running_loop().create_future()
+                self._change = self._loop.create_future()
             change = self._change
             if not await self.has_pending(ordering_key):
                 return True
@@ -317,7 +321,7 @@ class BackgroundDelivery:
         waiter = Waiter(
             respond_by,
             otel_context.get_current(),
-            asyncio.get_running_loop().create_future(),
+            self._loop.create_future(),
         )
         if self._stopping:
             waiter.future.set_result(None)  # nothing will be claimed any more
@@ -381,7 +385,7 @@ class BackgroundDelivery:
             await self._sleep(await self._idle_time())
 
     def _start(self, claim: Claim, early: _Early | None = None, *, looped: bool = False) -> None:
-        task = asyncio.create_task(self._run(claim, early), name="queue-try")
+        task = self._loop.create_task(self._run(claim, early), name="queue-try")
         self._tasks.add(task)
         if looped:
             self._looped += 1
@@ -473,6 +477,8 @@ class BackgroundDelivery:
                     delivery_pb2.DELIVERY_STATUS_QUEUED,
                 ):
                     span.set_status(trace.StatusCode.ERROR, result.reason)
+        if kept is None:
+            return  # the completion's callback counts it (_completed)
         if not kept:
             # The claim went stale (released at shutdown): the entry will be sent again, and
             # this try's outcome is not the event's (a delivery answered early was made,
@@ -490,6 +496,21 @@ class BackgroundDelivery:
         self._bus.publish(result)
         if self._observer is not None:
             self._observer.on_outcome(result, False)
+
+    def _completed(self, claim: Claim, done: asyncio.Future[bool]) -> None:
+        """A delivery's completion committed (or failed): count it, and let its customer go."""
+        if done.cancelled():
+            return
+        failure = done.exception()
+        if isinstance(failure, StoreError):
+            task = self._loop.create_task(self._store_failed(claim, failure), name="queue-retry")
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+            return
+        if failure is not None:
+            raise failure  # a bug: the loop's exception handler logs it
+        self._count("delivered" if done.result() else "stale")
+        self._changed()
 
     def _stamp(self, result: DeliveryResult, started: float) -> None:
         """The try's trace id (its span is the current one) and its latency until now."""
@@ -509,8 +530,11 @@ class BackgroundDelivery:
 
     async def _settled(
         self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
-    ) -> tuple[DeliveryResult, bool] | None:
+    ) -> tuple[DeliveryResult, bool | None] | None:
         """Try the entry and record the outcome; None when the store could not record it.
+
+        The outcome's second item says whether the claim was still current; None when that
+        is known later (a delivery handed to its call: see ``_completed``).
 
         A store that fails (disk full or read-only, I/O errors) leaves the entry claimed; it
         is asked once more, a second later, to put it back as due, and otherwise the entry
@@ -534,6 +558,11 @@ class BackgroundDelivery:
                 return await self._settle_retry(claim, outcome, "")
             except StoreError as again:
                 failure = again
+        await self._store_failed(claim, failure)
+        return None
+
+    async def _store_failed(self, claim: Claim, failure: Exception) -> None:
+        """The store could not record a try of ``claim``: put it back as due a second later."""
         _log.error(
             "the durable queue could not record a background try; it is tried again later",
             extra={"fields": {"error_type": type(failure).__name__}},
@@ -547,11 +576,10 @@ class BackgroundDelivery:
             _log.error("the entry stays claimed until the next start releases it")
         self._changed()
         self._count("store_error")
-        return None
 
     async def _try(
         self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
-    ) -> tuple[DeliveryResult, bool]:
+    ) -> tuple[DeliveryResult, bool | None]:
         entry = claim.entry
         now = self._wall_clock()
         if early is not None and now <= entry.event_time + self._max_age:
@@ -580,7 +608,7 @@ class BackgroundDelivery:
 
     async def _try_early(
         self, claim: Claim, waiter: Waiter | None, early: _Early
-    ) -> tuple[DeliveryResult, bool]:
+    ) -> tuple[DeliveryResult, bool | None]:
         """Send while the enqueue commits, then settle the claim that commit made."""
         outcome = await self._send(early.decision, waiter)
         owned = await self._own(claim, early)
@@ -670,7 +698,7 @@ class BackgroundDelivery:
         waiter: Waiter | None,
         decision: Send,
         outcome: SendOutcome,
-    ) -> tuple[DeliveryResult, bool]:
+    ) -> tuple[DeliveryResult, bool | None]:
         label = decision.datafly_event
         if outcome.verdict is Verdict.DELIVERED:
             result = self._result(
@@ -687,6 +715,14 @@ class BackgroundDelivery:
                 # restart (at least once); nothing said QUEUED or DELIVERED untruly. The
                 # call stamps its own latency and trace id on its copy.
                 self._hand(waiter, claim, result)
+            if waiter is not None and waiter.answered_early:
+                # The call has its answer and nothing else waits for this try: the
+                # completion commits with the others of its turn, and its callback counts it.
+                completed = self.queue.complete_soon(
+                    claim, attempts=outcome.attempts, http_status=outcome.http_status
+                )
+                completed.add_done_callback(functools.partial(self._completed, claim))
+                return result, None
             kept = await self.queue.complete(
                 claim, attempts=outcome.attempts, http_status=outcome.http_status
             )

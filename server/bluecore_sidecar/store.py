@@ -289,6 +289,12 @@ class EventQueue(Protocol):
         """Delivered: drop the entry, remember the id. False when the claim is stale."""
         ...
 
+    def complete_soon(
+        self, claim: Claim, *, attempts: int, http_status: int
+    ) -> asyncio.Future[bool]:
+        """:meth:`complete`, answered by the returned future (for a caller that does not wait)."""
+        ...
+
     async def reschedule(
         self, claim: Claim, *, next_due: float, reason: str, http_status: int, attempts: int
     ) -> bool:
@@ -590,6 +596,45 @@ class _Op:
 _STOP: Final = object()
 
 
+class _StaleCompletion(Exception):
+    """Completions that hold a stale claim: their operation runs again, one by one."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Completion:
+    """One delivered entry waiting for the commit that deletes it (``complete_soon``)."""
+
+    claim: Claim
+    attempts: int
+    http_status: int
+    at: float
+    future: asyncio.Future[bool]
+
+
+@dataclasses.dataclass(slots=True)
+class _Completions:
+    """The completions one write operation commits."""
+
+    items: list[_Completion]
+    one_by_one: bool = False
+    """Set when a stale claim is among them: each is then deleted by a statement of its own."""
+
+    def answer(self, done: asyncio.Future[list[bool]]) -> None:
+        """On the loop: hand each completion its answer, or the operation's error."""
+        if done.cancelled():
+            error: BaseException | None = StoreClosed("the durable queue is closed")
+        else:
+            error = done.exception()
+        kept = done.result() if error is None else [False] * len(self.items)
+        for item, ok in zip(self.items, kept, strict=True):
+            if item.future.done():
+                continue
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(ok)
+
+
 @dataclasses.dataclass(slots=True)
 class _Job:
     """Write operations already run on the event loop, for the writer thread to COMMIT, and
@@ -636,6 +681,7 @@ class SqliteQueue:
         synchronous: Literal["FULL", "NORMAL"],
         clock: Callable[[], float],
         max_group: int,
+        loop: asyncio.AbstractEventLoop,
         shared: bool = False,
     ) -> None:
         self.path = path
@@ -659,12 +705,17 @@ class SqliteQueue:
         # COMMIT (the fsync) to the thread, which owns the connection until it gives it back.
         self._thread_owns = False
         self._outbox: list[_Op] = []
+        # The loop that opened the queue, which every caller runs on. Kept, because
+        # asyncio.get_running_loop() costs a getpid() system call on every call.
+        self._loop = loop
         self._ops_later: list[_Job] = []
         self._flush_due = False  # a _flush is scheduled with call_soon
         self._lazy_timer: asyncio.TimerHandle | None = None
         # Keys given a live entry by the open transaction (their counts change at COMMIT).
         self._tx_keys: set[str] = set()
         self._answers: list[tuple[_Op, BaseException | None, Any]] = []
+        # The completions the next completion operation takes (guarded by the lock).
+        self._completions: _Completions | None = None
         # A second connection, used on the event loop for dedup lookups: in WAL mode it reads
         # the last committed state without waiting for the writer's transaction and fsync.
         self._reader: sqlite3.Connection | None = None
@@ -723,6 +774,7 @@ class SqliteQueue:
             synchronous=synchronous,
             clock=clock,
             max_group=max_group,
+            loop=asyncio.get_running_loop(),
             shared=shared,
         )
         store._thread.start()
@@ -795,7 +847,7 @@ class SqliteQueue:
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[T] = loop.create_future()
         self._outbox.append(_Op(fn, future, loop, write, on_error))
         if lazy:
@@ -1383,9 +1435,8 @@ class SqliteQueue:
     ) -> asyncio.Future[list[EnqueueOutcome]]:
         """:meth:`enqueue`, in the writer's line before this returns; await the future."""
         batch = tuple(entries)
-        loop = asyncio.get_running_loop()
         if not batch:
-            done: asyncio.Future[list[EnqueueOutcome]] = loop.create_future()
+            done: asyncio.Future[list[EnqueueOutcome]] = self._loop.create_future()
             done.set_result([])
             return done
         now = self._clock()
@@ -1405,13 +1456,15 @@ class SqliteQueue:
     def _enqueue_one(
         self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float, claim: bool
     ) -> EnqueueOutcome:
-        known = self._lookup_db(conn, entry.message_id, now)
-        if known is not None:
-            return Duplicate(known)
-        if tx.depth + 1 > self._limits.max_entries:
-            return QueueFull("COUNT", f"the queue holds its limit of {self._limits.max_entries}")
         size = len(entry.payload)
-        if tx.nbytes + size > self._limits.max_bytes:
+        if tx.depth + 1 > self._limits.max_entries or tx.nbytes + size > self._limits.max_bytes:
+            # A duplicate says so even in a full queue.
+            known = self._lookup_db(conn, entry.message_id, now)
+            if known is not None:
+                return Duplicate(known)
+            if tx.depth + 1 > self._limits.max_entries:
+                limit = self._limits.max_entries
+                return QueueFull("COUNT", f"the queue holds its limit of {limit}")
             return QueueFull("BYTES", f"the queue holds its limit of {self._limits.max_bytes} B")
         # Only grows: a rolled-back number is skipped, never reused out of order.
         self._seq = self._next_seq(conn, entry.ordering_key)
@@ -1419,12 +1472,15 @@ class SqliteQueue:
         # Claimed at once only as the key's head (nothing else live, in this transaction's
         # view, which includes other processes' commits), and only while claiming runs.
         claimed = claim and self._claiming and due <= now and self._alone(conn, entry.ordering_key)
-        self._tx_keys.add(entry.ordering_key)
-        row_id = conn.execute(
-            "INSERT INTO entries (seq, state, message_id, ordering_key, bluecore_event, payload,"
-            " enqueued_at, event_time, attempts, next_due, last_reason, last_http_status,"
-            " traceparent, claim_id, claim_owner)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        # The duplicate check is part of the insert: a live entry of the id is refused by
+        # its unique index (OR IGNORE), a delivered one by the NOT EXISTS. One statement.
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO entries (seq, state, message_id, ordering_key, bluecore_event,"
+            " payload, enqueued_at, event_time, attempts, next_due, last_reason,"
+            " last_http_status, traceparent, claim_id, claim_owner)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE NOT EXISTS"
+            " (SELECT 1 FROM delivered WHERE message_id = ? AND delivered_at >= ?)",
             (
                 self._seq,
                 CLAIMED if claimed else PENDING,
@@ -1441,9 +1497,18 @@ class SqliteQueue:
                 entry.traceparent,
                 1 if claimed else 0,
                 self._owner if claimed else NO_OWNER,
+                entry.message_id,
+                now - self._window,
             ),
-        ).lastrowid
+        )
+        if inserted.rowcount != 1:
+            known = self._lookup_db(conn, entry.message_id, now)
+            if known is None:  # not a duplicate: no other constraint can ignore a row
+                raise sqlite3.IntegrityError("the entry was not inserted")
+            return Duplicate(known)
+        row_id = inserted.lastrowid
         assert row_id is not None
+        self._tx_keys.add(entry.ordering_key)
         tx.depth += 1
         tx.nbytes += size
         record = DedupRecord(
@@ -1534,29 +1599,74 @@ class SqliteQueue:
 
     async def complete(self, claim: Claim, *, attempts: int, http_status: int) -> bool:
         """Delivered: delete the entry and remember its message id for the dedup window."""
-        now = self._clock()
-        entry = claim.entry
+        return await self.complete_soon(claim, attempts=attempts, http_status=http_status)
 
-        def run(conn: sqlite3.Connection, tx: _Tx) -> bool:
-            gone = conn.execute(
-                "DELETE FROM entries WHERE id = ? AND state = 1 AND claim_id = ?",
-                (entry.id, claim.claim_id),
+    def complete_soon(
+        self, claim: Claim, *, attempts: int, http_status: int
+    ) -> asyncio.Future[bool]:
+        """:meth:`complete`, answered by the returned future: False when the claim is stale.
+
+        Nobody's answer waits on a completion, so completions wait for company: those that
+        arrive before the next commit are one write operation, two statements for them all.
+        """
+        if self._closed:
+            raise StoreClosed("the durable queue is closed")
+        future: asyncio.Future[bool] = self._loop.create_future()
+        item = _Completion(claim, attempts, http_status, self._clock(), future)
+        with self._lock:  # a shared file's operations run on the writer thread
+            batch = self._completions
+            if batch is not None:
+                batch.items.append(item)
+                return future
+            batch = self._completions = _Completions([item])
+        done = self._submit_soon(
+            functools.partial(self._complete_all, batch), write=True, lazy=True
+        )
+        done.add_done_callback(batch.answer)
+        return future
+
+    def _complete_all(self, batch: _Completions, conn: sqlite3.Connection, tx: _Tx) -> list[bool]:
+        with self._lock:
+            if self._completions is batch:
+                self._completions = None  # those that come from now on go in the next one
+        items = batch.items
+        delete = "DELETE FROM entries WHERE id = ? AND state = 1 AND claim_id = ?"
+        if batch.one_by_one:
+            kept = [
+                conn.execute(delete, (item.claim.entry.id, item.claim.claim_id)).rowcount == 1
+                for item in items
+            ]
+        else:
+            gone = conn.executemany(
+                delete, [(item.claim.entry.id, item.claim.claim_id) for item in items]
             ).rowcount
-            if gone != 1:
-                return False
-            total = entry.attempts + attempts
-            conn.execute(
-                "INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?, ?)",
-                (entry.message_id, entry.bluecore_event, total, http_status, now),
-            )
-            self._leave(tx, entry)
-            record = DedupRecord(
-                entry.message_id, "delivered", entry.bluecore_event, total, http_status, now
-            )
-            tx.effects.append(lambda: self._cache(record))
-            return True
-
-        return await self._submit(run, write=True, lazy=True)
+            if gone != len(items):
+                # A stale claim among them (released at shutdown), and the count does not say
+                # which: the operation is undone and runs again, one statement each.
+                batch.one_by_one = True
+                raise _StaleCompletion
+            kept = [True] * len(items)
+        records = []
+        for item, ok in zip(items, kept, strict=True):
+            if ok:
+                entry = item.claim.entry
+                records.append(
+                    DedupRecord(
+                        entry.message_id,
+                        "delivered",
+                        entry.bluecore_event,
+                        entry.attempts + item.attempts,
+                        item.http_status,
+                        item.at,
+                    )
+                )
+                self._leave(tx, entry)
+        conn.executemany(
+            "INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?, ?)",
+            [(r.message_id, r.bluecore_event, r.attempts, r.http_status, r.at) for r in records],
+        )
+        tx.effects.append(functools.partial(self._cache_all, records))
+        return kept
 
     async def reschedule(
         self, claim: Claim, *, next_due: float, reason: str, http_status: int, attempts: int
@@ -1894,6 +2004,10 @@ class SqliteQueue:
             self._live[key] = count
         else:
             self._live.pop(key, None)
+
+    def _cache_all(self, records: list[DedupRecord]) -> None:
+        for record in records:
+            self._cache(record)
 
     def _cache(self, record: DedupRecord) -> None:
         self._lru[record.message_id] = record

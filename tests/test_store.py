@@ -362,6 +362,32 @@ async def test_completions_of_one_turn_commit_together_and_a_stale_one_fails_alo
     assert await queue.complete(current["m2"], attempts=1, http_status=202)
 
 
+async def test_prefetch_reads_a_batch_of_ids_once_and_the_lookups_stay_right(queue):
+    """prefetch() reads a batch's ids in one statement; each lookup then answers from memory,
+    and an id enqueued after the prefetch is not taken for absent."""
+    await queue.enqueue([entry("queued"), entry("done", key=JOHN)])
+    (claim,) = [c for c in await queue.claim_due(10) if c.entry.message_id == "done"]
+    assert await queue.complete(claim, attempts=1, http_status=202)
+    statements: list[str] = []
+    assert queue._reader is not None
+    queue._reader.set_trace_callback(statements.append)
+    ids = ["queued", "done", "new", "later"]
+    queue._lru.clear()  # as after a restart: nothing of these in memory
+    queue.prefetch(ids)
+    assert len(statements) == 1
+    assert isinstance(await enqueue_one(queue, entry("later", key="k9")), Enqueued)
+    found = {message_id: await queue.lookup(message_id) for message_id in ids}
+    assert len(statements) == 1  # the four lookups read nothing
+    assert {k: v.state if v else None for k, v in found.items()} == {
+        "queued": "queued",
+        "done": "delivered",
+        "new": None,
+        "later": "queued",
+    }
+    assert await queue.lookup("new") is None  # the mark is gone: the file is read again
+    assert len(statements) == 2
+
+
 async def test_a_second_opener_is_refused_while_the_first_holds_the_queue(queue, db, clock):
     """Two processes must never share a queue: the second would release the first's claims."""
     await queue.enqueue([entry("m1")])

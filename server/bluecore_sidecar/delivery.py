@@ -190,6 +190,8 @@ class Deliverer:
         hears of the whole batch at once, so its per-record costs are paid once per batch.
         If the call is cancelled, the outcomes that were already reached are still observed.
         """
+        if isinstance(self._dedup, DurableDedup):
+            self._dedup.prefetch([event.message_id for event in events])  # one read, not one each
         tasks = [
             asyncio.ensure_future(self._deliver_published(event, deadline, mode))
             for event in events

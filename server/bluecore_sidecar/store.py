@@ -340,6 +340,11 @@ class DedupStore(Protocol):
         """The record of a queued id or of one delivered within the window, else None."""
         ...
 
+    def prefetch(self, message_ids: Sequence[str], now: float | None = None) -> None:
+        """Read ``message_ids`` at once, so that the :meth:`lookup` of each that follows
+        answers from memory (may do nothing; the lookups are right either way)."""
+        ...
+
     async def remember(self, record: DedupRecord) -> None:
         """Record a delivery made without the queue (a direct send)."""
         ...
@@ -497,6 +502,8 @@ _SHARED_WAIT: Final = 30.0
 #: How long a write nobody waits on (a completion) may wait for company before it is sent to
 #: the writer alone (seconds): it usually joins the next batch sooner.
 _LAZY_FLUSH: Final = 0.002
+#: More absent marks than this (left by calls that never looked their ids up) are dropped.
+_MAX_ABSENT: Final = 10_000
 #: In shared mode, how stale the depth and byte totals behind the limits may get (seconds).
 _TOTALS_MAX_AGE: Final = 2.0
 
@@ -521,6 +528,18 @@ _DEAD_FIELDS: Final = (
     "dead_at",
     "traceparent",
 )
+
+
+@functools.cache
+def _lookup_sql(count: int) -> str:
+    """The dedup lookup of ``count`` message ids: their live entries and recent deliveries."""
+    marks = ", ".join("?" * count)
+    return (
+        "SELECT 0, message_id, bluecore_event, attempts, last_http_status, enqueued_at"  # noqa: S608 - ? placeholders only
+        f" FROM entries WHERE message_id IN ({marks}) AND state < 2"
+        " UNION ALL SELECT 1, message_id, bluecore_event, attempts, http_status, delivered_at"
+        f" FROM delivered WHERE message_id IN ({marks}) AND delivered_at >= ?"
+    )
 
 
 def _entry(row: Sequence[Any]) -> QueuedEntry:
@@ -729,6 +748,8 @@ class SqliteQueue:
         self._lock = threading.Lock()
         self._live: collections.Counter[str] = collections.Counter()
         self._lru: collections.OrderedDict[str, DedupRecord] = collections.OrderedDict()
+        # Ids prefetch() read and did not find, until a lookup takes the mark (see prefetch).
+        self._absent: set[str] = set()
         self._depth = 0
         self._bytes = 0
         self._seq = 0
@@ -1824,6 +1845,9 @@ class SqliteQueue:
             cached = self._lru.get(message_id)
             if cached is not None:
                 self._lru.move_to_end(message_id)
+            elif message_id in self._absent:
+                self._absent.discard(message_id)
+                return None  # read a moment ago by prefetch, and not added since
         # Shared: another process may have delivered or given up on a queued id meanwhile.
         stale = self._shared and cached is not None and cached.state == "queued"
         if cached is not None and self._fresh(cached, at) and not stale:
@@ -1849,26 +1873,64 @@ class SqliteQueue:
 
         return await self._submit(run, write=False)
 
+    def prefetch(self, message_ids: Sequence[str], now: float | None = None) -> None:
+        """Read ``message_ids`` in one statement on the reader connection (a batch's ids), so
+        that the :meth:`lookup` of each that follows answers from memory.
+
+        A found id is cached as a lookup would cache it; one not found is marked absent, and
+        its next lookup takes the mark and answers None. That is right because whatever adds
+        an id to the file afterwards (an enqueue, a completion, a remember) puts its record in
+        the cache at COMMIT, and lookup reads the cache before the marks (an id that leaves
+        the cache loses its mark too). A shared file, which other processes change unseen,
+        gets no marks; a failed read leaves the lookups to read for themselves.
+        """
+        reader = self._reader
+        if self._shared or reader is None or len(message_ids) < 2:
+            return
+        at = self._clock() if now is None else now
+        with self._lock:
+            misses = [m for m in dict.fromkeys(message_ids) if m not in self._lru]
+        if not misses:
+            return
+        try:
+            found = self._lookup_all(reader, misses, at)
+        except sqlite3.Error:
+            return
+        with self._lock:
+            if len(self._absent) > _MAX_ABSENT:
+                self._absent.clear()  # marks nobody took (their calls left): read again
+            for message_id in misses:
+                record = found.get(message_id)
+                if record is None:
+                    self._absent.add(message_id)
+                else:
+                    self._cache(record)
+
     def _fresh(self, record: DedupRecord, now: float) -> bool:
         return record.state == "queued" or record.at >= now - self._window
 
     def _lookup_db(
         self, conn: sqlite3.Connection, message_id: str, now: float
     ) -> DedupRecord | None:
-        # One statement (each one is a hand-off of the GIL); a queued row comes first.
+        return self._lookup_all(conn, (message_id,), now).get(message_id)
+
+    def _lookup_all(
+        self, conn: sqlite3.Connection, message_ids: Sequence[str], now: float
+    ) -> dict[str, DedupRecord]:
+        """The records of those of ``message_ids`` that are queued or delivered in the window."""
+        # One statement (each one is a hand-off of the GIL).
         # fetchall: the statement runs to its end, so no read transaction stays open.
         rows = conn.execute(
-            "SELECT 0, bluecore_event, attempts, last_http_status, enqueued_at FROM entries"
-            " WHERE message_id = ? AND state < 2"
-            " UNION ALL SELECT 1, bluecore_event, attempts, http_status, delivered_at"
-            " FROM delivered WHERE message_id = ? AND delivered_at >= ?",
-            (message_id, message_id, now - self._window),
+            _lookup_sql(len(message_ids)), (*message_ids, *message_ids, now - self._window)
         ).fetchall()
-        if not rows:
-            return None
-        kind, bluecore_event, attempts, http_status, at = min(rows)
-        state: Literal["queued", "delivered"] = "delivered" if kind else "queued"
-        return DedupRecord(message_id, state, bluecore_event, attempts, http_status, at)
+        found: dict[str, DedupRecord] = {}
+        for kind, message_id, bluecore_event, attempts, http_status, at in sorted(rows):
+            if message_id not in found:  # a queued row (kind 0) comes first
+                state: Literal["queued", "delivered"] = "delivered" if kind else "queued"
+                found[message_id] = DedupRecord(
+                    message_id, state, bluecore_event, attempts, http_status, at
+                )
+        return found
 
     async def remember(self, record: DedupRecord) -> None:
         """Record a delivery made without the queue, so a restart still knows the id."""
@@ -2013,7 +2075,8 @@ class SqliteQueue:
         self._lru[record.message_id] = record
         self._lru.move_to_end(record.message_id)
         while len(self._lru) > self._lru_size:
-            self._lru.popitem(last=False)
+            evicted, _ = self._lru.popitem(last=False)
+            self._absent.discard(evicted)  # its record may be younger than its mark
 
     def _uncache(self, message_id: str) -> None:
         self._lru.pop(message_id, None)

@@ -814,9 +814,9 @@ class BackgroundDelivery:
         detail: str,
     ) -> DeliveryResult:
         entry = claim.entry
-        result = DeliveryResult(
+        result = results.new_result(
             message_id=entry.message_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             datafly_event=self._redactor.scrub(label),
             bluecore_event=entry.bluecore_event,
             reason=reason,

@@ -871,6 +871,8 @@ class SqliteQueue:
         loop = self._loop
         future: asyncio.Future[T] = loop.create_future()
         self._outbox.append(_Op(fn, future, loop, write, on_error))
+        if self._thread_owns:
+            return future  # a COMMIT is in flight: the connection's release flushes this
         if lazy:
             # Nobody waits for it to answer a call: it rides along with the next batch, or
             # goes alone a moment later, instead of paying a commit cycle of its own.

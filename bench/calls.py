@@ -11,9 +11,11 @@ difference between two commits is the sidecar's.
 ``--forwarder`` measures the yardstick (``bench/forwarder.py``, in-process, same client) the
 same way and prints, per call, where the tracing-off sidecar spends what the forwarder does
 not: Python calls and profiled own time per event by package (ours, aiohttp, asyncio, grpc,
-...), and the functions with the largest difference.
+...), and the functions with the largest difference. ``--durable`` adds the sidecar with a
+durable queue (WAIT mode) beside each plain one, every event then with a customer of its own
+(for both, so the two see the same events).
 
-Run: ``.venv/bin/python bench/calls.py [--events 2000] [--top 15] [--forwarder]``.
+Run: ``.venv/bin/python bench/calls.py [--events 2000] [--top 15] [--forwarder] [--durable]``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from forwarder import Forwarder  # noqa: E402 - needs the path above
-from loadgen import load_events  # noqa: E402
+from loadgen import as_customer, load_events  # noqa: E402
 
 TRACING = {
     "off": {},
@@ -90,14 +92,18 @@ def nginx(workdir: Path) -> Iterator[str]:
 
 
 def requests(
-    events: list[delivery_pb2.DataflyEvent], count: int, tag: str
+    events: list[delivery_pb2.DataflyEvent], count: int, tag: str, *, customers: bool = False
 ) -> list[delivery_pb2.DataflyEvent]:
-    """``count`` events cycling through ``events``, each with a fresh message id."""
+    """``count`` events cycling through ``events``, each with a fresh message id and, with
+    ``customers``, a customer of its own (the durable queue sends one customer's events one
+    at a time, so one customer for all would measure its ordering, not its cost)."""
     out = []
     for i in range(count):
         event = delivery_pb2.DataflyEvent()
         event.CopyFrom(events[i % len(events)])
         event.message_id = f"calls-{tag}-{i}"
+        if customers:
+            as_customer(event, f"calls-{tag}-c{i}")
         out.append(event)
     return out
 
@@ -107,15 +113,22 @@ Profiled = tuple[pstats.Stats, float]
 
 
 async def profile_modes(
-    address: str, tag: str, events: list[delivery_pb2.DataflyEvent], count: int
+    address: str,
+    tag: str,
+    events: list[delivery_pb2.DataflyEvent],
+    count: int,
+    *,
+    spread: bool = False,
 ) -> dict[str, Profiled]:
-    """``count`` Deliver calls, then ``count`` events in batches of 20, each mode profiled."""
+    """``count`` Deliver calls, then ``count`` events in batches of 20, each mode profiled.
+
+    ``spread``: each event has a customer of its own (see :func:`requests`)."""
     out = {}
     async with grpc.aio.insecure_channel(address) as channel:
         stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
         for mode in MODES:
-            warm = requests(events, 200, f"{tag}-{mode}-warm")
-            todo = requests(events, count, f"{tag}-{mode}")
+            warm = requests(events, 200, f"{tag}-{mode}-warm", customers=spread)
+            todo = requests(events, count, f"{tag}-{mode}", customers=spread)
             await _run(stub, mode, warm)
             profile = cProfile.Profile()
             cpu = time.process_time()
@@ -130,9 +143,17 @@ MODES = ("Deliver", "DeliverBatch")
 
 
 async def measure_sidecar(
-    url: str, tracing: str, events: list[delivery_pb2.DataflyEvent], count: int, sink: TextIO
+    url: str,
+    tracing: str,
+    events: list[delivery_pb2.DataflyEvent],
+    count: int,
+    sink: TextIO,
+    queue: Path | None = None,
+    *,
+    spread: bool = False,
 ) -> dict[str, Profiled]:
-    """Both modes' profiles of the sidecar with the ``tracing`` setting."""
+    """Both modes' profiles of the sidecar with the ``tracing`` setting; ``queue``: with a
+    durable queue in that file, in WAIT mode."""
     env = {
         "BLUECORE_NAMESPACE": "bench-namespace",
         "BLUECORE_API_URL": url,
@@ -141,6 +162,9 @@ async def measure_sidecar(
         "SIDECAR_LOG_LEVEL": "INFO",
         **TRACING[tracing],
     }
+    if queue is not None:
+        env["SIDECAR_QUEUE_PATH"] = str(queue)
+        env["SIDECAR_DELIVERY_MODE"] = "wait"
     # The SDK reads OTEL_* from the process environment itself.
     for name in [name for name in os.environ if name.startswith("OTEL_")]:
         del os.environ[name]
@@ -150,7 +174,8 @@ async def measure_sidecar(
     with contextlib.redirect_stderr(sink):
         async with running_sidecar(settings, env, span_exporter=exporter) as sidecar:
             configure_logging("INFO", sink)  # one JSON line per outcome, as in production
-            return await profile_modes(sidecar.grpc_address, tracing, events, count)
+            tag = f"{tracing}-durable" if queue is not None else tracing
+            return await profile_modes(sidecar.grpc_address, tag, events, count, spread=spread)
 
 
 async def measure_forwarder(
@@ -288,6 +313,11 @@ def main() -> None:
         help="also measure bench/forwarder.py and compare the tracing-off sidecar with it",
     )
     parser.add_argument("--upstream", help="POST here instead of a local nginx")
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="also measure the sidecar with a durable queue (WAIT mode, a fresh file each)",
+    )
     args = parser.parse_args()
     events = load_events(BENCH.parent / "examples" / "events")
     count = args.events
@@ -306,9 +336,15 @@ def main() -> None:
         if args.forwarder:
             profiles["forwarder"] = asyncio.run(measure_forwarder(url, events, count))
         for tracing in tracings:
-            profiles[f"sidecar, tracing {tracing}"] = asyncio.run(
-                measure_sidecar(url, tracing, events, count, sink)
+            name = f"sidecar, tracing {tracing}"
+            profiles[name] = asyncio.run(
+                measure_sidecar(url, tracing, events, count, sink, spread=args.durable)
             )
+            if args.durable:
+                queue = Path(tmp) / f"queue-{tracing[:3]}.db"
+                profiles[f"{name}, durable"] = asyncio.run(
+                    measure_sidecar(url, tracing, events, count, sink, queue, spread=True)
+                )
         for server, modes in profiles.items():
             for mode, (stats, cpu) in modes.items():
                 print(

@@ -5,18 +5,22 @@ sessions compete for the cores. This script runs each server under valgrind's ca
 thread, C and Python alike, about 50-100 times slower), drives it with ``bench/loadgen.py``
 (unmeasured, in its own process) against nginx, and reads the server's instruction count around
 the measured calls only (``callgrind_control --zero`` before, ``--dump`` after). Servers:
-``forwarder`` (``bench/forwarder.py``), ``sidecar`` (this work tree) and, with ``--base REV``,
-``base`` (the sidecar of git revision REV, its ``server/`` extracted and put first on the path).
+``forwarder`` (``bench/forwarder.py``), ``sidecar`` (this work tree), ``durable`` (this work
+tree with a durable queue in a fresh file, ``SIDECAR_DELIVERY_MODE=wait``) and, with ``--base
+REV``, ``base`` and ``base-durable`` (the same for the sidecar of git revision REV, its
+``server/`` extracted and put first on the path). With a durable server among them, every
+server's events are spread over ``--customers`` customers (10000 by default), as ``make bench``
+does: the queue sends one customer's events one at a time.
 
 Instructions are not time: system calls, cache misses and the other threads' waiting are not
 in them, so the ratios here are larger than the CPU-second ratios of ``make bench`` for the
 same code. Use it to compare versions of the code and to see a change that CPU seconds hide
 in noise; use ``make bench`` for the figures the issue's targets are stated in.
 
-Run: ``.venv/bin/python bench/instructions.py [--servers forwarder,sidecar] [--base main]
-[--calls 600] [--batches 30] [--keep DIR]`` (a few minutes: the servers start and run under
-valgrind). ``--keep DIR`` keeps each measured dump there as ``SERVER-MODE.callgrind``, to read
-per C function with ``callgrind_annotate --inclusive=yes FILE``.
+Run: ``.venv/bin/python bench/instructions.py [--servers forwarder,sidecar,durable]
+[--base main] [--calls 600] [--batches 30] [--keep DIR]`` (a few minutes: the servers start
+and run under valgrind). ``--keep DIR`` keeps each measured dump there as
+``SERVER-MODE.callgrind``, to read per C function with ``callgrind_annotate --inclusive=yes FILE``.
 """
 
 from __future__ import annotations
@@ -45,8 +49,11 @@ PY = sys.executable
 BATCH_SIZE = 20
 
 
+DURABLE = frozenset({"durable", "base-durable"})
+
+
 def server_command(
-    name: str, port: int, upstream: str, base: Path | None
+    name: str, port: int, upstream: str, base: Path | None, workdir: Path
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment of one server listening on ``port``."""
     env = {
@@ -72,9 +79,12 @@ def server_command(
             "SIDECAR_ATTEMPT_TIMEOUT": "30s",
         }
     )
-    if name == "base":
+    if name.startswith("base"):
         assert base is not None
         env["PYTHONPATH"] = str(base / "server")
+    if name in DURABLE:
+        env["SIDECAR_QUEUE_PATH"] = str(workdir / f"{name}-{time.time_ns()}.db")
+        env["SIDECAR_DELIVERY_MODE"] = "wait"
     return [PY, "-m", "bluecore_sidecar", "serve"], env
 
 
@@ -113,7 +123,7 @@ def instructions_in(dump: Path) -> int:
 def measure(name: str, args: argparse.Namespace, upstream: str, workdir: Path) -> dict[str, float]:
     """Instructions per event of ``name`` for Deliver and for DeliverBatch."""
     port = free_port()
-    command, env = server_command(name, port, upstream, args.base_dir)
+    command, env = server_command(name, port, upstream, args.base_dir, workdir)
     prefix = workdir / f"{name}.callgrind"
     log = (workdir / f"{name}.log").open("w")
     server = subprocess.Popen(
@@ -158,6 +168,8 @@ def measure(name: str, args: argparse.Namespace, upstream: str, workdir: Path) -
                     f"instr-{name}-{mode}-{time.time_ns()}",
                     "--events",
                     str(ROOT / "examples" / "events"),
+                    "--customers",
+                    str(args.customers),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -204,13 +216,22 @@ def measure(name: str, args: argparse.Namespace, upstream: str, workdir: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", default="forwarder,sidecar", help="forwarder, sidecar, base")
+    parser.add_argument(
+        "--servers",
+        default="forwarder,sidecar",
+        help="forwarder, sidecar, durable, base, base-durable",
+    )
     parser.add_argument("--base", help="git revision for the `base` server (added to --servers)")
     parser.add_argument("--calls", type=int, default=600, help="measured Deliver calls")
     parser.add_argument(
         "--batches", type=int, default=30, help=f"measured DeliverBatch calls of {BATCH_SIZE}"
     )
     parser.add_argument("--keep", type=Path, help="keep the measured dumps in this directory")
+    parser.add_argument(
+        "--customers",
+        type=int,
+        help="spread the events over N customers (default: 10000 with a durable server, else 0)",
+    )
     args = parser.parse_args()
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -219,11 +240,13 @@ def main() -> None:
             "instructions: valgrind (callgrind) is not installed (Debian: apt-get install valgrind)"
         )
     servers = args.servers.split(",")
+    if args.customers is None:
+        args.customers = 10_000 if DURABLE & set(servers) else 0
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         workdir = Path(tmp)
         args.base_dir = None
         if args.base:
-            servers = [*servers, "base"] if "base" not in servers else servers
+            servers = [*servers, "base"] if not {"base", "base-durable"} & {*servers} else servers
             args.base_dir = workdir / "base"
             args.base_dir.mkdir()
             archive = subprocess.run(

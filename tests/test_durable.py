@@ -425,6 +425,43 @@ async def test_a_restart_keeps_delivered_and_queued_ids(sandbox, tmp_path):
         assert [e for e, _ in accepted(sandbox)] == ["search", "viewed_product"]
 
 
+async def test_a_wait_batch_after_a_restart_answers_queued_and_delivered_ids_as_duplicates(
+    sandbox, tmp_path
+):
+    """A batch's ids are read from the file at once after a restart: the delivered one is
+    SKIPPED_DUPLICATE (and not sent again), the queued one ALREADY_QUEUED, the new one
+    DELIVERED."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db")
+    # A customer of its own, with nothing queued: a WAIT try would start at once.
+    alone = make_event(
+        messageId="rb-1",
+        event="Products Searched",
+        properties={"query": "x"},
+        traits={"email": "alone@example.com"},
+    )
+    async with durable(settings) as first:
+        assert (await first.deliver(alone)).status == Status.DELIVERY_STATUS_DELIVERED
+        sandbox.fail_next(OUTAGE, 503)
+        queued = await first.deliver(make_event(messageId="rb-2"), ENQUEUE)
+        assert queued.status == Status.DELIVERY_STATUS_QUEUED
+    sandbox.clear_faults()
+    before = len(sandbox.received)
+    async with durable(settings) as second:
+        events = [
+            alone,
+            make_event(messageId="rb-2"),
+            make_event(messageId="rb-3", traits={"email": "new@example.com"}),
+        ]
+        reply = await second.stub.DeliverBatch(
+            delivery_pb2.DeliverBatchRequest(events=events, mode=WAIT), timeout=10
+        )
+        answers = [(r.status, r.reason) for r in reply.results]
+        assert answers[0][0] == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
+        assert answers[1] == (Status.DELIVERY_STATUS_QUEUED, "ALREADY_QUEUED")
+        assert answers[2][0] == Status.DELIVERY_STATUS_DELIVERED
+        assert "search" not in [record.event for record in sandbox.received[before:]]
+
+
 async def test_preview_after_a_restart_answers_from_the_store_as_deliver_would(sandbox, tmp_path):
     """Preview of a queued id says QUEUED (ALREADY_QUEUED) and of a delivered one
     SKIPPED_DUPLICATE, even when only the file knows them; it sends nothing."""

@@ -336,6 +336,58 @@ async def test_release_all_claims_at_shutdown(queue):
     assert len(await queue.claim_due(10)) == 2
 
 
+async def test_completions_of_one_turn_commit_together_and_a_stale_one_fails_alone(queue):
+    """Completions that arrive together are one operation; one with a stale claim among them
+    answers False and leaves its entry queued, while the others are delivered."""
+    await queue.enqueue([entry("m1"), entry("m2", key=JOHN), entry("m3", key="k3")])
+    stale = {c.entry.message_id: c for c in await queue.claim_due(10)}
+    await queue.release_all_claims()
+    current = {c.entry.message_id: c for c in await queue.claim_due(10)}
+    before = await queue.stats()
+    kept = await asyncio.gather(
+        queue.complete(current["m1"], attempts=1, http_status=202),
+        queue.complete(stale["m2"], attempts=1, http_status=202),
+        queue.complete(current["m3"], attempts=2, http_status=202),
+    )
+    after = await queue.stats()
+    assert kept == [True, False, True]
+    assert after.operations - before.operations == 1
+    assert after.depth == 1  # m2 is still queued, under its current claim
+    m3 = await queue.lookup("m3")
+    assert m3 is not None
+    assert (m3.state, m3.attempts) == ("delivered", 2)
+    m2 = await queue.lookup("m2")
+    assert m2 is not None
+    assert m2.state == "queued"
+    assert await queue.complete(current["m2"], attempts=1, http_status=202)
+
+
+async def test_prefetch_reads_a_batch_of_ids_once_and_the_lookups_stay_right(queue):
+    """prefetch() reads a batch's ids in one statement; each lookup then answers from memory,
+    and an id enqueued after the prefetch is not taken for absent."""
+    await queue.enqueue([entry("queued"), entry("done", key=JOHN)])
+    (claim,) = [c for c in await queue.claim_due(10) if c.entry.message_id == "done"]
+    assert await queue.complete(claim, attempts=1, http_status=202)
+    statements: list[str] = []
+    assert queue._reader is not None
+    queue._reader.set_trace_callback(statements.append)
+    ids = ["queued", "done", "new", "later"]
+    queue._lru.clear()  # as after a restart: nothing of these in memory
+    queue.prefetch(ids)
+    assert len(statements) == 1
+    assert isinstance(await enqueue_one(queue, entry("later", key="k9")), Enqueued)
+    found = {message_id: await queue.lookup(message_id) for message_id in ids}
+    assert len(statements) == 1  # the four lookups read nothing
+    assert {k: v.state if v else None for k, v in found.items()} == {
+        "queued": "queued",
+        "done": "delivered",
+        "new": None,
+        "later": "queued",
+    }
+    assert await queue.lookup("new") is None  # the mark is gone: the file is read again
+    assert len(statements) == 2
+
+
 async def test_a_second_opener_is_refused_while_the_first_holds_the_queue(queue, db, clock):
     """Two processes must never share a queue: the second would release the first's claims."""
     await queue.enqueue([entry("m1")])
@@ -373,6 +425,13 @@ async def test_count_limit_answers_queue_full(db, clock):
         await q.complete(claim, attempts=1, http_status=202)  # room for one more
         assert isinstance(await enqueue_one(q, entry("m9", key="k9")), Enqueued)
         assert isinstance(await enqueue_one(q, entry("m10", key="k10")), QueueFull)
+        # A full queue still tells a duplicate, queued or delivered, from a new event.
+        queued = await enqueue_one(q, entry("m9", key="k9"))
+        delivered = await enqueue_one(q, entry(claim.entry.message_id))
+        assert isinstance(queued, Duplicate)
+        assert queued.record.state == "queued"
+        assert isinstance(delivered, Duplicate)
+        assert delivered.record.state == "delivered"
     finally:
         await q.close()
 

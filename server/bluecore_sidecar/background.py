@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import duration_pb2
@@ -51,7 +52,9 @@ from .store import (
 from .telemetry import Metrics
 from .upstream import SendOutcome, UpstreamClient, worst
 
-Status = delivery_pb2.DeliveryStatus
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
 DeliveryResult = delivery_pb2.DeliveryResult
 
 #: Name of the span of one background try; it links to the trace of the call that queued it.
@@ -103,7 +106,8 @@ class Waiter:
         that is cancelled cancels the future, and the try then publishes its outcome.
         """
         if not self.future.done():
-            timer = asyncio.get_running_loop().call_later(max(timeout, 0.0), _time_out, self.future)
+            loop = self.future.get_loop()  # not get_running_loop(): a getpid() call each time
+            timer = loop.call_later(max(timeout, 0.0), _time_out, self.future)
             try:
                 return await self.future
             finally:
@@ -161,6 +165,7 @@ class BackgroundDelivery:
         self._bus = bus
         self._observer = observer
         self._metrics = metrics
+        self._tries_by_outcome: dict[str, Counter] = {}
         self._tracer = tracer or trace.NoOpTracer()
         self._tracing = not isinstance(self._tracer, trace.NoOpTracer)
         self._redactor = redactor or Redactor()
@@ -176,7 +181,10 @@ class BackgroundDelivery:
         self._tasks: set[asyncio.Task[None]] = set()
         self._looped = 0  # tries the claim loop started that are still running
         self._wake = asyncio.Event()
-        self._change: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Kept: asyncio.get_running_loop() (and so asyncio.create_task) costs a getpid() call.
+        self._loop = asyncio.get_running_loop()
+        # Made when a DIRECT call waits for a customer's queue, resolved at the next change.
+        self._change: asyncio.Future[None] | None = None
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
 
@@ -293,22 +301,27 @@ class BackgroundDelivery:
 
     async def wait_for_key(self, ordering_key: str, respond_by: float) -> bool:
         """Wait until the customer has nothing queued; False if ``respond_by`` comes first."""
-        while await self.has_pending(ordering_key):
+        while True:
+            # Taken before looking, so that a change while a shared file is read still counts.
+            if self._change is None:
+                self._change = self._loop.create_future()
+            change = self._change
+            if not await self.has_pending(ordering_key):
+                return True
             remaining = respond_by - self._clock()
             if remaining <= 0 or self._stopping:
                 return False  # out of time, or nothing more leaves the queue before a restart
             # Another process's worker may let the customer's events out unseen: look again.
             wait = min(remaining, SHARED_POLL) if self._shared else remaining
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._change), wait)
-        return True
+                await asyncio.wait_for(asyncio.shield(change), wait)
 
     def register(self, message_id: str, respond_by: float) -> Waiter:
         """Wait for the first background try of ``message_id`` (call before enqueueing)."""
         waiter = Waiter(
             respond_by,
             otel_context.get_current(),
-            asyncio.get_running_loop().create_future(),
+            self._loop.create_future(),
         )
         if self._stopping:
             waiter.future.set_result(None)  # nothing will be claimed any more
@@ -372,7 +385,7 @@ class BackgroundDelivery:
             await self._sleep(await self._idle_time())
 
     def _start(self, claim: Claim, early: _Early | None = None, *, looped: bool = False) -> None:
-        task = asyncio.create_task(self._run(claim, early), name="queue-try")
+        task = self._loop.create_task(self._run(claim, early), name="queue-try")
         self._tasks.add(task)
         if looped:
             self._looped += 1
@@ -407,9 +420,9 @@ class BackgroundDelivery:
         """An entry left, or was put back: wake the claim loop and those waiting on a key."""
         if self.queue.may_have_due():
             self._wake.set()  # else nothing could be claimed: an enqueue wakes it
-        if not self._change.done():
-            self._change.set_result(None)
-        self._change = asyncio.get_running_loop().create_future()
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -460,10 +473,12 @@ class BackgroundDelivery:
             if span.is_recording():
                 span.set_attributes(_span_attributes(result, entry.attempts, self._redactor))
                 if result.status not in (
-                    Status.DELIVERY_STATUS_DELIVERED,
-                    Status.DELIVERY_STATUS_QUEUED,
+                    delivery_pb2.DELIVERY_STATUS_DELIVERED,
+                    delivery_pb2.DELIVERY_STATUS_QUEUED,
                 ):
                     span.set_status(trace.StatusCode.ERROR, result.reason)
+        if kept is None:
+            return  # the completion's callback counts it (_completed)
         if not kept:
             # The claim went stale (released at shutdown): the entry will be sent again, and
             # this try's outcome is not the event's (a delivery answered early was made,
@@ -481,6 +496,21 @@ class BackgroundDelivery:
         self._bus.publish(result)
         if self._observer is not None:
             self._observer.on_outcome(result, False)
+
+    def _completed(self, claim: Claim, done: asyncio.Future[bool]) -> None:
+        """A delivery's completion committed (or failed): count it, and let its customer go."""
+        if done.cancelled():
+            return
+        failure = done.exception()
+        if isinstance(failure, StoreError):
+            task = self._loop.create_task(self._store_failed(claim, failure), name="queue-retry")
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+            return
+        if failure is not None:
+            raise failure  # a bug: the loop's exception handler logs it
+        self._count("delivered" if done.result() else "stale")
+        self._changed()
 
     def _stamp(self, result: DeliveryResult, started: float) -> None:
         """The try's trace id (its span is the current one) and its latency until now."""
@@ -500,8 +530,11 @@ class BackgroundDelivery:
 
     async def _settled(
         self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
-    ) -> tuple[DeliveryResult, bool] | None:
+    ) -> tuple[DeliveryResult, bool | None] | None:
         """Try the entry and record the outcome; None when the store could not record it.
+
+        The outcome's second item says whether the claim was still current; None when that
+        is known later (a delivery handed to its call: see ``_completed``).
 
         A store that fails (disk full or read-only, I/O errors) leaves the entry claimed; it
         is asked once more, a second later, to put it back as due, and otherwise the entry
@@ -525,6 +558,11 @@ class BackgroundDelivery:
                 return await self._settle_retry(claim, outcome, "")
             except StoreError as again:
                 failure = again
+        await self._store_failed(claim, failure)
+        return None
+
+    async def _store_failed(self, claim: Claim, failure: Exception) -> None:
+        """The store could not record a try of ``claim``: put it back as due a second later."""
         _log.error(
             "the durable queue could not record a background try; it is tried again later",
             extra={"fields": {"error_type": type(failure).__name__}},
@@ -538,11 +576,10 @@ class BackgroundDelivery:
             _log.error("the entry stays claimed until the next start releases it")
         self._changed()
         self._count("store_error")
-        return None
 
     async def _try(
         self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
-    ) -> tuple[DeliveryResult, bool]:
+    ) -> tuple[DeliveryResult, bool | None]:
         entry = claim.entry
         now = self._wall_clock()
         if early is not None and now <= entry.event_time + self._max_age:
@@ -571,7 +608,7 @@ class BackgroundDelivery:
 
     async def _try_early(
         self, claim: Claim, waiter: Waiter | None, early: _Early
-    ) -> tuple[DeliveryResult, bool]:
+    ) -> tuple[DeliveryResult, bool | None]:
         """Send while the enqueue commits, then settle the claim that commit made."""
         outcome = await self._send(early.decision, waiter)
         owned = await self._own(claim, early)
@@ -590,10 +627,15 @@ class BackgroundDelivery:
             # The outcome must still be committed and handed over before the call answers.
             left = waiter.respond_by - now_mono
             deadline = min(deadline, waiter.respond_by - deadline_margin(left))
+        # The mapper's encoding of each body goes along: it is not encoded a second time.
         if len(decision.requests) == 1:
-            return await self._client.send(decision.requests[0].body, deadline)
+            [request] = decision.requests
+            return await self._client.send(request.body, deadline, encoded=request.encoded)
         outcomes = await asyncio.gather(
-            *(self._client.send(request.body, deadline) for request in decision.requests)
+            *(
+                self._client.send(request.body, deadline, encoded=request.encoded)
+                for request in decision.requests
+            )
         )
         outcome = worst(list(outcomes))
         accepted = sum(o.verdict is Verdict.DELIVERED for o in outcomes)
@@ -606,9 +648,9 @@ class BackgroundDelivery:
     def _sent_result(self, claim: Claim, decision: Send, outcome: SendOutcome) -> DeliveryResult:
         """The outcome of a send whose entry is not this try's to settle."""
         status = {
-            Verdict.DELIVERED: Status.DELIVERY_STATUS_DELIVERED,
-            Verdict.PERMANENT: Status.DELIVERY_STATUS_FAILED_PERMANENT,
-            Verdict.RETRY: Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+            Verdict.DELIVERED: delivery_pb2.DELIVERY_STATUS_DELIVERED,
+            Verdict.PERMANENT: delivery_pb2.DELIVERY_STATUS_FAILED_PERMANENT,
+            Verdict.RETRY: delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE,
         }[outcome.verdict]
         return self._result(
             claim,
@@ -625,7 +667,7 @@ class BackgroundDelivery:
         if result is None:
             result = self._result(
                 claim,
-                status=Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+                status=delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE,
                 outcome=SendOutcome(Verdict.RETRY, 0, 0, "", ""),
                 label=early.decision.datafly_event,
                 reason="",
@@ -656,12 +698,12 @@ class BackgroundDelivery:
         waiter: Waiter | None,
         decision: Send,
         outcome: SendOutcome,
-    ) -> tuple[DeliveryResult, bool]:
+    ) -> tuple[DeliveryResult, bool | None]:
         label = decision.datafly_event
         if outcome.verdict is Verdict.DELIVERED:
             result = self._result(
                 claim,
-                status=Status.DELIVERY_STATUS_DELIVERED,
+                status=delivery_pb2.DELIVERY_STATUS_DELIVERED,
                 outcome=outcome,
                 label=label,
                 reason="",
@@ -673,6 +715,14 @@ class BackgroundDelivery:
                 # restart (at least once); nothing said QUEUED or DELIVERED untruly. The
                 # call stamps its own latency and trace id on its copy.
                 self._hand(waiter, claim, result)
+            if waiter is not None and waiter.answered_early:
+                # The call has its answer and nothing else waits for this try: the
+                # completion commits with the others of its turn, and its callback counts it.
+                completed = self.queue.complete_soon(
+                    claim, attempts=outcome.attempts, http_status=outcome.http_status
+                )
+                completed.add_done_callback(functools.partial(self._completed, claim))
+                return result, None
             kept = await self.queue.complete(
                 claim, attempts=outcome.attempts, http_status=outcome.http_status
             )
@@ -707,7 +757,7 @@ class BackgroundDelivery:
         detail = f"{outcome.detail}; kept in the queue, next try in {delay:.1f}s"
         return self._result(
             claim,
-            status=Status.DELIVERY_STATUS_QUEUED,
+            status=delivery_pb2.DELIVERY_STATUS_QUEUED,
             outcome=outcome,
             label=label,
             reason=outcome.reason,
@@ -739,9 +789,9 @@ class BackgroundDelivery:
             status = skip.status
             label = skip.datafly_event
         elif reason == sk.EXPIRED:
-            status = Status.DELIVERY_STATUS_FAILED_RETRYABLE
+            status = delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE
         else:
-            status = Status.DELIVERY_STATUS_FAILED_PERMANENT
+            status = delivery_pb2.DELIVERY_STATUS_FAILED_PERMANENT
         if not label and event is not None:
             label = event.event or event.type
         return self._result(
@@ -764,9 +814,9 @@ class BackgroundDelivery:
         detail: str,
     ) -> DeliveryResult:
         entry = claim.entry
-        result = DeliveryResult(
+        result = results.new_result(
             message_id=entry.message_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             datafly_event=self._redactor.scrub(label),
             bluecore_event=entry.bluecore_event,
             reason=reason,
@@ -780,7 +830,12 @@ class BackgroundDelivery:
 
     def _count(self, outcome: str) -> None:
         if self._metrics is not None:
-            self._metrics.queue_tries.labels(outcome=outcome).inc()
+            counter = self._tries_by_outcome.get(outcome)
+            if counter is None:
+                # labels() parses its arguments and takes a lock: once per outcome is enough.
+                counter = self._metrics.queue_tries.labels(outcome=outcome)
+                self._tries_by_outcome[outcome] = counter
+            counter.inc()
 
 
 def traceparent_of(span: trace.Span) -> str:
@@ -803,9 +858,9 @@ def _expired_detail(max_age: float) -> str:
 
 
 def _try_outcome(result: DeliveryResult) -> str:
-    if result.status == Status.DELIVERY_STATUS_DELIVERED:
+    if result.status == delivery_pb2.DELIVERY_STATUS_DELIVERED:
         return "delivered"
-    if result.status == Status.DELIVERY_STATUS_QUEUED:
+    if result.status == delivery_pb2.DELIVERY_STATUS_QUEUED:
         return "retry"
     return "dead_letter"
 

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import NamedTuple, TypeAlias
 
@@ -316,6 +316,10 @@ class DurableDedup:
             return None
         record = _stored(stored)
         return record if stored.state == "delivered" else Queued(record)
+
+    def prefetch(self, message_ids: Sequence[str]) -> None:
+        """Let the store read a batch's ids at once, before they are claimed one by one."""
+        self._store.prefetch(message_ids)
 
     async def claim(self, message_id: str) -> Claim | Queued:
         """Claim ``message_id``, or say who has it: in flight, delivered or queued."""

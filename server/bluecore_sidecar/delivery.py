@@ -191,6 +191,8 @@ class Deliverer:
         hears of the whole batch at once, so its per-record costs are paid once per batch.
         If the call is cancelled, the outcomes that were already reached are still observed.
         """
+        if isinstance(self._dedup, DurableDedup):
+            self._dedup.prefetch([event.message_id for event in events])  # one read, not one each
         # Every event's task starts in this context: the caller's span is the same for all.
         parent = trace.get_current_span().get_span_context()
         tasks = [

@@ -289,6 +289,12 @@ class EventQueue(Protocol):
         """Delivered: drop the entry, remember the id. False when the claim is stale."""
         ...
 
+    def complete_soon(
+        self, claim: Claim, *, attempts: int, http_status: int
+    ) -> asyncio.Future[bool]:
+        """:meth:`complete`, answered by the returned future (for a caller that does not wait)."""
+        ...
+
     async def reschedule(
         self, claim: Claim, *, next_due: float, reason: str, http_status: int, attempts: int
     ) -> bool:
@@ -332,6 +338,11 @@ class DedupStore(Protocol):
 
     async def lookup(self, message_id: str, now: float | None = None) -> DedupRecord | None:
         """The record of a queued id or of one delivered within the window, else None."""
+        ...
+
+    def prefetch(self, message_ids: Sequence[str], now: float | None = None) -> None:
+        """Read ``message_ids`` at once, so that the :meth:`lookup` of each that follows
+        answers from memory (may do nothing; the lookups are right either way)."""
         ...
 
     async def remember(self, record: DedupRecord) -> None:
@@ -491,6 +502,8 @@ _SHARED_WAIT: Final = 30.0
 #: How long a write nobody waits on (a completion) may wait for company before it is sent to
 #: the writer alone (seconds): it usually joins the next batch sooner.
 _LAZY_FLUSH: Final = 0.002
+#: More absent marks than this (left by calls that never looked their ids up) are dropped.
+_MAX_ABSENT: Final = 10_000
 #: In shared mode, how stale the depth and byte totals behind the limits may get (seconds).
 _TOTALS_MAX_AGE: Final = 2.0
 
@@ -515,6 +528,18 @@ _DEAD_FIELDS: Final = (
     "dead_at",
     "traceparent",
 )
+
+
+@functools.cache
+def _lookup_sql(count: int) -> str:
+    """The dedup lookup of ``count`` message ids: their live entries and recent deliveries."""
+    marks = ", ".join("?" * count)
+    return (
+        "SELECT 0, message_id, bluecore_event, attempts, last_http_status, enqueued_at"  # noqa: S608 - ? placeholders only
+        f" FROM entries WHERE message_id IN ({marks}) AND state < 2"
+        " UNION ALL SELECT 1, message_id, bluecore_event, attempts, http_status, delivered_at"
+        f" FROM delivered WHERE message_id IN ({marks}) AND delivered_at >= ?"
+    )
 
 
 def _entry(row: Sequence[Any]) -> QueuedEntry:
@@ -590,6 +615,45 @@ class _Op:
 _STOP: Final = object()
 
 
+class _StaleCompletion(Exception):
+    """Completions that hold a stale claim: their operation runs again, one by one."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Completion:
+    """One delivered entry waiting for the commit that deletes it (``complete_soon``)."""
+
+    claim: Claim
+    attempts: int
+    http_status: int
+    at: float
+    future: asyncio.Future[bool]
+
+
+@dataclasses.dataclass(slots=True)
+class _Completions:
+    """The completions one write operation commits."""
+
+    items: list[_Completion]
+    one_by_one: bool = False
+    """Set when a stale claim is among them: each is then deleted by a statement of its own."""
+
+    def answer(self, done: asyncio.Future[list[bool]]) -> None:
+        """On the loop: hand each completion its answer, or the operation's error."""
+        if done.cancelled():
+            error: BaseException | None = StoreClosed("the durable queue is closed")
+        else:
+            error = done.exception()
+        kept = done.result() if error is None else [False] * len(self.items)
+        for item, ok in zip(self.items, kept, strict=True):
+            if item.future.done():
+                continue
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(ok)
+
+
 @dataclasses.dataclass(slots=True)
 class _Job:
     """Write operations already run on the event loop, for the writer thread to COMMIT, and
@@ -636,6 +700,7 @@ class SqliteQueue:
         synchronous: Literal["FULL", "NORMAL"],
         clock: Callable[[], float],
         max_group: int,
+        loop: asyncio.AbstractEventLoop,
         shared: bool = False,
     ) -> None:
         self.path = path
@@ -659,12 +724,17 @@ class SqliteQueue:
         # COMMIT (the fsync) to the thread, which owns the connection until it gives it back.
         self._thread_owns = False
         self._outbox: list[_Op] = []
+        # The loop that opened the queue, which every caller runs on. Kept, because
+        # asyncio.get_running_loop() costs a getpid() system call on every call.
+        self._loop = loop
         self._ops_later: list[_Job] = []
         self._flush_due = False  # a _flush is scheduled with call_soon
         self._lazy_timer: asyncio.TimerHandle | None = None
         # Keys given a live entry by the open transaction (their counts change at COMMIT).
         self._tx_keys: set[str] = set()
         self._answers: list[tuple[_Op, BaseException | None, Any]] = []
+        # The completions the next completion operation takes (guarded by the lock).
+        self._completions: _Completions | None = None
         # A second connection, used on the event loop for dedup lookups: in WAL mode it reads
         # the last committed state without waiting for the writer's transaction and fsync.
         self._reader: sqlite3.Connection | None = None
@@ -678,6 +748,8 @@ class SqliteQueue:
         self._lock = threading.Lock()
         self._live: collections.Counter[str] = collections.Counter()
         self._lru: collections.OrderedDict[str, DedupRecord] = collections.OrderedDict()
+        # Ids prefetch() read and did not find, until a lookup takes the mark (see prefetch).
+        self._absent: set[str] = set()
         self._depth = 0
         self._bytes = 0
         self._seq = 0
@@ -723,6 +795,7 @@ class SqliteQueue:
             synchronous=synchronous,
             clock=clock,
             max_group=max_group,
+            loop=asyncio.get_running_loop(),
             shared=shared,
         )
         store._thread.start()
@@ -795,9 +868,11 @@ class SqliteQueue:
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[T] = loop.create_future()
         self._outbox.append(_Op(fn, future, loop, write, on_error))
+        if self._thread_owns:
+            return future  # a COMMIT is in flight: the connection's release flushes this
         if lazy:
             # Nobody waits for it to answer a call: it rides along with the next batch, or
             # goes alone a moment later, instead of paying a commit cycle of its own.
@@ -1383,9 +1458,8 @@ class SqliteQueue:
     ) -> asyncio.Future[list[EnqueueOutcome]]:
         """:meth:`enqueue`, in the writer's line before this returns; await the future."""
         batch = tuple(entries)
-        loop = asyncio.get_running_loop()
         if not batch:
-            done: asyncio.Future[list[EnqueueOutcome]] = loop.create_future()
+            done: asyncio.Future[list[EnqueueOutcome]] = self._loop.create_future()
             done.set_result([])
             return done
         now = self._clock()
@@ -1405,13 +1479,15 @@ class SqliteQueue:
     def _enqueue_one(
         self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float, claim: bool
     ) -> EnqueueOutcome:
-        known = self._lookup_db(conn, entry.message_id, now)
-        if known is not None:
-            return Duplicate(known)
-        if tx.depth + 1 > self._limits.max_entries:
-            return QueueFull("COUNT", f"the queue holds its limit of {self._limits.max_entries}")
         size = len(entry.payload)
-        if tx.nbytes + size > self._limits.max_bytes:
+        if tx.depth + 1 > self._limits.max_entries or tx.nbytes + size > self._limits.max_bytes:
+            # A duplicate says so even in a full queue.
+            known = self._lookup_db(conn, entry.message_id, now)
+            if known is not None:
+                return Duplicate(known)
+            if tx.depth + 1 > self._limits.max_entries:
+                limit = self._limits.max_entries
+                return QueueFull("COUNT", f"the queue holds its limit of {limit}")
             return QueueFull("BYTES", f"the queue holds its limit of {self._limits.max_bytes} B")
         # Only grows: a rolled-back number is skipped, never reused out of order.
         self._seq = self._next_seq(conn, entry.ordering_key)
@@ -1419,12 +1495,15 @@ class SqliteQueue:
         # Claimed at once only as the key's head (nothing else live, in this transaction's
         # view, which includes other processes' commits), and only while claiming runs.
         claimed = claim and self._claiming and due <= now and self._alone(conn, entry.ordering_key)
-        self._tx_keys.add(entry.ordering_key)
-        row_id = conn.execute(
-            "INSERT INTO entries (seq, state, message_id, ordering_key, bluecore_event, payload,"
-            " enqueued_at, event_time, attempts, next_due, last_reason, last_http_status,"
-            " traceparent, claim_id, claim_owner)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        # The duplicate check is part of the insert: a live entry of the id is refused by
+        # its unique index (OR IGNORE), a delivered one by the NOT EXISTS. One statement.
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO entries (seq, state, message_id, ordering_key, bluecore_event,"
+            " payload, enqueued_at, event_time, attempts, next_due, last_reason,"
+            " last_http_status, traceparent, claim_id, claim_owner)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE NOT EXISTS"
+            " (SELECT 1 FROM delivered WHERE message_id = ? AND delivered_at >= ?)",
             (
                 self._seq,
                 CLAIMED if claimed else PENDING,
@@ -1441,9 +1520,18 @@ class SqliteQueue:
                 entry.traceparent,
                 1 if claimed else 0,
                 self._owner if claimed else NO_OWNER,
+                entry.message_id,
+                now - self._window,
             ),
-        ).lastrowid
+        )
+        if inserted.rowcount != 1:
+            known = self._lookup_db(conn, entry.message_id, now)
+            if known is None:  # not a duplicate: no other constraint can ignore a row
+                raise sqlite3.IntegrityError("the entry was not inserted")
+            return Duplicate(known)
+        row_id = inserted.lastrowid
         assert row_id is not None
+        self._tx_keys.add(entry.ordering_key)
         tx.depth += 1
         tx.nbytes += size
         record = DedupRecord(
@@ -1534,29 +1622,74 @@ class SqliteQueue:
 
     async def complete(self, claim: Claim, *, attempts: int, http_status: int) -> bool:
         """Delivered: delete the entry and remember its message id for the dedup window."""
-        now = self._clock()
-        entry = claim.entry
+        return await self.complete_soon(claim, attempts=attempts, http_status=http_status)
 
-        def run(conn: sqlite3.Connection, tx: _Tx) -> bool:
-            gone = conn.execute(
-                "DELETE FROM entries WHERE id = ? AND state = 1 AND claim_id = ?",
-                (entry.id, claim.claim_id),
+    def complete_soon(
+        self, claim: Claim, *, attempts: int, http_status: int
+    ) -> asyncio.Future[bool]:
+        """:meth:`complete`, answered by the returned future: False when the claim is stale.
+
+        Nobody's answer waits on a completion, so completions wait for company: those that
+        arrive before the next commit are one write operation, two statements for them all.
+        """
+        if self._closed:
+            raise StoreClosed("the durable queue is closed")
+        future: asyncio.Future[bool] = self._loop.create_future()
+        item = _Completion(claim, attempts, http_status, self._clock(), future)
+        with self._lock:  # a shared file's operations run on the writer thread
+            batch = self._completions
+            if batch is not None:
+                batch.items.append(item)
+                return future
+            batch = self._completions = _Completions([item])
+        done = self._submit_soon(
+            functools.partial(self._complete_all, batch), write=True, lazy=True
+        )
+        done.add_done_callback(batch.answer)
+        return future
+
+    def _complete_all(self, batch: _Completions, conn: sqlite3.Connection, tx: _Tx) -> list[bool]:
+        with self._lock:
+            if self._completions is batch:
+                self._completions = None  # those that come from now on go in the next one
+        items = batch.items
+        delete = "DELETE FROM entries WHERE id = ? AND state = 1 AND claim_id = ?"
+        if batch.one_by_one:
+            kept = [
+                conn.execute(delete, (item.claim.entry.id, item.claim.claim_id)).rowcount == 1
+                for item in items
+            ]
+        else:
+            gone = conn.executemany(
+                delete, [(item.claim.entry.id, item.claim.claim_id) for item in items]
             ).rowcount
-            if gone != 1:
-                return False
-            total = entry.attempts + attempts
-            conn.execute(
-                "INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?, ?)",
-                (entry.message_id, entry.bluecore_event, total, http_status, now),
-            )
-            self._leave(tx, entry)
-            record = DedupRecord(
-                entry.message_id, "delivered", entry.bluecore_event, total, http_status, now
-            )
-            tx.effects.append(lambda: self._cache(record))
-            return True
-
-        return await self._submit(run, write=True, lazy=True)
+            if gone != len(items):
+                # A stale claim among them (released at shutdown), and the count does not say
+                # which: the operation is undone and runs again, one statement each.
+                batch.one_by_one = True
+                raise _StaleCompletion
+            kept = [True] * len(items)
+        records = []
+        for item, ok in zip(items, kept, strict=True):
+            if ok:
+                entry = item.claim.entry
+                records.append(
+                    DedupRecord(
+                        entry.message_id,
+                        "delivered",
+                        entry.bluecore_event,
+                        entry.attempts + item.attempts,
+                        item.http_status,
+                        item.at,
+                    )
+                )
+                self._leave(tx, entry)
+        conn.executemany(
+            "INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?, ?)",
+            [(r.message_id, r.bluecore_event, r.attempts, r.http_status, r.at) for r in records],
+        )
+        tx.effects.append(functools.partial(self._cache_all, records))
+        return kept
 
     async def reschedule(
         self, claim: Claim, *, next_due: float, reason: str, http_status: int, attempts: int
@@ -1714,6 +1847,9 @@ class SqliteQueue:
             cached = self._lru.get(message_id)
             if cached is not None:
                 self._lru.move_to_end(message_id)
+            elif message_id in self._absent:
+                self._absent.discard(message_id)
+                return None  # read a moment ago by prefetch, and not added since
         # Shared: another process may have delivered or given up on a queued id meanwhile.
         stale = self._shared and cached is not None and cached.state == "queued"
         if cached is not None and self._fresh(cached, at) and not stale:
@@ -1739,26 +1875,64 @@ class SqliteQueue:
 
         return await self._submit(run, write=False)
 
+    def prefetch(self, message_ids: Sequence[str], now: float | None = None) -> None:
+        """Read ``message_ids`` in one statement on the reader connection (a batch's ids), so
+        that the :meth:`lookup` of each that follows answers from memory.
+
+        A found id is cached as a lookup would cache it; one not found is marked absent, and
+        its next lookup takes the mark and answers None. That is right because whatever adds
+        an id to the file afterwards (an enqueue, a completion, a remember) puts its record in
+        the cache at COMMIT, and lookup reads the cache before the marks (an id that leaves
+        the cache loses its mark too). A shared file, which other processes change unseen,
+        gets no marks; a failed read leaves the lookups to read for themselves.
+        """
+        reader = self._reader
+        if self._shared or reader is None or len(message_ids) < 2:
+            return
+        at = self._clock() if now is None else now
+        with self._lock:
+            misses = [m for m in dict.fromkeys(message_ids) if m not in self._lru]
+        if not misses:
+            return
+        try:
+            found = self._lookup_all(reader, misses, at)
+        except sqlite3.Error:
+            return
+        with self._lock:
+            if len(self._absent) > _MAX_ABSENT:
+                self._absent.clear()  # marks nobody took (their calls left): read again
+            for message_id in misses:
+                record = found.get(message_id)
+                if record is None:
+                    self._absent.add(message_id)
+                else:
+                    self._cache(record)
+
     def _fresh(self, record: DedupRecord, now: float) -> bool:
         return record.state == "queued" or record.at >= now - self._window
 
     def _lookup_db(
         self, conn: sqlite3.Connection, message_id: str, now: float
     ) -> DedupRecord | None:
-        # One statement (each one is a hand-off of the GIL); a queued row comes first.
+        return self._lookup_all(conn, (message_id,), now).get(message_id)
+
+    def _lookup_all(
+        self, conn: sqlite3.Connection, message_ids: Sequence[str], now: float
+    ) -> dict[str, DedupRecord]:
+        """The records of those of ``message_ids`` that are queued or delivered in the window."""
+        # One statement (each one is a hand-off of the GIL).
         # fetchall: the statement runs to its end, so no read transaction stays open.
         rows = conn.execute(
-            "SELECT 0, bluecore_event, attempts, last_http_status, enqueued_at FROM entries"
-            " WHERE message_id = ? AND state < 2"
-            " UNION ALL SELECT 1, bluecore_event, attempts, http_status, delivered_at"
-            " FROM delivered WHERE message_id = ? AND delivered_at >= ?",
-            (message_id, message_id, now - self._window),
+            _lookup_sql(len(message_ids)), (*message_ids, *message_ids, now - self._window)
         ).fetchall()
-        if not rows:
-            return None
-        kind, bluecore_event, attempts, http_status, at = min(rows)
-        state: Literal["queued", "delivered"] = "delivered" if kind else "queued"
-        return DedupRecord(message_id, state, bluecore_event, attempts, http_status, at)
+        found: dict[str, DedupRecord] = {}
+        for kind, message_id, bluecore_event, attempts, http_status, at in sorted(rows):
+            if message_id not in found:  # a queued row (kind 0) comes first
+                state: Literal["queued", "delivered"] = "delivered" if kind else "queued"
+                found[message_id] = DedupRecord(
+                    message_id, state, bluecore_event, attempts, http_status, at
+                )
+        return found
 
     async def remember(self, record: DedupRecord) -> None:
         """Record a delivery made without the queue, so a restart still knows the id."""
@@ -1895,11 +2069,16 @@ class SqliteQueue:
         else:
             self._live.pop(key, None)
 
+    def _cache_all(self, records: list[DedupRecord]) -> None:
+        for record in records:
+            self._cache(record)
+
     def _cache(self, record: DedupRecord) -> None:
         self._lru[record.message_id] = record
         self._lru.move_to_end(record.message_id)
         while len(self._lru) > self._lru_size:
-            self._lru.popitem(last=False)
+            evicted, _ = self._lru.popitem(last=False)
+            self._absent.discard(evicted)  # its record may be younger than its mark
 
     def _uncache(self, message_id: str) -> None:
         self._lru.pop(message_id, None)

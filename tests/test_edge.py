@@ -274,7 +274,11 @@ async def test_a_refused_call_has_an_error_span_with_its_reason(stub, span_expor
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.Deliver(delivery_pb2.DeliverRequest(), timeout=5)
     assert error_info(refused.value).reason == "EVENT_MISSING"
-    [span] = [s for s in span_exporter.get_finished_spans() if s.name == f"{SERVICE}/Deliver"]
+    # The status reaches the caller before the handler's span has ended: wait for the span.
+    name = f"{SERVICE}/Deliver"
+    [span] = await eventually(
+        lambda: [s for s in span_exporter.get_finished_spans() if s.name == name], timeout=10
+    )
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == "EVENT_MISSING"
     assert span.attributes is not None

@@ -297,10 +297,8 @@ def _find_email(
     """(the email, None) or (None, the path of the first present but invalid email)."""
     invalid: str | None = None
     for path, fields in zip(_EMAIL_PATHS, (traits, context_traits, properties), strict=True):
-        if "email" not in fields:
-            continue
-        value = fields.get("email")
-        if value is None or value.WhichOneof("kind") in (None, "null_value"):
+        value = _present(fields, "email") if "email" in fields else None
+        if value is None:
             continue
         email = _valid_email(value)
         if email is not None:

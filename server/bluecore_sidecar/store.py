@@ -646,12 +646,7 @@ class _Completions:
             error = done.exception()
         kept = done.result() if error is None else [False] * len(self.items)
         for item, ok in zip(self.items, kept, strict=True):
-            if item.future.done():
-                continue
-            if error is not None:
-                item.future.set_exception(error)
-            else:
-                item.future.set_result(ok)
+            _settle(item.future, error, ok)
 
 
 @dataclasses.dataclass(slots=True)
@@ -671,14 +666,19 @@ def _resolve(
     """On the callers' loop: set each future (one a caller cancelled meanwhile is left), then
     call ``then`` (the writer thread gives the connection back)."""
     for op, exc, value in answers:
-        if op.future.done():
-            continue
-        if exc is not None:
-            op.future.set_exception(exc)
-        else:
-            op.future.set_result(value)
+        _settle(op.future, exc, value)
     if then is not None:
         then()
+
+
+def _settle(future: asyncio.Future[Any], exc: BaseException | None, value: Any) -> None:
+    """Give ``future`` its error, else its value; one already done (cancelled) is left."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
 
 
 class SqliteQueue:

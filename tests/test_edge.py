@@ -4,11 +4,12 @@ reflection v1, the WatchDeliveries span and a drain bounded by one grace."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
 
 import grpc
@@ -285,6 +286,18 @@ async def test_a_refused_call_has_an_error_span_with_its_reason(stub, span_expor
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
+@contextlib.asynccontextmanager
+async def serving_probe(server: grpc.aio.Server) -> AsyncIterator[grpc.aio.Channel]:
+    """Start ``server`` on a free loopback port; a channel to it; stop it afterwards."""
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel
+    finally:
+        await server.stop(None)
+
+
 @pytest.mark.parametrize("registration", ["generic", "registered"])
 async def test_an_unexpected_exception_is_internal_logged_by_type_and_never_described(
     captured_logs, registration
@@ -307,14 +320,9 @@ async def test_an_unexpected_exception_is_internal_logged_by_type_and_never_desc
         )
     else:
         edge.server(server).add_registered_method_handlers("test.Probe", handlers)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as failed:
-                await channel.unary_unary("/test.Probe/Fail")(b"", timeout=5)
-    finally:
-        await server.stop(None)
+    async with serving_probe(server) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await channel.unary_unary("/test.Probe/Fail")(b"", timeout=5)
     assert failed.value.code() == grpc.StatusCode.INTERNAL
     assert error_info(failed.value).reason == "INTERNAL_ERROR"
     details = failed.value.details() or ""
@@ -381,15 +389,10 @@ async def test_only_the_listed_methods_are_registered_the_others_answer_as_gener
         wrapping.add_registered_method_handlers("test.Probe", handlers)
     assert recording.registered == {"test.Probe": {"Hot"}}
     assert len(recording.generic) == 1
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            assert await channel.unary_unary("/test.Probe/Hot")(b"", timeout=5) == b"hot"
-            with pytest.raises(grpc.aio.AioRpcError) as failed:
-                await channel.unary_unary("/test.Probe/Cold")(b"", timeout=5)
-    finally:
-        await server.stop(None)
+    async with serving_probe(server) as channel:
+        assert await channel.unary_unary("/test.Probe/Hot")(b"", timeout=5) == b"hot"
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await channel.unary_unary("/test.Probe/Cold")(b"", timeout=5)
     assert failed.value.code() == grpc.StatusCode.INTERNAL
     assert error_info(failed.value).reason == "INTERNAL_ERROR"
 

@@ -56,6 +56,8 @@ def file_settings(api_url: str, path: Path, **overrides: Any) -> Settings:
         "BLUECORE_API_URL": api_url,
         "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
         "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
+        # A free port, not the default 50080, which another sidecar on the machine may hold.
+        "SIDECAR_HTTP_ADDRESS": "127.0.0.1:0",
         "SIDECAR_RETRY_BASE": "10ms",
         "SIDECAR_RETRY_CAP": "50ms",
         "SIDECAR_ATTEMPT_TIMEOUT": "2s",

@@ -92,11 +92,12 @@ LABELS = {
 COMPARE_SERVERS = ("sidecar-base", "sidecar-trace10-base")
 #: Calls, as measured: closed-loop Deliver and DeliverBatch (loadgen), open-loop Deliver at a
 #: fixed rate (loadgen --rate), and closed-loop Deliver from ghz.
-MODES = ("deliver", "batch", "watchers", "latency", "ghz")
+MODES = ("deliver", "batch", "watchers", "latency", "scaling", "ghz")
 MODE_NAMES = {
     "deliver": "Deliver",
     "watchers": "Deliver",  # the watchers phase: its own call count, sidecars only
     "latency": "Deliver, open loop",
+    "scaling": "Deliver, open loop, same rate per worker",
     "ghz": "Deliver (ghz)",
 }
 PHASES = ("throughput", "latency", "watchers", "ghz")
@@ -122,6 +123,8 @@ ACCEPTED = {"sidecar-durable": ("DELIVERED", "QUEUED")}
 DRAINS = frozenset({"sidecar-durable"})
 DRAIN_POLL = 0.1
 #: The reference each server is compared with in the summary.
+#: The workers phase: the same open-loop Deliver rate per worker process, one worker against two.
+SCALING_SERVERS = ("sidecar", "sidecar-workers2")
 REFERENCE = {
     "sidecar-watch500": "sidecar",
     "sidecar-workers2": "sidecar",
@@ -201,6 +204,26 @@ def tree_cpu_seconds(pid: int) -> float:
             total += proc_cpu_seconds(current)
         todo.extend(parents.get(current, ()))
     return total
+
+
+def children_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each live child of ``pid`` (with its own descendants), by child pid."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            children.append(int(entry))
+    shares = {}
+    for child in children:
+        with contextlib.suppress(OSError):
+            shares[child] = tree_cpu_seconds(child)
+    return shares
 
 
 def reaped_children_cpu() -> float:
@@ -531,11 +554,18 @@ class Snapshot:
     driver_cpu: float
     host_busy: int
     host_total: int
+    #: The 2-worker sidecar: CPU seconds of each worker process (the supervisor's children).
+    workers_cpu: dict[int, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def take(cls, server: Server, upstream: Upstream) -> Snapshot:
         busy, total = host_cpu()
         return cls(
+            workers_cpu=(
+                children_cpu_seconds(server.child.proc.pid)
+                if server.name == "sidecar-workers2"
+                else {}
+            ),
             server_cpu=server.child.cpu_seconds(),
             upstream_cpu=upstream.child.cpu_seconds() if upstream.child else 0.0,
             driver_cpu=proc_cpu_seconds(os.getpid()),
@@ -566,13 +596,14 @@ async def run_phase(
     calls: int = 0,
     profile: list[str] | None = None,
     max_seconds: float = 0.0,
+    channels: int = 0,
 ) -> dict[str, Any]:
     """One load-generator run against one server; the raw numbers of the phase.
 
     ``mode`` ``latency`` is open loop at ``rate`` calls/s. With ``profile`` (a py-spy command
     line), py-spy starts together with the measured calls and the phase waits for it too.
     """
-    deliver = mode in ("deliver", "watchers", "latency")
+    deliver = mode in ("deliver", "watchers", "latency", "scaling")
     if not calls:
         calls = {"watchers": args.watchers_calls, "latency": args.latency_calls}.get(
             mode, args.deliver_calls if deliver else args.batches
@@ -588,7 +619,7 @@ async def run_phase(
         f"--warmup={args.warmup_calls if deliver else args.warmup_batches}",
         f"--batch-size={args.batch_size}",
         f"--concurrency={args.concurrency if deliver else args.batch_concurrency}",
-        f"--channels={args.channels}",
+        f"--channels={channels or args.channels}",
         f"--prefix={server.name}-r{round_no}-{mode}-{time.time_ns()}",
         f"--events={args.events}",
         f"--customers={args.customers}",
@@ -682,6 +713,15 @@ async def run_phase(
         "host_busy_cores": host_busy_s / wall,
         "other_load_cores": max(host_busy_s - ours, 0.0) / wall,
     }
+    if after.workers_cpu:
+        # How evenly the kernel spread the load generator's connections over the workers.
+        spent = [
+            after.workers_cpu[pid] - before.workers_cpu.get(pid, 0.0) for pid in after.workers_cpu
+        ]
+        phase["worker_cpu_shares"] = sorted(
+            (share / max(sum(spent), 1e-9) for share in spent), reverse=True
+        )
+        phase["busiest_worker_share"] = phase["worker_cpu_shares"][0]
     phase.update(watchers=server.watchers_open)
     print(
         f"{label} {phase['deliveries_per_s']:8.0f} deliveries/s  p50 {result['p50_ms']:6.1f} ms"
@@ -952,7 +992,9 @@ def summarise(phases: list[dict[str, Any]], servers: list[str]) -> list[dict[str
                 "not_delivered": sum(p["not_delivered"] for p in runs),
                 "watchers": runs[0].get("watchers", 0),
             }
-            if mode == "latency":
+            if runs[0].get("worker_cpu_shares"):
+                row["busiest_worker_share"] = median("busiest_worker_share")
+            if mode in ("latency", "scaling"):
                 row["offered_rate"] = median("offered_rate")
                 row["peak_in_flight"] = max(p.get("peak_in_flight", 0) for p in runs)
                 row["late_starts"] = sum(p.get("late_starts", 0) for p in runs)
@@ -989,6 +1031,7 @@ PHASE_OF_MODE = {
     "batch": "throughput",
     "watchers": "watchers",
     "latency": "latency",
+    "scaling": "workers",
     "ghz": "ghz",
 }
 
@@ -1021,7 +1064,7 @@ def render_summary(rows: list[dict[str, Any]], batch_size: int) -> str:
         else:
             versus = "| - | - | - | - | - "
         call = _call(row["mode"], batch_size)
-        if row["mode"] == "latency":
+        if row["mode"] in ("latency", "scaling"):
             call += f" at {row['offered_rate']:,.0f}/s"
         lines.append(
             f"| {phase_of(row)} | {call} | {_label(row)} | {row['deliveries_per_s']:,.0f} "
@@ -1091,6 +1134,43 @@ def render_latency(rows: list[dict[str, Any]], target_ms: float) -> str:
             verdicts.append(
                 f"{LABELS[row['server']]}: p99 added {added99:+.2f} ms, target <= "
                 f"{target_ms:g} ms: {verdict}"
+            )
+    return "\n".join([*lines, "", *verdicts])
+
+
+def render_scaling(rows: list[dict[str, Any]], target: float) -> str:
+    """The workers phase: one worker and two at the same open-loop rate per worker.
+
+    On a machine with as many spare cores as workers, N workers deliver N times one worker's
+    rate if each event costs the same CPU however many workers share the load; this phase
+    measures that cost below saturation, where the load generator and the upstream are not
+    short of CPU, so it holds on a 2-core machine too.
+    """
+    picked = [r for r in rows if r["mode"] == "scaling"]
+    if not picked:
+        return ""
+    lines = [
+        "| server | offered calls/s | per worker | answered calls/s | p50 ms | p99 ms "
+        "| server CPU s / 1k | CPU vs one worker | busiest worker's CPU share | not delivered |",
+        "|" + "---|" * 10,
+    ]
+    verdicts = []
+    for row in picked:
+        workers = 2 if row["server"] == "sidecar-workers2" else 1
+        ratio = row.get("cpu_vs_ref")
+        share = row.get("busiest_worker_share")
+        lines.append(
+            f"| {LABELS[row['server']]} | {row['offered_rate']:,.0f} "
+            f"| {row['offered_rate'] / workers:,.0f} | {row['deliveries_per_s']:,.0f} "
+            f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['server_cpu_s_per_1k']:.3f} "
+            f"| {'-' if ratio is None else f'{ratio:.2f}x'} "
+            f"| {'-' if share is None else f'{share:.0%}'} | {row['not_delivered']} |"
+        )
+        if ratio is not None:
+            verdict = "flat" if ratio <= target else "NOT flat"
+            verdicts.append(
+                f"{LABELS[row['server']]}: CPU per event {ratio:.2f}x one worker's at the same "
+                f"rate per worker (flat means <= {target:.2f}x): {verdict}"
             )
     return "\n".join([*lines, "", *verdicts])
 
@@ -1248,6 +1328,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-target-ms", type=float, default=2.0, help="latency phase: allowed added p99"
     )
+    parser.add_argument(
+        "--workers-rate",
+        type=float,
+        help="workers phase (--compare-workers): calls/s per worker (default: half the latency "
+        "phase's rate, so two workers get that rate)",
+    )
+    parser.add_argument(
+        "--workers-calls",
+        dest="scaling_calls",
+        type=int,
+        default=1500,
+        help="workers phase: calls per worker (one worker gets this many, two get twice as many)",
+    )
+    parser.add_argument(
+        "--workers-channels",
+        type=int,
+        default=16,
+        help="workers phase: gRPC connections per load generator (default 16: the kernel hands "
+        "each connection to one worker, and 4 connections often split 3:1)",
+    )
+    parser.add_argument(
+        "--workers-cpu-target",
+        type=float,
+        default=1.10,
+        help="workers phase: the most CPU per event two workers may cost against one for it "
+        "to count as flat",
+    )
     parser.add_argument("--watchers", type=int, default=500, help="watchers phase: streams")
     parser.add_argument(
         "--watchers-calls", type=int, default=1000, help="watchers phase: Deliver calls"
@@ -1324,6 +1431,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.rounds = 1
         args.deliver_calls, args.batches, args.latency_calls = 400, 25, 400
+        args.scaling_calls = 200
         args.watchers_calls = 200
         args.warmup_calls, args.warmup_batches = 50, 3
     args.phases = _names(args.phases, "--phases", parser, PHASES)
@@ -1534,7 +1642,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
     closed = plan(args)
     latency_servers = args.latency_servers if "latency" in args.phases else []
     ghz_servers = args.ghz_servers if ghz else []
+    # The workers phase runs with --compare-workers whenever the latency phase does.
+    scaling = "sidecar-workers2" in args.hooks and "latency" in args.phases
     needed = set(closed) | set(latency_servers) | set(ghz_servers)
+    if scaling:
+        needed.update(SCALING_SERVERS)
     if args.profile:
         needed.add("sidecar")
     args.all_servers = [name for name in SERVERS if name in needed]
@@ -1544,6 +1656,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
     profile_out: Path | None = None
     ghz_example = ""
     latency_rate = 0.0
+    scaling_rate = 1.0 if scaling else 0.0  # set to its real value once latency_rate is known
     try:
         sink, counter, sink_port = await start_sink()
         upstream = await start_upstream(args, workdir)
@@ -1565,8 +1678,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
                 phase = await run_ghz_phase(args, servers[name], round_no, upstream, workdir, ghz)
                 ghz_example = ghz_example or phase["command"]
                 phases.append(phase)
-        if latency_servers:
+        if latency_servers or scaling_rate:
             latency_rate = args.latency_rate or half_forwarder_rate(phases)
+            if scaling_rate:
+                scaling_rate = args.workers_rate or latency_rate / 2
+        if latency_servers:
             print(
                 f"bench: latency phase, open loop at {latency_rate:,.0f} Deliver calls/s"
                 + ("" if args.latency_rate else " (half the forwarder's median Deliver rate)"),
@@ -1585,6 +1701,29 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
                             workdir,
                             rate=latency_rate,
                             calls=args.latency_calls,
+                        )
+                    )
+        if scaling_rate:
+            print(
+                f"bench: workers phase, open loop: one worker at {scaling_rate:,.0f} calls/s, "
+                f"two workers at {2 * scaling_rate:,.0f} calls/s (the same rate per worker)",
+                flush=True,
+            )
+            for round_no in range(1, args.rounds + 1):
+                for name in order_of(SCALING_SERVERS, round_no):
+                    await clear_sandbox(upstream)
+                    workers = 2 if name == "sidecar-workers2" else 1
+                    phases.append(
+                        await run_phase(
+                            args,
+                            servers[name],
+                            "scaling",
+                            round_no,
+                            upstream,
+                            workdir,
+                            rate=workers * scaling_rate,
+                            calls=workers * args.scaling_calls,
+                            channels=args.workers_channels,
                         )
                     )
         if args.profile:
@@ -1609,6 +1748,13 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             (
                 f"Latency (open loop at {latency_rate:,.0f} Deliver calls/s)",
                 render_latency(rows, args.latency_target_ms),
+            )
+        )
+    if scaling:
+        sections.append(
+            (
+                "Workers at the same rate per worker (open loop)",
+                render_scaling(rows, args.workers_cpu_target),
             )
         )
     if "watchers" in args.phases:

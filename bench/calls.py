@@ -159,6 +159,7 @@ async def measure_sidecar(
         "BLUECORE_API_URL": url,
         "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
         "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
+        "SIDECAR_HTTP_ADDRESS": "",  # no JSON door: two runs at once must not share its port
         "SIDECAR_LOG_LEVEL": "INFO",
         **TRACING[tracing],
     }

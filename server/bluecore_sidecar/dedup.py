@@ -86,12 +86,21 @@ ENTRY_OVERHEAD = 200
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Claimed:
-    """This caller owns the delivery of ``message_id`` until it finishes or abandons it."""
+    """This caller owns the delivery of ``message_id`` until it finishes or abandons it.
 
-    message_id: str
-    _entry: _Entry = dataclasses.field(repr=False, compare=False)
+    A plain class, not a frozen dataclass: one is made per event, and a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__`` (see :class:`Record`).
+    """
+
+    __slots__ = ("_entry", "message_id")
+
+    def __init__(self, message_id: str, entry: _Entry) -> None:
+        self.message_id = message_id
+        self._entry = entry
+
+    def __repr__(self) -> str:
+        return f"Claimed(message_id={self.message_id!r})"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

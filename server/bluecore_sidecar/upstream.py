@@ -80,6 +80,10 @@ class SendOutcome:
     retry_after: float | None = None
 
 
+#: Where every send starts: nothing tried yet (one frozen object for all; it is never changed).
+_NOT_TRIED = SendOutcome(Verdict.RETRY, 0, 0, "DEADLINE_EXCEEDED", "no time left to try")
+
+
 def worst(outcomes: list[SendOutcome]) -> SendOutcome:
     """One event's verdict from its requests: permanent beats retryable beats delivered."""
     for verdict in (Verdict.PERMANENT, Verdict.RETRY):
@@ -161,7 +165,7 @@ class UpstreamClient:
         policy = self._policy
         attempts = 0
         budget = policy.max_attempts
-        last = SendOutcome(Verdict.RETRY, 0, 0, "DEADLINE_EXCEEDED", "no time left to try")
+        last = _NOT_TRIED
         while attempts < budget:
             pause = self.throttle.wait_time()
             if pause > 0:

@@ -567,7 +567,8 @@ class Metrics:
 
 
 _OUTCOME = "delivery outcome"
-#: Texts the recorder keeps scrubbed (longer ones, or more of them, are scrubbed each time).
+#: Texts the recorder keeps scrubbed and encoded (longer ones, or more combinations of them,
+#: are scrubbed each time).
 _SCRUB_CACHE_TEXT = 128
 _SCRUB_CACHE_ENTRIES = 256
 #: How JsonFormatter's encoder writes a string (ASCII escapes), in C.
@@ -601,9 +602,11 @@ class OutcomeRecorder:
         # Encoded log members by level, waiting for the end of this turn of the loop; None: no
         # flush is scheduled.
         self._pending: dict[int, list[str]] | None = None
-        # Event names and details repeat from outcome to outcome: each is scrubbed once (for
-        # the redactor's current secrets; a rotation starts the cache afresh).
-        self._scrubbed: dict[str, str] = {}
+        # The members from "datafly_event" to "detail" repeat from outcome to outcome (event
+        # names, statuses, reasons and details come from small sets; message ids do not): each
+        # combination is scrubbed and encoded once, for the redactor's current secrets (a
+        # rotation starts the cache afresh).
+        self._middles: dict[tuple[_OutcomeChildren, str, str, str], str] = {}
         self._scrubbed_for: tuple[str, ...] = self._redactor.secrets
         # The attributes of one record per level, made by the logger (see _record).
         self._templates: dict[int, dict[str, Any]] = {}
@@ -755,30 +758,34 @@ class OutcomeRecorder:
                 self._metrics.dedup_hits.inc()
         if not self._logger.isEnabledFor(children.level):
             return None
-        secrets = self._redactor.secrets
+        redactor = self._redactor
+        secrets = redactor.secrets
         if self._scrubbed_for is not secrets:  # rotated: what was scrubbed may hold the old one
-            self._scrubbed.clear()
+            self._middles.clear()
             self._scrubbed_for = secrets
+        key = (children, result.datafly_event, result.reason, result.detail)
+        middle = self._middles.get(key)
+        if middle is None:
+            _, datafly_event, reason, detail = key
+            middle = (
+                f'"datafly_event":{_json_str(redactor.scrub(datafly_event))},'
+                f"{children.members},"
+                f'"reason":{_json_str(reason)},'
+                f'"detail":{_json_str(redactor.scrub(detail))}'
+            )
+            if (
+                max(len(datafly_event), len(reason), len(detail)) <= _SCRUB_CACHE_TEXT
+                and len(self._middles) < _SCRUB_CACHE_ENTRIES
+            ):
+                self._middles[key] = middle
         return children.level, (
-            f'"message_id":{_json_str(self._redactor.scrub(result.message_id))},'
-            f'"datafly_event":{_json_str(self._scrub(result.datafly_event))},'
-            f"{children.members},"
-            f'"reason":{_json_str(result.reason)},'
-            f'"detail":{_json_str(self._scrub(result.detail))},'
+            f'"message_id":{_json_str(redactor.scrub(result.message_id))},'
+            f"{middle},"
             f'"http_status":{int(result.http_status)},'
             f'"attempts":{int(result.attempts)},'
             f'"latency_ms":{float(round(latency * 1000, 2))!r},'
             f'"trace_id":{_json_str(result.trace_id)}'
         )
-
-    def _scrub(self, text: str) -> str:
-        """``text`` scrubbed, from the cache when it was seen before (see _count for rotation)."""
-        scrubbed = self._scrubbed.get(text)
-        if scrubbed is None:
-            scrubbed = self._redactor.scrub(text)
-            if len(text) <= _SCRUB_CACHE_TEXT and len(self._scrubbed) < _SCRUB_CACHE_ENTRIES:
-                self._scrubbed[text] = scrubbed
-        return scrubbed
 
     def _children_of(self, status_code: int, bluecore_event: str) -> _OutcomeChildren:
         status = delivery_pb2.DeliveryStatus.Name(status_code).removeprefix("DELIVERY_STATUS_")

@@ -763,10 +763,10 @@ class OutcomeRecorder:
         if self._scrubbed_for is not secrets:  # rotated: what was scrubbed may hold the old one
             self._middles.clear()
             self._scrubbed_for = secrets
-        key = (children, result.datafly_event, result.reason, result.detail)
-        middle = self._middles.get(key)
+        texts = (children, result.datafly_event, result.reason, result.detail)
+        middle = self._middles.get(texts)
         if middle is None:
-            _, datafly_event, reason, detail = key
+            _, datafly_event, reason, detail = texts
             middle = (
                 f'"datafly_event":{_json_str(redactor.scrub(datafly_event))},'
                 f"{children.members},"
@@ -777,7 +777,7 @@ class OutcomeRecorder:
                 max(len(datafly_event), len(reason), len(detail)) <= _SCRUB_CACHE_TEXT
                 and len(self._middles) < _SCRUB_CACHE_ENTRIES
             ):
-                self._middles[key] = middle
+                self._middles[texts] = middle
         return children.level, (
             f'"message_id":{_json_str(redactor.scrub(result.message_id))},'
             f"{middle},"

@@ -276,9 +276,15 @@ class Deliverer:
         invalid = check_message_id(event)
         if invalid is not None:
             return self._skip_result(event, invalid, started, trace_id), False
+        dedup = self._dedup
         while True:
             try:
-                claim = await self._claim(event.message_id)
+                # The in-memory table answers at once: no coroutine for it.
+                claim = (
+                    await dedup.claim(event.message_id)
+                    if isinstance(dedup, DurableDedup)
+                    else dedup.claim(event.message_id)
+                )
             except Exception as exc:  # noqa: BLE001 - the durable store failed a lookup
                 return self._internal_error(event, exc, started, trace_id), False
             if isinstance(claim, Claimed):
@@ -324,11 +330,6 @@ class Deliverer:
         else:
             self._dedup.finish(claim, result)
         return result, False
-
-    async def _claim(self, message_id: str) -> Claimed | Existing | InFlight | Queued:
-        if isinstance(self._dedup, DurableDedup):
-            return await self._dedup.claim(message_id)
-        return self._dedup.claim(message_id)
 
     def _internal_error(
         self, event: delivery_pb2.DataflyEvent, exc: Exception, started: float, trace_id: str

@@ -567,6 +567,8 @@ class Metrics:
 
 
 _OUTCOME = "delivery outcome"
+#: The two levels of outcome lines, by number (``logging.getLevelName`` is a function call).
+_LEVEL_NAMES = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
 #: Texts the recorder keeps scrubbed and encoded (longer ones, or more combinations of them,
 #: are scrubbed each time).
 _SCRUB_CACHE_TEXT = 128
@@ -676,19 +678,16 @@ class OutcomeRecorder:
             or not isinstance(formatter, JsonFormatter)
         ):
             return False
-        text = formatter.json_lines(
-            time.time(), logging.getLevelName(level), logger.name, _OUTCOME, lines
-        )
-        if text is None:
+        text = formatter.json_lines(time.time(), _LEVEL_NAMES[level], logger.name, _OUTCOME, lines)
+        if text is None or handler.lock is None:
             return False
-        handler.acquire()
-        try:
-            handler.stream.write(text + handler.terminator)
-            handler.flush()
-        except Exception:  # noqa: BLE001 - as StreamHandler.emit: report, never raise
-            handler.handleError(self._record(level, lines))
-        finally:
-            handler.release()
+        stream = handler.stream
+        with handler.lock:  # what Handler.handle holds around emit; flush() would take it again
+            try:
+                stream.write(text + handler.terminator)
+                stream.flush()
+            except Exception:  # noqa: BLE001 - as StreamHandler.emit: report, never raise
+                handler.handleError(self._record(level, lines))
         return True
 
     def _record(self, level: int, lines: list[str]) -> logging.LogRecord:

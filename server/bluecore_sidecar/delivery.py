@@ -195,8 +195,10 @@ class Deliverer:
             self._dedup.prefetch([event.message_id for event in events])  # one read, not one each
         # Every event's task starts in this context: the caller's span is the same for all.
         parent = trace.get_current_span().get_span_context()
+        # The loop is looked up once: ensure_future finds it anew for every event.
+        loop = asyncio.get_running_loop()
         tasks = [
-            asyncio.ensure_future(self._deliver_published(event, deadline, mode, parent))
+            loop.create_task(self._deliver_published(event, deadline, mode, parent))
             for event in events
         ]
         try:

@@ -507,7 +507,7 @@ class Metrics:
             ["method", "code", "reason"],
             registry=self.registry,
         )
-        self._responses_by_code: dict[str, CounterChild] = {}
+        self._responses_by_code: dict[int | str, CounterChild] = {}
 
         self.queue_depth = Gauge(
             "bluecore_sidecar_queue_depth",
@@ -548,11 +548,12 @@ class Metrics:
 
     def on_attempt(self, status: int | None, error: str | None, retry: bool) -> None:
         """Count one HTTP attempt (upstream.SendObserver)."""
-        code = str(status) if status else (error or "error")
-        counter = self._responses_by_code.get(code)
+        key = status or error or "error"  # the status itself: no str() per attempt
+        counter = self._responses_by_code.get(key)
         if counter is None:
             # HTTP codes and error kinds: a small closed set, each child looked up once.
-            counter = self._responses_by_code[code] = self.upstream_responses.labels(code=code)
+            code = str(key)
+            counter = self._responses_by_code[key] = self.upstream_responses.labels(code=code)
         counter.inc()
         if retry:
             self.retries.inc()

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import trace
 
@@ -45,9 +45,12 @@ _MAX_ACCEPTED = 64
 AUTH_STATUSES: frozenset[int] = frozenset({401, 403})
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Answer:
-    """What the upstream client needs from one HTTP answer."""
+class Answer(NamedTuple):
+    """What the upstream client needs from one HTTP answer.
+
+    A named tuple, made once per try (see ``dedup.Record``): a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``.
+    """
 
     status: int
     retry_after: str | None = None

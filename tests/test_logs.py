@@ -251,3 +251,35 @@ async def test_every_outcome_line_carries_the_common_members_and_the_static_ones
         assert (line["level"], line["logger"], line["worker"]) == ("INFO", "bluecore_sidecar", 2)
         if "time" not in static:
             assert line["time"].endswith("+00:00")
+
+
+def test_an_outcome_line_is_the_same_written_directly_or_through_a_record():
+    """With logging as configure_logging sets it, lines skip the record; any other setup (here
+    a filter on the handler) gets the record, and the bytes are the same but for the time."""
+    stream = io.StringIO()
+    logger = configure_logging("INFO", stream, static={"worker": 1})
+    recorder = OutcomeRecorder(Metrics(), logger)
+    result = delivery_pb2.DeliveryResult(
+        message_id="m-1",
+        status=Status.DELIVERY_STATUS_FAILED_PERMANENT,
+        datafly_event="Order Completed",
+        bluecore_event="purchase",
+        reason="HTTP_400",
+        detail="Bluecore answered 400",
+        http_status=400,
+        attempts=1,
+    )
+    seen: list[logging.LogRecord] = []
+    try:
+        recorder.on_outcome(result, False)
+        recorder.flush()
+        logger.handlers[0].addFilter(lambda record: seen.append(record) or True)
+        recorder.on_outcome(result, False)
+        recorder.flush()
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+    direct, recorded = (line.split(",", 1) for line in stream.getvalue().splitlines())
+    assert direct[0].startswith('{"time":"')
+    assert direct[1] == recorded[1]
+    assert [record.levelname for record in seen] == ["WARNING"]

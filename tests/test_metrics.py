@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
+import pytest
+from bluecore_sidecar.telemetry import LoopCounter, LoopHistogram
 from datafly.bluecore.v1 import delivery_pb2
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import EMAIL, NAMESPACE, deliver, eventually, make_event
@@ -135,3 +139,54 @@ async def test_a_batch_counts_every_outcome_and_dedup_hit(sidecar, stub):
     assert samples[("bluecore_sidecar_dedup_hits_total", ())] == 2
     latency = "bluecore_sidecar_delivery_latency_seconds_count"
     assert sum(v for (name, _), v in samples.items() if name == latency) == 5
+
+
+def _without_created(text: str) -> str:
+    """An exposition with the ``_created`` timestamps (made at different moments) masked."""
+    return re.sub(r"(_created(\{[^}]*\})?) \S+", r"\1 T", text)
+
+
+def test_loop_metrics_are_exposed_as_prometheus_clients_own_classes_would_be():
+    """Same families, names, labels, values, bucket bounds and order as Counter/Histogram."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.005, 0.1, 1, 30)
+    pairs = [
+        (
+            LoopCounter("c_labelled", "Labelled.", ["status", "event"], registry=ours),
+            Counter("c_labelled", "Labelled.", ["status", "event"], registry=theirs),
+        ),
+        (
+            LoopCounter("c_plain", "Plain.", registry=ours),
+            Counter("c_plain", "Plain.", registry=theirs),
+        ),
+        (
+            LoopHistogram("h_seconds", "Hist.", ["status"], buckets=buckets, registry=ours),
+            Histogram("h_seconds", "Hist.", ["status"], buckets=buckets, registry=theirs),
+        ),
+    ]
+    for labelled, plain, histogram in [tuple(pair[i] for pair in pairs) for i in range(2)]:
+        labelled.labels(status="DELIVERED", event="purchase").inc()
+        labelled.labels(status="DELIVERED", event="purchase").inc(2.5)
+        labelled.labels(status="FAILED", event="search")
+        plain.inc()
+        plain.inc(4)
+        for amount in (0.001, 0.005, 0.2, 30, 99):
+            histogram.labels(status="DELIVERED").observe(amount)
+        histogram.labels(status="SKIPPED").observe(0.05)
+    assert _without_created(generate_latest(ours).decode()) == _without_created(
+        generate_latest(theirs).decode()
+    )
+    assert ours.get_sample_value(
+        "c_labelled_total", {"status": "DELIVERED", "event": "purchase"}
+    ) == pytest.approx(3.5)
+
+
+def test_loop_metrics_refuse_wrong_labels_and_unsorted_buckets():
+    registry = CollectorRegistry()
+    counter = LoopCounter("c", "C.", ["status"], registry=registry)
+    with pytest.raises(ValueError, match="status"):
+        counter.labels(code="1")
+    with pytest.raises(ValueError, match="increasing"):
+        LoopHistogram("h", "H.", buckets=(1, 0.5), registry=registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        LoopCounter("c", "Again.", registry=registry)

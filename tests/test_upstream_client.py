@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -348,3 +349,67 @@ async def test_a_waiter_that_gives_up_or_is_cancelled_leaves_the_slot_to_the_nex
     assert transport.posts == 3
     # The one slot is free again: nothing was lost on the way.
     assert (await upstream.send(BODY, loop.time() + 1)).verdict is Verdict.DELIVERED
+
+
+class HangingTransport:
+    """Answers a try at once unless its body says "hang"; then never (until cancelled)."""
+
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    async def post(self, body: bytes, attempt: int) -> Answer:
+        if b"hang" not in body:
+            return Answer(202)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def hang_body(name: str) -> dict[str, Any]:
+    return {"event": name, "properties": {"distinct_id": "anon-1"}}
+
+
+async def test_each_try_ends_at_its_own_limit_whatever_the_order_the_tries_started_in():
+    """Tries of different limits and quick ones beside them: only the hung ones time out,
+    and a hung try with a nearer deadline ends first."""
+    transport = HangingTransport()
+    upstream = UpstreamClient(
+        transport,
+        RetryPolicy(max_attempts=1, attempt_timeout=5.0),
+        Credential(NAMESPACE),
+        max_concurrency=10,
+    )
+    loop = asyncio.get_running_loop()
+    ended: dict[str, float] = {}
+    started = loop.time()
+
+    async def send(name: str, within: float) -> SendOutcome:
+        outcome = await upstream.send(hang_body(name), time.monotonic() + within)
+        ended[name] = loop.time() - started
+        return outcome
+
+    long, short, quick = await asyncio.gather(
+        send("hang-long", 0.6), send("hang-short", 0.3), send("quick", 0.3)
+    )
+    assert quick.verdict is Verdict.DELIVERED
+    assert (long.reason, short.reason) == ("UPSTREAM_TIMEOUT", "UPSTREAM_TIMEOUT")
+    assert ended["hang-short"] < ended["hang-long"]
+    assert transport.cancelled == 2
+    assert (await send("quick-after", 1.0)).verdict is Verdict.DELIVERED
+
+
+async def test_a_try_cancelled_from_outside_is_cancelled_not_timed_out():
+    """Cancelling the caller of a hung try propagates as a cancel, never as a timeout."""
+    transport = HangingTransport()
+    upstream = UpstreamClient(
+        transport, RetryPolicy(attempt_timeout=5.0), Credential(NAMESPACE), max_concurrency=2
+    )
+    call = asyncio.ensure_future(upstream.send(hang_body("hang"), time.monotonic() + 10))
+    await asyncio.sleep(0.05)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert transport.cancelled == 1

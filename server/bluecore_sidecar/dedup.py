@@ -71,12 +71,15 @@ class Record(NamedTuple):
     def size(self) -> int:
         """Bytes this record holds: the object and its strings (ints this small are shared)."""
         return (
-            sys.getsizeof(self)
+            _RECORD_TUPLE_BYTES
             + sys.getsizeof(self.datafly_event)
             + sys.getsizeof(self.bluecore_event)
             + sys.getsizeof(self.trace_id)
         )
 
+
+#: Bytes of a record's own tuple: the same for every record (five slots).
+_RECORD_TUPLE_BYTES = sys.getsizeof(Record("", "", 0, 0))
 
 #: Bytes one entry costs besides its key and record: its slot and link in the ordered dict,
 #: the entry object and its expiry time, and the future while it is in flight. Measured with
@@ -86,12 +89,21 @@ ENTRY_OVERHEAD = 200
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Claimed:
-    """This caller owns the delivery of ``message_id`` until it finishes or abandons it."""
+    """This caller owns the delivery of ``message_id`` until it finishes or abandons it.
 
-    message_id: str
-    _entry: _Entry = dataclasses.field(repr=False, compare=False)
+    A plain class, not a frozen dataclass: one is made per event, and a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__`` (see :class:`Record`).
+    """
+
+    __slots__ = ("_entry", "message_id")
+
+    def __init__(self, message_id: str, entry: _Entry) -> None:
+        self.message_id = message_id
+        self._entry = entry
+
+    def __repr__(self) -> str:
+        return f"Claimed(message_id={self.message_id!r})"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,27 +195,29 @@ class DedupTable:
 
     def claim(self, message_id: str) -> Claim:
         """Claim ``message_id`` for delivery, or say who already has it."""
-        entry = self._live(message_id)
+        # A new id (the usual case) costs one lookup here; a known one goes through _live.
+        entry = self._live(message_id) if message_id in self._entries else None
         if entry is not None:
             if entry.in_flight:
                 return entry.waiter()
             assert entry.record is not None
             return Existing(entry.record)
-        fresh = _Entry(
-            expires=self._clock() + self._window,
-            size=ENTRY_OVERHEAD + sys.getsizeof(message_id),
-            in_flight=True,
-        )
+        fresh = _Entry(self._clock() + self._window, ENTRY_OVERHEAD + sys.getsizeof(message_id))
+        fresh.in_flight = True
         # New, so it goes last: an expired entry of the same id was dropped by _live.
         self._entries[message_id] = fresh
         self._bytes += fresh.size
-        self._trim()
+        if len(self._entries) > self._max or self._bytes > self._max_bytes:
+            self._trim()  # past a bound: checked here, since the usual case needs no call
         return Claimed(message_id, fresh)
 
     def finish(self, claim: Claimed, result: DeliveryResult) -> None:
         """Record the claimed delivery's ``result`` and hand it to those waiting."""
         entry = claim._entry
-        self._wake(entry, result)
+        if entry.done is None:
+            entry.in_flight = False  # nobody waits: what _wake does, without the call
+        else:
+            self._wake(entry, result)
         if result.status == Status.DELIVERY_STATUS_DELIVERED:
             entry.record = Record.of(result)
             entry.expires = self._clock() + self._window
@@ -211,7 +225,8 @@ class DedupTable:
                 grown = entry.record.size()
                 entry.size += grown
                 self._bytes += grown
-                self._trim()
+                if len(self._entries) > self._max or self._bytes > self._max_bytes:
+                    self._trim()
         else:
             self._forget(claim)
 

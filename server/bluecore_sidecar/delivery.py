@@ -195,8 +195,10 @@ class Deliverer:
             self._dedup.prefetch([event.message_id for event in events])  # one read, not one each
         # Every event's task starts in this context: the caller's span is the same for all.
         parent = trace.get_current_span().get_span_context()
+        # The loop is looked up once: ensure_future finds it anew for every event.
+        loop = asyncio.get_running_loop()
         tasks = [
-            asyncio.ensure_future(self._deliver_published(event, deadline, mode, parent))
+            loop.create_task(self._deliver_published(event, deadline, mode, parent))
             for event in events
         ]
         try:
@@ -276,9 +278,15 @@ class Deliverer:
         invalid = check_message_id(event)
         if invalid is not None:
             return self._skip_result(event, invalid, started, trace_id), False
+        dedup = self._dedup
         while True:
             try:
-                claim = await self._claim(event.message_id)
+                # The in-memory table answers at once: no coroutine for it.
+                claim = (
+                    await dedup.claim(event.message_id)
+                    if isinstance(dedup, DurableDedup)
+                    else dedup.claim(event.message_id)
+                )
             except Exception as exc:  # noqa: BLE001 - the durable store failed a lookup
                 return self._internal_error(event, exc, started, trace_id), False
             if isinstance(claim, Claimed):
@@ -324,11 +332,6 @@ class Deliverer:
         else:
             self._dedup.finish(claim, result)
         return result, False
-
-    async def _claim(self, message_id: str) -> Claimed | Existing | InFlight | Queued:
-        if isinstance(self._dedup, DurableDedup):
-            return await self._dedup.claim(message_id)
-        return self._dedup.claim(message_id)
 
     def _internal_error(
         self, event: delivery_pb2.DataflyEvent, exc: Exception, started: float, trace_id: str

@@ -9,12 +9,13 @@ line. None of them ever carries the namespace token or an email address.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import json
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
     from .store import QueueStats
 
@@ -70,10 +72,8 @@ class JsonFormatter(logging.Formatter):
         """
         encoded = getattr(record, "json_lines", None)
         if isinstance(encoded, list) and self._cached_heads:
-            start = f'{{"time":"{self._time(record.created)}",{self._head(record)}'
-            if len(encoded) == 1:  # a single call's outcome: the usual case
-                return f"{start},{encoded[0]}}}"
-            return "\n".join(f"{start},{members}}}" for members in encoded)
+            members = self._head(record.levelname, record.name, record.getMessage())
+            return self._lines(record.created, members, encoded)
         head: dict[str, Any] = {
             "time": self._time(record.created),
             "level": record.levelname,
@@ -91,9 +91,24 @@ class JsonFormatter(logging.Formatter):
             head["error"] = self.formatException(record.exc_info).splitlines()[-1]
         return self._encoder.encode(head)
 
-    def _head(self, record: logging.LogRecord) -> str:
+    def json_lines(
+        self, created: float, level: str, logger: str, message: str, lines: list[str]
+    ) -> str | None:
+        """What :meth:`format` makes of a record with these fields and ``json_lines``, or
+        None when the static fields hold a "time" (then only :meth:`format` writes them)."""
+        if not self._cached_heads:
+            return None
+        return self._lines(created, self._head(level, logger, message), lines)
+
+    def _lines(self, created: float, head: str, lines: list[str]) -> str:
+        start = f'{{"time":"{self._time(created)}",{head}'
+        if len(lines) == 1:  # a single call's outcome: the usual case
+            return f"{start},{lines[0]}}}"
+        return "\n".join(f"{start},{members}}}" for members in lines)
+
+    def _head(self, level: str, logger: str, message: str) -> str:
         """The encoded members after "time" (level, logger, message, static fields)."""
-        key = (record.levelname, record.name, record.getMessage())
+        key = (level, logger, message)
         head = self._heads.get(key)
         if head is None:
             level, name, message = key
@@ -227,6 +242,188 @@ def _resource() -> Resource:
     return Resource(attributes)
 
 
+class CounterChild:
+    """One series of a :class:`LoopCounter`: a plain number (see there)."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` (never negative: the callers count things that happened)."""
+        self.value += amount
+
+
+class HistogramChild:
+    """One series of a :class:`LoopHistogram`: a count per bucket and the sum."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        """Count ``amount`` in the first bucket whose upper bound is at least ``amount``."""
+        self.counts[bisect.bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class _LoopFamily:
+    """What the counter and histogram families share: label handling and registration.
+
+    Why not prometheus_client's own classes: an increment there takes a lock and checks its
+    arguments, about 6k machine instructions (an observation 10k), and the sidecar makes
+    three or four of them per event. Every update of these metrics, and every scrape, runs on
+    the event loop, so one thread reads and writes them and plain numbers are enough. The
+    registry reads them through :meth:`collect` at scrape time, which writes the same
+    families, samples, labels and values as prometheus_client's classes would.
+    """
+
+    kind = ""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        # Series by label values, in the order they were first asked for (as the library).
+        self._children: dict[tuple[str, ...], Any] = {}
+        registry.register(self)
+
+    def labels(self, **values: object) -> Any:
+        """The series of these label values (made on first use, like ``Counter.labels``)."""
+        if values.keys() != set(self._labelnames):
+            raise ValueError(f"{self._name}: the labels are ({', '.join(self._labelnames)})")
+        key = tuple(str(values[name]) for name in self._labelnames)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._child()
+        return child
+
+    def _child(self) -> Any:
+        raise NotImplementedError  # pragma: no cover - each family makes its own
+
+    def collect(self) -> Iterable[Metric]:
+        """The family and its samples, for the registry (at scrape time)."""
+        raise NotImplementedError  # pragma: no cover - each family writes its own
+
+    def describe(self) -> Iterable[Metric]:
+        """The family without samples (the registry checks names against it)."""
+        return [self._metric()]
+
+    def _metric(self) -> Metric:
+        from prometheus_client.metrics_core import Metric  # noqa: PLC0415
+
+        return Metric(self._name, self._documentation, self.kind)
+
+    def _series(self) -> Iterable[tuple[dict[str, str], Any]]:
+        for values, child in self._children.items():
+            yield dict(zip(self._labelnames, values, strict=True)), child
+
+
+def _created_series() -> bool:
+    """Whether ``_created`` samples are written (prometheus_client's own switch)."""
+    from prometheus_client import metrics  # noqa: PLC0415
+
+    return bool(getattr(metrics, "_use_created", True))
+
+
+class LoopCounter(_LoopFamily):
+    """A Prometheus counter family kept as plain numbers (see :class:`_LoopFamily`).
+
+    Labelled families work as ``prometheus_client.Counter``'s: ``labels(...)`` gives a series
+    with ``inc``; an unlabelled one has ``inc`` itself.
+    """
+
+    kind = "counter"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        super().__init__(name, documentation, labelnames, registry=registry)
+        if not self._labelnames:
+            self._children[()] = self._child()
+
+    def _child(self) -> CounterChild:
+        return CounterChild()
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` to an unlabelled counter."""
+        self._children[()].value += amount
+
+    def collect(self) -> Iterable[Metric]:
+        """The family as prometheus_client's ``Counter`` writes it: ``_total``, ``_created``."""
+        metric = self._metric()
+        created = _created_series()
+        for labels, child in self._series():
+            metric.add_sample(self._name + "_total", labels, child.value)
+            if created:
+                metric.add_sample(self._name + "_created", labels, child.created)
+        return [metric]
+
+
+class LoopHistogram(_LoopFamily):
+    """A Prometheus histogram family kept as plain numbers (see :class:`_LoopFamily`)."""
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        bounds = [float(bound) for bound in buckets]
+        if bounds != sorted(bounds):
+            raise ValueError("buckets must be in increasing order")
+        if bounds[-1] != float("inf"):
+            bounds.append(float("inf"))
+        self._bounds = tuple(bounds)
+        super().__init__(name, documentation, labelnames, registry=registry)
+
+    def _child(self) -> HistogramChild:
+        return HistogramChild(self._bounds)
+
+    def collect(self) -> Iterable[Metric]:
+        """The family as prometheus_client's ``Histogram`` writes it: cumulative buckets,
+        ``_count``, ``_sum`` and ``_created``."""
+        from prometheus_client.utils import floatToGoString  # noqa: PLC0415
+
+        metric = self._metric()
+        created = _created_series()
+        bounds = [floatToGoString(bound) for bound in self._bounds]  # type: ignore[no-untyped-call]
+        for labels, child in self._series():
+            total = 0.0
+            for bound, count in zip(bounds, child.counts, strict=True):
+                total += count
+                metric.add_sample(self._name + "_bucket", {**labels, "le": bound}, total)
+            metric.add_sample(self._name + "_count", labels, total)
+            if self._bounds[0] >= 0:
+                metric.add_sample(self._name + "_sum", labels, child.sum)
+            if created:
+                metric.add_sample(self._name + "_created", labels, child.created)
+        return [metric]
+
+
 class Metrics:
     """The sidecar's Prometheus metrics, in a registry of their own.
 
@@ -235,34 +432,29 @@ class Metrics:
     """
 
     def __init__(self) -> None:
-        from prometheus_client import (  # noqa: PLC0415
-            CollectorRegistry,
-            Counter,
-            Gauge,
-            Histogram,
-        )
+        from prometheus_client import CollectorRegistry, Gauge  # noqa: PLC0415
 
         self.registry = CollectorRegistry()
-        self.deliveries = Counter(
+        self.deliveries = LoopCounter(
             "bluecore_sidecar_deliveries",
             "Delivery outcomes by status and Bluecore event.",
             ["status", "bluecore_event"],
             registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "bluecore_sidecar_delivery_latency_seconds",
             "Time from receiving an event to knowing its outcome.",
             ["status"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.upstream_responses = Counter(
+        self.upstream_responses = LoopCounter(
             "bluecore_sidecar_upstream_responses",
             "HTTP attempts against Bluecore by status code (or error kind).",
             ["code"],
             registry=self.registry,
         )
-        self.retries = Counter(
+        self.retries = LoopCounter(
             "bluecore_sidecar_upstream_retries",
             "HTTP attempts that were followed by another try.",
             registry=self.registry,
@@ -272,7 +464,7 @@ class Metrics:
             "Deliveries currently being processed.",
             registry=self.registry,
         )
-        self.dedup_hits = Counter(
+        self.dedup_hits = LoopCounter(
             "bluecore_sidecar_dedup_hits",
             "Deliveries answered from the dedup table.",
             registry=self.registry,
@@ -282,24 +474,24 @@ class Metrics:
             "Open WatchDeliveries streams.",
             registry=self.registry,
         )
-        self.watch_dropped = Counter(
+        self.watch_dropped = LoopCounter(
             "bluecore_sidecar_watch_dropped",
             "Outcomes WatchDeliveries streams lost because they read (or were sent) too slowly.",
             registry=self.registry,
         )
-        self.calls_admitted = Counter(
+        self.calls_admitted = LoopCounter(
             "bluecore_sidecar_calls_admitted",
             "Delivery RPCs let in by admission control, by method.",
             ["method"],
             registry=self.registry,
         )
-        self.auth_failures = Counter(
+        self.auth_failures = LoopCounter(
             "bluecore_sidecar_upstream_auth_failures",
             "Bluecore answers refusing the namespace token (401/403), by status code.",
             ["code"],
             registry=self.registry,
         )
-        self.resends_after_timeout = Counter(
+        self.resends_after_timeout = LoopCounter(
             "bluecore_sidecar_upstream_resends_after_timeout",
             "POSTs sent again after a try timed out: the earlier one may have been accepted.",
             registry=self.registry,
@@ -309,13 +501,13 @@ class Metrics:
             "Seconds left of the shared pause Bluecore asked for (429 / Retry-After); 0 if none.",
             registry=self.registry,
         )
-        self.calls_refused = Counter(
+        self.calls_refused = LoopCounter(
             "bluecore_sidecar_calls_refused",
             "RPCs answered with an error status (shed as OVERLOADED, malformed, draining, ...).",
             ["method", "code", "reason"],
             registry=self.registry,
         )
-        self._responses_by_code: dict[str, Counter] = {}
+        self._responses_by_code: dict[int | str, CounterChild] = {}
 
         self.queue_depth = Gauge(
             "bluecore_sidecar_queue_depth",
@@ -338,7 +530,7 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.queue_tries = Counter(
+        self.queue_tries = LoopCounter(
             "bluecore_sidecar_queue_tries",
             "Background tries of queued events by outcome (delivered, retry, dead_letter, stale).",
             ["outcome"],
@@ -356,11 +548,12 @@ class Metrics:
 
     def on_attempt(self, status: int | None, error: str | None, retry: bool) -> None:
         """Count one HTTP attempt (upstream.SendObserver)."""
-        code = str(status) if status else (error or "error")
-        counter = self._responses_by_code.get(code)
+        key = status or error or "error"  # the status itself: no str() per attempt
+        counter = self._responses_by_code.get(key)
         if counter is None:
             # HTTP codes and error kinds: a small closed set, each child looked up once.
-            counter = self._responses_by_code[code] = self.upstream_responses.labels(code=code)
+            code = str(key)
+            counter = self._responses_by_code[key] = self.upstream_responses.labels(code=code)
         counter.inc()
         if retry:
             self.retries.inc()
@@ -375,7 +568,10 @@ class Metrics:
 
 
 _OUTCOME = "delivery outcome"
-#: Texts the recorder keeps scrubbed (longer ones, or more of them, are scrubbed each time).
+#: The two levels of outcome lines, by number (``logging.getLevelName`` is a function call).
+_LEVEL_NAMES = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
+#: Texts the recorder keeps scrubbed and encoded (longer ones, or more combinations of them,
+#: are scrubbed each time).
 _SCRUB_CACHE_TEXT = 128
 _SCRUB_CACHE_ENTRIES = 256
 #: How JsonFormatter's encoder writes a string (ASCII escapes), in C.
@@ -409,9 +605,11 @@ class OutcomeRecorder:
         # Encoded log members by level, waiting for the end of this turn of the loop; None: no
         # flush is scheduled.
         self._pending: dict[int, list[str]] | None = None
-        # Event names and details repeat from outcome to outcome: each is scrubbed once (for
-        # the redactor's current secrets; a rotation starts the cache afresh).
-        self._scrubbed: dict[str, str] = {}
+        # The members from "datafly_event" to "detail" repeat from outcome to outcome (event
+        # names, statuses, reasons and details come from small sets; message ids do not): each
+        # combination is scrubbed and encoded once, for the redactor's current secrets (a
+        # rotation starts the cache afresh).
+        self._middles: dict[tuple[_OutcomeChildren, str, str, str], str] = {}
         self._scrubbed_for: tuple[str, ...] = self._redactor.secrets
         # The attributes of one record per level, made by the logger (see _record).
         self._templates: dict[int, dict[str, Any]] = {}
@@ -453,7 +651,45 @@ class OutcomeRecorder:
         """Write the pending lines now: one record per level, INFO before WARNING."""
         pending, self._pending = self._pending, None
         for level, lines in sorted((pending or {}).items()):
-            self._logger.handle(self._record(level, lines))
+            if not self._write(level, lines):
+                self._logger.handle(self._record(level, lines))
+
+    def _write(self, level: int, lines: list[str]) -> bool:
+        """Write ``lines`` to the log stream without a record, if logging is set up as
+        :func:`configure_logging` sets it up; ``False`` (nothing written) otherwise.
+
+        That setup is one ``StreamHandler`` with a :class:`JsonFormatter`, no filters and no
+        propagation: the logger's dispatch (the record, the filters, the handler lookup)
+        would then only lead to the formatter and the stream, and it took about half of
+        the instructions of writing an outcome line. The text is what the formatter makes
+        of the record, and the write is the handler's (its lock, its flush, its error
+        handling). Any other setup (another handler, a filter, a test's capture) gets
+        the record.
+        """
+        logger = self._logger
+        handlers = logger.handlers
+        if len(handlers) != 1 or logger.filters or logger.propagate or logger.disabled:
+            return False
+        handler = handlers[0]
+        formatter = handler.formatter
+        if (
+            type(handler) is not logging.StreamHandler
+            or handler.filters
+            or level < handler.level
+            or not isinstance(formatter, JsonFormatter)
+        ):
+            return False
+        text = formatter.json_lines(time.time(), _LEVEL_NAMES[level], logger.name, _OUTCOME, lines)
+        if text is None or handler.lock is None:
+            return False
+        stream = handler.stream
+        with handler.lock:  # what Handler.handle holds around emit; flush() would take it again
+            try:
+                stream.write(text + handler.terminator)
+                stream.flush()
+            except Exception:  # noqa: BLE001 - as StreamHandler.emit: report, never raise
+                handler.handleError(self._record(level, lines))
+        return True
 
     def _record(self, level: int, lines: list[str]) -> logging.LogRecord:
         """The record of ``lines`` at ``level``: a copy of one the logger made, timed now.
@@ -522,30 +758,34 @@ class OutcomeRecorder:
                 self._metrics.dedup_hits.inc()
         if not self._logger.isEnabledFor(children.level):
             return None
-        secrets = self._redactor.secrets
+        redactor = self._redactor
+        secrets = redactor.secrets
         if self._scrubbed_for is not secrets:  # rotated: what was scrubbed may hold the old one
-            self._scrubbed.clear()
+            self._middles.clear()
             self._scrubbed_for = secrets
+        texts = (children, result.datafly_event, result.reason, result.detail)
+        middle = self._middles.get(texts)
+        if middle is None:
+            _, datafly_event, reason, detail = texts
+            middle = (
+                f'"datafly_event":{_json_str(redactor.scrub(datafly_event))},'
+                f"{children.members},"
+                f'"reason":{_json_str(reason)},'
+                f'"detail":{_json_str(redactor.scrub(detail))}'
+            )
+            if (
+                max(len(datafly_event), len(reason), len(detail)) <= _SCRUB_CACHE_TEXT
+                and len(self._middles) < _SCRUB_CACHE_ENTRIES
+            ):
+                self._middles[texts] = middle
         return children.level, (
-            f'"message_id":{_json_str(self._redactor.scrub(result.message_id))},'
-            f'"datafly_event":{_json_str(self._scrub(result.datafly_event))},'
-            f"{children.members},"
-            f'"reason":{_json_str(result.reason)},'
-            f'"detail":{_json_str(self._scrub(result.detail))},'
+            f'"message_id":{_json_str(redactor.scrub(result.message_id))},'
+            f"{middle},"
             f'"http_status":{int(result.http_status)},'
             f'"attempts":{int(result.attempts)},'
             f'"latency_ms":{float(round(latency * 1000, 2))!r},'
             f'"trace_id":{_json_str(result.trace_id)}'
         )
-
-    def _scrub(self, text: str) -> str:
-        """``text`` scrubbed, from the cache when it was seen before (see _count for rotation)."""
-        scrubbed = self._scrubbed.get(text)
-        if scrubbed is None:
-            scrubbed = self._redactor.scrub(text)
-            if len(text) <= _SCRUB_CACHE_TEXT and len(self._scrubbed) < _SCRUB_CACHE_ENTRIES:
-                self._scrubbed[text] = scrubbed
-        return scrubbed
 
     def _children_of(self, status_code: int, bluecore_event: str) -> _OutcomeChildren:
         status = delivery_pb2.DeliveryStatus.Name(status_code).removeprefix("DELIVERY_STATUS_")
@@ -565,5 +805,5 @@ class _OutcomeChildren:
     status: str
     members: str  # the encoded bluecore_event and status members of its log lines
     level: int
-    delivered: Counter
-    latency: Histogram
+    delivered: CounterChild
+    latency: HistogramChild

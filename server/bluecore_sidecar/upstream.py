@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import heapq
+import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from opentelemetry import trace
 
@@ -42,9 +45,12 @@ _MAX_ACCEPTED = 64
 AUTH_STATUSES: frozenset[int] = frozenset({401, 403})
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Answer:
-    """What the upstream client needs from one HTTP answer."""
+class Answer(NamedTuple):
+    """What the upstream client needs from one HTTP answer.
+
+    A named tuple, made once per try (see ``dedup.Record``): a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``.
+    """
 
     status: int
     retry_after: str | None = None
@@ -75,6 +81,10 @@ class SendOutcome:
     reason: str
     detail: str
     retry_after: float | None = None
+
+
+#: Where every send starts: nothing tried yet (one frozen object for all; it is never changed).
+_NOT_TRIED = SendOutcome(Verdict.RETRY, 0, 0, "DEADLINE_EXCEEDED", "no time left to try")
 
 
 def worst(outcomes: list[SendOutcome]) -> SendOutcome:
@@ -137,6 +147,7 @@ class UpstreamClient:
         self._wall_clock = wall_clock
         self.throttle = Throttle(clock)
         self._accepted: dict[tuple[int, int], SendOutcome] = {}
+        self._deadlines = _TryDeadlines()
 
     def serialise(self, body: Mapping[str, Any]) -> bytes:
         """``body`` as it goes on the wire, with ``properties.token`` = the current token."""
@@ -157,7 +168,7 @@ class UpstreamClient:
         policy = self._policy
         attempts = 0
         budget = policy.max_attempts
-        last = SendOutcome(Verdict.RETRY, 0, 0, "DEADLINE_EXCEEDED", "no time left to try")
+        last = _NOT_TRIED
         while attempts < budget:
             pause = self.throttle.wait_time()
             if pause > 0:
@@ -258,11 +269,16 @@ class UpstreamClient:
                 )
             if resend:
                 self._observer.on_resend_after_timeout()
+            expiry = self._deadlines.start(seconds)
             try:
-                async with asyncio.timeout(seconds):
-                    answer = await self._transport.post(payload, number)
-            except TimeoutError:
-                raise UpstreamTimeout(f"no answer from Bluecore within {seconds:.2f}s") from None
+                answer = await self._transport.post(payload, number)
+            except BaseException as error:
+                if self._deadlines.end(expiry, error) or isinstance(error, TimeoutError):
+                    raise UpstreamTimeout(
+                        f"no answer from Bluecore within {seconds:.2f}s"
+                    ) from None
+                raise
+            self._deadlines.end(expiry, None)
         except UpstreamError as exc:
             self._observer.on_attempt(None, exc.reason, True)
             return SendOutcome(Verdict.RETRY, 0, number, exc.reason, self._scrub(str(exc)))
@@ -304,6 +320,90 @@ class UpstreamClient:
 
     def _scrub(self, text: str) -> str:
         return excerpt(text, self._credential.secrets())
+
+
+class _Expiry:
+    """One try watched by :class:`_TryDeadlines`."""
+
+    __slots__ = ("cancelling", "expired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task: asyncio.Task[Any] | None = task  # None once the try has ended
+        self.cancelling = task.cancelling()
+        self.expired = False
+
+
+class _TryDeadlines:
+    """Cancels the tries that outlive their time limit, with one loop timer for all of them.
+
+    ``asyncio.timeout`` around each try cost about 34k machine instructions per try, most of
+    it for its timer: a ``TimerHandle`` pushed into and later taken out of the loop's heap,
+    whose order is compared by a Python method. Tries get nearly the same limit
+    (``SIDECAR_ATTEMPT_TIMEOUT``, unless the caller's deadline is nearer), so their deadlines
+    arrive almost in order. Here they wait in a heap of plain ``(deadline, number, expiry)``
+    tuples, ordered in C, and the loop has one timer, for the earliest deadline of a try still
+    running: a try that ends in time only marks its entry, and ended entries leave the heap
+    when they reach its top. What happens at a deadline is what ``asyncio.timeout`` does: the
+    task is cancelled, and that ``CancelledError`` becomes a timeout unless the task was also
+    cancelled by someone else (its ``cancelling()`` count tells).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Expiry]] = []
+        self._numbers = itertools.count()  # ties of equal deadlines never compare entries
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def start(self, seconds: float) -> _Expiry:
+        """Watch the current task's try, which may last ``seconds`` from now."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a try runs in a task")
+        loop = task.get_loop()
+        if loop is not self._loop:  # the first try, or a new event loop (tests)
+            self._loop, self._heap, self._timer, self._timer_at = loop, [], None, math.inf
+        expiry = _Expiry(task)
+        when = loop.time() + seconds
+        heapq.heappush(self._heap, (when, next(self._numbers), expiry))
+        if when < self._timer_at:
+            self._set_timer(when)
+        return expiry
+
+    def end(self, expiry: _Expiry, error: BaseException | None) -> bool:
+        """Stop watching a try; ``True`` if ``error`` is the cancellation of its deadline."""
+        task, expiry.task = expiry.task, None
+        heap = self._heap
+        while heap and heap[0][2].task is None:
+            heapq.heappop(heap)
+        if not expiry.expired or task is None:
+            return False
+        # As asyncio.timeout: the deadline's cancel request is taken back; the error is the
+        # deadline's only if nobody else asked for one meanwhile.
+        return task.uncancel() <= expiry.cancelling and isinstance(error, asyncio.CancelledError)
+
+    def _set_timer(self, when: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._expire)
+        self._timer_at = when
+
+    def _expire(self) -> None:
+        """Cancel every running try whose deadline has come; set the timer for the next."""
+        assert self._loop is not None
+        self._timer, self._timer_at = None, math.inf
+        now = self._loop.time()
+        heap = self._heap
+        while heap:
+            when, _, expiry = heap[0]
+            if expiry.task is not None:
+                if when > now:
+                    self._set_timer(when)
+                    return
+                expiry.expired = True
+                expiry.task.cancel()
+            heapq.heappop(heap)
 
 
 class _Slots:

@@ -957,3 +957,45 @@ async def test_a_wait_delivery_costs_two_commits_however_many_calls_share_them(s
 
     after = await eventually(settled, timeout=10.0, interval=0.02)
     assert after - before == 2
+
+
+async def test_a_delivered_wait_event_waits_for_no_fsync(start, sandbox):
+    """Its enqueue and its completion commit unsynced: DELIVERED does not depend on them
+    (a power cut would at worst send the event once more). Both are on the file."""
+    running = await start()
+    queue = running.sidecar.background.queue  # type: ignore[union-attr]
+    before = await queue.stats()
+    result = await running.deliver(make_event(messageId="nf-1"), WAIT)
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+
+    async def settled() -> Any:
+        stats = await queue.stats()
+        return stats if stats.depth == 0 and stats.operations - before.operations == 2 else None
+
+    after = await eventually(settled, timeout=10.0, interval=0.02)
+    assert after.synced_commits == before.synced_commits
+    record = await queue.lookup("nf-1")
+    assert record is not None
+    assert record.state == "delivered"
+
+
+async def test_a_wait_event_answered_queued_at_shutdown_was_synced_first(sandbox, tmp_path):
+    """Its enqueue committed unsynced while its first try was under way; the QUEUED answer
+    promises the disk, so a synced commit comes before it. The next start delivers it."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(seconds=2))
+    sandbox.fail_next(OUTAGE, 503)
+    async with durable(settings) as running:
+        queue = running.sidecar.background.queue  # type: ignore[union-attr]
+        call = asyncio.create_task(running.deliver(make_event(messageId="sq-1"), WAIT, timeout=20))
+        await until(lambda: len(sandbox.received) >= 1)
+        before = await queue.stats()
+        assert before.depth == 1
+        drain = asyncio.create_task(running.sidecar.drain())
+        result = await call
+        answered = await queue.stats()
+        await drain
+    assert result.status == Status.DELIVERY_STATUS_QUEUED
+    assert answered.synced_commits > before.synced_commits
+    sandbox.clear_faults()
+    async with durable(settings):
+        await until(lambda: len(accepted(sandbox)) == 1)

@@ -959,3 +959,29 @@ async def test_lookups_read_committed_state_and_a_restart_still_knows_both_kinds
     assert waiting is not None
     assert waiting.state == "queued"
     assert unknown is None
+
+
+async def test_completions_and_unsynced_enqueues_skip_the_fsync_until_sync_asks_for_it(queue):
+    """A commit that holds only completions, or an enqueue submitted ``synced=False``, is
+    not counted as synced; ``sync()`` then commits one synced transaction (whose fsync
+    covers the earlier frames), and does nothing when the last commit was synced."""
+    before = await queue.stats()
+    (outcome,) = await queue.enqueue_soon([entry("u1")], claim=True, synced=False)
+    assert isinstance(outcome, Enqueued)
+    assert outcome.claim is not None
+    assert await queue.complete(outcome.claim, attempts=1, http_status=202)
+    unsynced = await queue.stats()
+    assert unsynced.commits - before.commits == 2
+    assert unsynced.synced_commits == before.synced_commits
+    await queue.sync()
+    synced = await queue.stats()
+    assert synced.commits - unsynced.commits == 1
+    assert synced.synced_commits - unsynced.synced_commits == 1
+    await queue.sync()  # the last commit was synced: nothing to do
+    await enqueue_one(queue, entry("u2"))  # a plain enqueue is synced
+    after = await queue.stats()
+    assert after.commits - synced.commits == 1
+    assert after.synced_commits - synced.synced_commits == 1
+    record = await queue.lookup("u1")
+    assert record is not None
+    assert record.state == "delivered"

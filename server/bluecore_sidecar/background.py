@@ -282,7 +282,9 @@ class BackgroundDelivery:
     async def _enqueue_early(self, entry: NewEntry, decision: Send) -> list[EnqueueOutcome]:
         # Submitted now, before anything else of this loop turn, so its sequence number is
         # below that of any later event of the customer.
-        committed = self.queue.enqueue_soon([entry], claim=True)
+        # Unsynced: if the try delivers, the answer needs no fsync; before a QUEUED answer
+        # the caller syncs (see ``sync``).
+        committed = self.queue.enqueue_soon([entry], claim=True, synced=False)
         now = self._wall_clock()
         provisional = entry.queued(0, entry.ordering_key, now, now)
         self._early_keys.add(entry.ordering_key)
@@ -292,6 +294,12 @@ class BackgroundDelivery:
         self._start(Claim(provisional, claim_id=0), _Early(committed, decision, entry.ordering_key))
         # Shielded: the try goes on if the caller leaves, and it needs the commit's answer.
         return await asyncio.shield(committed)
+
+    async def sync(self) -> None:
+        """Return once every commit so far is on the disk: a WAIT call whose enqueue was
+        committed unsynced (its first try started before the commit) calls this before it
+        answers ``QUEUED``."""
+        await self.queue.sync()
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether the customer has events waiting (or being sent) in the queue."""

@@ -479,6 +479,10 @@ class Deliverer:
                     waited_out = True
             if first is not None:
                 return self._stamp(_copy(first, decision.datafly_event), started, trace_id)
+            if waiter is not None and waiter.tried_before_commit:
+                # Its enqueue committed without an fsync, as a DELIVERED answer needs none;
+                # QUEUED promises the disk. (A try's own QUEUED came after a synced commit.)
+                await background.sync()
             detail = "committed to the durable queue; delivered in the background"
             if behind:
                 detail += ", after the earlier queued events of this customer"

@@ -173,6 +173,7 @@ async def measure_sidecar(
         "BLUECORE_API_URL": url,
         "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
         "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
+        "SIDECAR_HTTP_ADDRESS": "",  # the JSON door is not measured; 50080 may be taken
         "SIDECAR_LOG_LEVEL": "INFO",
         **TRACING[tracing],
     }

@@ -999,3 +999,30 @@ async def test_a_wait_event_answered_queued_at_shutdown_was_synced_first(sandbox
     sandbox.clear_faults()
     async with durable(settings):
         await until(lambda: len(accepted(sandbox)) == 1)
+
+
+async def test_a_wait_call_that_leaves_mid_try_leaves_its_event_to_a_background_try(
+    start, sandbox
+):
+    """The first try runs in the call itself; a caller that cancels while Bluecore holds
+    the answer cuts that send, and a background try delivers the committed event (at least
+    once: Bluecore may count the cut request too)."""
+    running = await start()
+    queue = running.sidecar.background.queue  # type: ignore[union-attr]
+    sandbox.delay(30, count=1)
+    call = running.stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId="lv-1"), mode=WAIT), timeout=20
+    )
+    await until(lambda: len(sandbox.received) >= 1)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    async def delivered() -> bool:
+        stats = await queue.stats()
+        record = await queue.lookup("lv-1")
+        return stats.depth == 0 and record is not None and record.state == "delivered"
+
+    await eventually(delivered, timeout=10.0, interval=0.05)
+    # The cut try (recorded as it arrived, answer held), and the background one.
+    assert len(sandbox.received) == 2

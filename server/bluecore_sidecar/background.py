@@ -7,9 +7,11 @@ dead letter (``EXPIRED``, ``AUTH``, the permanent answer's reason, or the skip t
 gives). It sleeps until the earliest due time or a wake-up (an enqueue, a replay, a finished
 try), never polls in a tight loop, and runs at most ``workers`` tries at once.
 
-A ``Deliver`` call in ``WAIT`` mode registers as the waiter of its message id before it
-enqueues: the worker hands it the outcome of the first try instead of publishing it, and the
-call answers with it (or ``QUEUED`` when its deadline comes first).
+A ``Deliver`` call in ``WAIT`` mode makes its event's first try itself, beside the enqueue's
+commit (:meth:`BackgroundDelivery.try_first`), on a file this process has alone. With a shared
+file it registers as the waiter of its message id before it enqueues: the worker hands it the
+outcome of the first try instead of publishing it, and the call answers with it (or
+``QUEUED`` when its deadline comes first).
 """
 
 from __future__ import annotations
@@ -251,7 +253,6 @@ class BackgroundDelivery:
         entries: Sequence[NewEntry],
         *,
         try_now: bool = False,
-        decision: Send | None = None,
     ) -> list[EnqueueOutcome]:
         """Commit ``entries``; wake the claim loop for those left pending. Returns once the
         commit did: only then may a caller say ``QUEUED``.

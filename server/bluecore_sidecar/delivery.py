@@ -2,8 +2,8 @@
 
 With a durable queue (:mod:`.background`) the step after the decision is routing: ``DIRECT``
 sends as without a queue (after the customer's queued events have left); ``ENQUEUE`` commits
-the event and answers ``QUEUED``; ``WAIT`` commits it, waits for the first background try
-within the deadline and answers its outcome, else ``QUEUED``.
+the event and answers ``QUEUED``; ``WAIT`` commits it, makes (or, with a shared file, waits
+for) its first try within the deadline and answers that try's outcome, else ``QUEUED``.
 
 :class:`Deliverer` turns one ``DataflyEvent`` into one ``DeliveryResult`` and never raises for
 an event. The pieces it drives live in their own modules: the pure decision
@@ -436,12 +436,14 @@ class Deliverer:
             traceparent=traceparent_of(trace.get_current_span()) if self._tracing else "",
         )
         first: DeliveryResult | None = None
+        # The module's constants, not the enum wrapper's: its __getattr__ is Python code.
+        wait = mode == delivery_pb2.DELIVERY_MODE_WAIT and not behind
         # Behind earlier events the first try may be minutes away: answer QUEUED at once.
-        if mode == Mode.DELIVERY_MODE_WAIT and not behind and background.tries_first:
+        if wait and background.tries_first:
             # This task makes the first try itself, beside the (unsynced) commit.
             outcome, first = await background.try_first(entry, decision, respond_by)
             settled_here = isinstance(outcome, Enqueued) and outcome.claim is not None
-            delivered = first is not None and first.status == Status.DELIVERY_STATUS_DELIVERED
+            delivered = first is not None and first.status == delivery_pb2.DELIVERY_STATUS_DELIVERED
             if first is not None and (
                 settled_here or (delivered and not isinstance(outcome, Duplicate))
             ):
@@ -454,9 +456,11 @@ class Deliverer:
                 # QUEUED promises the disk, and the commit skipped the fsync.
                 await background.sync()
                 if outcome.claim is None:
-                    behind = True  # an entry of the customer came first: it waits its turn
+                    # An entry of the customer came first: this one waits its turn, and the
+                    # try's outcome (not a delivery) is not the event's.
+                    behind, first = True, None
             detail = _SHUTTING_DOWN if background.stopping else "; its first try is settled later"
-        elif mode == Mode.DELIVERY_MODE_WAIT and not behind:
+        elif wait:
             outcome, first, detail = await self._enqueue_and_wait(entry, background, respond_by)
         else:
             [outcome] = await background.enqueue([entry])

@@ -512,6 +512,10 @@ _SHARED_WAIT: Final = 30.0
 #: How long a write nobody waits on (a completion) may wait for company before it is sent to
 #: the writer alone (seconds): it usually joins the next batch sooner.
 _LAZY_FLUSH: Final = 0.002
+#: With a file this process has alone, the writer thread checkpoints the WAL after this many
+#: commits (SQLite's automatic checkpoint is off there, see ``SqliteQueue._open_db``); a
+#: delivered event writes a few pages, so the WAL stays within a few MB.
+_CHECKPOINT_EVERY: Final = 250
 #: More absent marks than this (left by calls that never looked their ids up) are dropped.
 _MAX_ABSENT: Final = 10_000
 #: In shared mode, how stale the depth and byte totals behind the limits may get (seconds).
@@ -770,6 +774,7 @@ class SqliteQueue:
         self._commits = 0
         self._operations = 0
         self._synced_commits = 0
+        self._since_checkpoint = 0  # commits since the last checkpoint (not shared)
         self._tx_synced = True
         self._unsynced = False  # whether the last COMMIT skipped the fsync
         # The connection's PRAGMA synchronous now: the configured level, or NORMAL for a
@@ -929,6 +934,21 @@ class SqliteQueue:
             return
         conn = self._conn
         done = self._run_plainly(conn, writes) if conn is not None and writes else []
+        if done and not reads and not self._tx_synced and conn is not None:
+            # No fsync to wait for: the COMMIT only writes the WAL frames (to the OS's page
+            # cache), microseconds like the statements before it, so the loop commits too,
+            # without the two thread hand-offs. The thread is idle: it owns nothing now.
+            self._commit(conn, done)
+            answers, self._answers = self._answers, []
+            _resolve(answers)
+            if self._since_checkpoint >= _CHECKPOINT_EVERY:
+                # Checkpoints copy pages and fsync: the thread runs them (see _open_db).
+                self._thread_owns = True
+                self._ops.put(_Job([], [], self._released, self._loop))
+            elif self._outbox and not self._flush_due:
+                self._flush_due = True
+                self._loop.call_soon(self._flush)
+            return
         self._thread_owns = True
         if done is None:
             self._ops.put(live)  # something failed: the thread's careful path isolates it
@@ -1015,6 +1035,8 @@ class SqliteQueue:
                 self._commit(conn, job.done)
             for op in job.reads:
                 self._run_read(op)
+            if conn is not None and self._since_checkpoint >= _CHECKPOINT_EVERY:
+                self._checkpoint(conn)
         except Exception as exc:  # noqa: BLE001 - the writer must not die with callers waiting
             _log.exception("the durable queue's writer failed a batch")
             for op in [op for op, _, _ in job.done] + job.reads:
@@ -1170,6 +1192,17 @@ class SqliteQueue:
     def _totals(self) -> tuple[int, int]:
         return self._depth, self._bytes
 
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database file (writer thread; not shared, see ``_open_db``).
+
+        PASSIVE: it never waits for the reader; what a read holds back is copied next time.
+        """
+        self._since_checkpoint = 0
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            _log.warning("durable queue %s: a WAL checkpoint failed: %s", self.path, exc)
+
     def _begin(self, conn: sqlite3.Connection, *, synced: bool) -> None:
         """BEGIN a write transaction; ``synced=False``: its COMMIT need not wait for the disk.
 
@@ -1204,6 +1237,7 @@ class SqliteQueue:
                 self._fail(op, exc)
             return
         self._commits += 1
+        self._since_checkpoint += 1
         self._operations += len(done)
         if self._tx_synced:
             self._synced_commits += 1
@@ -1264,6 +1298,11 @@ class SqliteQueue:
         if str(mode).lower() != "wal":
             _log.warning("durable queue %s runs in journal mode %s, not WAL", self.path, mode)
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        if not self._shared:
+            # SQLite checkpoints inside the COMMIT that fills the WAL past 1000 pages, and the
+            # event loop makes most COMMITs (the unsynced ones): the writer thread checkpoints
+            # instead, every _CHECKPOINT_EVERY commits (_checkpoint).
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         self._migrate(conn)
         if self._max_file_bytes is not None:
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])

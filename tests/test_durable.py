@@ -840,10 +840,12 @@ async def test_dead_letters_come_in_pages_and_an_unknown_id_is_not_found(start, 
 async def test_sigterm_answers_waiting_calls_queued_at_once_and_stops_within_the_grace(
     sandbox, tmp_path
 ):
-    """Draining stops claiming: a WAIT call waiting on a background try during an outage
-    answers QUEUED at once (its event is on disk) rather than at its deadline."""
+    """Draining stops claiming: a WAIT call whose first try is still retrying in an outage
+    (each 503 held 1 s) gets FIRST_TRY_GRACE, then the try is cut and the call answers QUEUED
+    (its event is on disk) rather than at its deadline."""
     settings = durable_settings(sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(seconds=3))
     sandbox.fail_next(OUTAGE, 503)
+    sandbox.delay(1.0)
     async with durable(settings) as running:
         call = asyncio.create_task(running.deliver(make_event(messageId="sd-1"), WAIT, timeout=20))
         await until(lambda: len(sandbox.received) >= 1)
@@ -984,6 +986,7 @@ async def test_a_wait_event_answered_queued_at_shutdown_was_synced_first(sandbox
     promises the disk, so a synced commit comes before it. The next start delivers it."""
     settings = durable_settings(sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(seconds=2))
     sandbox.fail_next(OUTAGE, 503)
+    sandbox.delay(1.0)  # each 503 held 1 s: the try is still going when shutdown cuts it
     async with durable(settings) as running:
         queue = running.sidecar.background.queue  # type: ignore[union-attr]
         call = asyncio.create_task(running.deliver(make_event(messageId="sq-1"), WAIT, timeout=20))
@@ -995,15 +998,14 @@ async def test_a_wait_event_answered_queued_at_shutdown_was_synced_first(sandbox
         answered = await queue.stats()
         await drain
     assert result.status == Status.DELIVERY_STATUS_QUEUED
+    assert "shutting down" in result.detail
     assert answered.synced_commits > before.synced_commits
     sandbox.clear_faults()
     async with durable(settings):
         await until(lambda: len(accepted(sandbox)) == 1)
 
 
-async def test_a_wait_call_that_leaves_mid_try_leaves_its_event_to_a_background_try(
-    start, sandbox
-):
+async def test_a_wait_call_that_leaves_mid_try_leaves_its_event_to_a_background_try(start, sandbox):
     """The first try runs in the call itself; a caller that cancels while Bluecore holds
     the answer cuts that send, and a background try delivers the committed event (at least
     once: Bluecore may count the cut request too)."""
@@ -1026,3 +1028,23 @@ async def test_a_wait_call_that_leaves_mid_try_leaves_its_event_to_a_background_
     await eventually(delivered, timeout=10.0, interval=0.05)
     # The cut try (recorded as it arrived, answer held), and the background one.
     assert len(sandbox.received) == 2
+
+
+async def test_a_first_try_that_bluecore_answers_soon_after_sigterm_still_delivers(
+    sandbox, tmp_path
+):
+    """Shutdown lets a WAIT call's first try under way finish within FIRST_TRY_GRACE: an
+    answer held 0.3 s upstream still makes it DELIVERED, sent once (not cut and resent)."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(seconds=3))
+    sandbox.delay(0.3)
+    async with durable(settings) as running:
+        call = asyncio.create_task(running.deliver(make_event(messageId="sg-1"), WAIT, timeout=20))
+        await until(lambda: len(sandbox.received) >= 1)
+        drain = asyncio.create_task(running.sidecar.drain())
+        result = await call
+        await drain
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    async with durable(settings) as again:
+        stats = await again.sidecar.background.queue.stats()  # type: ignore[union-attr]
+    assert stats.depth == 0
+    assert len(sandbox.received) == 1

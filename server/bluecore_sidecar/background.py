@@ -71,6 +71,9 @@ MAX_IDLE_SLEEP = 30.0
 #: one: how often a DIRECT call re-reads a customer's queue, and the longest idle sleep (s).
 SHARED_POLL = 0.2
 SHARED_MAX_IDLE = 1.0
+#: At shutdown, how long a WAIT call's first try under way may go on before it is cut short
+#: and the call answers QUEUED (seconds; see ``BackgroundDelivery.stop_claiming``).
+FIRST_TRY_GRACE = 0.75
 #: Bluecore refuses events older than this (seconds), whatever the staleness gate says.
 BLUECORE_MAX_AGE = 24 * 3600.0
 
@@ -211,10 +214,14 @@ class BackgroundDelivery:
         for waiter in self._waiters.values():
             if not waiter.future.done():
                 waiter.future.set_result(None)
-        now = self._loop.time()
+        # A first try under way gets a moment to finish (Bluecore usually answers in
+        # milliseconds); one still sending then (a slow Bluecore, retries in an outage) is cut
+        # short, and its call answers QUEUED; stop() puts its entry back. Only the first
+        # call of stop_claiming() sets that moment (stop() calls it again).
+        cut_at = self._loop.time() + FIRST_TRY_GRACE
         for scope in self._first_tries:
-            if not scope.expired():
-                scope.reschedule(now)  # the call answers QUEUED; stop() puts its entry back
+            if scope.when() is None:
+                scope.reschedule(cut_at)
         self._changed()  # DIRECT calls waiting for a customer's queue give up now too
 
     async def stop(self, timeout: float) -> None:
@@ -300,7 +307,8 @@ class BackgroundDelivery:
 
         A delivered try's completion commits later, with others (the answer need not wait).
         Any other outcome is settled (rescheduled or a dead letter) before this returns.
-        Shutdown cuts the send short: the result is None, and the entry, still claimed, is
+        Shutdown cuts a send short that has not ended within :data:`FIRST_TRY_GRACE`: the
+        result is then None, and the entry, still claimed, is
         put back by ``stop()`` (or by the next start). A caller that leaves mid-way hands the
         entry to a background try once its commit is in (the event may then be sent twice:
         at least once).
@@ -341,7 +349,8 @@ class BackgroundDelivery:
     async def _send_first(self, decision: Send, respond_by: float) -> SendOutcome | None:
         """The first try's send; None when shutdown cut it short."""
         # A timeout scope without a deadline of its own (the send keeps the call's): only
-        # stop_claiming() expires it, which cancels the send and ends the scope here.
+        # stop_claiming() gives it one, FIRST_TRY_GRACE away; if the send is still going
+        # then, the scope cancels it and ends here.
         scope = asyncio.timeout(None)
         self._first_tries.add(scope)
         try:

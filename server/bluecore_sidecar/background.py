@@ -308,10 +308,9 @@ class BackgroundDelivery:
         A delivered try's completion commits later, with others (the answer need not wait).
         Any other outcome is settled (rescheduled or a dead letter) before this returns.
         Shutdown cuts a send short that has not ended within :data:`FIRST_TRY_GRACE`: the
-        result is then None, and the entry, still claimed, is
-        put back by ``stop()`` (or by the next start). A caller that leaves mid-way hands the
-        entry to a background try once its commit is in (the event may then be sent twice:
-        at least once).
+        result is then None, and the entry, still claimed, is put back by ``stop()`` (or by
+        the next start). A caller that leaves mid-way hands the entry to a background try
+        once its commit is in (the event may then be sent twice: at least once).
         """
         key = entry.ordering_key
         # Submitted before anything else of this loop turn: its sequence number is below that

@@ -40,6 +40,7 @@ import grpc
 from bluecore_devtools.localrun import free_port
 from bluecore_sidecar.app import running_sidecar
 from bluecore_sidecar.config import Settings
+from bluecore_sidecar.store import SqliteQueue
 from bluecore_sidecar.telemetry import configure_logging
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
@@ -103,7 +104,8 @@ def requests(
         event.CopyFrom(events[i % len(events)])
         event.message_id = f"calls-{tag}-{i}"
         if customers:
-            as_customer(event, f"calls-{tag}-c{i}")
+            # No spaces: the tag "parent-based 10%" would make the email invalid.
+            as_customer(event, f"calls-{tag}-c{i}".replace(" ", "-"))
         out.append(event)
     return out
 
@@ -119,10 +121,14 @@ async def profile_modes(
     count: int,
     *,
     spread: bool = False,
+    queue: SqliteQueue | None = None,
+    commits: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, Profiled]:
     """``count`` Deliver calls, then ``count`` events in batches of 20, each mode profiled.
 
-    ``spread``: each event has a customer of its own (see :func:`requests`)."""
+    ``spread``: each event has a customer of its own (see :func:`requests`). With a durable
+    ``queue``, ``commits`` gets each mode's commits and synced commits per event (the
+    completions that ride alone commit without an fsync)."""
     out = {}
     async with grpc.aio.insecure_channel(address) as channel:
         stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
@@ -130,12 +136,19 @@ async def profile_modes(
             warm = requests(events, 200, f"{tag}-{mode}-warm", customers=spread)
             todo = requests(events, count, f"{tag}-{mode}", customers=spread)
             await _run(stub, mode, warm)
+            before = await queue.stats() if queue is not None else None
             profile = cProfile.Profile()
             cpu = time.process_time()
             profile.enable()
             await _run(stub, mode, todo)
             profile.disable()
             out[mode] = (pstats.Stats(profile), time.process_time() - cpu)
+            if queue is not None and before is not None and commits is not None:
+                after = await queue.stats()
+                commits[mode] = (
+                    (after.commits - before.commits) / count,
+                    (after.synced_commits - before.synced_commits) / count,
+                )
     return out
 
 
@@ -151,6 +164,7 @@ async def measure_sidecar(
     queue: Path | None = None,
     *,
     spread: bool = False,
+    commits: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, Profiled]:
     """Both modes' profiles of the sidecar with the ``tracing`` setting; ``queue``: with a
     durable queue in that file, in WAIT mode."""
@@ -159,7 +173,7 @@ async def measure_sidecar(
         "BLUECORE_API_URL": url,
         "SIDECAR_GRPC_ADDRESS": "127.0.0.1:0",
         "SIDECAR_OPS_ADDRESS": "127.0.0.1:0",
-        "SIDECAR_HTTP_ADDRESS": "",  # no JSON door: two runs at once must not share its port
+        "SIDECAR_HTTP_ADDRESS": "",  # the JSON door is not measured; 50080 may be taken
         "SIDECAR_LOG_LEVEL": "INFO",
         **TRACING[tracing],
     }
@@ -176,7 +190,16 @@ async def measure_sidecar(
         async with running_sidecar(settings, env, span_exporter=exporter) as sidecar:
             configure_logging("INFO", sink)  # one JSON line per outcome, as in production
             tag = f"{tracing}-durable" if queue is not None else tracing
-            return await profile_modes(sidecar.grpc_address, tag, events, count, spread=spread)
+            store = sidecar.background.queue if sidecar.background is not None else None
+            return await profile_modes(
+                sidecar.grpc_address,
+                tag,
+                events,
+                count,
+                spread=spread,
+                queue=store if isinstance(store, SqliteQueue) else None,
+                commits=commits,
+            )
 
 
 async def measure_forwarder(
@@ -334,6 +357,7 @@ def main() -> None:
     ):
         url = args.upstream or stack.enter_context(nginx(Path(tmp)))
         profiles = {}
+        commits: dict[str, dict[str, tuple[float, float]]] = {}
         if args.forwarder:
             profiles["forwarder"] = asyncio.run(measure_forwarder(url, events, count))
         for tracing in tracings:
@@ -343,8 +367,18 @@ def main() -> None:
             )
             if args.durable:
                 queue = Path(tmp) / f"queue-{tracing[:3]}.db"
+                commits[f"{name}, durable"] = {}
                 profiles[f"{name}, durable"] = asyncio.run(
-                    measure_sidecar(url, tracing, events, count, sink, queue, spread=True)
+                    measure_sidecar(
+                        url,
+                        tracing,
+                        events,
+                        count,
+                        sink,
+                        queue,
+                        spread=True,
+                        commits=commits[f"{name}, durable"],
+                    )
                 )
         for server, modes in profiles.items():
             for mode, (stats, cpu) in modes.items():
@@ -352,6 +386,12 @@ def main() -> None:
                     f"| {server} | {mode} | {_calls(stats) / count:,.0f} "
                     f"| {1000 * cpu / count:.2f} |"
                 )
+        if commits:
+            print("\n| server | call | commits per event | of them synced (fsync with FULL) |")
+            print("|---|---|---|---|")
+            for server, by_mode in commits.items():
+                for mode, (made, synced) in by_mode.items():
+                    print(f"| {server} | {mode} | {made:.3f} | {synced:.3f} |")
         for server, modes in profiles.items():
             for mode, (stats, _cpu) in modes.items():
                 if args.top:

@@ -840,10 +840,12 @@ async def test_dead_letters_come_in_pages_and_an_unknown_id_is_not_found(start, 
 async def test_sigterm_answers_waiting_calls_queued_at_once_and_stops_within_the_grace(
     sandbox, tmp_path
 ):
-    """Draining stops claiming: a WAIT call waiting on a background try during an outage
-    answers QUEUED at once (its event is on disk) rather than at its deadline."""
+    """Draining stops claiming: a WAIT call whose first try is still retrying in an outage
+    (each 503 held 1 s) gets FIRST_TRY_GRACE, then the try is cut and the call answers QUEUED
+    (its event is on disk) rather than at its deadline."""
     settings = durable_settings(sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(seconds=3))
     sandbox.fail_next(OUTAGE, 503)
+    sandbox.delay(1.0)
     async with durable(settings) as running:
         call = asyncio.create_task(running.deliver(make_event(messageId="sd-1"), WAIT, timeout=20))
         await until(lambda: len(sandbox.received) >= 1)
@@ -957,3 +959,92 @@ async def test_a_wait_delivery_costs_two_commits_however_many_calls_share_them(s
 
     after = await eventually(settled, timeout=10.0, interval=0.02)
     assert after - before == 2
+
+
+async def test_a_delivered_wait_event_waits_for_no_fsync(start, sandbox):
+    """Its enqueue and its completion commit unsynced: DELIVERED does not depend on them
+    (a power cut would at worst send the event once more). Both are on the file."""
+    running = await start()
+    queue = running.sidecar.background.queue  # type: ignore[union-attr]
+    before = await queue.stats()
+    result = await running.deliver(make_event(messageId="nf-1"), WAIT)
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+
+    async def settled() -> Any:
+        stats = await queue.stats()
+        return stats if stats.depth == 0 and stats.operations - before.operations == 2 else None
+
+    after = await eventually(settled, timeout=10.0, interval=0.02)
+    assert after.synced_commits == before.synced_commits
+    record = await queue.lookup("nf-1")
+    assert record is not None
+    assert record.state == "delivered"
+
+
+async def test_a_wait_event_answered_queued_at_shutdown_was_synced_first(sandbox, tmp_path):
+    """Its enqueue committed unsynced while its first try was under way; the QUEUED answer
+    promises the disk, so a synced commit comes before it. The next start delivers it."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(seconds=2))
+    sandbox.fail_next(OUTAGE, 503)
+    sandbox.delay(1.0)  # each 503 held 1 s: the try is still going when shutdown cuts it
+    async with durable(settings) as running:
+        queue = running.sidecar.background.queue  # type: ignore[union-attr]
+        call = asyncio.create_task(running.deliver(make_event(messageId="sq-1"), WAIT, timeout=20))
+        await until(lambda: len(sandbox.received) >= 1)
+        before = await queue.stats()
+        assert before.depth == 1
+        drain = asyncio.create_task(running.sidecar.drain())
+        result = await call
+        answered = await queue.stats()
+        await drain
+    assert result.status == Status.DELIVERY_STATUS_QUEUED
+    assert "shutting down" in result.detail
+    assert answered.synced_commits > before.synced_commits
+    sandbox.clear_faults()
+    async with durable(settings):
+        await until(lambda: len(accepted(sandbox)) == 1)
+
+
+async def test_a_wait_call_that_leaves_mid_try_leaves_its_event_to_a_background_try(start, sandbox):
+    """The first try runs in the call itself; a caller that cancels while Bluecore holds
+    the answer cuts that send, and a background try delivers the committed event (at least
+    once: Bluecore may count the cut request too)."""
+    running = await start()
+    queue = running.sidecar.background.queue  # type: ignore[union-attr]
+    sandbox.delay(30, count=1)
+    call = running.stub.Deliver(
+        delivery_pb2.DeliverRequest(event=make_event(messageId="lv-1"), mode=WAIT), timeout=20
+    )
+    await until(lambda: len(sandbox.received) >= 1)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+
+    async def delivered() -> bool:
+        stats = await queue.stats()
+        record = await queue.lookup("lv-1")
+        return stats.depth == 0 and record is not None and record.state == "delivered"
+
+    await eventually(delivered, timeout=10.0, interval=0.05)
+    # The cut try (recorded as it arrived, answer held), and the background one.
+    assert len(sandbox.received) == 2
+
+
+async def test_a_first_try_that_bluecore_answers_soon_after_sigterm_still_delivers(
+    sandbox, tmp_path
+):
+    """Shutdown lets a WAIT call's first try under way finish within FIRST_TRY_GRACE: an
+    answer held 0.3 s upstream still makes it DELIVERED, sent once (not cut and resent)."""
+    settings = durable_settings(sandbox, tmp_path / "queue.db", shutdown_grace=timedelta(seconds=3))
+    sandbox.delay(0.3)
+    async with durable(settings) as running:
+        call = asyncio.create_task(running.deliver(make_event(messageId="sg-1"), WAIT, timeout=20))
+        await until(lambda: len(sandbox.received) >= 1)
+        drain = asyncio.create_task(running.sidecar.drain())
+        result = await call
+        await drain
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+    async with durable(settings) as again:
+        stats = await again.sidecar.background.queue.stats()  # type: ignore[union-attr]
+    assert stats.depth == 0
+    assert len(sandbox.received) == 1

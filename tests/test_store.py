@@ -959,3 +959,54 @@ async def test_lookups_read_committed_state_and_a_restart_still_knows_both_kinds
     assert waiting is not None
     assert waiting.state == "queued"
     assert unknown is None
+
+
+async def test_completions_and_unsynced_enqueues_skip_the_fsync_until_sync_asks_for_it(queue):
+    """A commit that holds only completions, or an enqueue submitted ``synced=False``, is
+    not counted as synced; ``sync()`` then commits one synced transaction (whose fsync
+    covers the earlier frames), and does nothing when the last commit was synced."""
+    before = await queue.stats()
+    (outcome,) = await queue.enqueue_soon([entry("u1")], claim=True, synced=False)
+    assert isinstance(outcome, Enqueued)
+    assert outcome.claim is not None
+    assert await queue.complete(outcome.claim, attempts=1, http_status=202)
+    unsynced = await queue.stats()
+    assert unsynced.commits - before.commits == 2
+    assert unsynced.synced_commits == before.synced_commits
+    await queue.sync()
+    synced = await queue.stats()
+    assert synced.commits - unsynced.commits == 1
+    assert synced.synced_commits - unsynced.synced_commits == 1
+    await queue.sync()  # the last commit was synced: nothing to do
+    await enqueue_one(queue, entry("u2"))  # a plain enqueue is synced
+    after = await queue.stats()
+    assert after.commits - synced.commits == 1
+    assert after.synced_commits - synced.synced_commits == 1
+    record = await queue.lookup("u1")
+    assert record is not None
+    assert record.state == "delivered"
+
+
+async def test_unsynced_commits_run_on_the_loop_and_the_thread_checkpoints_the_wal(db, clock):
+    """Completions commit without an fsync (here on the event loop); SQLite's automatic
+    checkpoint is off for a file this process has alone, so the writer thread checkpoints
+    every few hundred commits: the WAL stays bounded and the pages reach the database file."""
+    q = await SqliteQueue.open(db, clock=clock)
+    wal = db.with_name(db.name + "-wal")
+    try:
+        start = db.stat().st_size
+        sizes = []
+        for i in range(3 * store._CHECKPOINT_EVERY):
+            (outcome,) = await q.enqueue_soon([entry(f"c{i}", key=f"k{i}")], claim=True)
+            assert isinstance(outcome, Enqueued)
+            assert outcome.claim is not None
+            assert await q.complete(outcome.claim, attempts=1, http_status=202)
+            sizes.append(wal.stat().st_size)
+        stats = await q.stats()
+    finally:
+        await q.close()
+    assert stats.depth == 0
+    assert stats.commits - stats.synced_commits >= 3 * store._CHECKPOINT_EVERY  # completions
+    assert db.stat().st_size > start  # checkpointed into the file while it ran
+    # Reused from its start after a checkpoint: without them it would pass 20 MB here.
+    assert max(sizes) < 8 * 1024 * 1024

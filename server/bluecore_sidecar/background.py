@@ -7,9 +7,11 @@ dead letter (``EXPIRED``, ``AUTH``, the permanent answer's reason, or the skip t
 gives). It sleeps until the earliest due time or a wake-up (an enqueue, a replay, a finished
 try), never polls in a tight loop, and runs at most ``workers`` tries at once.
 
-A ``Deliver`` call in ``WAIT`` mode registers as the waiter of its message id before it
-enqueues: the worker hands it the outcome of the first try instead of publishing it, and the
-call answers with it (or ``QUEUED`` when its deadline comes first).
+A ``Deliver`` call in ``WAIT`` mode makes its event's first try itself, beside the enqueue's
+commit (:meth:`BackgroundDelivery.try_first`), on a file this process has alone. With a shared
+file it registers as the waiter of its message id before it enqueues: the worker hands it the
+outcome of the first try instead of publishing it, and the call answers with it (or
+``QUEUED`` when its deadline comes first).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import duration_pb2
@@ -43,10 +45,12 @@ from .retry import RetryPolicy, Verdict, backoff_delay, deadline_margin
 from .store import (
     Claim,
     DedupStore,
+    Duplicate,
     Enqueued,
     EnqueueOutcome,
     EventQueue,
     NewEntry,
+    QueuedEntry,
     StoreError,
 )
 from .telemetry import Metrics
@@ -67,10 +71,17 @@ MAX_IDLE_SLEEP = 30.0
 #: one: how often a DIRECT call re-reads a customer's queue, and the longest idle sleep (s).
 SHARED_POLL = 0.2
 SHARED_MAX_IDLE = 1.0
+#: At shutdown, how long a WAIT call's first try under way may go on before it is cut short
+#: and the call answers QUEUED (seconds; see ``BackgroundDelivery.stop_claiming``).
+FIRST_TRY_GRACE = 0.75
 #: Bluecore refuses events older than this (seconds), whatever the staleness gate says.
 BLUECORE_MAX_AGE = 24 * 3600.0
 
 _AUTH_STATUSES = frozenset({401, 403})
+#: Outcomes of a try that are not errors on its span.
+_ANSWERED_WELL = frozenset(
+    {delivery_pb2.DELIVERY_STATUS_DELIVERED, delivery_pb2.DELIVERY_STATUS_QUEUED}
+)
 _W3C = TraceContextTextMapPropagator()
 _log = logging.getLogger("bluecore_sidecar")
 
@@ -94,9 +105,6 @@ class Waiter:
     answered_early: bool = False
     """Set once a try handed it its outcome (for a delivery, possibly before the completion
     committed); the try then publishes nothing of its own."""
-    tried_before_commit: bool = False
-    """Set when its first try started before its enqueue committed: whatever the commit
-    answers, that try's outcome comes."""
 
     async def wait(self, timeout: float) -> DeliveryResult | None:
         """The first try's outcome, or None when shutdown began first (answer QUEUED now);
@@ -120,14 +128,12 @@ def _time_out(future: asyncio.Future[DeliveryResult | None]) -> None:
         future.set_exception(TimeoutError())
 
 
-@dataclasses.dataclass(slots=True)
-class _Early:
-    """A WAIT event's first try, started while its enqueue still commits (see ``enqueue``)."""
+class FirstTry(NamedTuple):
+    """What :meth:`BackgroundDelivery.try_first` did: the enqueue's outcome, and the first
+    try's result (None when shutdown cut the try short: the entry waits in the queue)."""
 
-    committed: asyncio.Future[list[EnqueueOutcome]]
-    decision: Send
-    """The caller's decision a moment ago, with the same rules: not made twice."""
-    key: str
+    enqueued: EnqueueOutcome
+    result: DeliveryResult | None
 
 
 class BackgroundDelivery:
@@ -178,6 +184,8 @@ class BackgroundDelivery:
         self._waiters: dict[str, Waiter] = {}
         # Customers with a first try under way whose entry may not be committed yet.
         self._early_keys: set[str] = set()
+        # The first tries that calls make themselves (try_first): shutdown cuts them short.
+        self._first_tries: set[asyncio.Timeout] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._looped = 0  # tries the claim loop started that are still running
         self._wake = asyncio.Event()
@@ -206,6 +214,14 @@ class BackgroundDelivery:
         for waiter in self._waiters.values():
             if not waiter.future.done():
                 waiter.future.set_result(None)
+        # A first try under way gets a moment to finish (Bluecore usually answers in
+        # milliseconds); one still sending then (a slow Bluecore, retries in an outage) is cut
+        # short, and its call answers QUEUED; stop() puts its entry back. Only the first
+        # call of stop_claiming() sets that moment (stop() calls it again).
+        cut_at = self._loop.time() + FIRST_TRY_GRACE
+        for scope in self._first_tries:
+            if scope.when() is None:
+                scope.reschedule(cut_at)
         self._changed()  # DIRECT calls waiting for a customer's queue give up now too
 
     async def stop(self, timeout: float) -> None:
@@ -244,7 +260,6 @@ class BackgroundDelivery:
         entries: Sequence[NewEntry],
         *,
         try_now: bool = False,
-        decision: Send | None = None,
     ) -> list[EnqueueOutcome]:
         """Commit ``entries``; wake the claim loop for those left pending. Returns once the
         commit did: only then may a caller say ``QUEUED``.
@@ -252,19 +267,8 @@ class BackgroundDelivery:
         ``try_now`` (WAIT mode): an entry that is its customer's only one is committed already
         claimed, and its first try starts here at once, without a trip through the claim
         loop and a second commit. Its waiter (registered before) gets the outcome as usual.
-        With one entry and its ``decision``, on a file this process has alone, the try starts
-        even before the commit, so the send and the fsync overlap; the customer is held
-        meanwhile (``has_pending``), so nothing of theirs can overtake it.
+        (On a file this process has alone, :meth:`try_first` does better.)
         """
-        if (
-            try_now
-            and decision is not None
-            and len(entries) == 1
-            and not self._shared
-            and not self._stopping
-            and not await self.has_pending(entries[0].ordering_key)
-        ):
-            return await self._enqueue_early(entries[0], decision)
         outcomes = await self.queue.enqueue(entries, claim=try_now and not self._stopping)
         pending = False
         for outcome in outcomes:
@@ -279,19 +283,163 @@ class BackgroundDelivery:
             self.wake()
         return outcomes
 
-    async def _enqueue_early(self, entry: NewEntry, decision: Send) -> list[EnqueueOutcome]:
-        # Submitted now, before anything else of this loop turn, so its sequence number is
-        # below that of any later event of the customer.
-        committed = self.queue.enqueue_soon([entry], claim=True)
-        now = self._wall_clock()
-        provisional = entry.queued(0, entry.ordering_key, now, now)
-        self._early_keys.add(entry.ordering_key)
-        waiter = self._waiters.get(entry.message_id)
-        if waiter is not None:
-            waiter.tried_before_commit = True
-        self._start(Claim(provisional, claim_id=0), _Early(committed, decision, entry.ordering_key))
-        # Shielded: the try goes on if the caller leaves, and it needs the commit's answer.
-        return await asyncio.shield(committed)
+    @property
+    def stopping(self) -> bool:
+        """Whether shutdown has begun (claiming stopped)."""
+        return self._stopping
+
+    @property
+    def tries_first(self) -> bool:
+        """Whether a WAIT call may use :meth:`try_first` now: the file is this process's
+        alone (with a shared file, another process may hold the customer unseen) and
+        shutdown has not begun."""
+        return not self._shared and not self._stopping
+
+    async def try_first(self, entry: NewEntry, decision: Send, respond_by: float) -> FirstTry:
+        """A WAIT call's event: commit it and make its first try, in the calling task.
+
+        Only when :attr:`tries_first` holds and the customer has nothing pending. The enqueue
+        is submitted first and the send starts at once, so Bluecore and the commit are waited
+        for at the same time; the customer is held in memory (``has_pending``) until the
+        commit has counted the entry, so nothing of theirs overtakes it. The commit skips the
+        fsync (``synced=False``): a delivery's answer needs none, and a caller that answers
+        ``QUEUED`` instead calls :meth:`sync` first.
+
+        A delivered try's completion commits later, with others (the answer need not wait).
+        Any other outcome is settled (rescheduled or a dead letter) before this returns.
+        Shutdown cuts a send short that has not ended within :data:`FIRST_TRY_GRACE`: the
+        result is then None, and the entry, still claimed, is put back by ``stop()`` (or by
+        the next start). A caller that leaves mid-way hands the entry to a background try
+        once its commit is in (the event may then be sent twice: at least once).
+        """
+        key = entry.ordering_key
+        # Submitted before anything else of this loop turn: its sequence number is below that
+        # of any later event of the customer.
+        committed = self.queue.enqueue_soon([entry], claim=True, synced=False)
+        self._early_keys.add(key)
+        sent: SendOutcome | None = None
+        settling = False
+        try:
+            with self._first_span(entry) as span:
+                sent = await self._send_first(decision, respond_by)
+                if committed.done():
+                    [enqueued] = committed.result()
+                else:
+                    # Shielded: a caller that leaves must not cancel the commit's answer.
+                    [enqueued] = await asyncio.shield(committed)
+                settling = True  # from here on the entry is settled whatever the caller does
+                result = await self._first_outcome(entry, enqueued, decision, sent)
+                if result is not None and span.is_recording():
+                    span.set_attributes(_span_attributes(result, 0, self._redactor))
+                    if result.status not in _ANSWERED_WELL:
+                        span.set_status(trace.StatusCode.ERROR, result.reason)
+                return FirstTry(enqueued, result)
+        except BaseException:
+            if not settling:
+                # The call left (cancelled) or failed before its entry was settled: once the
+                # commit is in, a background try takes the entry over.
+                committed.add_done_callback(functools.partial(self._take_over, key, sent))
+            raise
+        finally:
+            if settling:
+                self._early_keys.discard(key)  # the store's live count holds the key now
+                self._changed()
+
+    async def _send_first(self, decision: Send, respond_by: float) -> SendOutcome | None:
+        """The first try's send; None when shutdown cut it short."""
+        # A timeout scope without a deadline of its own (the send keeps the call's): only
+        # stop_claiming() gives it one, FIRST_TRY_GRACE away; if the send is still going
+        # then, the scope cancels it and ends here.
+        scope = asyncio.timeout(None)
+        self._first_tries.add(scope)
+        try:
+            async with scope:
+                return await self._send(decision, respond_by)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            return None
+        finally:
+            self._first_tries.discard(scope)
+
+    def _first_span(self, entry: NewEntry) -> contextlib.AbstractContextManager[trace.Span]:
+        if not self._tracing:
+            return contextlib.nullcontext(trace.INVALID_SPAN)
+        # A child of the call's span (the current one), linked to the call like any try.
+        return self._tracer.start_as_current_span(
+            BACKGROUND_SPAN, links=_links(entry.traceparent), record_exception=False
+        )
+
+    async def _first_outcome(
+        self, entry: NewEntry, enqueued: EnqueueOutcome, decision: Send, sent: SendOutcome | None
+    ) -> DeliveryResult | None:
+        """Settle a first try's entry by what its send did; the result for the call, or None
+        when there is none (shutdown; the store failed to record it): the entry waits."""
+        if sent is None:
+            return None  # cut short by shutdown: the entry stays claimed until stop()
+        claim = enqueued.claim if isinstance(enqueued, Enqueued) else None
+        if claim is None:
+            # Not this try's entry to settle: refused (full, duplicate), or committed behind
+            # an entry of the customer that appeared meanwhile. The send happened anyway.
+            result = self._sent_result(entry, decision, sent)
+            if sent.verdict is Verdict.DELIVERED and not isinstance(enqueued, Duplicate):
+                await self._remember(result)
+            return result
+        if sent.verdict is Verdict.DELIVERED:
+            # Bluecore has it: the call answers now; the completion commits with the others
+            # of its turn, and its callback counts it (a crash in between sends it again).
+            self._complete_later(claim, sent)
+            return self._result(
+                claim.entry,
+                status=delivery_pb2.DELIVERY_STATUS_DELIVERED,
+                outcome=sent,
+                label=decision.datafly_event,
+                reason="",
+                detail=sent.detail,
+            )
+        # Shielded: the entry is settled even if the caller leaves meanwhile.
+        return await asyncio.shield(self._settle_first(claim, decision, sent))
+
+    async def _settle_first(
+        self, claim: Claim, decision: Send, sent: SendOutcome
+    ) -> DeliveryResult | None:
+        """Reschedule or dead-letter a first try that did not deliver (as ``_settled``)."""
+        try:
+            result, kept = await self._settle(claim, None, decision, sent)
+        except StoreError as exc:
+            await self._store_failed(claim, exc)
+            return None
+        self._count(_try_outcome(result) if kept else "stale")
+        return result
+
+    def _complete_later(self, claim: Claim, sent: SendOutcome) -> None:
+        completed = self.queue.complete_soon(
+            claim, attempts=sent.attempts, http_status=sent.http_status
+        )
+        completed.add_done_callback(functools.partial(self._completed, claim))
+
+    def _take_over(
+        self, key: str, sent: SendOutcome | None, committed: asyncio.Future[list[EnqueueOutcome]]
+    ) -> None:
+        """The call of a first try left before settling its entry: settle it here."""
+        self._early_keys.discard(key)
+        self._changed()
+        if committed.cancelled() or committed.exception() is not None:
+            return  # nothing was committed
+        [enqueued] = committed.result()
+        claim = enqueued.claim if isinstance(enqueued, Enqueued) else None
+        if claim is None:
+            return  # not this try's entry: a worker sends it, or it was refused
+        if sent is not None and sent.verdict is Verdict.DELIVERED:
+            self._complete_later(claim, sent)
+        elif not self._stopping:
+            self._start(claim)  # tried again from the start; stop() releases it otherwise
+
+    async def sync(self) -> None:
+        """Return once every commit so far is on the disk: a WAIT call whose enqueue was
+        committed unsynced (its first try started before the commit) calls this before it
+        answers ``QUEUED``."""
+        await self.queue.sync()
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether the customer has events waiting (or being sent) in the queue."""
@@ -384,8 +532,8 @@ class BackgroundDelivery:
                 continue
             await self._sleep(await self._idle_time())
 
-    def _start(self, claim: Claim, early: _Early | None = None, *, looped: bool = False) -> None:
-        task = self._loop.create_task(self._run(claim, early), name="queue-try")
+    def _start(self, claim: Claim, *, looped: bool = False) -> None:
+        task = self._loop.create_task(self._run_try(claim), name="queue-try")
         self._tasks.add(task)
         if looped:
             self._looped += 1
@@ -440,14 +588,7 @@ class BackgroundDelivery:
 
     # -- one try ---------------------------------------------------------------------------
 
-    async def _run(self, claim: Claim, early: _Early | None = None) -> None:
-        try:
-            await self._run_try(claim, early)
-        finally:
-            if early is not None:
-                self._early_keys.discard(early.key)  # before _done wakes those waiting on it
-
-    async def _run_try(self, claim: Claim, early: _Early | None) -> None:
+    async def _run_try(self, claim: Claim) -> None:
         entry = claim.entry
         waiter = self._waiters.get(entry.message_id)
         started = self._clock()
@@ -464,7 +605,7 @@ class BackgroundDelivery:
             # Tracing off: no span at all, as for the call itself (no context switching).
             span_scope = contextlib.nullcontext(trace.INVALID_SPAN)
         with span_scope as span:
-            settled = await self._settled(claim, waiter, early)
+            settled = await self._settled(claim, waiter)
             if settled is None:
                 return
             result, kept = settled
@@ -519,17 +660,8 @@ class BackgroundDelivery:
             result.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
         result.latency.CopyFrom(_duration(self._clock() - started))
 
-    async def _own(self, claim: Claim, early: _Early | None) -> Claim | None:
-        """The claim to settle: ``claim`` itself, or for an early try the one its enqueue
-        committed (None when it was not committed as this try's: full, duplicate, or behind
-        an entry of the customer that appeared meanwhile)."""
-        if early is None:
-            return claim
-        [outcome] = await early.committed
-        return outcome.claim if isinstance(outcome, Enqueued) else None
-
     async def _settled(
-        self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
+        self, claim: Claim, waiter: Waiter | None
     ) -> tuple[DeliveryResult, bool | None] | None:
         """Try the entry and record the outcome; None when the store could not record it.
 
@@ -541,7 +673,7 @@ class BackgroundDelivery:
         waits, safe on disk, for the release at the next start. The worker never dies of it.
         """
         try:
-            return await self._try(claim, waiter, early)
+            return await self._try(claim, waiter)
         except StoreError as exc:
             failure: Exception = exc
         except Exception as exc:  # noqa: BLE001 - a bad entry must not stop the worker
@@ -551,10 +683,6 @@ class BackgroundDelivery:
             )
             outcome = SendOutcome(Verdict.RETRY, 0, 0, "INTERNAL_ERROR", type(exc).__name__)
             try:
-                owned = await self._own(claim, early)
-                if owned is None:
-                    return None  # not this try's entry: nothing to settle
-                claim = owned
                 return await self._settle_retry(claim, outcome, "")
             except StoreError as again:
                 failure = again
@@ -577,20 +705,9 @@ class BackgroundDelivery:
         self._changed()
         self._count("store_error")
 
-    async def _try(
-        self, claim: Claim, waiter: Waiter | None, early: _Early | None = None
-    ) -> tuple[DeliveryResult, bool | None]:
+    async def _try(self, claim: Claim, waiter: Waiter | None) -> tuple[DeliveryResult, bool | None]:
         entry = claim.entry
         now = self._wall_clock()
-        if early is not None and now <= entry.event_time + self._max_age:
-            return await self._try_early(claim, waiter, early)
-        if early is not None:
-            owned = await self._own(claim, early)
-            if owned is None:
-                unsent = self._unowned(claim, early)
-                self._hand(waiter, claim, unsent)  # a call waiting on it need not wait on
-                return unsent, False
-            claim = owned
         event = delivery_pb2.DataflyEvent.FromString(entry.payload)
         if now > entry.event_time + self._max_age:
             return await self._dead(claim, sk.EXPIRED, _expired_detail(self._max_age), event=event)
@@ -603,30 +720,17 @@ class BackgroundDelivery:
             reason = sk.EXPIRED if decision.reason == sk.STALE_EVENT else decision.reason
             detail = _expired_detail(self._max_age) if reason == sk.EXPIRED else decision.detail
             return await self._dead(claim, reason, detail, event=event, skip=decision)
-        outcome = await self._send(decision, waiter)
+        outcome = await self._send(decision, waiter.respond_by if waiter is not None else None)
         return await self._settle(claim, waiter, decision, outcome)
 
-    async def _try_early(
-        self, claim: Claim, waiter: Waiter | None, early: _Early
-    ) -> tuple[DeliveryResult, bool | None]:
-        """Send while the enqueue commits, then settle the claim that commit made."""
-        outcome = await self._send(early.decision, waiter)
-        owned = await self._own(claim, early)
-        if owned is None:
-            result = self._sent_result(claim, early.decision, outcome)
-            if outcome.verdict is Verdict.DELIVERED:
-                await self._remember(result)
-            self._hand(waiter, claim, self._unowned(claim, early, result))
-            return result, False
-        return await self._settle(owned, waiter, early.decision, outcome)
-
-    async def _send(self, decision: Send, waiter: Waiter | None) -> SendOutcome:
+    async def _send(self, decision: Send, respond_by: float | None) -> SendOutcome:
+        """Send the decision's requests, within the try budget and a waiting call's time."""
         now_mono = self._clock()
         deadline = now_mono + self._try_budget
-        if waiter is not None:
+        if respond_by is not None:
             # The outcome must still be committed and handed over before the call answers.
-            left = waiter.respond_by - now_mono
-            deadline = min(deadline, waiter.respond_by - deadline_margin(left))
+            left = respond_by - now_mono
+            deadline = min(deadline, respond_by - deadline_margin(left))
         # The mapper's encoding of each body goes along: it is not encoded a second time.
         if len(decision.requests) == 1:
             [request] = decision.requests
@@ -645,7 +749,7 @@ class BackgroundDelivery:
             detail=f"{accepted} of {len(outcomes)} requests accepted; {outcome.detail}",
         )
 
-    def _sent_result(self, claim: Claim, decision: Send, outcome: SendOutcome) -> DeliveryResult:
+    def _sent_result(self, entry: NewEntry, decision: Send, outcome: SendOutcome) -> DeliveryResult:
         """The outcome of a send whose entry is not this try's to settle."""
         status = {
             Verdict.DELIVERED: delivery_pb2.DELIVERY_STATUS_DELIVERED,
@@ -653,27 +757,13 @@ class BackgroundDelivery:
             Verdict.RETRY: delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE,
         }[outcome.verdict]
         return self._result(
-            claim,
+            entry,
             status=status,
             outcome=outcome,
             label=decision.datafly_event,
             reason=outcome.reason,
             detail=outcome.detail,
         )
-
-    def _unowned(
-        self, claim: Claim, early: _Early, result: DeliveryResult | None = None
-    ) -> DeliveryResult:
-        if result is None:
-            result = self._result(
-                claim,
-                status=delivery_pb2.DELIVERY_STATUS_FAILED_RETRYABLE,
-                outcome=SendOutcome(Verdict.RETRY, 0, 0, "", ""),
-                label=early.decision.datafly_event,
-                reason="",
-                detail="not tried: the entry was not committed for this try",
-            )
-        return result
 
     def _hand(self, waiter: Waiter | None, claim: Claim, result: DeliveryResult) -> None:
         """Give a waiting call ``result`` now; the try publishes nothing of its own then. A
@@ -702,7 +792,7 @@ class BackgroundDelivery:
         label = decision.datafly_event
         if outcome.verdict is Verdict.DELIVERED:
             result = self._result(
-                claim,
+                claim.entry,
                 status=delivery_pb2.DELIVERY_STATUS_DELIVERED,
                 outcome=outcome,
                 label=label,
@@ -718,10 +808,7 @@ class BackgroundDelivery:
             if waiter is not None and waiter.answered_early:
                 # The call has its answer and nothing else waits for this try: the
                 # completion commits with the others of its turn, and its callback counts it.
-                completed = self.queue.complete_soon(
-                    claim, attempts=outcome.attempts, http_status=outcome.http_status
-                )
-                completed.add_done_callback(functools.partial(self._completed, claim))
+                self._complete_later(claim, outcome)
                 return result, None
             kept = await self.queue.complete(
                 claim, attempts=outcome.attempts, http_status=outcome.http_status
@@ -756,7 +843,7 @@ class BackgroundDelivery:
         self._changed()
         detail = f"{outcome.detail}; kept in the queue, next try in {delay:.1f}s"
         return self._result(
-            claim,
+            claim.entry,
             status=delivery_pb2.DELIVERY_STATUS_QUEUED,
             outcome=outcome,
             label=label,
@@ -795,7 +882,7 @@ class BackgroundDelivery:
         if not label and event is not None:
             label = event.event or event.type
         return self._result(
-            claim,
+            claim.entry,
             status=status,
             outcome=used,
             label=label,
@@ -805,7 +892,7 @@ class BackgroundDelivery:
 
     def _result(
         self,
-        claim: Claim,
+        entry: QueuedEntry | NewEntry,
         *,
         status: int,
         outcome: SendOutcome,
@@ -813,7 +900,6 @@ class BackgroundDelivery:
         reason: str,
         detail: str,
     ) -> DeliveryResult:
-        entry = claim.entry
         result = results.new_result(
             message_id=entry.message_id,
             status=status,

@@ -2,8 +2,8 @@
 
 With a durable queue (:mod:`.background`) the step after the decision is routing: ``DIRECT``
 sends as without a queue (after the customer's queued events have left); ``ENQUEUE`` commits
-the event and answers ``QUEUED``; ``WAIT`` commits it, waits for the first background try
-within the deadline and answers its outcome, else ``QUEUED``.
+the event and answers ``QUEUED``; ``WAIT`` commits it, makes (or, with a shared file, waits
+for) its first try within the deadline and answers that try's outcome, else ``QUEUED``.
 
 :class:`Deliverer` turns one ``DataflyEvent`` into one ``DeliveryResult`` and never raises for
 an event. The pieces it drives live in their own modules: the pure decision
@@ -26,7 +26,7 @@ from opentelemetry import trace
 
 from . import results
 from . import skip as sk
-from .background import BackgroundDelivery, Waiter, traceparent_of
+from .background import BackgroundDelivery, traceparent_of
 from .decision import (
     DEFAULT_MAX_EVENT_BYTES,
     MAX_MESSAGE_ID_LENGTH,
@@ -45,7 +45,7 @@ from .outcomes import OutcomeBus, OutcomeObserver
 from .redaction import Redactor
 from .results import new_result
 from .retry import Verdict, deadline_margin
-from .store import Duplicate, Enqueued, NewEntry, QueueFull
+from .store import Duplicate, Enqueued, EnqueueOutcome, NewEntry, QueueFull
 from .upstream import UpstreamClient, worst
 
 # OutcomeBus and DedupTable are re-exported for code written before the split (service.py
@@ -426,10 +426,6 @@ class Deliverer:
     ) -> DeliveryResult:
         """Commit the event to the queue; in WAIT mode, answer with its first try's outcome."""
         behind = await background.has_pending(key)
-        # Behind earlier events the first try may be minutes away: answer QUEUED at once.
-        waiter = None
-        if mode == Mode.DELIVERY_MODE_WAIT and not behind:
-            waiter = background.register(event.message_id, respond_by)
         now = self._now()
         entry = NewEntry(
             message_id=event.message_id,
@@ -442,67 +438,92 @@ class Deliverer:
             # Tracing off: no span is current, and the traceparent would be empty anyway.
             traceparent=traceparent_of(trace.get_current_span()) if self._tracing else "",
         )
+        first: DeliveryResult | None = None
+        # The module's constants, not the enum wrapper's: its __getattr__ is Python code.
+        wait = mode == delivery_pb2.DELIVERY_MODE_WAIT and not behind
+        # Behind earlier events the first try may be minutes away: answer QUEUED at once.
+        if wait and background.tries_first:
+            # This task makes the first try itself, beside the (unsynced) commit.
+            outcome, first = await background.try_first(entry, decision, respond_by)
+            settled_here = isinstance(outcome, Enqueued) and outcome.claim is not None
+            delivered = first is not None and first.status == delivery_pb2.DELIVERY_STATUS_DELIVERED
+            if first is not None and (
+                settled_here or (delivered and not isinstance(outcome, Duplicate))
+            ):
+                # The try's own outcome: delivered (even if a full queue refused the entry:
+                # Bluecore has it), kept in the queue for later, or a dead letter. The result
+                # is this call's alone: no copy.
+                first.datafly_event = decision.datafly_event
+                return self._stamp(first, started, trace_id)
+            if isinstance(outcome, Enqueued):
+                # QUEUED promises the disk, and the commit skipped the fsync.
+                await background.sync()
+                if outcome.claim is None:
+                    # An entry of the customer came first: this one waits its turn, and the
+                    # try's outcome (not a delivery) is not the event's.
+                    behind, first = True, None
+            detail = _SHUTTING_DOWN if background.stopping else "; its first try is settled later"
+        elif wait:
+            outcome, first, detail = await self._enqueue_and_wait(entry, background, respond_by)
+        else:
+            [outcome] = await background.enqueue([entry])
+            detail = ""
+        if isinstance(outcome, QueueFull):
+            result = _result(
+                event,
+                Status.DELIVERY_STATUS_FAILED_RETRYABLE,
+                reason=sk.QUEUE_FULL,
+                detail=f"{outcome.detail} ({outcome.cause}); nothing was accepted",
+                datafly_event=decision.datafly_event,
+                bluecore_event=decision.bluecore_event,
+            )
+            return self._stamp(result, started, trace_id)
+        if isinstance(outcome, Duplicate):
+            record = Record(
+                datafly_event=decision.datafly_event,
+                bluecore_event=outcome.record.bluecore_event,
+                http_status=outcome.record.http_status,
+                attempts=outcome.record.attempts,
+            )
+            if outcome.record.state == "queued":
+                return self._already_queued(event, record, started, trace_id)
+            return self._duplicate(event, record, started, trace_id)
+        if first is not None:
+            return self._stamp(_copy(first, decision.datafly_event), started, trace_id)
+        if behind:
+            detail = ", after the earlier queued events of this customer"
+        return self._stamp(
+            _result(
+                event,
+                Status.DELIVERY_STATUS_QUEUED,
+                detail="committed to the durable queue; delivered in the background" + detail,
+                datafly_event=decision.datafly_event,
+                bluecore_event=decision.bluecore_event,
+            ),
+            started,
+            trace_id,
+        )
+
+    async def _enqueue_and_wait(
+        self, entry: NewEntry, background: BackgroundDelivery, respond_by: float
+    ) -> tuple[EnqueueOutcome, DeliveryResult | None, str]:
+        """WAIT on a shared file: commit the entry (claimed when it is the customer's only
+        one), then wait for its first try from the workers within the deadline. Returns the
+        outcome, the try's result if it came, and what to add to a QUEUED answer's detail."""
+        waiter = background.register(entry.message_id, respond_by)
         try:
-            [outcome] = await background.enqueue(
-                [entry], try_now=waiter is not None, decision=decision
-            )
-            if isinstance(outcome, QueueFull) and waiter is not None and waiter.tried_before_commit:
-                # Its first try may have started before the commit failed: if that try was
-                # delivered, the answer says so.
-                sent = await _first_try(waiter, respond_by - self._clock())
-                if sent is not None and sent.status == Status.DELIVERY_STATUS_DELIVERED:
-                    return self._stamp(_copy(sent, decision.datafly_event), started, trace_id)
-            if isinstance(outcome, QueueFull):
-                result = _result(
-                    event,
-                    Status.DELIVERY_STATUS_FAILED_RETRYABLE,
-                    reason=sk.QUEUE_FULL,
-                    detail=f"{outcome.detail} ({outcome.cause}); nothing was accepted",
-                    datafly_event=decision.datafly_event,
-                    bluecore_event=decision.bluecore_event,
-                )
-                return self._stamp(result, started, trace_id)
-            if isinstance(outcome, Duplicate):
-                record = Record(
-                    datafly_event=decision.datafly_event,
-                    bluecore_event=outcome.record.bluecore_event,
-                    http_status=outcome.record.http_status,
-                    attempts=outcome.record.attempts,
-                )
-                if outcome.record.state == "queued":
-                    return self._already_queued(event, record, started, trace_id)
-                return self._duplicate(event, record, started, trace_id)
-            assert isinstance(outcome, Enqueued)
-            first: DeliveryResult | None = None
-            waited_out = False
-            if waiter is not None:
-                try:
-                    first = await waiter.wait(respond_by - self._clock())
-                except TimeoutError:
-                    waited_out = True
-            if first is not None:
-                return self._stamp(_copy(first, decision.datafly_event), started, trace_id)
-            detail = "committed to the durable queue; delivered in the background"
-            if behind:
-                detail += ", after the earlier queued events of this customer"
-            elif waited_out:
-                detail += "; the first try did not finish before the deadline"
-            elif waiter is not None:
-                detail += "; the sidecar is shutting down, so it is sent after the restart"
-            return self._stamp(
-                _result(
-                    event,
-                    Status.DELIVERY_STATUS_QUEUED,
-                    detail=detail,
-                    datafly_event=decision.datafly_event,
-                    bluecore_event=decision.bluecore_event,
-                ),
-                started,
-                trace_id,
-            )
+            [outcome] = await background.enqueue([entry], try_now=True)
+            if not isinstance(outcome, Enqueued):
+                return outcome, None, ""
+            try:
+                first = await waiter.wait(respond_by - self._clock())
+            except TimeoutError:
+                return outcome, None, "; the first try did not finish before the deadline"
+            if first is None:
+                return outcome, None, _SHUTTING_DOWN
+            return outcome, first, ""
         finally:
-            if waiter is not None:
-                background.unregister(event.message_id, waiter)
+            background.unregister(entry.message_id, waiter)
 
     async def _send(
         self,
@@ -567,14 +588,6 @@ class Deliverer:
         return result
 
 
-async def _first_try(waiter: Waiter, timeout: float) -> DeliveryResult | None:
-    """The outcome of the first try, if one was made and ends within ``timeout``."""
-    try:
-        return await waiter.wait(timeout)
-    except TimeoutError:
-        return None
-
-
 def _copy(result: DeliveryResult, datafly_event: str) -> DeliveryResult:
     """A background try's result as this call's answer (the try's object stays its own)."""
     answer = DeliveryResult()
@@ -623,6 +636,8 @@ def _result(
         attempts=attempts,
     )
 
+
+_SHUTTING_DOWN = "; the sidecar is shutting down, so it is sent after the restart"
 
 #: Name of the span that covers one event's delivery.
 DELIVERY_SPAN = "bluecore.deliver"

@@ -244,6 +244,9 @@ class QueueStats:
     """Transactions committed since the queue was opened (each one fsync with FULL)."""
     operations: int = 0
     """Write operations committed since open; ``operations / commits`` is the group size."""
+    synced_commits: int = 0
+    """Commits made at the configured ``synchronous`` level (with FULL, one fsync each); the
+    others held only operations that need no fsync (see ``SqliteQueue._begin``)."""
 
 
 class StoreError(Exception):
@@ -275,10 +278,17 @@ class EventQueue(Protocol):
         ...
 
     def enqueue_soon(
-        self, entries: Sequence[NewEntry], *, claim: bool = False
+        self, entries: Sequence[NewEntry], *, claim: bool = False, synced: bool = True
     ) -> asyncio.Future[list[EnqueueOutcome]]:
         """:meth:`enqueue`, submitted before this call returns (so ahead of anything queued
-        after it), answered by the returned future."""
+        after it), answered by the returned future.
+
+        ``synced=False``: the answer may come before the commit is safe from a power cut (it
+        is safe from a crash); whoever then says ``QUEUED`` calls :meth:`sync` first."""
+        ...
+
+    async def sync(self) -> None:
+        """Return once every commit answered so far is on the disk."""
         ...
 
     async def claim_due(self, limit: int, now: float | None = None) -> list[Claim]:
@@ -502,6 +512,10 @@ _SHARED_WAIT: Final = 30.0
 #: How long a write nobody waits on (a completion) may wait for company before it is sent to
 #: the writer alone (seconds): it usually joins the next batch sooner.
 _LAZY_FLUSH: Final = 0.002
+#: With a file this process has alone, the writer thread checkpoints the WAL after this many
+#: commits (SQLite's automatic checkpoint is off there, see ``SqliteQueue._open_db``); a
+#: delivered event writes a few pages, so the WAL stays within a few MB.
+_CHECKPOINT_EVERY: Final = 250
 #: More absent marks than this (left by calls that never looked their ids up) are dropped.
 _MAX_ABSENT: Final = 10_000
 #: In shared mode, how stale the depth and byte totals behind the limits may get (seconds).
@@ -610,6 +624,9 @@ class _Op:
     on_error: Callable[[sqlite3.Error], Any] | None = None
     """Turns a SQLite error into a result (enqueue answers QueueFull); None raises."""
     answered: bool = False
+    synced: bool = True
+    """Whether its commit must be on the disk before it answers; False for completions and
+    for ``enqueue_soon(synced=False)`` (see ``SqliteQueue._begin``)."""
 
 
 _STOP: Final = object()
@@ -756,6 +773,13 @@ class SqliteQueue:
         self._pending = 0
         self._commits = 0
         self._operations = 0
+        self._synced_commits = 0
+        self._since_checkpoint = 0  # commits since the last checkpoint (not shared)
+        self._tx_synced = True
+        self._unsynced = False  # whether the last COMMIT skipped the fsync
+        # The connection's PRAGMA synchronous now: the configured level, or NORMAL for a
+        # transaction whose operations need no fsync (see _begin).
+        self._sync_level: str = synchronous
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -865,12 +889,13 @@ class SqliteQueue:
         write: bool,
         on_error: Callable[[sqlite3.Error], T] | None = None,
         lazy: bool = False,
+        synced: bool = True,
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
         loop = self._loop
         future: asyncio.Future[T] = loop.create_future()
-        self._outbox.append(_Op(fn, future, loop, write, on_error))
+        self._outbox.append(_Op(fn, future, loop, write, on_error, synced=synced))
         if self._thread_owns:
             return future  # a COMMIT is in flight: the connection's release flushes this
         if lazy:
@@ -909,6 +934,21 @@ class SqliteQueue:
             return
         conn = self._conn
         done = self._run_plainly(conn, writes) if conn is not None and writes else []
+        if done and not reads and not self._tx_synced and conn is not None:
+            # No fsync to wait for: the COMMIT only writes the WAL frames (to the OS's page
+            # cache), microseconds like the statements before it, so the loop commits too,
+            # without the two thread hand-offs. The thread is idle: it owns nothing now.
+            self._commit(conn, done)
+            answers, self._answers = self._answers, []
+            _resolve(answers)
+            if self._since_checkpoint >= _CHECKPOINT_EVERY:
+                # Checkpoints copy pages and fsync: the thread runs them (see _open_db).
+                self._thread_owns = True
+                self._ops.put(_Job([], [], self._released, self._loop))
+            elif self._outbox and not self._flush_due:
+                self._flush_due = True
+                self._loop.call_soon(self._flush)
+            return
         self._thread_owns = True
         if done is None:
             self._ops.put(live)  # something failed: the thread's careful path isolates it
@@ -995,6 +1035,8 @@ class SqliteQueue:
                 self._commit(conn, job.done)
             for op in job.reads:
                 self._run_read(op)
+            if conn is not None and self._since_checkpoint >= _CHECKPOINT_EVERY:
+                self._checkpoint(conn)
         except Exception as exc:  # noqa: BLE001 - the writer must not die with callers waiting
             _log.exception("the durable queue's writer failed a batch")
             for op in [op for op, _, _ in job.done] + job.reads:
@@ -1078,8 +1120,7 @@ class SqliteQueue:
         while todo:
             if not conn.in_transaction:
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    self._tx_keys.clear()
+                    self._begin(conn, synced=True)
                     if self._shared:
                         self._refresh_totals(conn)
                 except sqlite3.Error as exc:
@@ -1129,8 +1170,7 @@ class SqliteQueue:
         """Run ``writes`` in one open transaction, without savepoints; None (rolled back)
         when one fails."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            self._tx_keys.clear()
+            self._begin(conn, synced=any(op.synced for op in writes))
             if self._shared:
                 self._refresh_totals(conn)
         except sqlite3.Error:
@@ -1152,6 +1192,41 @@ class SqliteQueue:
     def _totals(self) -> tuple[int, int]:
         return self._depth, self._bytes
 
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database file (writer thread; not shared, see ``_open_db``).
+
+        PASSIVE: it never waits for the reader; what a read holds back is copied next time.
+        """
+        self._since_checkpoint = 0
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            _log.warning("durable queue %s: a WAL checkpoint failed: %s", self.path, exc)
+
+    def _begin(self, conn: sqlite3.Connection, *, synced: bool) -> None:
+        """BEGIN a write transaction; ``synced=False``: its COMMIT need not wait for the disk.
+
+        A transaction is unsynced only when every operation in it allows it: completions,
+        and the enqueues of WAIT events whose first try runs beside the commit. Its COMMIT
+        is written to the WAL without an fsync (``NORMAL``; in WAL mode that still syncs
+        before a checkpoint, so the file cannot be corrupted). ``kill -9`` cannot lose it:
+        the OS has the pages. A power cut can undo it, and nothing answered depends on it:
+        an undone completion leaves its entry claimed, and the next start sends it once
+        more, as after a crash between Bluecore's 2xx and that COMMIT; an undone enqueue was
+        either answered DELIVERED (true: Bluecore has it) or not answered yet, because a
+        ``QUEUED`` answer for it waits for :meth:`sync`. Any later synced COMMIT's fsync
+        flushes these frames too (the WAL is one file, replayed in order, so a later commit
+        never survives without the earlier ones). SQLite takes a new ``synchronous`` level
+        only between transactions, so it is set here, and only when it changes.
+        """
+        level = self._synchronous if synced else "NORMAL"
+        if level != self._sync_level:
+            conn.execute(f"PRAGMA synchronous={level}")
+            self._sync_level = level
+        conn.execute("BEGIN IMMEDIATE")
+        self._tx_keys.clear()
+        self._tx_synced = synced
+
     def _commit(self, conn: sqlite3.Connection, done: list[tuple[_Op, Any, _Tx]]) -> None:
         """COMMIT, then apply what the operations changed in memory and answer their callers."""
         try:
@@ -1162,7 +1237,12 @@ class SqliteQueue:
                 self._fail(op, exc)
             return
         self._commits += 1
+        self._since_checkpoint += 1
         self._operations += len(done)
+        if self._tx_synced:
+            self._synced_commits += 1
+        # Read by sync() on the loop, which only asks after this commit's answer came back.
+        self._unsynced = not self._tx_synced
         with self._lock:
             if done:
                 self._depth, self._bytes = done[-1][2].depth, done[-1][2].nbytes
@@ -1218,6 +1298,11 @@ class SqliteQueue:
         if str(mode).lower() != "wal":
             _log.warning("durable queue %s runs in journal mode %s, not WAL", self.path, mode)
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        if not self._shared:
+            # SQLite checkpoints inside the COMMIT that fills the WAL past 1000 pages, and the
+            # event loop makes most COMMITs (the unsynced ones): the writer thread checkpoints
+            # instead, every _CHECKPOINT_EVERY commits (_checkpoint).
+            conn.execute("PRAGMA wal_autocheckpoint=0")
         self._migrate(conn)
         if self._max_file_bytes is not None:
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
@@ -1454,9 +1539,14 @@ class SqliteQueue:
         return await self.enqueue_soon(entries, claim=claim)
 
     def enqueue_soon(
-        self, entries: Sequence[NewEntry], *, claim: bool = False
+        self, entries: Sequence[NewEntry], *, claim: bool = False, synced: bool = True
     ) -> asyncio.Future[list[EnqueueOutcome]]:
-        """:meth:`enqueue`, in the writer's line before this returns; await the future."""
+        """:meth:`enqueue`, in the writer's line before this returns; await the future.
+
+        ``synced=False`` (a WAIT event whose first try is under way): its commit may skip the
+        fsync, like a completion's (see ``_begin``), since a delivered try's answer does not
+        depend on it; any ``QUEUED`` answer for it must come after :meth:`sync`.
+        """
         batch = tuple(entries)
         if not batch:
             done: asyncio.Future[list[EnqueueOutcome]] = self._loop.create_future()
@@ -1474,7 +1564,22 @@ class SqliteQueue:
                 batch
             )
 
-        return self._submit_soon(run, write=True, on_error=refused)
+        return self._submit_soon(run, write=True, on_error=refused, synced=synced)
+
+    async def sync(self) -> None:
+        """Return once every commit answered so far is on the disk.
+
+        At once when the last commit was synced (it flushed the WAL, and every frame before
+        it). Otherwise a synced transaction is committed; it rewrites ``user_version`` with
+        its own value, because a COMMIT that writes nothing skips the fsync.
+        """
+        if not self._unsynced:
+            return
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> None:
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+        await self._submit(run, write=True)
 
     def _enqueue_one(
         self, conn: sqlite3.Connection, tx: _Tx, entry: NewEntry, now: float, claim: bool
@@ -1643,7 +1748,7 @@ class SqliteQueue:
                 return future
             batch = self._completions = _Completions([item])
         done = self._submit_soon(
-            functools.partial(self._complete_all, batch), write=True, lazy=True
+            functools.partial(self._complete_all, batch), write=True, lazy=True, synced=False
         )
         done.add_done_callback(batch.answer)
         return future
@@ -1811,6 +1916,7 @@ class SqliteQueue:
                 dead_letters=dead,
                 commits=self._commits,
                 operations=self._operations,
+                synced_commits=self._synced_commits,
             )
 
         return await self._submit(run, write=False)

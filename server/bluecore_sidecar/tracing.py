@@ -79,8 +79,11 @@ class ClientSpans:
         """
         parent = trace.get_current_span()
         # A recording parent is sampled (no sampler we accept records without sampling); a
-        # valid one that does not record belongs to a call the sampler dropped.
-        if not parent.is_recording() and parent.get_span_context().is_valid:
+        # valid one that does not record belongs to a call the sampler dropped. The usual
+        # such parent is the light tracer's, known by its type alone.
+        if type(parent) is UnsampledSpan or (
+            not parent.is_recording() and parent.get_span_context().is_valid
+        ):
             return None
         span = self._tracer.start_span(
             CLIENT_SPAN, kind=_CLIENT, attributes=self._attributes(attempt)
@@ -142,6 +145,7 @@ class LightTracer(trace.Tracer):
 
     def __init__(self, sdk_tracer: Any) -> None:
         self._sampler = sdk_tracer.sampler
+        self._decide = _Decisions.of(self._sampler)
         self._ids = sdk_tracer.id_generator
         self._random_ids = bool(self._ids.is_trace_id_random())
         self._processor = sdk_tracer.span_processor
@@ -196,11 +200,23 @@ class LightTracer(trace.Tracer):
             parent = current
             trace_id = current.trace_id
             random_id = current.trace_flags.random_trace_id
+            bound = self._decide.parented(current) if not links else None
         else:
             trace_id = self._ids.generate_trace_id()
             random_id = self._random_ids
-        decision = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
+            bound = self._decide.root if not links else None
+        if bound is None:
+            # A sampler whose answer we cannot work out ourselves: ask it.
+            decision = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            sampled = decision.decision.is_sampled()
+            recording = decision.decision.is_recording()
+            trace_state = decision.trace_state
+            attributes = decision.attributes
+        else:
+            # The SDK sampler's own test (see _Decisions), without its SamplingResult.
+            sampled = recording = trace_id & _LOW_64 < bound
+            trace_state = parent.trace_state if parent is not None else None
+        flags = _SAMPLED if sampled else _NOT_SAMPLED
         if random_id:
             flags = trace.TraceFlags(flags | trace.TraceFlags.RANDOM_TRACE_ID)
         span_context = trace.SpanContext(
@@ -208,17 +224,17 @@ class LightTracer(trace.Tracer):
             self._ids.generate_span_id(),
             is_remote=False,
             trace_flags=flags,
-            trace_state=decision.trace_state,
+            trace_state=trace_state,
         )
-        if not decision.decision.is_recording():
-            return trace.NonRecordingSpan(span_context)
+        if not recording:
+            return UnsampledSpan(span_context)
         span = RecordingSpan(
             self,
             name,
             span_context,
             parent,
             kind,
-            dict(decision.attributes) if decision.attributes else {},
+            dict(attributes) if attributes else {},
             tuple(links),
             start_time or time.time_ns(),
         )
@@ -276,9 +292,86 @@ class LightTracer(trace.Tracer):
         )
 
 
+class _Decisions:
+    """The decisions of the samplers ``OTEL_TRACES_SAMPLER`` names, worked out without asking.
+
+    Each such sampler samples when the low 64 bits of the trace id are below a bound: 2**64
+    for ``always_on``, 0 for ``always_off``, ``TraceIdRatioBased.bound`` for the ratio. A
+    parent-based one picks the sampler by the parent (none, remote or local, sampled or not).
+    The bound is None where the answer is not that simple (any other sampler, a delegate of
+    another kind, and a remote parent of a sampler that is not parent-based): the sampler is
+    asked. Asking costs an unsampled call most of what it costs: a ``SamplingResult`` and
+    two reads of the current span per decision.
+    """
+
+    __slots__ = ("local", "remote", "root")
+
+    def __init__(
+        self,
+        root: int | None,
+        remote: tuple[int | None, int | None],
+        local: tuple[int | None, int | None],
+    ) -> None:
+        self.root = root
+        self.remote = remote  # (parent not sampled, parent sampled)
+        self.local = local
+
+    @classmethod
+    def of(cls, sampler: object) -> _Decisions:
+        """The bounds of ``sampler``; None wherever it must be asked."""
+        from opentelemetry.sdk.trace import sampling  # noqa: PLC0415 - loaded with the SDK
+
+        own = _bound(sampler)
+        if own is not None:
+            return cls(own, (None, None), (own, own))
+        if type(sampler) not in (sampling.ParentBased, sampling.ParentBasedTraceIdRatio):
+            return cls(None, (None, None), (None, None))
+        # ParentBased keeps its delegates in private fields (the SDK version is pinned).
+        delegate = getattr
+        return cls(
+            _bound(delegate(sampler, "_root", None)),
+            (
+                _bound(delegate(sampler, "_remote_parent_not_sampled", None)),
+                _bound(delegate(sampler, "_remote_parent_sampled", None)),
+            ),
+            (
+                _bound(delegate(sampler, "_local_parent_not_sampled", None)),
+                _bound(delegate(sampler, "_local_parent_sampled", None)),
+            ),
+        )
+
+    def parented(self, parent: trace.SpanContext) -> int | None:
+        """The bound for a span whose parent is ``parent`` (a valid context)."""
+        pair = self.remote if parent.is_remote else self.local
+        return pair[1] if parent.trace_flags.sampled else pair[0]
+
+
+def _bound(sampler: object) -> int | None:
+    """The bound of a sampler that decides by the trace id alone, or None."""
+    from opentelemetry.sdk.trace import sampling  # noqa: PLC0415 - loaded with the SDK
+
+    if sampler is sampling.ALWAYS_ON:
+        return 1 << 64
+    if sampler is sampling.ALWAYS_OFF:
+        return 0
+    if type(sampler) is sampling.TraceIdRatioBased:
+        return int(sampler.bound)
+    return None
+
+
+#: The trace id bits the ratio samplers look at (``TraceIdRatioBased.TRACE_ID_LIMIT``).
+_LOW_64 = (1 << 64) - 1
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 _UNSET = trace.Status(trace.StatusCode.UNSET)
+
+
+class UnsampledSpan(trace.NonRecordingSpan):
+    """A span the sampler dropped: the SDK's non-recording span, of a type of its own.
+
+    Its context is always valid (the light tracer made its ids), so :class:`ClientSpans`
+    knows a try of a dropped call by the type of the current span alone.
+    """
 
 
 class RecordingSpan(trace.Span):

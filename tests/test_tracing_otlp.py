@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 from aiohttp import web
 from bluecore_sidecar.app import running_sidecar
-from bluecore_sidecar.tracing import encode_export_request
+from bluecore_sidecar.tracing import encode_export_request, light_tracer
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -211,8 +211,13 @@ async def test_spans_reach_an_otlp_http_protobuf_collector_as_one_tree(sandbox, 
     assert_exported_tree(collector, results)
 
 
-def spans_of_every_shape() -> list[ReadableSpan]:
-    """Finished SDK spans covering what an OTLP request can carry, over two resources."""
+def spans_of_every_shape(*, light: bool = False) -> list[ReadableSpan]:
+    """Finished SDK spans covering what an OTLP request can carry, over two resources.
+
+    ``light``: the same spans from the sidecar's light tracer (plain ``ReadableSpan``s, no
+    limits applied), which the encoder reads by another path.
+    """
+    wrap = light_tracer if light else (lambda tracer: tracer)
     exporter = InMemorySpanExporter()
     limits = SpanLimits(max_span_attributes=14, max_events=2, max_links=1)
     providers = [
@@ -224,8 +229,8 @@ def spans_of_every_shape() -> list[ReadableSpan]:
     ]
     for provider in providers:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-    ours = providers[0].get_tracer("bluecore_sidecar", "1.2.3", schema_url="https://s")
-    other = providers[0].get_tracer("other")
+    ours = wrap(providers[0].get_tracer("bluecore_sidecar", "1.2.3", schema_url="https://s"))
+    other = wrap(providers[0].get_tracer("other"))
     remote = trace.SpanContext(
         int(CALLER_TRACE_ID, 16),
         int(CALLER_SPAN_ID, 16),
@@ -264,7 +269,7 @@ def spans_of_every_shape() -> list[ReadableSpan]:
         with ours.start_as_current_span("ok", kind=trace.SpanKind.PRODUCER) as fine:
             fine.set_status(trace.StatusCode.OK)
             fine.add_event("")
-    providers[1].get_tracer("z").start_span("elsewhere", kind=trace.SpanKind.CONSUMER).end()
+    wrap(providers[1].get_tracer("z")).start_span("elsewhere", kind=trace.SpanKind.CONSUMER).end()
     ours.start_span("root again").end()
     return list(exporter.get_finished_spans())
 
@@ -286,3 +291,16 @@ def test_our_otlp_encoding_is_the_sdks_byte_for_byte():
     # Encoded again (now partly from the caches), the bytes stay the same.
     assert encode_export_request(spans) == written
     assert encode_export_request([]) == b""
+
+
+def test_light_spans_are_encoded_byte_for_byte_as_the_sdk_encodes_them():
+    """The light tracer's spans take the encoder's short path; the bytes are the same."""
+    spans = spans_of_every_shape(light=True)
+    assert {type(span) for span in spans} == {ReadableSpan}
+    expected = encode_spans(spans)
+    written = encode_export_request(spans)
+    assert written == expected.SerializeToString()
+    assert encode_export_request(spans) == written
+    # Mixed with the SDK's own spans, in one request, still the SDK's grouping and bytes.
+    mixed = [*spans, *spans_of_every_shape()]
+    assert encode_export_request(mixed) == encode_spans(mixed).SerializeToString()

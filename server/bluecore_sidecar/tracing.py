@@ -78,23 +78,30 @@ class ClientSpans:
         we accept decides a child as it decided its parent), or when the sampler drops it.
         """
         parent = trace.get_current_span()
+        span: trace.Span
+        if type(parent) is RecordingSpan and parent.sampled and parent.tracer is self._tracer:
+            # The usual traced try: the child of the call's sampled span, started from it
+            # directly (start_span would look the current span up again).
+            span = parent.tracer.child(parent, CLIENT_SPAN, _CLIENT, self._attributes(attempt))
         # A recording parent is sampled (no sampler we accept records without sampling); a
         # valid one that does not record belongs to a call the sampler dropped. The usual
         # such parent is the light tracer's, known by its type alone.
-        if type(parent) is UnsampledSpan or (
+        elif type(parent) is UnsampledSpan or (
             not parent.is_recording() and parent.get_span_context().is_valid
         ):
             return None
-        span = self._tracer.start_span(
-            CLIENT_SPAN, kind=_CLIENT, attributes=self._attributes(attempt)
-        )
-        if not span.is_recording():
-            return None
-        ctx = span.get_span_context()
+        else:
+            span = self._tracer.start_span(
+                CLIENT_SPAN, kind=_CLIENT, attributes=self._attributes(attempt)
+            )
+            if not span.is_recording():
+                return None
+        # A SpanContext is a tuple whose fields are properties: unpacked, they cost no call.
+        trace_id, span_id, _remote, flags, state, _valid = span.get_span_context()
         headers = dict(self._base_headers)
-        headers["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
-        if ctx.trace_state:
-            headers["tracestate"] = ctx.trace_state.to_header()
+        headers["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+        if state is not _NO_TRACE_STATE and state:
+            headers["tracestate"] = state.to_header()
         return span, headers
 
     @staticmethod
@@ -173,28 +180,10 @@ class LightTracer(trace.Tracer):
         the trace id, which the child shares), so it carries the parent's flags and state.
         """
         current_span = trace.get_current_span(context)
-        current = current_span.get_span_context()
         links = links or ()
-        if type(current_span) is RecordingSpan and current.trace_flags.sampled and not links:
-            span_context = trace.SpanContext(
-                current.trace_id,
-                self._ids.generate_span_id(),
-                is_remote=False,
-                trace_flags=current.trace_flags,
-                trace_state=current.trace_state,
-            )
-            span = RecordingSpan(
-                self,
-                name,
-                span_context,
-                current,
-                kind,
-                dict(attributes) if attributes else {},
-                (),
-                start_time or time.time_ns(),
-            )
-            self._processor.on_start(span, parent_context=context)
-            return span
+        if type(current_span) is RecordingSpan and current_span.sampled and not links:
+            return self.child(current_span, name, kind, attributes, start_time, context)
+        current = current_span.get_span_context()
         parent: trace.SpanContext | None = None
         if current.is_valid:
             parent = current
@@ -237,6 +226,39 @@ class LightTracer(trace.Tracer):
             dict(attributes) if attributes else {},
             tuple(links),
             start_time or time.time_ns(),
+            sampled=sampled,
+        )
+        self._processor.on_start(span, parent_context=context)
+        return span
+
+    def child(  # noqa: PLR0917 - start_span's arguments
+        self,
+        parent: RecordingSpan,
+        name: str,
+        kind: trace.SpanKind,
+        attributes: Attributes = None,
+        start_time: int | None = None,
+        context: otel_context.Context | None = None,
+    ) -> RecordingSpan:
+        """A span under ``parent``, a sampled span of this tracer, without asking the sampler.
+
+        Every sampler the sidecar accepts decides a child as it decided its parent (the
+        ratio samplers look at the trace id, which the child shares), so the child carries
+        the parent's flags and trace state. ``context`` goes to the processors' ``on_start``.
+        """
+        parent_context = parent.context
+        # A SpanContext is a tuple whose fields are properties: unpacked, they cost no call.
+        trace_id, _span_id, _remote, flags, state, _valid = parent_context
+        span = RecordingSpan(
+            self,
+            name,
+            trace.SpanContext(trace_id, self._ids.generate_span_id(), False, flags, state),
+            parent_context,
+            kind,
+            dict(attributes) if attributes else {},
+            (),
+            start_time or time.time_ns(),
+            sampled=True,
         )
         self._processor.on_start(span, parent_context=context)
         return span
@@ -386,6 +408,7 @@ class RecordingSpan(trace.Span):
         "links",
         "name",
         "parent",
+        "sampled",
         "start_time",
         "status",
         "tracer",
@@ -401,8 +424,11 @@ class RecordingSpan(trace.Span):
         attributes: dict[str, Any],
         links: tuple[trace.Link, ...],
         start_time: int,
+        *,
+        sampled: bool,
     ) -> None:
         self.tracer = tracer
+        self.sampled = sampled  # its context's sampled flag (a span may record unsampled)
         self.name = name
         self.context = context
         self.parent = parent

@@ -8,13 +8,14 @@ the resource, and the absence of the namespace token and emails from every byte.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
 from aiohttp import web
 from bluecore_sidecar.app import running_sidecar
-from bluecore_sidecar.tracing import encode_export_request, light_tracer
+from bluecore_sidecar.tracing import encode_export_request, grpc_span_exporter, light_tracer
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -23,7 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from .conftest import EMAIL, NAMESPACE, make_event, serving, test_settings
@@ -304,3 +305,20 @@ def test_light_spans_are_encoded_byte_for_byte_as_the_sdk_encodes_them():
     # Mixed with the SDK's own spans, in one request, still the SDK's grouping and bytes.
     mixed = [*spans, *spans_of_every_shape()]
     assert encode_export_request(mixed) == encode_spans(mixed).SerializeToString()
+
+
+async def test_the_grpc_exporter_sends_our_bytes_before_and_after_it_reconnects(process_env):
+    """The exporter sends the encoded request as it is; when the SDK rebuilds the channel
+    (as it does after UNAVAILABLE), the new stub sends our bytes too."""
+    spans = spans_of_every_shape(light=True)
+    async with grpc_collector() as (collector, endpoint):
+        process_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_INSECURE="true")
+        exporter = grpc_span_exporter()
+        try:
+            assert await asyncio.to_thread(exporter.export, spans) is SpanExportResult.SUCCESS
+            exporter._initialize_channel_and_stub()  # what the SDK's reconnect calls
+            assert await asyncio.to_thread(exporter.export, spans[:1]) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+    written = encode_export_request(spans) + encode_export_request(spans[:1])
+    assert collector.raw() == written

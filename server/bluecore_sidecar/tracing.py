@@ -39,6 +39,9 @@ STATUS_CODE = "http.response.status_code"
 ERROR_TYPE = "error.type"
 _CLIENT = trace.SpanKind.CLIENT
 _ERROR = trace.StatusCode.ERROR
+#: The key under which the API keeps the current span in a Context (its own name for it is
+#: private): the one key of a context that holds nothing but a span.
+_CURRENT_SPAN = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 
 
 def url_without_secrets(url: str) -> str:
@@ -74,20 +77,23 @@ class ClientSpans:
         None when the try is not traced: inside a call the sampler dropped (every sampler
         we accept decides a child as it decided its parent), or when the sampler drops it.
         """
-        parent = trace.get_current_span()
+        # The current span, read from the current context in two Python calls where
+        # trace.get_current_span takes four and an ABC instance check.
+        parent = otel_context.get_current().get(_CURRENT_SPAN)
+        if type(parent) is UnsampledSpan:
+            return None  # the usual try of a call the sampler dropped
         span: trace.Span
         if type(parent) is RecordingSpan and parent.sampled and parent.tracer is self._tracer:
             # The usual traced try: the child of the call's sampled span, started from it
             # directly (start_span would look the current span up again).
             span = parent.tracer.child(parent, CLIENT_SPAN, _CLIENT, self._attributes(attempt))
-        # A recording parent is sampled (no sampler we accept records without sampling); a
-        # valid one that does not record belongs to a call the sampler dropped. The usual
-        # such parent is the light tracer's, known by its type alone.
-        elif type(parent) is UnsampledSpan or (
-            not parent.is_recording() and parent.get_span_context().is_valid
-        ):
-            return None
         else:
+            # Anything else by the API's rules. A recording parent is sampled (no sampler we
+            # accept records without sampling); a valid one that does not record belongs to
+            # a call the sampler dropped.
+            current = trace.get_current_span()
+            if not current.is_recording() and current.get_span_context().is_valid:
+                return None
             span = self._tracer.start_span(
                 CLIENT_SPAN, kind=_CLIENT, attributes=self._attributes(attempt)
             )

@@ -662,3 +662,33 @@ def test_any_other_sampler_is_asked_for_every_span_that_is_not_a_sampled_child(s
         if span.is_recording():
             assert span.attributes == {"vetted": True}
     provider.shutdown()
+
+
+async def test_with_the_sdks_own_spans_tries_are_traced_as_with_light_ones(sandbox, process_env):
+    """Where the SDK's spans stay (a value length limit), a sampled call still gets its
+    CLIENT span under the delivery span and sends its traceparent; an unsampled one gets
+    neither."""
+    exporter = InMemorySpanExporter()
+    env = process_env(OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT="64")
+    unsampled = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-00"
+    async with (
+        running_sidecar(test_settings(sandbox.url), env, span_exporter=exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        for n, parent in enumerate((TRACEPARENT, unsampled)):
+            reply = await stub.Deliver(
+                delivery_pb2.DeliverRequest(event=make_event(messageId=f"sdk-{n}")),
+                timeout=10,
+                metadata=(("traceparent", parent),),
+            )
+            assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED, reply.result
+    [server] = by_name(exporter, SERVER_SPAN)
+    [deliver] = children(exporter, server)
+    [attempt] = children(exporter, deliver)
+    assert (attempt.name, attempt.kind) == ("POST", SpanKind.CLIENT)
+    assert type(attempt).__name__ != "RecordingSpan"
+    sent = [request.headers.get("traceparent") for request in sandbox.received]
+    assert sent[0] == f"00-{CALLER_TRACE_ID}-{attempt.context.span_id:016x}-01"
+    assert sent[1] is None
+    assert len(exporter.get_finished_spans()) == 3

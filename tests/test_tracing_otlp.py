@@ -272,7 +272,37 @@ def spans_of_every_shape(*, light: bool = False) -> list[ReadableSpan]:
             fine.add_event("")
     wrap(providers[1].get_tracer("z")).start_span("elsewhere", kind=trace.SpanKind.CONSUMER).end()
     ours.start_span("root again").end()
-    return list(exporter.get_finished_spans())
+    made = list(exporter.get_finished_spans())
+    # Made by hand: no times, no attributes, a start without an end and an end without one.
+    context = trace.SpanContext(7, 8, is_remote=False)
+    resource = made[0].resource
+    made += [
+        ReadableSpan("bare", context, resource=resource),
+        ReadableSpan("started", context, resource=resource, start_time=5),
+        ReadableSpan("ended", context, resource=resource, end_time=6),
+    ]
+    return made
+
+
+class OtherSpan(ReadableSpan):
+    """A ReadableSpan of another type: the encoder reads it through its properties."""
+
+    @classmethod
+    def of(cls, span: ReadableSpan) -> OtherSpan:
+        return cls(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=span.attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
 
 
 def test_our_otlp_encoding_is_the_sdks_byte_for_byte():
@@ -302,8 +332,10 @@ def test_light_spans_are_encoded_byte_for_byte_as_the_sdk_encodes_them():
     written = encode_export_request(spans)
     assert written == expected.SerializeToString()
     assert encode_export_request(spans) == written
-    # Mixed with the SDK's own spans, in one request, still the SDK's grouping and bytes.
-    mixed = [*spans, *spans_of_every_shape()]
+    # Mixed with the SDK's own spans and spans of another type, in one request: still the
+    # SDK's grouping and bytes.
+    sdk = spans_of_every_shape()
+    mixed = [*spans, *sdk, *(OtherSpan.of(span) for span in sdk)]
     assert encode_export_request(mixed) == encode_spans(mixed).SerializeToString()
 
 

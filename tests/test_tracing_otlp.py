@@ -354,3 +354,16 @@ async def test_the_grpc_exporter_sends_our_bytes_before_and_after_it_reconnects(
             exporter.shutdown()
     written = encode_export_request(spans) + encode_export_request(spans[:1])
     assert collector.raw() == written
+
+
+def test_an_attribute_of_a_span_and_of_an_event_are_two_different_fields():
+    """The same key and value on a span, its event and its resource are encoded for each
+    place (the pair cache keys on the field too)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"attempt": 1}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = light_tracer(provider.get_tracer("bluecore_sidecar"))
+    with tracer.start_as_current_span("outer", attributes={"attempt": 1}) as span:
+        span.add_event("retry.backoff", {"attempt": 1})
+    spans = list(exporter.get_finished_spans())
+    assert encode_export_request(spans) == encode_spans(spans).SerializeToString()

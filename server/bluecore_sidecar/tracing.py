@@ -547,8 +547,9 @@ def light_tracer(sdk_tracer: trace.Tracer) -> trace.Tracer:
 _Q = struct.Struct("<Q")
 _I = struct.Struct("<I")
 _D = struct.Struct("<d")
-#: Encoded key-value pairs of attributes, by (key, type, value): most repeat on every span.
-_KV_CACHE: dict[tuple[str, type, object], bytes] = {}
+#: Encoded key-value pairs of attributes, by (field tag, key, type, value): most repeat on
+#: every span. The tag is part of the key: the same pair is another field in an event.
+_KV_CACHE: dict[tuple[bytes, str, type, object], bytes] = {}
 _KV_CACHE_SIZE = 4096
 _KV_CACHE_VALUE_CHARS = 200
 _FLAGS_LOCAL = b"\x85\x01" + _I.pack(0x100)  # span flags: "is remote" known, false
@@ -624,7 +625,7 @@ def _key_values(tag: bytes, attributes: Mapping[str, Any]) -> list[bytes]:
             kind is not str or len(value) <= _KV_CACHE_VALUE_CHARS
         )
         if cacheable:
-            encoded = cache.get((key, kind, value))
+            encoded = cache.get((tag, key, kind, value))
             if encoded is not None:
                 out.append(encoded)
                 continue
@@ -635,7 +636,7 @@ def _key_values(tag: bytes, attributes: Mapping[str, Any]) -> list[bytes]:
         if cacheable:
             if len(cache) >= _KV_CACHE_SIZE:
                 cache.clear()
-            cache[(key, kind, value)] = encoded
+            cache[(tag, key, kind, value)] = encoded
         out.append(encoded)
     return out
 

@@ -42,6 +42,7 @@ from .errors import (
     to_rpc_status,
 )
 from .telemetry import LOGGER_NAME, Metrics
+from .tracing import CURRENT_SPAN
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -168,7 +169,8 @@ class Edge:
         # the sampler records the span.
         context = caller if caller is not None else otel_context.get_current()
         span = self._tracer.start_span(name, context, _SERVER, attributes)
-        return span, otel_context.attach(trace.set_span_in_context(span, context))
+        # trace.set_span_in_context(span, context), one call shorter.
+        return span, otel_context.attach(otel_context.set_value(CURRENT_SPAN, span, context))
 
     @staticmethod
     def close(span: trace.Span, token: Token[otel_context.Context] | None) -> None:

@@ -41,7 +41,7 @@ _CLIENT = trace.SpanKind.CLIENT
 _ERROR = trace.StatusCode.ERROR
 #: The key under which the API keeps the current span in a Context (its own name for it is
 #: private): the one key of a context that holds nothing but a span.
-_CURRENT_SPAN = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
+CURRENT_SPAN = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
 
 
 def url_without_secrets(url: str) -> str:
@@ -79,7 +79,7 @@ class ClientSpans:
         """
         # The current span, read from the current context in two Python calls where
         # trace.get_current_span takes four and an ABC instance check.
-        parent = otel_context.get_current().get(_CURRENT_SPAN)
+        parent = otel_context.get_current().get(CURRENT_SPAN)
         if type(parent) is UnsampledSpan:
             return None  # the usual try of a call the sampler dropped
         span: trace.Span
@@ -182,17 +182,24 @@ class LightTracer(trace.Tracer):
         sidecar accepts decides a child as it decided its parent (the ratio samplers look at
         the trace id, which the child shares), so it carries the parent's flags and state.
         """
-        current_span = trace.get_current_span(context)
+        # trace.get_current_span(context), read from the context directly (see CURRENT_SPAN).
+        current_span = (context if context is not None else otel_context.get_current()).get(
+            CURRENT_SPAN
+        )
         links = links or ()
         if type(current_span) is RecordingSpan and current_span.sampled and not links:
             return self.child(current_span, name, kind, attributes, start_time, context)
+        if current_span is None or not isinstance(current_span, trace.Span):
+            current_span = trace.INVALID_SPAN
         current = current_span.get_span_context()
         parent: trace.SpanContext | None = None
-        if current.is_valid:
+        # A SpanContext is a tuple whose fields are properties: unpacked, they cost no call.
+        parent_trace_id, _span_id, remote, parent_flags, parent_state, valid = current
+        if valid:
             parent = current
-            trace_id = current.trace_id
-            random_id = current.trace_flags.random_trace_id
-            bound = self._decide.parented(current) if not links else None
+            trace_id = parent_trace_id
+            random_id = parent_flags & _RANDOM_ID
+            bound = self._decide.parented(remote, parent_flags & _SAMPLED) if not links else None
         else:
             trace_id = self._ids.generate_trace_id()
             random_id = self._random_ids
@@ -207,10 +214,8 @@ class LightTracer(trace.Tracer):
         else:
             # The SDK sampler's own test (see _Decisions), without its SamplingResult.
             sampled = recording = trace_id & _LOW_64 < bound
-            trace_state = parent.trace_state if parent is not None else None
-        flags = _SAMPLED if sampled else _NOT_SAMPLED
-        if random_id:
-            flags = trace.TraceFlags(flags | trace.TraceFlags.RANDOM_TRACE_ID)
+            trace_state = parent_state if parent is not None else None
+        flags = _FLAGS[bool(sampled), bool(random_id)]
         span_context = trace.SpanContext(
             trace_id,
             self._ids.generate_span_id(),
@@ -365,10 +370,10 @@ class _Decisions:
             ),
         )
 
-    def parented(self, parent: trace.SpanContext) -> int | None:
-        """The bound for a span whose parent is ``parent`` (a valid context)."""
-        pair = self.remote if parent.is_remote else self.local
-        return pair[1] if parent.trace_flags.sampled else pair[0]
+    def parented(self, remote: bool, sampled: int) -> int | None:
+        """The bound for a span whose (valid) parent is ``remote`` or not, ``sampled`` or not."""
+        pair = self.remote if remote else self.local
+        return pair[1] if sampled else pair[0]
 
 
 def _bound(sampler: object) -> int | None:
@@ -388,6 +393,15 @@ def _bound(sampler: object) -> int | None:
 _LOW_64 = (1 << 64) - 1
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_RANDOM_ID = trace.TraceFlags.RANDOM_TRACE_ID
+#: A new span's flags by (sampled, random trace id).
+_FLAGS = {
+    (sampled, random): trace.TraceFlags(
+        (_SAMPLED if sampled else _NOT_SAMPLED) | (_RANDOM_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
 _UNSET = trace.Status(trace.StatusCode.UNSET)
 
 

@@ -588,8 +588,8 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + (_LENGTHS[size] if size < _TABLE else _varint(size)) + payload
 
 
-#: The varints of 0 .. 16383: every length prefix of a span or attribute, read from a list.
-_TABLE = 0x4000
+#: The varints of 0 .. 2047: the length prefix of a span or an attribute, read from a list.
+_TABLE = 0x800
 _LENGTHS = [_varint(n) for n in range(_TABLE)]
 
 

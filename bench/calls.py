@@ -59,7 +59,13 @@ TRACING = {
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
     },
+    # Only with --tracing: every call unsampled, the 10 % path without the luck of the draw.
+    "parent-based 0%": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
+    },
 }
+DEFAULT_TRACING = ("off", "100%", "parent-based 10%")
 
 
 class _Drop(SpanExporter):
@@ -330,7 +336,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="events per mode (default 2000)")
     parser.add_argument("--top", type=int, default=0, help="also list the N most called")
-    parser.add_argument("--tracing", choices=list(TRACING), action="append")
+    parser.add_argument(
+        "--tracing",
+        choices=list(TRACING),
+        action="append",
+        help="measure only these settings (repeatable; default: off, 100%%, parent-based 10%%; "
+        "parent-based 0%% is every call unsampled)",
+    )
     parser.add_argument(
         "--forwarder",
         action="store_true",
@@ -345,7 +357,7 @@ def main() -> None:
     args = parser.parse_args()
     events = load_events(BENCH.parent / "examples" / "events")
     count = args.events
-    tracings = args.tracing or list(TRACING)
+    tracings = args.tracing or list(DEFAULT_TRACING)
     if args.forwarder and "off" not in tracings:
         tracings = ["off", *tracings]
     print("| server | call | Python calls per event | CPU ms per event (profiled) |")

@@ -21,6 +21,14 @@ Run: ``.venv/bin/python bench/instructions.py [--servers forwarder,sidecar,durab
 [--base main] [--calls 600] [--batches 30] [--keep DIR]`` (a few minutes: the servers start
 and run under valgrind). ``--keep DIR`` keeps each measured dump there as
 ``SERVER-MODE.callgrind``, to read per C function with ``callgrind_annotate --inclusive=yes FILE``.
+
+Tracing: any sidecar name with ``-trace100`` (``always_on``), ``-trace10`` (parent-based
+10 %) or ``-trace0`` (parent-based 0 %: every call unsampled) appended (``sidecar-trace10``,
+``base-trace100``, ...) exports its spans over OTLP/gRPC to ``otlp_sink.py``, run in a process
+of its own, in exports of 128 spans; callgrind counts every thread of the server, so the span
+processor's export thread and the encoding are in the figure. Which tenth of the calls a 10 %
+run samples is luck (each sampled batch of 20 moves the batch figure by a few percent); 0.9 x
+``-trace0`` + 0.1 x ``-trace100`` is the steadier estimate.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bluecore_devtools.localrun import free_port
@@ -50,15 +59,45 @@ BATCH_SIZE = 20
 
 
 DURABLE = frozenset({"durable", "base-durable"})
+TRACING = {
+    "-trace100": {"OTEL_TRACES_SAMPLER": "always_on"},
+    "-trace10": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+    # Every call dropped: the unsampled path alone, free of the luck of which tenth is sampled.
+    "-trace0": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
+    },
+}
+
+
+def _tracing(name: str) -> tuple[str, dict[str, str]]:
+    """``name`` without its tracing suffix, and the sampler settings that suffix asks for."""
+    for suffix, sampler in TRACING.items():
+        if name.endswith(suffix):
+            return name.removesuffix(suffix), sampler
+    return name, {}
 
 
 def server_command(
-    name: str, port: int, upstream: str, base: Path | None, workdir: Path
+    name: str, port: int, upstream: str, base: Path | None, workdir: Path, sink: int | None = None
 ) -> tuple[list[str], dict[str, str]]:
-    """The command and environment of one server listening on ``port``."""
+    """The command and environment of one server listening on ``port``; ``sink``: the OTLP
+    sink's port, for a traced one."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "BLUECORE_", "OTEL_"))
     }
+    name, sampler = _tracing(name)
+    if sampler:
+        assert sink is not None
+        env.update(sampler)
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink}"
+        env["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+        # Exports of 128 spans rather than 512: the spans exported between zeroing and dumping
+        # then differ from those made there by at most 128, not by most of a phase's spans.
+        env["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = "128"
     if name == "forwarder":
         return [
             PY,
@@ -86,6 +125,25 @@ def server_command(
         env["SIDECAR_QUEUE_PATH"] = str(workdir / f"{name}-{time.time_ns()}.db")
         env["SIDECAR_DELIVERY_MODE"] = "wait"
     return [PY, "-m", "bluecore_sidecar", "serve"], env
+
+
+@contextlib.contextmanager
+def otlp_sink(wanted: bool) -> Iterator[int | None]:
+    """``otlp_sink.py`` in a process of its own (its port), when ``wanted``."""
+    if not wanted:
+        yield None
+        return
+    sink = subprocess.Popen(
+        [PY, str(BENCH / "otlp_sink.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert sink.stdin is not None
+    assert sink.stdout is not None
+    try:
+        yield int(json.loads(sink.stdout.readline())["port"])
+    finally:
+        sink.stdin.close()
+        print(f"instructions: the OTLP sink got {sink.stdout.read().strip()}", file=sys.stderr)
+        sink.wait(30)
 
 
 def wait_for_port(port: int, server: subprocess.Popen[bytes], limit: float = 600) -> None:
@@ -123,7 +181,7 @@ def instructions_in(dump: Path) -> int:
 def measure(name: str, args: argparse.Namespace, upstream: str, workdir: Path) -> dict[str, float]:
     """Instructions per event of ``name`` for Deliver and for DeliverBatch."""
     port = free_port()
-    command, env = server_command(name, port, upstream, args.base_dir, workdir)
+    command, env = server_command(name, port, upstream, args.base_dir, workdir, args.sink)
     prefix = workdir / f"{name}.callgrind"
     log = (workdir / f"{name}.log").open("w")
     server = subprocess.Popen(
@@ -219,7 +277,9 @@ def main() -> None:
     parser.add_argument(
         "--servers",
         default="forwarder,sidecar",
-        help="forwarder, sidecar, durable, base, base-durable",
+        help="forwarder, sidecar, durable, base, base-durable; a sidecar's name + -trace10, "
+        "-trace100 or -trace0: traced (parent-based 10 %%, always on, parent-based 0 %%), "
+        "e.g. sidecar-trace10",
     )
     parser.add_argument("--base", help="git revision for the `base` server (added to --servers)")
     parser.add_argument("--calls", type=int, default=600, help="measured Deliver calls")
@@ -241,12 +301,13 @@ def main() -> None:
         )
     servers = args.servers.split(",")
     if args.customers is None:
-        args.customers = 10_000 if DURABLE & set(servers) else 0
+        args.customers = 10_000 if DURABLE & {_tracing(name)[0] for name in servers} else 0
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         workdir = Path(tmp)
         args.base_dir = None
         if args.base:
-            servers = [*servers, "base"] if not {"base", "base-durable"} & {*servers} else servers
+            based = any(_tracing(name)[0].startswith("base") for name in servers)
+            servers = servers if based else [*servers, "base"]
             args.base_dir = workdir / "base"
             args.base_dir.mkdir()
             archive = subprocess.run(
@@ -257,7 +318,8 @@ def main() -> None:
             subprocess.run(
                 ["tar", "-x", "-C", str(args.base_dir)], input=archive.stdout, check=True
             )
-        with nginx(workdir) as upstream:
+        with nginx(workdir) as upstream, otlp_sink(any(_tracing(n)[1] for n in servers)) as sink:
+            args.sink = sink
             figures = {name: measure(name, args, upstream, workdir) for name in servers}
     print("| server | Deliver: instructions per event | DeliverBatch x20: per event |")
     print("|---|---|---|")

@@ -42,3 +42,22 @@ async def start_sink(host: str = "127.0.0.1") -> tuple[grpc.aio.Server, SpanCoun
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
     return server, counter, port
+
+
+async def _serve() -> None:
+    """Serve until stdin closes, after printing ``{"port": N}`` (for a separate process)."""
+    import asyncio  # noqa: PLC0415 - only when run as a script
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    server, counter, port = await start_sink()
+    print(json.dumps({"port": port}), flush=True)
+    await asyncio.to_thread(sys.stdin.read)
+    await server.stop(0)
+    print(json.dumps({"spans": dict(counter.spans), "exports": counter.exports}), flush=True)
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    asyncio.run(_serve())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import re
 
 import grpc
@@ -15,8 +16,10 @@ from bluecore_sidecar.telemetry import configure_tracing
 from bluecore_sidecar.tracing import LightTracer, light_tracer
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind, StatusCode
 
 from .conftest import EMAIL, NAMESPACE, make_event, test_settings
@@ -516,3 +519,176 @@ async def test_a_dropped_root_span_is_not_recorded_and_has_a_trace_id(process_en
     span.end()
     provider.shutdown()
     assert exporter.get_finished_spans() == ()
+
+
+class _GivenIds(RandomIdGenerator):
+    """The SDK's random ids, except that the next trace ids are the ones given."""
+
+    def __init__(self) -> None:
+        self.trace_ids: list[int] = []
+
+    def generate_trace_id(self) -> int:
+        return self.trace_ids.pop() if self.trace_ids else super().generate_trace_id()
+
+
+def _trace_ids(bound: int, count: int) -> list[int]:
+    """Random trace ids, and ids whose low 64 bits sit at and around ``bound``."""
+    rng = random.Random(bound)
+    low = (1 << 64) - 1
+    ids = [rng.getrandbits(128) or 1 for _ in range(count)]
+    for edge in (bound - 1, bound, bound + 1, 0, 1, low):
+        if 0 <= edge <= low:
+            ids += [(rng.getrandbits(64) << 64) | edge, edge or 1]
+    return ids
+
+
+def _parents(trace_id: int) -> list[trace.Span | None]:
+    """No parent, and a remote and a local parent, sampled or not, in ``trace_id``."""
+    state = trace.TraceState([("vendor", "x")])
+    return [None] + [
+        trace.NonRecordingSpan(
+            trace.SpanContext(trace_id, 0xABC, remote, trace.TraceFlags(flags), state)
+        )
+        for remote in (True, False)
+        for flags in (0, 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        sampling.ALWAYS_ON,
+        sampling.ALWAYS_OFF,
+        sampling.DEFAULT_ON,
+        sampling.DEFAULT_OFF,
+        *(sampling.TraceIdRatioBased(rate) for rate in (0.0, 0.1, 0.5, 1.0)),
+        *(sampling.ParentBasedTraceIdRatio(rate) for rate in (0.0, 0.1, 0.5, 1.0)),
+        sampling.ParentBased(sampling.TraceIdRatioBased(0.3), sampling.ALWAYS_OFF),
+    ],
+    ids=lambda sampler: sampler.get_description(),
+)
+def test_the_light_tracers_decisions_are_the_sdk_samplers_for_every_trace_id(sampler):
+    """The samplers OTEL_TRACES_SAMPLER names are decided without asking them, and the
+    answers are theirs: sampled or not, recording or not, the trace state, for roots and for
+    remote and local parents, sampled or not, over random ids and ids at the ratio's bound."""
+    ids = _GivenIds()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler, id_generator=ids)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = light_tracer(provider.get_tracer("bluecore_sidecar"))
+    assert isinstance(tracer, LightTracer)
+    bound = getattr(getattr(sampler, "_root", sampler), "bound", 1 << 63)
+    attributes = {"rpc.system": "grpc"}
+    for trace_id in _trace_ids(bound, 300):
+        for parent in _parents(trace_id):
+            context = trace.set_span_in_context(parent) if parent is not None else None
+            if parent is None:
+                ids.trace_ids.append(trace_id)
+            span = tracer.start_span("s", context, trace.SpanKind.SERVER, attributes)
+            expected = sampler.should_sample(context, trace_id, "s", trace.SpanKind.SERVER)
+            got = span.get_span_context()
+            assert got.trace_id == trace_id
+            assert span.is_recording() == expected.decision.is_recording()
+            assert got.trace_flags.sampled == expected.decision.is_sampled()
+            assert got.trace_state == (expected.trace_state or trace.DEFAULT_TRACE_STATE)
+            assert got.is_valid
+            if span.is_recording():
+                span.end()
+                assert exporter.get_finished_spans()[-1].attributes == attributes
+    provider.shutdown()
+
+
+class _Vetting(sampling.Sampler):
+    """A sampler of someone else's: records some spans without sampling them, adds a mark."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None):
+        self.asked += 1
+        decision = sampling.Decision.RECORD_ONLY if trace_id % 2 else sampling.Decision.DROP
+        state = trace.TraceState([("vetting", str(self.asked))])
+        return sampling.SamplingResult(decision, {"vetted": True}, state)
+
+    def get_description(self) -> str:
+        return "Vetting"
+
+
+class _Ratio(sampling.TraceIdRatioBased):
+    """A ratio sampler of someone else's making (a subclass may decide differently)."""
+
+    def __init__(self) -> None:
+        super().__init__(0.5)
+        self.asked = 0
+
+    def should_sample(self, *args, **kwargs):
+        self.asked += 1
+        return super().should_sample(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        _Vetting(),
+        _Ratio(),
+        sampling.ParentBased(_Vetting(), _Vetting(), _Vetting(), _Vetting(), _Vetting()),
+    ],
+    ids=["custom", "subclass", "parent-based-custom"],
+)
+def test_any_other_sampler_is_asked_for_every_span_that_is_not_a_sampled_child(sampler):
+    """Samplers the light tracer does not know decide themselves, and their answer stands:
+    recording without sampling, their attributes and their trace state."""
+    provider = TracerProvider(sampler=sampler)
+    tracer = light_tracer(provider.get_tracer("bluecore_sidecar"))
+    delegate = getattr(sampler, "_root", sampler)
+    remote = trace.NonRecordingSpan(
+        trace.SpanContext(0x1234567890ABCDEF1234567890ABCDEF, 0xABC, True, trace.TraceFlags(0))
+    )
+    spans = [tracer.start_span(f"root {n}") for n in range(20)]
+    spans += [tracer.start_span("child", trace.set_span_in_context(remote)) for _ in range(5)]
+    asked = getattr(delegate, "asked", 0) + sum(
+        getattr(getattr(sampler, name, None), "asked", 0)
+        for name in ("_remote_parent_not_sampled",)
+    )
+    assert asked == 25
+    for span in spans:
+        ctx = span.get_span_context()
+        if isinstance(sampler, _Ratio):
+            assert ctx.trace_flags.sampled == (ctx.trace_id & ((1 << 64) - 1) < sampler.bound)
+            continue
+        assert not ctx.trace_flags.sampled
+        assert span.is_recording() == bool(ctx.trace_id % 2)
+        assert ctx.trace_state.get("vetting")
+        if span.is_recording():
+            assert span.attributes == {"vetted": True}
+    provider.shutdown()
+
+
+async def test_with_the_sdks_own_spans_tries_are_traced_as_with_light_ones(sandbox, process_env):
+    """Where the SDK's spans stay (a value length limit), a sampled call still gets its
+    CLIENT span under the delivery span and sends its traceparent; an unsampled one gets
+    neither."""
+    exporter = InMemorySpanExporter()
+    env = process_env(OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT="64")
+    unsampled = f"00-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-00"
+    async with (
+        running_sidecar(test_settings(sandbox.url), env, span_exporter=exporter) as sidecar,
+        grpc.aio.insecure_channel(sidecar.grpc_address) as channel,
+    ):
+        stub = delivery_pb2_grpc.DeliveryServiceStub(channel)
+        for n, parent in enumerate((TRACEPARENT, unsampled)):
+            reply = await stub.Deliver(
+                delivery_pb2.DeliverRequest(event=make_event(messageId=f"sdk-{n}")),
+                timeout=10,
+                metadata=(("traceparent", parent),),
+            )
+            assert reply.result.status == Status.DELIVERY_STATUS_DELIVERED, reply.result
+    [server] = by_name(exporter, SERVER_SPAN)
+    [deliver] = children(exporter, server)
+    [attempt] = children(exporter, deliver)
+    assert (attempt.name, attempt.kind) == ("POST", SpanKind.CLIENT)
+    assert type(attempt).__name__ != "RecordingSpan"
+    sent = [request.headers.get("traceparent") for request in sandbox.received]
+    assert sent[0] == f"00-{CALLER_TRACE_ID}-{attempt.context.span_id:016x}-01"
+    assert sent[1] is None
+    assert len(exporter.get_finished_spans()) == 3

@@ -8,13 +8,14 @@ the resource, and the absence of the namespace token and emails from every byte.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
 from aiohttp import web
 from bluecore_sidecar.app import running_sidecar
-from bluecore_sidecar.tracing import encode_export_request
+from bluecore_sidecar.tracing import encode_export_request, grpc_span_exporter, light_tracer
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -23,7 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from .conftest import EMAIL, NAMESPACE, make_event, serving, test_settings
@@ -211,8 +212,13 @@ async def test_spans_reach_an_otlp_http_protobuf_collector_as_one_tree(sandbox, 
     assert_exported_tree(collector, results)
 
 
-def spans_of_every_shape() -> list[ReadableSpan]:
-    """Finished SDK spans covering what an OTLP request can carry, over two resources."""
+def spans_of_every_shape(*, light: bool = False) -> list[ReadableSpan]:
+    """Finished SDK spans covering what an OTLP request can carry, over two resources.
+
+    ``light``: the same spans from the sidecar's light tracer (plain ``ReadableSpan``s, no
+    limits applied), which the encoder reads by another path.
+    """
+    wrap = light_tracer if light else (lambda tracer: tracer)
     exporter = InMemorySpanExporter()
     limits = SpanLimits(max_span_attributes=14, max_events=2, max_links=1)
     providers = [
@@ -224,8 +230,8 @@ def spans_of_every_shape() -> list[ReadableSpan]:
     ]
     for provider in providers:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-    ours = providers[0].get_tracer("bluecore_sidecar", "1.2.3", schema_url="https://s")
-    other = providers[0].get_tracer("other")
+    ours = wrap(providers[0].get_tracer("bluecore_sidecar", "1.2.3", schema_url="https://s"))
+    other = wrap(providers[0].get_tracer("other"))
     remote = trace.SpanContext(
         int(CALLER_TRACE_ID, 16),
         int(CALLER_SPAN_ID, 16),
@@ -264,9 +270,39 @@ def spans_of_every_shape() -> list[ReadableSpan]:
         with ours.start_as_current_span("ok", kind=trace.SpanKind.PRODUCER) as fine:
             fine.set_status(trace.StatusCode.OK)
             fine.add_event("")
-    providers[1].get_tracer("z").start_span("elsewhere", kind=trace.SpanKind.CONSUMER).end()
+    wrap(providers[1].get_tracer("z")).start_span("elsewhere", kind=trace.SpanKind.CONSUMER).end()
     ours.start_span("root again").end()
-    return list(exporter.get_finished_spans())
+    made = list(exporter.get_finished_spans())
+    # Made by hand: no times, no attributes, a start without an end and an end without one.
+    context = trace.SpanContext(7, 8, is_remote=False)
+    resource = made[0].resource
+    made += [
+        ReadableSpan("bare", context, resource=resource),
+        ReadableSpan("started", context, resource=resource, start_time=5),
+        ReadableSpan("ended", context, resource=resource, end_time=6),
+    ]
+    return made
+
+
+class OtherSpan(ReadableSpan):
+    """A ReadableSpan of another type: the encoder reads it through its properties."""
+
+    @classmethod
+    def of(cls, span: ReadableSpan) -> OtherSpan:
+        return cls(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=span.attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
 
 
 def test_our_otlp_encoding_is_the_sdks_byte_for_byte():
@@ -286,3 +322,48 @@ def test_our_otlp_encoding_is_the_sdks_byte_for_byte():
     # Encoded again (now partly from the caches), the bytes stay the same.
     assert encode_export_request(spans) == written
     assert encode_export_request([]) == b""
+
+
+def test_light_spans_are_encoded_byte_for_byte_as_the_sdk_encodes_them():
+    """The light tracer's spans take the encoder's short path; the bytes are the same."""
+    spans = spans_of_every_shape(light=True)
+    assert {type(span) for span in spans} == {ReadableSpan}
+    expected = encode_spans(spans)
+    written = encode_export_request(spans)
+    assert written == expected.SerializeToString()
+    assert encode_export_request(spans) == written
+    # Mixed with the SDK's own spans and spans of another type, in one request: still the
+    # SDK's grouping and bytes.
+    sdk = spans_of_every_shape()
+    mixed = [*spans, *sdk, *(OtherSpan.of(span) for span in sdk)]
+    assert encode_export_request(mixed) == encode_spans(mixed).SerializeToString()
+
+
+async def test_the_grpc_exporter_sends_our_bytes_before_and_after_it_reconnects(process_env):
+    """The exporter sends the encoded request as it is; when the SDK rebuilds the channel
+    (as it does after UNAVAILABLE), the new stub sends our bytes too."""
+    spans = spans_of_every_shape(light=True)
+    async with grpc_collector() as (collector, endpoint):
+        process_env(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_INSECURE="true")
+        exporter = grpc_span_exporter()
+        try:
+            assert await asyncio.to_thread(exporter.export, spans) is SpanExportResult.SUCCESS
+            exporter._initialize_channel_and_stub()  # what the SDK's reconnect calls
+            assert await asyncio.to_thread(exporter.export, spans[:1]) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+    written = encode_export_request(spans) + encode_export_request(spans[:1])
+    assert collector.raw() == written
+
+
+def test_an_attribute_of_a_span_and_of_an_event_are_two_different_fields():
+    """The same key and value on a span, its event and its resource are encoded for each
+    place (the pair cache keys on the field too)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"attempt": 1}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = light_tracer(provider.get_tracer("bluecore_sidecar"))
+    with tracer.start_as_current_span("outer", attributes={"attempt": 1}) as span:
+        span.add_event("retry.backoff", {"attempt": 1})
+    spans = list(exporter.get_finished_spans())
+    assert encode_export_request(spans) == encode_spans(spans).SerializeToString()

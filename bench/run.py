@@ -232,13 +232,18 @@ def reaped_children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def host_cpu() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
+def host_cpu() -> tuple[int, int, int]:
+    """(busy, total, steal) jiffies of the whole machine from /proc/stat.
+
+    Steal is time the hypervisor gave this VM's virtual CPUs to someone else; it is not in
+    "busy", which counts this machine's own processes.
+    """
     with open("/proc/stat") as stat:
         values = [int(v) for v in stat.readline().split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)
+    steal = values[7] if len(values) > 7 else 0
     total = sum(values[:8])
-    return total - idle, total
+    return total - idle - steal, total, steal
 
 
 def machine_facts() -> dict[str, Any]:
@@ -554,12 +559,13 @@ class Snapshot:
     driver_cpu: float
     host_busy: int
     host_total: int
+    host_steal: int
     #: The 2-worker sidecar: CPU seconds of each worker process (the supervisor's children).
     workers_cpu: dict[int, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def take(cls, server: Server, upstream: Upstream) -> Snapshot:
-        busy, total = host_cpu()
+        busy, total, steal = host_cpu()
         return cls(
             workers_cpu=(
                 children_cpu_seconds(server.child.proc.pid)
@@ -571,6 +577,7 @@ class Snapshot:
             driver_cpu=proc_cpu_seconds(os.getpid()),
             host_busy=busy,
             host_total=total,
+            host_steal=steal,
         )
 
 
@@ -712,6 +719,7 @@ async def run_phase(
         "loadgen_cpu_s_per_1k": result["loadgen_cpu_s"] / events * 1000,
         "host_busy_cores": host_busy_s / wall,
         "other_load_cores": max(host_busy_s - ours, 0.0) / wall,
+        "steal_cores": (after.host_steal - before.host_steal) / CLOCK_TICKS / wall,
     }
     if after.workers_cpu:
         # How evenly the kernel spread the load generator's connections over the workers.
@@ -931,6 +939,7 @@ async def run_ghz_phase(
         "loadgen_cpu_s_per_1k": ghz_cpu / total * 1000,
         "host_busy_cores": host_busy_s / wall,
         "other_load_cores": max(host_busy_s - ours, 0.0) / wall,
+        "steal_cores": (after.host_steal - before.host_steal) / CLOCK_TICKS / wall,
         "watchers": server.watchers_open,
     }
     print(
@@ -989,6 +998,7 @@ def summarise(phases: list[dict[str, Any]], servers: list[str]) -> list[dict[str
                 "loadgen_cpu_s_per_1k": median("loadgen_cpu_s_per_1k"),
                 "server_cores": median("server_cores"),
                 "other_load_cores": median("other_load_cores"),
+                "steal_cores": median("steal_cores"),
                 "not_delivered": sum(p["not_delivered"] for p in runs),
                 "watchers": runs[0].get("watchers", 0),
             }
@@ -1233,8 +1243,9 @@ def render_notes(
     """Secondary numbers: spread, whether the upstream or load generator is a bottleneck."""
     lines = [
         "| call | server | deliveries/s min-max | server cores busy | upstream CPU s/1k "
-        "| load generator CPU s/1k | other load on the machine (cores) |",
-        "|" + "---|" * 7,
+        "| load generator CPU s/1k | other load on the machine (cores) "
+        "| taken by the hypervisor (steal, cores) |",
+        "|" + "---|" * 8,
     ]
     for row in rows:
         upstream_cpu = f"{row['upstream_cpu_s_per_1k']:.3f}"  # not measured when external
@@ -1243,7 +1254,7 @@ def render_notes(
             f"| {row['deliveries_per_s_min']:,.0f}-{row['deliveries_per_s_max']:,.0f} "
             f"| {row['server_cores']:.2f} "
             f"| {upstream_cpu if upstream.child else '-'} | {row['loadgen_cpu_s_per_1k']:.3f} "
-            f"| {row['other_load_cores']:.2f} |"
+            f"| {row['other_load_cores']:.2f} | {row['steal_cores']:.2f} |"
         )
     lines.append(f"\nupstream: {upstream.kind} {upstream.url}")
     for name, per_event in spans.items():

@@ -185,8 +185,8 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of ``pid`` plus every live process below it (found through /proc)."""
+def live_children() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid (from /proc)."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -197,6 +197,14 @@ def tree_cpu_seconds(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue
         parents.setdefault(ppid, []).append(int(entry))
+    return parents
+
+
+def tree_cpu_seconds(pid: int, parents: dict[int, list[int]] | None = None) -> float:
+    """CPU seconds of ``pid`` plus every live process below it (``parents``: from
+    :func:`live_children`, read afresh when not given)."""
+    if parents is None:
+        parents = live_children()
     total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
@@ -208,21 +216,11 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def children_cpu_seconds(pid: int) -> dict[int, float]:
     """CPU seconds of each live child of ``pid`` (with its own descendants), by child pid."""
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            children.append(int(entry))
+    parents = live_children()
     shares = {}
-    for child in children:
+    for child in parents.get(pid, ()):
         with contextlib.suppress(OSError):
-            shares[child] = tree_cpu_seconds(child)
+            shares[child] = tree_cpu_seconds(child, parents)
     return shares
 
 
@@ -1721,7 +1719,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
                 flush=True,
             )
             for round_no in range(1, args.rounds + 1):
-                for name in order_of(SCALING_SERVERS, round_no):
+                for name in order_of(list(SCALING_SERVERS), round_no):
                     await clear_sandbox(upstream)
                     workers = 2 if name == "sidecar-workers2" else 1
                     phases.append(

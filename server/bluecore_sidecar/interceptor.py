@@ -45,7 +45,7 @@ from .telemetry import LOGGER_NAME, Metrics
 from .tracing import CURRENT_SPAN
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter
+    from .telemetry import CounterChild
 
 _W3C = TraceContextTextMapPropagator()
 #: What an untraced call without a caller's trace context runs in: no span, nothing attached
@@ -130,7 +130,7 @@ class Edge:
         # With tracing off no SERVER span is started at all, not even a no-op one.
         self._tracing = not isinstance(tracer, trace.NoOpTracer)
         # One counter child per method name, looked up once (the names are the service's).
-        self._admitted_counters: dict[str, Counter] = {}
+        self._admitted_counters: dict[str, CounterChild] = {}
 
     def call(
         self, name: str, carrier: Mapping[str, str], attributes: Mapping[str, str]

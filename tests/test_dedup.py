@@ -265,3 +265,23 @@ async def test_the_byte_count_is_close_to_what_the_entries_really_take():
     # The ids existed before the table did; they count as the table's in its accounting.
     taken += sum(sys.getsizeof(message_id) for message_id in ids)
     assert 0.85 * taken <= dedup.bytes <= 1.15 * taken
+
+
+async def test_delivered_ids_are_kept_where_the_garbage_collector_does_not_walk():
+    """A full table must not lengthen every collection: kept entries are untracked tuples."""
+    dedup = DedupTable(timedelta(seconds=60), 1_000, Clock())
+    for n in range(200):
+        claim = dedup.claim(f"id-{n}")
+        assert isinstance(claim, Claimed)
+        dedup.finish(claim, delivered(f"id-{n}"))
+    in_flight = dedup.claim("id-busy")
+    assert isinstance(in_flight, Claimed)
+    gc.collect()
+    kept = [entry for key, entry in dedup._entries.items() if key != "id-busy"]
+    assert len(kept) == 200
+    assert not any(gc.is_tracked(entry) for entry in kept)
+    # What a duplicate is told is unchanged by how the entry is kept.
+    again = dedup.claim("id-7")
+    assert isinstance(again, Existing)
+    assert again.record == Record.of(delivered("id-7"))
+    assert isinstance(dedup.claim("id-busy"), InFlight)

@@ -81,10 +81,28 @@ class Record(NamedTuple):
 #: Bytes of a record's own tuple: the same for every record (five slots).
 _RECORD_TUPLE_BYTES = sys.getsizeof(Record("", "", 0, 0))
 
-#: Bytes one entry costs besides its key and record: its slot and link in the ordered dict,
-#: the entry object and its expiry time, and the future while it is in flight. Measured with
-#: tracemalloc on CPython 3.11 (tests/test_dedup.py checks the accounting against it).
-ENTRY_OVERHEAD = 200
+#: Bytes one entry costs besides its key and record's strings: its slot and link in the
+#: ordered dict, the tuple it is kept as and its expiry time. Measured with tracemalloc on
+#: CPython 3.11 (tests/test_dedup.py checks the accounting against it).
+ENTRY_OVERHEAD = 140
+
+#: A delivered id's entry, once nobody waits on it: (expires, size, datafly_event,
+#: bluecore_event, http_status, attempts, trace_id). A plain tuple of strings and numbers,
+#: which the garbage collector stops tracking the first time it sees it: the table holds up
+#: to SIDECAR_DEDUP_MAX_ENTRIES of them, and as objects (an entry and a Record each) they
+#: were the bulk of what every older-generation collection walked, pausing the loop for
+#: 15-40 ms at 100,000 ids (docs/decisions.md, "GC pauses and the dedup table").
+_Kept: TypeAlias = tuple[float, int, str, str, int, int, str]
+
+
+def _kept(expires: float, size: int, record: Record) -> _Kept:
+    return (expires, size, *record)
+
+
+def _record_of(kept: _Kept) -> Record:
+    return Record(*kept[2:])
+
+
 #: Default bound of the table in bytes (``SIDECAR_DEDUP_MAX_BYTES``).
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -140,10 +158,10 @@ Claim: TypeAlias = Claimed | Existing | InFlight
 
 @dataclasses.dataclass(slots=True)
 class _Entry:
+    """An id being delivered now (claimed, not finished): a table entry only while in flight."""
+
     expires: float
     size: int
-    record: Record | None = None
-    in_flight: bool = False
     # Made only when a second caller waits: most deliveries have no duplicate in flight.
     done: asyncio.Future[DeliveryResult | None] | None = None
 
@@ -176,7 +194,8 @@ class DedupTable:
         self._max = max_entries
         self._max_bytes = max_bytes
         self._clock = clock
-        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        # In-flight ids as _Entry objects (a few at a time), delivered ones as _Kept tuples.
+        self._entries: collections.OrderedDict[str, _Entry | _Kept] = collections.OrderedDict()
         self._bytes = 0
 
     @property
@@ -189,21 +208,19 @@ class DedupTable:
         entry = self._live(message_id)
         if entry is None:
             return None
-        if entry.in_flight:
-            return entry.waiter()
-        return entry.record
+        if isinstance(entry, tuple):
+            return _record_of(entry)
+        return entry.waiter()
 
     def claim(self, message_id: str) -> Claim:
         """Claim ``message_id`` for delivery, or say who already has it."""
         # A new id (the usual case) costs one lookup here; a known one goes through _live.
         entry = self._live(message_id) if message_id in self._entries else None
         if entry is not None:
-            if entry.in_flight:
-                return entry.waiter()
-            assert entry.record is not None
-            return Existing(entry.record)
+            if isinstance(entry, tuple):
+                return Existing(_record_of(entry))
+            return entry.waiter()
         fresh = _Entry(self._clock() + self._window, ENTRY_OVERHEAD + sys.getsizeof(message_id))
-        fresh.in_flight = True
         # New, so it goes last: an expired entry of the same id was dropped by _live.
         self._entries[message_id] = fresh
         self._bytes += fresh.size
@@ -214,33 +231,17 @@ class DedupTable:
     def finish(self, claim: Claimed, result: DeliveryResult) -> None:
         """Record the claimed delivery's ``result`` and hand it to those waiting."""
         entry = claim._entry
-        if entry.done is None:
-            entry.in_flight = False  # nobody waits: what _wake does, without the call
-        else:
+        if entry.done is not None:
             self._wake(entry, result)
         if result.status == Status.DELIVERY_STATUS_DELIVERED:
-            entry.record = Record.of(result)
-            entry.expires = self._clock() + self._window
-            if self._entries.get(claim.message_id) is entry:
-                grown = entry.record.size()
-                entry.size += grown
-                self._bytes += grown
-                if len(self._entries) > self._max or self._bytes > self._max_bytes:
-                    self._trim()
+            self._keep(claim, Record.of(result))
         else:
             self._forget(claim)
 
     def settle(self, claim: Claimed, record: Record) -> None:
         """End the claim with a delivery known from elsewhere (the durable store)."""
-        entry = claim._entry
-        self._wake(entry, None)  # waiters claim again and find the record
-        entry.record = record
-        entry.expires = self._clock() + self._window
-        if self._entries.get(claim.message_id) is entry:
-            grown = record.size()
-            entry.size += grown
-            self._bytes += grown
-            self._trim()
+        self._wake(claim._entry, None)  # waiters claim again and find the record
+        self._keep(claim, record)
 
     def abandon(self, claim: Claimed) -> None:
         """Give the claim up without a result (cancelled): waiters are told to claim again."""
@@ -250,11 +251,24 @@ class DedupTable:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _live(self, message_id: str) -> _Entry | None:
+    def _keep(self, claim: Claimed, record: Record) -> None:
+        """The claimed id is delivered: keep ``record`` for the window, as a tuple."""
+        entry = claim._entry
+        if self._entries.get(claim.message_id) is not entry:
+            return  # trimmed while in flight: nothing to keep it in
+        grown = record.size()
+        self._entries[claim.message_id] = _kept(
+            self._clock() + self._window, entry.size + grown, record
+        )
+        self._bytes += grown
+        if len(self._entries) > self._max or self._bytes > self._max_bytes:
+            self._trim()
+
+    def _live(self, message_id: str) -> _Entry | _Kept | None:
         entry = self._entries.get(message_id)
         if entry is None:
             return None
-        if not entry.in_flight and entry.expires <= self._clock():
+        if isinstance(entry, tuple) and entry[0] <= self._clock():
             self._drop(message_id)
             return None
         return entry
@@ -263,14 +277,14 @@ class DedupTable:
         if entry.done is not None and not entry.done.done():
             entry.done.set_result(result)
         entry.done = None
-        entry.in_flight = False
 
     def _forget(self, claim: Claimed) -> None:
         if self._entries.get(claim.message_id) is claim._entry:
             self._drop(claim.message_id)
 
     def _drop(self, message_id: str) -> None:
-        self._bytes -= self._entries.pop(message_id).size
+        entry = self._entries.pop(message_id)
+        self._bytes -= entry[1] if isinstance(entry, tuple) else entry.size
 
     def _trim(self) -> None:
         if len(self._entries) <= self._max and self._bytes <= self._max_bytes:
@@ -279,7 +293,7 @@ class DedupTable:
         while len(self._entries) > self._max or self._bytes > self._max_bytes:
             key, oldest = next(iter(self._entries.items()))
             if (
-                oldest.in_flight
+                type(oldest) is _Entry
                 and oldest.expires > now
                 and len(self._entries) <= 2 * self._max
                 and self._bytes <= 2 * self._max_bytes

@@ -2074,6 +2074,8 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
         sections.append(("Latency, round by round (the pairs)", render_latency_rounds(phases)))
     probe_file = workdir / TAIL_PROBE_FILE
     if args.tail_probe and probe_file.exists():
+        args.out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(probe_file, args.out / f"tailprobe-{stamp}.json")  # every raw sample
         probe_text = render_tail_probe(json.loads(probe_file.read_text()), phases)
         if probe_text:
             sections.append(("Tail probe: loop lag and GC pauses in the sidecar", probe_text))

@@ -6,6 +6,8 @@ a ``gc.callbacks`` timer of every collection (per generation), and a thread that
 the longest the loop could not get to new work). Both are written to OUT.json on exit. The
 probes cost a few microseconds per collection and a ping per PING_S; ``run.py --tail-probe``
 runs the tracing-off sidecar under this wrapper in the latency phase only when asked.
+``TAILPROBE_GC_YOUNG=N`` (e.g. ``--sidecar-env TAILPROBE_GC_YOUNG=700``) replaces the
+sidecar's young-generation GC threshold, for experiments.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import sys
 import threading
 import time
@@ -79,7 +82,14 @@ def main() -> int:
     gc.callbacks.append(probe.on_gc)
     asyncio.set_event_loop_policy(_Policy(probe))
     threading.Thread(target=probe.ping, name="tailprobe", daemon=True).start()
+    from bluecore_sidecar import app  # noqa: PLC0415 - after the probes
     from bluecore_sidecar.cli import main as sidecar_main  # noqa: PLC0415 - after the probes
+
+    # An experiment's young-generation threshold instead of the sidecar's (serve() reads the
+    # module's constant when it sets it); the variable is this probe's, not the sidecar's.
+    young = os.environ.get("TAILPROBE_GC_YOUNG")
+    if young:
+        app.GC_YOUNG_OBJECTS = int(young)
 
     try:
         return sidecar_main(sys.argv[2:])

@@ -1338,6 +1338,8 @@ def render_latency_rounds(phases: list[dict[str, Any]], server: str = "sidecar")
     """Every latency round of ``server`` beside the forwarder's of the same round: both
     p99s, the difference, both phases' steal, and whether the steal rule set the round aside.
     Nothing is left out, so a reader can see what the targets table's median was taken over.
+    Other load (work on the machine that is not the benchmark's) is shown, not used: the
+    declared rule is about steal only.
     """
     mine = {p["round"]: p for p in phases if p["server"] == server and p["mode"] == "latency"}
     ref = {p["round"]: p for p in phases if p["server"] == "forwarder" and p["mode"] == "latency"}
@@ -1346,8 +1348,9 @@ def render_latency_rounds(phases: list[dict[str, Any]], server: str = "sidecar")
         return ""
     lines = [
         f"| round | forwarder p99 ms | {LABELS[server]} p99 ms | added p99 ms "
-        "| steal, forwarder's phase (cores) | steal, sidecar's phase (cores) | set aside |",
-        "|" + "---|" * 7,
+        "| steal, forwarder's phase (cores) | steal, sidecar's phase (cores) "
+        "| other load, forwarder's / sidecar's phase (cores) | set aside |",
+        "|" + "---|" * 8,
     ]
     for r in rounds:
         a, b = ref[r], mine[r]
@@ -1355,6 +1358,7 @@ def render_latency_rounds(phases: list[dict[str, Any]], server: str = "sidecar")
         lines.append(
             f"| {r} | {a['p99_ms']:.2f} | {b['p99_ms']:.2f} | {b['p99_ms'] - a['p99_ms']:+.2f} "
             f"| {a.get('steal_cores', 0.0):.3f} | {b.get('steal_cores', 0.0):.3f} "
+            f"| {a.get('other_load_cores', 0.0):.2f} / {b.get('other_load_cores', 0.0):.2f} "
             f"| {'yes: steal' if stolen else 'no'} |"
         )
     found = paired(phases, "latency", server, "forwarder", "p99")
@@ -1403,7 +1407,10 @@ def render_tail_probe(
         "| what (ms) | samples | " + " | ".join(heads) + " | max |",
         "|" + "---|" * (len(heads) + 3),
     ]
-    series = [("loop lag", _within(probe["lag_ms"], spans))]
+    series = [
+        ("loop lag", _within(probe["lag_ms"], spans)),
+        ("probe thread's late wake-up", _within(probe.get("wake_ms", []), spans)),
+    ]
     series += [(f"GC gen {g} pause", _within(probe["gc_ms"][str(g)], spans)) for g in (0, 1, 2)]
     for name, values in series:
         counts = _buckets(values)
@@ -1415,7 +1422,8 @@ def render_tail_probe(
         f"Over the {len(spans)} latency phases of {LABELS[server]} ({seconds:.1f} s). Loop lag: "
         f"a thread asks the loop to run a callback every {PING_MS:g} ms and records how late "
         "it ran, so a lag of L ms means calls arriving then waited up to L ms before the loop "
-        "could look at them.",
+        "could look at them. The probe thread's late wake-up is how long after its 2 ms sleep "
+        "it got the GIL and a core back: a stall of the whole process.",
     ]
     return "\n".join(lines)
 

@@ -32,6 +32,10 @@ class Probe:
         # (time.monotonic() when it ended, milliseconds): the clock run.py stamps phases with.
         self.gc_ms: dict[int, list[tuple[float, float]]] = {0: [], 1: [], 2: []}
         self.lag_ms: list[tuple[float, float]] = []
+        # How late the ping thread itself woke (it needs the GIL and a CPU): a stall of the
+        # whole process (GIL held elsewhere, no core free) shows here, not in the loop lag,
+        # whose clock starts only once the thread runs.
+        self.wake_ms: list[tuple[float, float]] = []
         self._gc_start = 0.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.monotonic()
@@ -48,7 +52,9 @@ class Probe:
 
     def ping(self) -> None:
         while True:
+            due = time.perf_counter() + PING_S
             time.sleep(PING_S)
+            self.wake_ms.append((time.monotonic(), (time.perf_counter() - due) * 1e3))
             loop = self.loop
             if loop is None or loop.is_closed():
                 continue
@@ -62,6 +68,7 @@ class Probe:
             "seconds": time.monotonic() - self.started,
             "gc_ms": {str(g): v for g, v in self.gc_ms.items()},
             "lag_ms": self.lag_ms,
+            "wake_ms": self.wake_ms,
         }
 
 

@@ -293,6 +293,22 @@ def _version(dist: str) -> str:
 # ----------------------------------------------------------------------------- processes
 
 
+#: With --pin: the CPU of every server, and the CPU of nginx, the load generators and the
+#: driver. A server and its load never share a core, and the two servers compared in a
+#: round get the same core under the same neighbours.
+SERVER_CPU = 1
+LOAD_CPU = 0
+#: Where bench/tailprobe.py writes what it saw (in the run's work directory).
+TAIL_PROBE_FILE = "tailprobe-sidecar.json"
+
+
+def pinned(args: argparse.Namespace, cpu: int, cmd: list[str]) -> list[str]:
+    """``cmd`` under ``taskset -c cpu`` with --pin, else as it is."""
+    if not getattr(args, "pin", False):
+        return cmd
+    return ["taskset", "-c", str(cpu), *cmd]
+
+
 def spawn(name: str, cmd: list[str], workdir: Path, env: dict[str, str] | None = None) -> Child:
     """Start ``cmd`` in its own session (Ctrl-C reaches only the driver, which stops it)."""
     log = workdir / f"{name}.log"
@@ -391,7 +407,7 @@ async def start_upstream(args: argparse.Namespace, workdir: Path) -> Upstream:
         text = (BENCH / "nginx.conf").read_text()
         config.write_text(text.replace("@PORT@", str(port)).replace("@DIR@", str(workdir)))
         cmd = [nginx, "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(config)]
-        child = spawn("nginx", cmd, workdir)
+        child = spawn("nginx", pinned(args, LOAD_CPU, cmd), workdir)
         kind = "nginx"
     else:
         if not args.sandbox:
@@ -478,7 +494,7 @@ async def start_servers(
         ops_url = ""
         if name == "forwarder":
             cmd = [PY, str(BENCH / "forwarder.py"), "--listen", address, "--upstream", upstream.url]
-            child = spawn(name, cmd, workdir)
+            child = spawn(name, pinned(args, SERVER_CPU, cmd), workdir)
         else:
             env = server_env(
                 name, address, upstream.url, sink_port, args.sidecar_env, workdir, args.durable_mode
@@ -488,7 +504,10 @@ async def start_servers(
                 # with --sidecar-env wins, and the refused streams then show in the report.
                 env.setdefault("SIDECAR_MAX_WATCHERS", str(max(1, args.watchers)))
             ops_url = f"http://{env['SIDECAR_OPS_ADDRESS']}/metrics"
-            child = spawn(name, [PY, "-m", "bluecore_sidecar", "serve"], workdir, env)
+            cmd = [PY, "-m", "bluecore_sidecar", "serve"]
+            if name == "sidecar" and args.tail_probe:
+                cmd = [PY, str(BENCH / "tailprobe.py"), str(workdir / TAIL_PROBE_FILE), "serve"]
+            child = spawn(name, pinned(args, SERVER_CPU, cmd), workdir, env)
         children.append(child)
         servers[name] = Server(name, address, child, ops_url)
     await asyncio.gather(*(wait_grpc(server) for server in servers.values()))
@@ -631,7 +650,7 @@ async def run_phase(
     ]
     log = (workdir / f"loadgen-{server.name}-{mode}-r{round_no}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        *cmd,
+        *pinned(args, LOAD_CPU, cmd),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
@@ -668,6 +687,7 @@ async def run_phase(
             if server.name in DRAINS:
                 drain_s = await wait_drained(server, args.phase_timeout)
             after = Snapshot.take(server, upstream)
+            ended = time.monotonic()
             await proc.wait()
             if spy is not None and await spy.wait() != 0:
                 print(f"WARNING: py-spy exited {spy.returncode}; see its output:", flush=True)
@@ -705,6 +725,9 @@ async def run_phase(
         "round": round_no,
         "server": server.name,
         **result,
+        # The driver's monotonic clock (system-wide): tailprobe.py's samples are on it too.
+        "t_began": began,
+        "t_ended": ended,
         "mode": mode,  # ours, not the load generator's (it says "deliver" for three of them)
         "delivered": delivered,
         "not_delivered": events - delivered,
@@ -843,7 +866,7 @@ async def run_ghz_phase(
     warm_file.write_text(ghz_data(args.events, f"{prefix}-w"))
     if args.warmup_calls:
         warm = await asyncio.create_subprocess_exec(
-            *ghz_command(ghz, server, warm_file, args.warmup_calls, args),
+            *pinned(args, LOAD_CPU, ghz_command(ghz, server, warm_file, args.warmup_calls, args)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
@@ -860,7 +883,7 @@ async def run_ghz_phase(
                 await warm.wait()
     data_file = workdir / f"ghz-{server.name}-r{round_no}.json"
     data_file.write_text(ghz_data(args.events, f"{prefix}-m"))
-    cmd = ghz_command(ghz, server, data_file, calls, args)
+    cmd = pinned(args, LOAD_CPU, ghz_command(ghz, server, data_file, calls, args))
     label = f"  round {round_no} {LABELS[server.name]:<26} {'ghz':<8}"
     counts_before = await scrape_outcomes(server)
     children_before = reaped_children_cpu()
@@ -1019,6 +1042,12 @@ def summarise(phases: list[dict[str, Any]], servers: list[str]) -> list[dict[str
             row["cpu_vs_ref"] = row["server_cpu_s_per_1k"] / max(ref["server_cpu_s_per_1k"], 1e-9)
             row["p50_vs_ref_ms"] = row["p50_ms"] - ref["p50_ms"]
             row["p99_vs_ref_ms"] = row["p99_ms"] - ref["p99_ms"]
+            # The same comparisons made round by round (the targets table's rule): each
+            # server only against what ran beside it in the same round.
+            for what, key in (("cpu", "cpu_vs_ref_paired"), ("p99", "p99_vs_ref_paired_ms")):
+                found = paired(phases, mode, row["server"], ref["server"], what)
+                if found is not None:
+                    row[key] = found["median"]
     return rows
 
 
@@ -1244,9 +1273,9 @@ def render_table(rows: list[dict[str, Any]], batch_size: int) -> str:
     head = (
         "| call | server | deliveries/s | p50 ms | p99 ms | server CPU s / 1k deliveries "
         "| deliveries per server CPU-second | throughput vs forwarder | CPU vs forwarder "
-        "| not delivered |"
+        "| CPU vs forwarder, median of per-round ratios | not delivered |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for row in rows:
         if row["mode"] not in ("deliver", "batch") or row["server"] not in (
             *BASE_SERVERS,
@@ -1255,13 +1284,15 @@ def render_table(rows: list[dict[str, Any]], batch_size: int) -> str:
             continue
         ratio = row.get("throughput_vs_ref")
         cpu_ratio = row.get("cpu_vs_ref")
+        cpu_paired = row.get("cpu_vs_ref_paired")
         lines.append(
             f"| {_call(row['mode'], batch_size)} | {LABELS[row['server']]} "
             f"| {row['deliveries_per_s']:,.0f} "
             f"| {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['server_cpu_s_per_1k']:.3f} "
             f"| {row['deliveries_per_cpu_s']:,.0f} "
             f"| {'-' if ratio is None else f'{ratio:.2f}x'} "
-            f"| {'-' if cpu_ratio is None else f'{cpu_ratio:.2f}x'} | {row['not_delivered']} |"
+            f"| {'-' if cpu_ratio is None else f'{cpu_ratio:.2f}x'} "
+            f"| {'-' if cpu_paired is None else f'{cpu_paired:.2f}x'} | {row['not_delivered']} |"
         )
     return "\n".join(lines)
 
@@ -1301,6 +1332,104 @@ def render_latency(rows: list[dict[str, Any]], target_ms: float) -> str:
                 f"{target_ms:g} ms: {verdict}"
             )
     return "\n".join([*lines, "", *verdicts])
+
+
+def render_latency_rounds(phases: list[dict[str, Any]], server: str = "sidecar") -> str:
+    """Every latency round of ``server`` beside the forwarder's of the same round: both
+    p99s, the difference, both phases' steal, and whether the steal rule set the round aside.
+    Nothing is left out, so a reader can see what the targets table's median was taken over.
+    Other load (work on the machine that is not the benchmark's) is shown, not used: the
+    declared rule is about steal only.
+    """
+    mine = {p["round"]: p for p in phases if p["server"] == server and p["mode"] == "latency"}
+    ref = {p["round"]: p for p in phases if p["server"] == "forwarder" and p["mode"] == "latency"}
+    rounds = sorted(mine.keys() & ref.keys())
+    if not rounds:
+        return ""
+    lines = [
+        f"| round | forwarder p99 ms | {LABELS[server]} p99 ms | added p99 ms "
+        "| steal, forwarder's phase (cores) | steal, sidecar's phase (cores) "
+        "| other load, forwarder's / sidecar's phase (cores) | set aside |",
+        "|" + "---|" * 8,
+    ]
+    for r in rounds:
+        a, b = ref[r], mine[r]
+        stolen = max(a.get("steal_cores", 0.0), b.get("steal_cores", 0.0)) > STEAL_LIMIT_CORES
+        lines.append(
+            f"| {r} | {a['p99_ms']:.2f} | {b['p99_ms']:.2f} | {b['p99_ms'] - a['p99_ms']:+.2f} "
+            f"| {a.get('steal_cores', 0.0):.3f} | {b.get('steal_cores', 0.0):.3f} "
+            f"| {a.get('other_load_cores', 0.0):.2f} / {b.get('other_load_cores', 0.0):.2f} "
+            f"| {'yes: steal' if stolen else 'no'} |"
+        )
+    found = paired(phases, "latency", server, "forwarder", "p99")
+    if found is not None:
+        lines += [
+            "",
+            f"Median of the per-round differences: {found['median']:+.2f} ms over "
+            f"{found['used']} of {found['rounds']} rounds (range {found['low']:+.2f} to "
+            f"{found['high']:+.2f}); {found['rounds'] - found['clean']} round(s) had more "
+            f"than {STEAL_LIMIT_CORES:g} cores of steal"
+            + ("" if found["used"] == found["clean"] else ", too many to set aside: all used"),
+        ]
+    return "\n".join(lines)
+
+
+#: Loop-lag and GC-pause buckets of the tail probe, upper bounds in ms.
+TAIL_BUCKETS_MS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, float("inf"))
+
+
+def _buckets(values: list[float]) -> list[int]:
+    counts = [0] * len(TAIL_BUCKETS_MS)
+    for v in values:
+        counts[next(i for i, top in enumerate(TAIL_BUCKETS_MS) if v < top)] += 1
+    return counts
+
+
+def _within(samples: list[list[float]], spans: list[tuple[float, float]]) -> list[float]:
+    return [ms for t, ms in samples if any(lo <= t <= hi for lo, hi in spans)]
+
+
+def render_tail_probe(
+    probe: dict[str, Any], phases: list[dict[str, Any]], server: str = "sidecar"
+) -> str:
+    """What bench/tailprobe.py saw inside ``server`` during its latency phases: how late the
+    event loop ran a callback (loop lag) and how long each GC collection took, by generation.
+    """
+    spans = [
+        (p["t_began"], p["t_ended"])
+        for p in phases
+        if p["server"] == server and p["mode"] == "latency" and "t_began" in p
+    ]
+    if not spans:
+        return ""
+    heads = ["< 0.5", "0.5-1", "1-2", "2-5", "5-10", "10-20", ">= 20"]
+    lines = [
+        "| what (ms) | samples | " + " | ".join(heads) + " | max |",
+        "|" + "---|" * (len(heads) + 3),
+    ]
+    series = [
+        ("loop lag", _within(probe["lag_ms"], spans)),
+        ("probe thread's late wake-up", _within(probe.get("wake_ms", []), spans)),
+    ]
+    series += [(f"GC gen {g} pause", _within(probe["gc_ms"][str(g)], spans)) for g in (0, 1, 2)]
+    for name, values in series:
+        counts = _buckets(values)
+        top = f"{max(values):.2f}" if values else "-"
+        lines.append(f"| {name} | {len(values)} | " + " | ".join(map(str, counts)) + f" | {top} |")
+    seconds = sum(hi - lo for lo, hi in spans)
+    lines += [
+        "",
+        f"Over the {len(spans)} latency phases of {LABELS[server]} ({seconds:.1f} s). Loop lag: "
+        f"a thread asks the loop to run a callback every {PING_MS:g} ms and records how late "
+        "it ran, so a lag of L ms means calls arriving then waited up to L ms before the loop "
+        "could look at them. The probe thread's late wake-up is how long after its 2 ms sleep "
+        "it got the GIL and a core back: a stall of the whole process.",
+    ]
+    return "\n".join(lines)
+
+
+#: bench/tailprobe.py's ping interval, for the report's wording.
+PING_MS = 2.0
 
 
 def render_scaling(rows: list[dict[str, Any]], target: float) -> str:
@@ -1495,6 +1624,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--latency-target-ms", type=float, default=2.0, help="latency phase: allowed added p99"
     )
     parser.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=9,
+        help="latency phase: rounds, each server once per round, interleaved (default 9: more "
+        "pairs for the median of per-round p99 differences; a round is a few seconds)",
+    )
+    parser.add_argument(
+        "--tail-probe",
+        action="store_true",
+        help="run the tracing-off sidecar under bench/tailprobe.py and report its loop lag and "
+        "GC pauses during the latency phase",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="taskset: every server on CPU 1, nginx, the load generators and the driver on "
+        "CPU 0 (2 CPUs or more; the servers then share one core, one at a time)",
+    )
+    parser.add_argument(
         "--workers-rate",
         type=float,
         help="workers phase (--compare-workers): calls/s per worker (default: half the latency "
@@ -1596,6 +1744,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 1
+        args.latency_rounds = 1
         args.deliver_calls, args.batches, args.latency_calls = 400, 25, 400
         args.scaling_calls = 200
         args.watchers_calls = 200
@@ -1787,6 +1936,19 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             print(f"WARNING: {note}", flush=True)
             notes.append(note)
             args.hooks.remove(hook)
+    if args.pin:
+        if (os.cpu_count() or 1) < 2 or not shutil.which("taskset"):
+            raise BenchError("--pin needs 2 CPUs and taskset (util-linux)")
+        os.sched_setaffinity(0, {LOAD_CPU})
+        notes.append(
+            f"--pin: every server on CPU {SERVER_CPU}; nginx, the load generators and this "
+            f"driver on CPU {LOAD_CPU} (taskset)"
+        )
+    if args.tail_probe:
+        notes.append(
+            "--tail-probe: the tracing-off sidecar ran under bench/tailprobe.py (a GC timer and "
+            f"a loop ping every {PING_MS:g} ms, which cost it a little CPU)"
+        )
     if args.customers:
         notes.append(
             f"events spread over {args.customers} customers (--customers), for every server: "
@@ -1854,7 +2016,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
                 + ("" if args.latency_rate else " (half the forwarder's median Deliver rate)"),
                 flush=True,
             )
-            for round_no in range(1, args.rounds + 1):
+            for round_no in range(1, args.latency_rounds + 1):
                 for name in order_of(latency_servers, round_no):
                     await clear_sandbox(upstream)
                     phases.append(
@@ -1916,6 +2078,15 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
                 render_latency(rows, args.latency_target_ms),
             )
         )
+    if latency_servers:
+        sections.append(("Latency, round by round (the pairs)", render_latency_rounds(phases)))
+    probe_file = workdir / TAIL_PROBE_FILE
+    if args.tail_probe and probe_file.exists():
+        args.out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(probe_file, args.out / f"tailprobe-{stamp}.json")  # every raw sample
+        probe_text = render_tail_probe(json.loads(probe_file.read_text()), phases)
+        if probe_text:
+            sections.append(("Tail probe: loop lag and GC pauses in the sidecar", probe_text))
     if scaling:
         sections.append(
             (
@@ -2090,7 +2261,8 @@ def write_markdown(
         f"- machine: {facts['nproc']} CPUs, {facts['cpu_model']}, Python {facts['python']}, "
         f"grpcio {facts['grpcio']}, aiohttp {facts['aiohttp']}, load average at start "
         f"{', '.join(f'{x:.2f}' for x in facts['loadavg_at_start'])}",
-        f"- rounds: {args.rounds} (medians); raw numbers: `{_rel(raw)}`",
+        f"- rounds: {args.rounds} (medians), latency phase {args.latency_rounds}; raw numbers: "
+        f"`{_rel(raw)}`",
     ]
     if args.quick:
         head.append("- **--quick: a smoke run of the harness, not a measurement**")

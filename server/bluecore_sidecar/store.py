@@ -1643,13 +1643,18 @@ class SqliteQueue:
             entry.message_id, "queued", entry.bluecore_event, entry.attempts, 0, now
         )
         key = entry.ordering_key
-        tx.effects.append(lambda: self._note_live(key, +1))
-        tx.effects.append(lambda: self._cache(record))
+        tx.effects.append(functools.partial(self._entered, key, record))
         if not claimed:
             tx.effects.append(self._note_pending)
             return Enqueued(row_id)
         stored = entry.queued(row_id, key, now, due)
         return Enqueued(row_id, Claim(stored, claim_id=1))
+
+    def _entered(self, key: str, record: DedupRecord) -> None:
+        """After COMMIT: count a committed entry of ``key`` and remember its id (one effect
+        per entry, not two)."""
+        self._note_live(key, +1)
+        self._cache(record)
 
     def _alone(self, conn: sqlite3.Connection, key: str) -> bool:
         """Whether ``key`` has no live entry, as this transaction sees it.

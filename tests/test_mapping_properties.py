@@ -312,3 +312,51 @@ def test_well_formed_purchases_send_unique_products_and_the_right_total(
     else:
         expected = sum(line["price"] * line.get("quantity", 1) for line in lines)
         assert math.isclose(props["total"], expected, rel_tol=1e-9, abs_tol=1e-6)
+
+
+#: The product text fields of the mapping table (DESIGN §4), in body order, with their keys.
+_REFERENCE_TEXTS = (
+    ("name", ("name", "item_name")),
+    ("url", ("url",)),
+    ("image", ("image_url", "image")),
+    ("category", ("category", "item_category")),
+    ("brand", ("brand", "item_brand")),
+    ("variant", ("variant", "item_variant")),
+)
+_TEXT_KEYS = sorted({key for _, keys in _REFERENCE_TEXTS for key in keys})
+
+
+def _reference_text(value: Any) -> str | None:
+    """A text field as the rules read it from JSON: a trimmed non-empty string, or a number."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        number = float(value)
+        return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.dictionaries(st.sampled_from(_TEXT_KEYS), SCALARS | JSON_VALUES, max_size=11))
+def test_product_text_fields_are_the_first_usable_key_of_each_in_body_order(
+    texts: dict[str, Any],
+) -> None:
+    """Whatever mix of text keys and values a product has, each text field is its first key
+    with a usable value, and the fields come in the table's order."""
+    event = make_event(event="Product Viewed")
+    event.properties.Clear()
+    event.properties.update({"product_id": "P1", **texts})
+    rules = MappingRules()
+    resolved = decide(event, rules, GatePolicy(consent_default=True), NOW, 1 << 20)
+    assert isinstance(resolved, Send)
+    (request,) = resolved.requests
+    product = request.body["properties"]["products"][0]  # type: ignore[call-overload,index]
+    expected: dict[str, str] = {}
+    for name, keys in _REFERENCE_TEXTS:
+        for key in keys:
+            text = _reference_text(json.loads(json.dumps(texts[key]))) if key in texts else None
+            if text is not None:
+                expected[name] = text
+                break
+    assert {k: v for k, v in product.items() if k != "id"} == expected
+    assert [k for k in product if k != "id"] == list(expected)

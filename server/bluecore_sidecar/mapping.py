@@ -224,10 +224,12 @@ def _text(value: struct_pb2.Value | None) -> str | None:
     """A non-empty trimmed string, or a finite number rendered as text; else None."""
     if value is None:
         return None
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return value.string_value.strip() or None
-    if kind == "number_value" and math.isfinite(value.number_value):
+    # A non-empty string_value can only be the set member of the oneof: most texts are
+    # strings, and this spares them the WhichOneof call.
+    text = value.string_value
+    if text:
+        return text.strip() or None
+    if value.WhichOneof("kind") == "number_value" and math.isfinite(value.number_value):
         return _format_number(value.number_value)
     return None
 
@@ -416,13 +418,36 @@ def _texts(
     table: tuple[tuple[str, tuple[str, ...]], ...],
 ) -> dict[str, str]:
     """The text fields of ``table`` a product has: the first usable key of each."""
+    plan = _TEXT_PLANS.get((present, table))
+    if plan is None:
+        plan = _TEXT_PLANS[present, table] = _text_plan(present, table)
     found: dict[str, str] = {}
-    for name, keys in table:
+    for name, keys in plan:
         for key in keys:
-            if key in present and (text := _text(fields.get(key))) is not None:
+            if (text := _text(fields.get(key))) is not None:
                 found[name] = text
                 break
     return found
+
+
+#: The part of a text table that a product's set of present text keys can use, by that set
+#: and table. Bounded by nature: the keys are subsets of the eleven of _PRODUCT_TEXT_KEYS.
+_TEXT_PLANS: dict[
+    tuple[frozenset[str], tuple[tuple[str, tuple[str, ...]], ...]],
+    tuple[tuple[str, tuple[str, ...]], ...],
+] = {}
+
+
+def _text_plan(
+    present: frozenset[str], table: tuple[tuple[str, tuple[str, ...]], ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``table`` with only the keys in ``present``, and without names left with none."""
+    plan = []
+    for name, keys in table:
+        usable = tuple(key for key in keys if key in present)
+        if usable:
+            plan.append((name, usable))
+    return tuple(plan)
 
 
 def _products(props: Fields, rules: MappingRules) -> list[_Product]:

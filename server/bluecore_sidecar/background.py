@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from datafly.bluecore.v1 import delivery_pb2
 from google.protobuf import duration_pb2
@@ -54,6 +54,7 @@ from .store import (
     StoreError,
 )
 from .telemetry import Metrics
+from .tracing import NO_SPAN
 from .upstream import SendOutcome, UpstreamClient, worst
 
 if TYPE_CHECKING:
@@ -364,7 +365,7 @@ class BackgroundDelivery:
 
     def _first_span(self, entry: NewEntry) -> contextlib.AbstractContextManager[trace.Span]:
         if not self._tracing:
-            return _NO_SPAN
+            return NO_SPAN
         # A child of the call's span (the current one), linked to the call like any try.
         return self._tracer.start_as_current_span(
             BACKGROUND_SPAN, links=_links(entry.traceparent), record_exception=False
@@ -603,7 +604,7 @@ class BackgroundDelivery:
             )
         else:
             # Tracing off: no span at all, as for the call itself (no context switching).
-            span_scope = contextlib.nullcontext(trace.INVALID_SPAN)
+            span_scope = NO_SPAN
         with span_scope as span:
             settled = await self._settled(claim, waiter)
             if settled is None:
@@ -922,10 +923,6 @@ class BackgroundDelivery:
                 counter = self._metrics.queue_tries.labels(outcome=outcome)
                 self._tries_by_outcome[outcome] = counter
             counter.inc()
-
-
-_NO_SPAN: Final = contextlib.nullcontext(trace.INVALID_SPAN)
-"""A first try's span with tracing off: stateless, so one serves every call."""
 
 
 def traceparent_of(span: trace.Span) -> str:

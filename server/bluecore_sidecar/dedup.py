@@ -293,7 +293,7 @@ class DedupTable:
         while len(self._entries) > self._max or self._bytes > self._max_bytes:
             key, oldest = next(iter(self._entries.items()))
             if (
-                type(oldest) is _Entry
+                not isinstance(oldest, tuple)
                 and oldest.expires > now
                 and len(self._entries) <= 2 * self._max
                 and self._bytes <= 2 * self._max_bytes

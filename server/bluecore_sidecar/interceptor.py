@@ -42,15 +42,12 @@ from .errors import (
     to_rpc_status,
 )
 from .telemetry import LOGGER_NAME, Metrics
-from .tracing import CURRENT_SPAN
+from .tracing import CURRENT_SPAN, NO_SPAN
 
 if TYPE_CHECKING:
     from .telemetry import CounterChild
 
 _W3C = TraceContextTextMapPropagator()
-#: What an untraced call without a caller's trace context runs in: no span, nothing attached
-#: (the current span is the invalid one already). Stateless, so one serves every call.
-_NO_SPAN: contextlib.AbstractContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
 _SERVER = trace.SpanKind.SERVER
 log = logging.getLogger(LOGGER_NAME)
 
@@ -148,7 +145,7 @@ class Edge:
         current, so the results name it); ending it does nothing.
         """
         if not self._tracing and "traceparent" not in carrier:
-            return _NO_SPAN  # nothing to continue, nothing to record: the usual untraced call
+            return NO_SPAN  # nothing to continue, nothing to record: the usual untraced call
         return self._call(name, carrier, attributes)
 
     def open(

@@ -42,6 +42,9 @@ _ERROR = trace.StatusCode.ERROR
 #: The key under which the API keeps the current span in a Context (its own name for it is
 #: private): the one key of a context that holds nothing but a span.
 CURRENT_SPAN = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, otel_context.Context())))
+#: What untraced work runs in: no span, nothing attached (the current span is the invalid one
+#: already). Stateless, so one serves every call and every background try.
+NO_SPAN: contextlib.AbstractContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
 
 
 def url_without_secrets(url: str) -> str:

@@ -1143,8 +1143,26 @@ def _figure(what: str, value: float) -> str:
     return f"{value:+.2f}" if what == "p99" else f"{value:.2f}x"
 
 
+Phase = dict[str, Any]
+
+
+def round_pairs(
+    phases: list[Phase], mode: str, server: str, reference: str
+) -> list[tuple[int, Phase, Phase]]:
+    """(round, ``server``'s phase, ``reference``'s phase) for every round in which both ran
+    ``mode``, in round order."""
+    mine = {p["round"]: p for p in phases if p["server"] == server and p["mode"] == mode}
+    theirs = {p["round"]: p for p in phases if p["server"] == reference and p["mode"] == mode}
+    return [(r, mine[r], theirs[r]) for r in sorted(mine.keys() & theirs.keys())]
+
+
+def stolen(a: Phase, b: Phase) -> bool:
+    """Whether either phase of a pair had more steal than the declared STEAL_LIMIT_CORES."""
+    return max(a.get("steal_cores", 0.0), b.get("steal_cores", 0.0)) > STEAL_LIMIT_CORES
+
+
 def paired(
-    phases: list[dict[str, Any]], mode: str, server: str, reference: str, what: str
+    phases: list[Phase], mode: str, server: str, reference: str, what: str
 ) -> dict[str, Any] | None:
     """``server`` against ``reference`` round by round (both ran in the same round, one after
     the other): the median and range of the per-round figures, over the rounds whose two
@@ -1154,19 +1172,12 @@ def paired(
     median of per-round figures compares each server only with what ran beside it.
     """
     key = _COMPARED[what]
-    mine = {p["round"]: p for p in phases if p["server"] == server and p["mode"] == mode}
-    theirs = {p["round"]: p for p in phases if p["server"] == reference and p["mode"] == mode}
-    rounds = sorted(mine.keys() & theirs.keys())
+    rounds = round_pairs(phases, mode, server, reference)
     if not rounds:
         return None
-    clean = [
-        r
-        for r in rounds
-        if max(mine[r].get("steal_cores", 0.0), theirs[r].get("steal_cores", 0.0))
-        <= STEAL_LIMIT_CORES
-    ]
+    clean = [pair for pair in rounds if not stolen(pair[1], pair[2])]
     used = clean if len(clean) >= MIN_CLEAN_ROUNDS else rounds
-    values = [_versus(what, mine[r][key], theirs[r][key]) for r in used]
+    values = [_versus(what, mine[key], theirs[key]) for _, mine, theirs in used]
     return {
         "median": statistics.median(values),
         "low": min(values),
@@ -1341,9 +1352,7 @@ def render_latency_rounds(phases: list[dict[str, Any]], server: str = "sidecar")
     Other load (work on the machine that is not the benchmark's) is shown, not used: the
     declared rule is about steal only.
     """
-    mine = {p["round"]: p for p in phases if p["server"] == server and p["mode"] == "latency"}
-    ref = {p["round"]: p for p in phases if p["server"] == "forwarder" and p["mode"] == "latency"}
-    rounds = sorted(mine.keys() & ref.keys())
+    rounds = round_pairs(phases, "latency", server, "forwarder")
     if not rounds:
         return ""
     lines = [
@@ -1352,14 +1361,12 @@ def render_latency_rounds(phases: list[dict[str, Any]], server: str = "sidecar")
         "| other load, forwarder's / sidecar's phase (cores) | set aside |",
         "|" + "---|" * 8,
     ]
-    for r in rounds:
-        a, b = ref[r], mine[r]
-        stolen = max(a.get("steal_cores", 0.0), b.get("steal_cores", 0.0)) > STEAL_LIMIT_CORES
+    for r, b, a in rounds:
         lines.append(
             f"| {r} | {a['p99_ms']:.2f} | {b['p99_ms']:.2f} | {b['p99_ms'] - a['p99_ms']:+.2f} "
             f"| {a.get('steal_cores', 0.0):.3f} | {b.get('steal_cores', 0.0):.3f} "
             f"| {a.get('other_load_cores', 0.0):.2f} / {b.get('other_load_cores', 0.0):.2f} "
-            f"| {'yes: steal' if stolen else 'no'} |"
+            f"| {'yes: steal' if stolen(a, b) else 'no'} |"
         )
     found = paired(phases, "latency", server, "forwarder", "p99")
     if found is not None:

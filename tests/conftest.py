@@ -18,15 +18,18 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
+import importlib.util
 import inspect
 import io
 import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import grpc
@@ -327,3 +330,18 @@ async def stub(sidecar: Sidecar) -> AsyncIterator[delivery_pb2_grpc.DeliveryServ
     """A generated client for the ``sidecar`` fixture."""
     async with grpc.aio.insecure_channel(sidecar.grpc_address) as channel:
         yield delivery_pb2_grpc.DeliveryServiceStub(channel)
+
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def load_bench(name: str, file: str) -> ModuleType:
+    """A script of bench/ (not a package) imported as module ``name``, for testing its
+    arithmetic."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / file)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def _load(name: str, file: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / file)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def run() -> ModuleType:
-    return _load("bench_run_tail", "run.py")
+    return load_bench("bench_run_tail", "run.py")
 
 
 @pytest.fixture(scope="module")
 def tailprobe() -> ModuleType:
-    return _load("bench_tailprobe", "tailprobe.py")
+    return load_bench("bench_tailprobe", "tailprobe.py")
 
 
 def _latency(server: str, round_no: int, p99: float, steal: float = 0.0, **more: Any) -> dict:

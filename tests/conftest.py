@@ -39,6 +39,7 @@ from aiohttp import web
 # The one free-port helper, for child processes (demo, bench, e2e and the tests share it).
 from bluecore_devtools.localrun import free_port  # noqa: F401 - re-exported for the tests
 from bluecore_devtools.sandbox import BluecoreSandbox, run_sandbox
+from bluecore_sidecar import telemetry
 from bluecore_sidecar.app import Sidecar, running_sidecar
 from bluecore_sidecar.config import Settings
 from bluecore_sidecar.retry import RetryPolicy
@@ -275,6 +276,14 @@ def refused_port() -> Iterator[int]:
 @pytest.fixture
 def span_exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
+
+
+@pytest.fixture(autouse=True)
+def outcome_lines_at_the_next_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process sidecars write outcome lines at the next turn of the loop, not after
+    LOG_FLUSH_SECONDS: a test reads them right after its call. The tests of the wait itself
+    (test_logs.py) set it back; a sidecar in a process of its own keeps the real wait."""
+    monkeypatch.setattr(telemetry, "LOG_FLUSH_SECONDS", 0.0)
 
 
 @pytest.fixture

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
+import types
 
 import pytest
+from bluecore_sidecar import telemetry
 from bluecore_sidecar.redaction import Redactor
 from bluecore_sidecar.telemetry import Metrics, OutcomeRecorder, configure_logging
 from datafly.bluecore.v1 import delivery_pb2
@@ -112,12 +115,21 @@ async def test_a_batch_logs_one_json_line_per_event(captured_logs, stub, sandbox
     assert {by_id["b-1"]["level"], by_id["b-3"]["level"]} == {"INFO"}
 
 
-async def test_outcomes_of_one_loop_turn_are_written_together_one_line_each():
-    """Lines wait for the end of the loop's turn, then go out in one write; flush forces it."""
+async def test_outcome_lines_wait_for_the_flush_then_go_out_in_one_write(monkeypatch):
+    """Lines wait up to LOG_FLUSH_SECONDS, then go out in one write per level, each line with
+    the time its outcome was recorded, not the time of the write; flush forces it."""
     stream = io.StringIO()
+    writes: list[str] = []
+    write = stream.write
+    monkeypatch.setattr(stream, "write", lambda text: writes.append(text) or write(text))
+    monkeypatch.setattr(telemetry, "LOG_FLUSH_SECONDS", 0.05)
     logger = configure_logging("INFO", stream)
     try:
         recorder = OutcomeRecorder(Metrics(), logger)
+        # The recorder's clock only (the loop keeps the real one): a quarter second per read.
+        reads = itertools.count(1)
+        clock = types.SimpleNamespace(time=lambda: 1_800_000_000 + next(reads) / 4)
+        monkeypatch.setattr(telemetry, "time", clock)
         delivered = Status.DELIVERY_STATUS_DELIVERED
         for n in range(2):
             recorder.on_outcome(
@@ -129,17 +141,46 @@ async def test_outcomes_of_one_loop_turn_are_written_together_one_line_each():
             ),
             False,
         )
-        assert stream.getvalue() == ""
         await asyncio.sleep(0)
+        assert stream.getvalue() == ""  # a turn of the loop is not enough
+        await asyncio.sleep(0.2)
         lines = outcome_lines(stream)
         assert [(line["level"], line["message_id"]) for line in lines] == [
             ("INFO", "m-0"),
             ("INFO", "m-1"),
             ("WARNING", "m-bad"),
         ]
+        assert len(writes) == 2  # one per level
+        # Each line has the time of its own outcome, written in the same write or not.
+        times = [line["time"] for line in lines]
+        assert times == sorted(set(times))
+        assert all(time.startswith("2027-01-15T08:00:0") for time in times)
         recorder.on_outcome(delivery_pb2.DeliveryResult(message_id="m-last"), False)
         recorder.flush()
         assert outcome_lines(stream)[-1]["message_id"] == "m-last"
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+
+
+async def test_outcome_lines_are_written_at_once_when_too_many_wait(monkeypatch):
+    """At most LOG_PENDING_LINES lines wait: the one that reaches it writes them all."""
+    monkeypatch.setattr(telemetry, "LOG_PENDING_LINES", 5)
+    stream = io.StringIO()
+    logger = configure_logging("INFO", stream)
+    try:
+        recorder = OutcomeRecorder(Metrics(), logger)
+        for n in range(4):
+            recorder.on_outcome(delivery_pb2.DeliveryResult(message_id=f"m-{n}"), False)
+        assert stream.getvalue() == ""
+        recorder.on_outcomes([(delivery_pb2.DeliveryResult(message_id="m-4"), False)])
+        assert [line["message_id"] for line in outcome_lines(stream)] == [
+            f"m-{n}" for n in range(5)
+        ]
+        recorder.on_outcome(delivery_pb2.DeliveryResult(message_id="m-5"), False)
+        assert len(outcome_lines(stream)) == 5  # a new wait starts
+        recorder.flush()
+        assert outcome_lines(stream)[-1]["message_id"] == "m-5"
     finally:
         logger.handlers.clear()
         logger.setLevel(logging.WARNING)

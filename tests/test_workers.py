@@ -283,6 +283,8 @@ async def test_with_the_durable_queue_an_id_queued_through_one_worker_is_known_t
             Status.DELIVERY_STATUS_QUEUED,  # still queued: the same answer again
             Status.DELIVERY_STATUS_SKIPPED_DUPLICATE,  # delivered meanwhile
         )
+        # Outcome lines wait up to LOG_FLUSH_SECONDS before they are written.
+        await running.line(lambda e: e.get("message_id") == "same-id" and e["status"] == "QUEUED")
         assert running.outcome_worker("same-id", "QUEUED") == 1
 
         # Wait until the queue is empty: every queued event was sent.

@@ -92,13 +92,15 @@ class JsonFormatter(logging.Formatter):
         return self._encoder.encode(head)
 
     def json_lines(
-        self, created: float, level: str, logger: str, message: str, lines: list[str]
+        self, level: str, logger: str, message: str, groups: Iterable[tuple[float, list[str]]]
     ) -> str | None:
-        """What :meth:`format` makes of a record with these fields and ``json_lines``, or
-        None when the static fields hold a "time" (then only :meth:`format` writes them)."""
+        """What :meth:`format` makes of one record with these fields per group, its
+        ``json_lines`` the group's lines and ``created`` its time, joined by newlines; None
+        when the static fields hold a "time" (then only :meth:`format` writes them)."""
         if not self._cached_heads:
             return None
-        return self._lines(created, self._head(level, logger, message), lines)
+        head = self._head(level, logger, message)
+        return "\n".join(self._lines(created, head, lines) for created, lines in groups)
 
     def _lines(self, created: float, head: str, lines: list[str]) -> str:
         start = f'{{"time":"{self._time(created)}",{head}'
@@ -136,7 +138,8 @@ def configure_logging(
 
     Records then leave out the thread, process and multiprocessing names (the logging
     module's own switches for that): no line shows them, and looking them up is about a quarter
-    of the cost of making a record, which the outcome lines pay once per loop turn.
+    of the cost of making a record, which outcome lines pay when a filter or another handler
+    asks for records.
     """
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logger = logging.getLogger(LOGGER_NAME)
@@ -570,6 +573,11 @@ class Metrics:
 _OUTCOME = "delivery outcome"
 #: The two levels of outcome lines, by number (``logging.getLevelName`` is a function call).
 _LEVEL_NAMES = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
+#: Outcome lines wait at most this long (seconds) before they are written, so that one write
+#: carries the lines of many calls; each line keeps the time its outcome was recorded.
+LOG_FLUSH_SECONDS = 0.1
+#: ... and at most this many of them wait: more are written at once.
+LOG_PENDING_LINES = 1024
 #: Texts the recorder keeps scrubbed and encoded (longer ones, or more combinations of them,
 #: are scrubbed each time).
 _SCRUB_CACHE_TEXT = 128
@@ -586,11 +594,11 @@ class OutcomeRecorder:
 
     Per outcome it does only what the outcome needs: the metric children of each (status,
     Bluecore event) pair are looked up once and kept, and log fields are built only when
-    their level is enabled. The lines of the outcomes that finish in one turn of the event
-    loop (a batch, or single calls answered together) are written by one log record per
-    level at the start of the next turn, one JSON line each: the record, the handler's lock,
-    the write and the flush are paid per turn, not per event. :meth:`flush` writes what is
-    pending at once (shutdown).
+    their level is enabled. Lines wait up to :data:`LOG_FLUSH_SECONDS` (or until
+    :data:`LOG_PENDING_LINES` wait), then go out in one write per level, one JSON line each,
+    each with the time its outcome was recorded: the handler's lock, the write and the flush
+    are paid once per flush, not once per call. :meth:`flush` writes what is pending at once
+    (shutdown).
     """
 
     def __init__(
@@ -602,9 +610,11 @@ class OutcomeRecorder:
         # Keyed by (status, bluecore_event): both come from closed sets (the enum and the
         # mapping table), so this stays as small as the metrics' own label sets.
         self._children: dict[tuple[int, str], _OutcomeChildren] = {}
-        # Encoded log members by level, waiting for the end of this turn of the loop; None: no
-        # flush is scheduled.
-        self._pending: dict[int, list[str]] | None = None
+        # Encoded log members by level, each group with the time it was recorded, waiting for
+        # the flush; None: no flush is scheduled.
+        self._pending: dict[int, list[tuple[float, list[str]]]] | None = None
+        self._pending_lines = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
         # The members from "datafly_event" to "detail" repeat from outcome to outcome (event
         # names, statuses, reasons and details come from small sets; message ids do not): each
         # combination is scrubbed and encoded once, for the redactor's current secrets (a
@@ -648,15 +658,21 @@ class OutcomeRecorder:
             self._metrics.dedup_hits.inc(hits)
 
     def flush(self) -> None:
-        """Write the pending lines now: one record per level, INFO before WARNING."""
+        """Write the pending lines now: one write per level, INFO before WARNING."""
         pending, self._pending = self._pending, None
-        for level, lines in sorted((pending or {}).items()):
-            if not self._write(level, lines):
-                self._logger.handle(self._record(level, lines))
+        timer, self._flush_timer = self._flush_timer, None
+        self._pending_lines = 0
+        if timer is not None:
+            timer.cancel()  # a no-op when the timer is what called
+        for level, groups in sorted((pending or {}).items()):
+            if not self._write(level, groups):
+                for created, lines in groups:
+                    self._logger.handle(self._record(level, lines, created))
 
-    def _write(self, level: int, lines: list[str]) -> bool:
-        """Write ``lines`` to the log stream without a record, if logging is set up as
-        :func:`configure_logging` sets it up; ``False`` (nothing written) otherwise.
+    def _write(self, level: int, groups: list[tuple[float, list[str]]]) -> bool:
+        """Write ``groups`` (lines, by the time they were recorded) to the log stream without
+        a record, if logging is set up as :func:`configure_logging` sets it up; ``False``
+        (nothing written) otherwise.
 
         That setup is one ``StreamHandler`` with a :class:`JsonFormatter`, no filters and no
         propagation: the logger's dispatch (the record, the filters, the handler lookup)
@@ -679,7 +695,7 @@ class OutcomeRecorder:
             or not isinstance(formatter, JsonFormatter)
         ):
             return False
-        text = formatter.json_lines(time.time(), _LEVEL_NAMES[level], logger.name, _OUTCOME, lines)
+        text = formatter.json_lines(_LEVEL_NAMES[level], logger.name, _OUTCOME, groups)
         if text is None or handler.lock is None:
             return False
         stream = handler.stream
@@ -688,11 +704,13 @@ class OutcomeRecorder:
                 stream.write(text + handler.terminator)
                 stream.flush()
             except Exception:  # noqa: BLE001 - as StreamHandler.emit: report, never raise
-                handler.handleError(self._record(level, lines))
+                created, lines = groups[0]
+                handler.handleError(self._record(level, lines, created))
         return True
 
-    def _record(self, level: int, lines: list[str]) -> logging.LogRecord:
-        """The record of ``lines`` at ``level``: a copy of one the logger made, timed now.
+    def _record(self, level: int, lines: list[str], now: float) -> logging.LogRecord:
+        """The record of ``lines`` at ``level``, recorded at ``now``: a copy of one the logger
+        made.
 
         Every outcome record is the same but for its time and lines; making a record from
         scratch costs about as much as encoding and counting the outcome, copying one a
@@ -705,7 +723,6 @@ class OutcomeRecorder:
             template = self._templates[level] = dict(vars(made))
         record = logging.LogRecord.__new__(logging.LogRecord)
         vars(record).update(template)
-        now = time.time()
         record.created = now
         record.msecs = int((now - int(now)) * 1000) + 0.0
         record.relativeCreated = template["relativeCreated"] + (now - template["created"]) * 1000
@@ -713,21 +730,26 @@ class OutcomeRecorder:
         return record
 
     def _queue(self, level: int, lines: list[str]) -> None:
-        """Add ``lines`` (encoded members) at ``level`` to those written at the end of the turn."""
+        """Add ``lines`` (encoded members) at ``level``, recorded now, to those waiting."""
+        group = (time.time(), lines)
         pending = self._pending
         if pending is None:
-            pending = self._pending = {}
+            pending = self._pending = {level: [group]}
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                loop = asyncio.get_running_loop()
             except RuntimeError:  # no loop (a direct call): write at once
-                pending[level] = lines
                 self.flush()
                 return
-        waiting = pending.get(level)
-        if waiting is None:
-            pending[level] = lines
+            self._flush_timer = loop.call_later(LOG_FLUSH_SECONDS, self.flush)
         else:
-            waiting.extend(lines)
+            groups = pending.get(level)
+            if groups is None:
+                pending[level] = [group]
+            else:
+                groups.append(group)
+        self._pending_lines += len(lines)
+        if self._pending_lines >= LOG_PENDING_LINES:
+            self.flush()
 
     def _count(
         self,

@@ -14,6 +14,8 @@ from bluecore_sidecar import telemetry
 from bluecore_sidecar.redaction import Redactor
 from bluecore_sidecar.telemetry import Metrics, OutcomeRecorder, configure_logging
 from datafly.bluecore.v1 import delivery_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 
 from .conftest import EMAIL, NAMESPACE, deliver, example_event, make_event
 
@@ -324,3 +326,41 @@ def test_an_outcome_line_is_the_same_written_directly_or_through_a_record():
     assert direct[0].startswith('{"time":"')
     assert direct[1] == recorded[1]
     assert [record.levelname for record in seen] == ["WARNING"]
+
+
+async def test_many_waiting_lines_go_out_in_writes_of_whole_lines_a_pipe_takes_whole(monkeypatch):
+    """Workers share the container's stderr: no write is longer than PIPE_BUF (which a pipe
+    takes in one piece) unless it is a single line, and every write ends a line. (A line is
+    at most a few kB: its free-form fields are cut.)"""
+    stream = io.StringIO()
+    writes: list[str] = []
+    write = stream.write
+    monkeypatch.setattr(stream, "write", lambda text: writes.append(text) or write(text))
+    logger = configure_logging("INFO", stream, static={"worker": 1})
+    try:
+        recorder = OutcomeRecorder(Metrics(), logger)
+        recorder.on_outcomes(
+            [(delivery_pb2.DeliveryResult(message_id=f"m-{n:04}"), False) for n in range(200)]
+        )
+        recorder.flush()
+    finally:
+        logger.handlers.clear()
+        logger.setLevel(logging.WARNING)
+    assert len(writes) > 1
+    assert all(piece.endswith("\n") for piece in writes)
+    assert all(len(piece.encode()) <= telemetry.ATOMIC_WRITE_BYTES for piece in writes)
+    ids = [line["message_id"] for line in outcome_lines(stream)]
+    assert ids == [f"m-{n:04}" for n in range(200)]
+
+
+@given(
+    lines=st.lists(st.text(alphabet='ab{}",:', max_size=80), min_size=1, max_size=40),
+    limit=st.integers(min_value=1, max_value=300),
+)
+def test_whole_line_pieces_keep_the_text_and_the_bound(lines, limit):
+    text = "\n".join(lines) + "\n"
+    pieces = list(telemetry._whole_lines(text, limit))
+    assert "".join(pieces) == text
+    for piece in pieces:
+        assert piece.endswith("\n")
+        assert len(piece) <= limit or piece.count("\n") == 1

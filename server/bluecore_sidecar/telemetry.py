@@ -13,9 +13,10 @@ import bisect
 import dataclasses
 import json
 import logging
+import select
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -578,6 +579,29 @@ _LEVEL_NAMES = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
 LOG_FLUSH_SECONDS = 0.1
 #: ... and at most this many of them wait: more are written at once.
 LOG_PENDING_LINES = 1024
+#: Lines go out in writes of at most this many bytes, each of whole lines: a pipe takes a write
+#: up to PIPE_BUF in one piece, so the workers of SIDECAR_WORKERS, which share the stderr of
+#: the container, never cut into each other's lines.
+ATOMIC_WRITE_BYTES = select.PIPE_BUF
+
+
+def _whole_lines(text: str, limit: int) -> Iterator[str]:
+    """``text`` (ASCII lines, each ending in a newline) in pieces of whole lines of at most
+    ``limit`` characters; a longer line is a piece of its own."""
+    if len(text) <= limit:
+        yield text
+        return
+    piece: list[str] = []
+    size = 0
+    for line in text[:-1].split("\n"):  # only "\n" ends a line: other breaks are escaped
+        if piece and size + len(line) + 1 > limit:
+            yield "\n".join(piece) + "\n"
+            piece, size = [], 0
+        piece.append(line)
+        size += len(line) + 1
+    yield "\n".join(piece) + "\n"
+
+
 #: Texts the recorder keeps scrubbed and encoded (longer ones, or more combinations of them,
 #: are scrubbed each time).
 _SCRUB_CACHE_TEXT = 128
@@ -696,13 +720,14 @@ class OutcomeRecorder:
         ):
             return False
         text = formatter.json_lines(_LEVEL_NAMES[level], logger.name, _OUTCOME, groups)
-        if text is None or handler.lock is None:
+        if text is None or handler.lock is None or handler.terminator != "\n":
             return False
         stream = handler.stream
         with handler.lock:  # what Handler.handle holds around emit; flush() would take it again
             try:
-                stream.write(text + handler.terminator)
-                stream.flush()
+                for piece in _whole_lines(text + handler.terminator, ATOMIC_WRITE_BYTES):
+                    stream.write(piece)
+                    stream.flush()
             except Exception:  # noqa: BLE001 - as StreamHandler.emit: report, never raise
                 created, lines = groups[0]
                 handler.handleError(self._record(level, lines, created))

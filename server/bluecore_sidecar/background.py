@@ -442,10 +442,18 @@ class BackgroundDelivery:
         answers ``QUEUED``."""
         await self.queue.sync()
 
-    async def has_pending(self, ordering_key: str) -> bool:
-        """Whether the customer has events waiting (or being sent) in the queue."""
+    def pending_now(self, ordering_key: str) -> bool | None:
+        """:meth:`has_pending` without a coroutine, when memory can answer (a file this
+        process has alone); None when the queue must be asked (await :meth:`has_pending`)."""
         if ordering_key in self._early_keys:
             return True
+        return self.queue.pending_now(ordering_key)
+
+    async def has_pending(self, ordering_key: str) -> bool:
+        """Whether the customer has events waiting (or being sent) in the queue."""
+        known = self.pending_now(ordering_key)
+        if known is not None:
+            return known
         return await self.queue.has_pending(ordering_key)
 
     async def wait_for_key(self, ordering_key: str, respond_by: float) -> bool:
@@ -455,7 +463,10 @@ class BackgroundDelivery:
             if self._change is None:
                 self._change = self._loop.create_future()
             change = self._change
-            if not await self.has_pending(ordering_key):
+            pending = self.pending_now(ordering_key)
+            if pending is None:
+                pending = await self.queue.has_pending(ordering_key)
+            if not pending:
                 return True
             remaining = respond_by - self._clock()
             if remaining <= 0 or self._stopping:

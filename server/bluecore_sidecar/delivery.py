@@ -425,7 +425,10 @@ class Deliverer:
         mode: int,
     ) -> DeliveryResult:
         """Commit the event to the queue; in WAIT mode, answer with its first try's outcome."""
-        behind = await background.has_pending(key)
+        # Memory answers for a file this process has alone: no coroutine for it.
+        behind = background.pending_now(key)
+        if behind is None:
+            behind = await background.has_pending(key)
         now = self._now()
         entry = NewEntry(
             message_id=event.message_id,

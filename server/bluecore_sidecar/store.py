@@ -329,6 +329,11 @@ class EventQueue(Protocol):
         """Whether the key has a pending or claimed entry, so a direct send must wait."""
         ...
 
+    def pending_now(self, ordering_key: str) -> bool | None:
+        """:meth:`has_pending` when it can be answered from memory, without a coroutine;
+        None when the backend must be asked (await :meth:`has_pending` then)."""
+        ...
+
     def may_have_due(self) -> bool:
         """False only when the queue knows it holds no pending entry (claim_due would return
         nothing before the next enqueue, reschedule, replay or release)."""
@@ -1872,15 +1877,23 @@ class SqliteQueue:
         At every open, the claims of processes that are gone are released too."""
         return await self._submit(self._release, write=True)
 
+    def pending_now(self, ordering_key: str) -> bool | None:
+        """Whether ``ordering_key`` has a pending or claimed entry, from memory; None for a
+        shared file, whose other processes queue and deliver entries of the key unseen."""
+        if self._shared:
+            return None
+        with self._lock:
+            return self._live[ordering_key] > 0
+
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether ``ordering_key`` has a pending or claimed entry (memory only, no I/O).
 
         A shared file is read instead: other processes queue and deliver entries of the same
         key, which this process's count never sees.
         """
-        if not self._shared:
-            with self._lock:
-                return self._live[ordering_key] > 0
+        known = self.pending_now(ordering_key)
+        if known is not None:
+            return known
 
         def run(conn: sqlite3.Connection, tx: _Tx | None = None) -> bool:
             rows = conn.execute(

@@ -414,10 +414,9 @@ class BackgroundDelivery:
         return result
 
     def _complete_later(self, claim: Claim, sent: SendOutcome) -> None:
-        completed = self.queue.complete_soon(
-            claim, attempts=sent.attempts, http_status=sent.http_status
+        self.queue.complete_soon(
+            claim, attempts=sent.attempts, http_status=sent.http_status, then=self._completed
         )
-        completed.add_done_callback(functools.partial(self._completed, claim))
 
     def _take_over(
         self, key: str, sent: SendOutcome | None, committed: asyncio.Future[list[EnqueueOutcome]]
@@ -650,11 +649,8 @@ class BackgroundDelivery:
         if self._observer is not None:
             self._observer.on_outcome(result, False)
 
-    def _completed(self, claim: Claim, done: asyncio.Future[bool]) -> None:
+    def _completed(self, claim: Claim, failure: BaseException | None, kept: bool) -> None:
         """A delivery's completion committed (or failed): count it, and let its customer go."""
-        if done.cancelled():
-            return
-        failure = done.exception()
         if isinstance(failure, StoreError):
             task = self._loop.create_task(self._store_failed(claim, failure), name="queue-retry")
             self._tasks.add(task)
@@ -662,7 +658,7 @@ class BackgroundDelivery:
             return
         if failure is not None:
             raise failure  # a bug: the loop's exception handler logs it
-        self._count("delivered" if done.result() else "stale")
+        self._count("delivered" if kept else "stale")
         self._changed()
 
     def _stamp(self, result: DeliveryResult, started: float) -> None:

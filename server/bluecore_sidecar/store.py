@@ -186,6 +186,10 @@ class QueueFull:
 
 EnqueueOutcome = Enqueued | Duplicate | QueueFull
 
+#: What :meth:`EventQueue.complete_soon` calls once a completion is settled: the claim, the
+#: error that stopped it (None when it committed) and whether the claim was still current.
+Completed = Callable[[Claim, BaseException | None, bool], None]
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DeadLetterFilter:
@@ -300,9 +304,11 @@ class EventQueue(Protocol):
         ...
 
     def complete_soon(
-        self, claim: Claim, *, attempts: int, http_status: int
-    ) -> asyncio.Future[bool]:
-        """:meth:`complete`, answered by the returned future (for a caller that does not wait)."""
+        self, claim: Claim, *, attempts: int, http_status: int, then: Completed
+    ) -> None:
+        """:meth:`complete` for a caller that does not wait: once the commit is in (or the
+        operation failed), ``then(claim, error, kept)`` is called on the event loop, with
+        ``error`` None and ``kept`` False when the claim was stale."""
         ...
 
     async def reschedule(
@@ -649,7 +655,9 @@ class _Completion:
     attempts: int
     http_status: int
     at: float
-    future: asyncio.Future[bool]
+    then: Completed
+    """Called with the answer: a plain callback, not a future (one object and one loop
+    callback fewer per delivered event)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -668,7 +676,7 @@ class _Completions:
             error = done.exception()
         kept = done.result() if error is None else [False] * len(self.items)
         for item, ok in zip(self.items, kept, strict=True):
-            _settle(item.future, error, ok)
+            item.then(item.claim, error, ok)
 
 
 @dataclasses.dataclass(slots=True)
@@ -691,6 +699,13 @@ def _resolve(
         _settle(op.future, exc, value)
     if then is not None:
         then()
+
+
+def _settle_completed(
+    future: asyncio.Future[bool], claim: Claim, error: BaseException | None, kept: bool
+) -> None:
+    """A completion's answer for :meth:`SqliteQueue.complete`, which awaits it."""
+    _settle(future, error, kept)
 
 
 def _settle(future: asyncio.Future[Any], exc: BaseException | None, value: Any) -> None:
@@ -1737,31 +1752,37 @@ class SqliteQueue:
 
     async def complete(self, claim: Claim, *, attempts: int, http_status: int) -> bool:
         """Delivered: delete the entry and remember its message id for the dedup window."""
-        return await self.complete_soon(claim, attempts=attempts, http_status=http_status)
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self.complete_soon(
+            claim,
+            attempts=attempts,
+            http_status=http_status,
+            then=functools.partial(_settle_completed, future),
+        )
+        return await future
 
     def complete_soon(
-        self, claim: Claim, *, attempts: int, http_status: int
-    ) -> asyncio.Future[bool]:
-        """:meth:`complete`, answered by the returned future: False when the claim is stale.
+        self, claim: Claim, *, attempts: int, http_status: int, then: Completed
+    ) -> None:
+        """:meth:`complete` for a caller that does not wait: ``then(claim, error, kept)`` is
+        called on the loop once it committed (``kept`` False: the claim was stale) or failed.
 
         Nobody's answer waits on a completion, so completions wait for company: those that
         arrive before the next commit are one write operation, two statements for them all.
         """
         if self._closed:
             raise StoreClosed("the durable queue is closed")
-        future: asyncio.Future[bool] = self._loop.create_future()
-        item = _Completion(claim, attempts, http_status, self._clock(), future)
+        item = _Completion(claim, attempts, http_status, self._clock(), then)
         with self._lock:  # a shared file's operations run on the writer thread
             batch = self._completions
             if batch is not None:
                 batch.items.append(item)
-                return future
+                return
             batch = self._completions = _Completions([item])
         done = self._submit_soon(
             functools.partial(self._complete_all, batch), write=True, lazy=True, synced=False
         )
         done.add_done_callback(batch.answer)
-        return future
 
     def _complete_all(self, batch: _Completions, conn: sqlite3.Connection, tx: _Tx) -> list[bool]:
         with self._lock:

@@ -185,8 +185,11 @@ class BackgroundDelivery:
         self._waiters: dict[str, Waiter] = {}
         # Customers with a first try under way whose entry may not be committed yet.
         self._early_keys: set[str] = set()
-        # The first tries that calls make themselves (try_first): shutdown cuts them short.
-        self._first_tries: set[asyncio.Timeout] = set()
+        # The calls' tasks making a first try themselves (try_first), while they send:
+        # shutdown cuts those sends short; _cut holds the ones it cancelled.
+        self._first_tries: set[asyncio.Task[object]] = set()
+        self._cut: set[asyncio.Task[object]] = set()
+        self._cut_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._looped = 0  # tries the claim loop started that are still running
         self._wake = asyncio.Event()
@@ -219,11 +222,16 @@ class BackgroundDelivery:
         # milliseconds); one still sending then (a slow Bluecore, retries in an outage) is cut
         # short, and its call answers QUEUED; stop() puts its entry back. Only the first
         # call of stop_claiming() sets that moment (stop() calls it again).
-        cut_at = self._loop.time() + FIRST_TRY_GRACE
-        for scope in self._first_tries:
-            if scope.when() is None:
-                scope.reschedule(cut_at)
+        if self._cut_timer is None:
+            self._cut_timer = self._loop.call_later(FIRST_TRY_GRACE, self._cut_first_tries)
         self._changed()  # DIRECT calls waiting for a customer's queue give up now too
+
+    def _cut_first_tries(self) -> None:
+        """The grace is over: cancel the sends of the first tries still under way (each
+        call's ``_send_first`` takes the cancellation back and returns None)."""
+        for task in self._first_tries:
+            self._cut.add(task)
+            task.cancel()
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming; let tries in flight finish within ``timeout``, then cancel them and
@@ -348,20 +356,25 @@ class BackgroundDelivery:
 
     async def _send_first(self, decision: Send, respond_by: float) -> SendOutcome | None:
         """The first try's send; None when shutdown cut it short."""
-        # A timeout scope without a deadline of its own (the send keeps the call's): only
-        # stop_claiming() gives it one, FIRST_TRY_GRACE away; if the send is still going
-        # then, the scope cancels it and ends here.
-        scope = asyncio.timeout(None)
-        self._first_tries.add(scope)
+        # The calling task is noted while it sends: FIRST_TRY_GRACE after stop_claiming(),
+        # _cut_first_tries cancels it, and the cancellation is taken back here (as an
+        # asyncio.timeout scope would, without building one per event). A cancellation of
+        # the caller's own (it left) still ends the call.
+        task = asyncio.current_task(self._loop)  # given the loop: no getpid() call
+        if task is None:
+            return await self._send(decision, respond_by)
+        cancelling = task.cancelling()
+        self._first_tries.add(task)
         try:
-            async with scope:
-                return await self._send(decision, respond_by)
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            return None
+            return await self._send(decision, respond_by)
+        except asyncio.CancelledError:
+            if task in self._cut:
+                self._cut.discard(task)
+                if task.uncancel() <= cancelling:
+                    return None
+            raise
         finally:
-            self._first_tries.discard(scope)
+            self._first_tries.discard(task)
 
     def _first_span(self, entry: NewEntry) -> contextlib.AbstractContextManager[trace.Span]:
         if not self._tracing:

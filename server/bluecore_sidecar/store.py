@@ -523,6 +523,11 @@ _SHARED_WAIT: Final = 30.0
 #: How long a write nobody waits on (a completion) may wait for company before it is sent to
 #: the writer alone (seconds): it usually joins the next batch sooner.
 _LAZY_FLUSH: Final = 0.002
+#: With a file this process has alone, how long delivered entries' completions wait for
+#: more of them (seconds) before they are committed together. Nothing waits on them: the
+#: call has answered, and a customer they hold is let go at once when asked about
+#: (``pending_now``); any operation other than an enqueue takes them along too.
+_COMPLETION_WAIT: Final = 0.05
 #: With a file this process has alone, the writer thread checkpoints the WAL after this many
 #: commits (SQLite's automatic checkpoint is off there, see ``SqliteQueue._open_db``); a
 #: delivered event writes a few pages, so the WAL stays within a few MB.
@@ -665,8 +670,12 @@ class _Completions:
     """The completions one write operation commits."""
 
     items: list[_Completion]
+    keys: set[str]
+    """The ordering keys of the items' entries (each holds its customer until committed)."""
     one_by_one: bool = False
     """Set when a stale claim is among them: each is then deleted by a statement of its own."""
+    submitted: bool = False
+    """Whether its operation is in the writer's line (items may still join until it runs)."""
 
     def answer(self, done: asyncio.Future[list[bool]]) -> None:
         """On the loop: hand each completion its answer, or the operation's error."""
@@ -767,6 +776,8 @@ class SqliteQueue:
         self._ops_later: list[_Job] = []
         self._flush_due = False  # a _flush is scheduled with call_soon
         self._lazy_timer: asyncio.TimerHandle | None = None
+        # Not shared: when the waiting completions go to the writer (see complete_soon).
+        self._completion_timer: asyncio.TimerHandle | None = None
         # Keys given a live entry by the open transaction (their counts change at COMMIT).
         self._tx_keys: set[str] = set()
         self._answers: list[tuple[_Op, BaseException | None, Any]] = []
@@ -867,6 +878,7 @@ class SqliteQueue:
     async def close(self) -> None:
         """Stop the writer thread after the operations already submitted; idempotent."""
         if not self._closed:
+            self._submit_completions()  # the waiting ones are committed before the thread stops
             self._closed = True
             self._claiming = False
             reader, self._reader = self._reader, None
@@ -910,9 +922,15 @@ class SqliteQueue:
         on_error: Callable[[sqlite3.Error], T] | None = None,
         lazy: bool = False,
         synced: bool = True,
+        with_completions: bool = True,
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
+        batch = self._completions
+        if with_completions and batch is not None and not batch.submitted:
+            # Ahead of this operation, so that it sees them done (a read, a claim, the
+            # release at shutdown). Only enqueues leave them waiting for more company.
+            self._submit_completions()
         loop = self._loop
         future: asyncio.Future[T] = loop.create_future()
         self._outbox.append(_Op(fn, future, loop, write, on_error, synced=synced))
@@ -1584,7 +1602,9 @@ class SqliteQueue:
                 batch
             )
 
-        return self._submit_soon(run, write=True, on_error=refused, synced=synced)
+        return self._submit_soon(
+            run, write=True, on_error=refused, synced=synced, with_completions=False
+        )
 
     async def sync(self) -> None:
         """Return once every commit answered so far is on the disk.
@@ -1759,6 +1779,7 @@ class SqliteQueue:
             http_status=http_status,
             then=functools.partial(_settle_completed, future),
         )
+        self._submit_completions(lazy=True)  # a caller waits: no _COMPLETION_WAIT for it
         return await future
 
     def complete_soon(
@@ -1773,14 +1794,35 @@ class SqliteQueue:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
         item = _Completion(claim, attempts, http_status, self._clock(), then)
+        key = claim.entry.ordering_key
         with self._lock:  # a shared file's operations run on the writer thread
             batch = self._completions
             if batch is not None:
                 batch.items.append(item)
+                batch.keys.add(key)
                 return
-            batch = self._completions = _Completions([item])
+            self._completions = _Completions([item], {key})
+        if self._shared:
+            # Other processes read the file to see whether the customer is free: the
+            # completion rides with the next operation, or goes alone a moment later.
+            self._submit_completions(lazy=True)
+        else:
+            # Enqueues pass them by: up to _COMPLETION_WAIT's worth commit as one operation.
+            self._completion_timer = self._loop.call_later(
+                _COMPLETION_WAIT, self._submit_completions
+            )
+
+    def _submit_completions(self, *, lazy: bool = False) -> None:
+        """Put the waiting completions in the writer's line, as one operation."""
+        timer, self._completion_timer = self._completion_timer, None
+        if timer is not None:
+            timer.cancel()
+        batch = self._completions
+        if batch is None or batch.submitted:
+            return
+        batch.submitted = True
         done = self._submit_soon(
-            functools.partial(self._complete_all, batch), write=True, lazy=True, synced=False
+            functools.partial(self._complete_all, batch), write=True, lazy=lazy, synced=False
         )
         done.add_done_callback(batch.answer)
 
@@ -1903,6 +1945,16 @@ class SqliteQueue:
         shared file, whose other processes queue and deliver entries of the key unseen."""
         if self._shared:
             return None
+        with self._lock:
+            if self._live[ordering_key] == 0:
+                return False
+        batch = self._completions
+        if batch is None or ordering_key not in batch.keys:
+            return True
+        # The key's live entry may be one that was delivered and waits for its completion's
+        # commit: commit now (on the loop, unless the writer thread holds the connection).
+        self._submit_completions()
+        self._flush()
         with self._lock:
             return self._live[ordering_key] > 0
 

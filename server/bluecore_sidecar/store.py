@@ -1704,7 +1704,7 @@ class SqliteQueue:
         """
         if not self._shared:
             with self._lock:
-                return self._live[key] == 0 and key not in self._tx_keys
+                return key not in self._live and key not in self._tx_keys
         rows = conn.execute(
             "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1", (key,)
         ).fetchall()
@@ -1946,7 +1946,7 @@ class SqliteQueue:
         if self._shared:
             return None
         with self._lock:
-            if self._live[ordering_key] == 0:
+            if ordering_key not in self._live:
                 return False
         batch = self._completions
         if batch is None or ordering_key not in batch.keys:
@@ -1956,7 +1956,7 @@ class SqliteQueue:
         self._submit_completions()
         self._flush()
         with self._lock:
-            return self._live[ordering_key] > 0
+            return ordering_key in self._live
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether ``ordering_key`` has a pending or claimed entry (memory only, no I/O).
@@ -2260,7 +2260,7 @@ class SqliteQueue:
         self._pending += delta
 
     def _note_live(self, key: str, delta: int) -> None:
-        count = self._live[key] + delta
+        count = self._live.get(key, 0) + delta
         if count > 0:
             self._live[key] = count
         else:

@@ -391,7 +391,8 @@ class Deliverer:
         if background is None:
             return await self._send(event, decision, respond_by, started, trace_id), False
         key = _ordering_key(decision)
-        if mode == Mode.DELIVERY_MODE_DIRECT:
+        # The module's constant, not the enum wrapper's (its __getattr__ is Python code).
+        if mode == delivery_pb2.DELIVERY_MODE_DIRECT:
             # Never queued, yet never ahead of what this customer has queued.
             if not await background.wait_for_key(key, respond_by):
                 return self._stamp(

@@ -407,7 +407,7 @@ class BackgroundDelivery:
                 claim.entry,
                 status=delivery_pb2.DELIVERY_STATUS_DELIVERED,
                 outcome=sent,
-                label=decision.datafly_event,
+                label="",  # the call sets its own, the decision's (nothing to scrub here)
                 reason="",
                 detail=sent.detail,
             )
@@ -924,7 +924,7 @@ class BackgroundDelivery:
         result = results.new_result(
             message_id=entry.message_id,
             status=status,
-            datafly_event=self._redactor.scrub(label),
+            datafly_event=self._redactor.scrub(label) if label else "",
             bluecore_event=entry.bluecore_event,
             reason=reason,
             detail=detail,

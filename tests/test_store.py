@@ -1010,3 +1010,53 @@ async def test_unsynced_commits_run_on_the_loop_and_the_thread_checkpoints_the_w
     assert db.stat().st_size > start  # checkpointed into the file while it ran
     # Reused from its start after a checkpoint: without them it would pass 20 MB here.
     assert max(sizes) < 8 * 1024 * 1024
+
+
+async def test_completions_wait_for_each_other_and_let_a_customer_go_when_asked(queue):
+    """Delivered entries' completions (complete_soon) pass enqueues by and commit together
+    as one operation; a customer held only by one is free at once when asked about
+    (pending_now commits it there), and a read such as stats() sees them done."""
+    answers: list[tuple[str, BaseException | None, bool]] = []
+
+    def then(claim, error, kept):
+        answers.append((claim.entry.message_id, error, kept))
+
+    claims = []
+    for name, key in (("a", JANE), ("b", JOHN)):
+        (outcome,) = await queue.enqueue_soon([entry(name, key=key)], claim=True, synced=False)
+        assert isinstance(outcome, Enqueued)
+        assert outcome.claim is not None
+        claims.append(outcome.claim)
+    before = await queue.stats()
+    for claim in claims:
+        queue.complete_soon(claim, attempts=1, http_status=202, then=then)
+    (other,) = await queue.enqueue_soon([entry("c", key="carol")], claim=True, synced=False)
+    assert isinstance(other, Enqueued)
+    assert queue.pending_now("carol") is True  # a live entry of its own, not a completion
+    await asyncio.sleep(0)
+    assert answers == []  # not committed yet: the enqueue passed them by
+    assert queue.pending_now(JANE) is False  # asked about: committed now, both at once
+    assert queue.pending_now(JOHN) is False
+    after = await queue.stats()
+    assert after.depth == 1
+    assert after.operations - before.operations == 2  # the enqueue, then both completions
+    await asyncio.sleep(0)
+    assert answers == [("a", None, True), ("b", None, True)]
+
+
+async def test_waiting_completions_commit_after_a_moment_or_with_any_other_operation(queue):
+    """Nobody asking, the waiting completions commit after _COMPLETION_WAIT; a read takes
+    them along at once."""
+    kept: list[bool] = []
+    for name, key in (("a", JANE), ("b", JOHN)):
+        (outcome,) = await queue.enqueue_soon([entry(name, key=key)], claim=True)
+        assert isinstance(outcome, Enqueued)
+        assert outcome.claim is not None
+        queue.complete_soon(
+            outcome.claim, attempts=1, http_status=202, then=lambda _c, _e, ok: kept.append(ok)
+        )
+        if name == "a":
+            await asyncio.sleep(store._COMPLETION_WAIT * 2)
+            assert kept == [True]
+    assert (await queue.stats()).depth == 0
+    assert kept == [True, True]

@@ -185,8 +185,11 @@ class BackgroundDelivery:
         self._waiters: dict[str, Waiter] = {}
         # Customers with a first try under way whose entry may not be committed yet.
         self._early_keys: set[str] = set()
-        # The first tries that calls make themselves (try_first): shutdown cuts them short.
-        self._first_tries: set[asyncio.Timeout] = set()
+        # The calls' tasks making a first try themselves (try_first), while they send:
+        # shutdown cuts those sends short; _cut holds the ones it cancelled.
+        self._first_tries: set[asyncio.Task[object]] = set()
+        self._cut: set[asyncio.Task[object]] = set()
+        self._cut_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._looped = 0  # tries the claim loop started that are still running
         self._wake = asyncio.Event()
@@ -219,11 +222,16 @@ class BackgroundDelivery:
         # milliseconds); one still sending then (a slow Bluecore, retries in an outage) is cut
         # short, and its call answers QUEUED; stop() puts its entry back. Only the first
         # call of stop_claiming() sets that moment (stop() calls it again).
-        cut_at = self._loop.time() + FIRST_TRY_GRACE
-        for scope in self._first_tries:
-            if scope.when() is None:
-                scope.reschedule(cut_at)
+        if self._cut_timer is None:
+            self._cut_timer = self._loop.call_later(FIRST_TRY_GRACE, self._cut_first_tries)
         self._changed()  # DIRECT calls waiting for a customer's queue give up now too
+
+    def _cut_first_tries(self) -> None:
+        """The grace is over: cancel the sends of the first tries still under way (each
+        call's ``_send_first`` takes the cancellation back and returns None)."""
+        for task in self._first_tries:
+            self._cut.add(task)
+            task.cancel()
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming; let tries in flight finish within ``timeout``, then cancel them and
@@ -348,20 +356,25 @@ class BackgroundDelivery:
 
     async def _send_first(self, decision: Send, respond_by: float) -> SendOutcome | None:
         """The first try's send; None when shutdown cut it short."""
-        # A timeout scope without a deadline of its own (the send keeps the call's): only
-        # stop_claiming() gives it one, FIRST_TRY_GRACE away; if the send is still going
-        # then, the scope cancels it and ends here.
-        scope = asyncio.timeout(None)
-        self._first_tries.add(scope)
+        # The calling task is noted while it sends: FIRST_TRY_GRACE after stop_claiming(),
+        # _cut_first_tries cancels it, and the cancellation is taken back here (as an
+        # asyncio.timeout scope would, without building one per event). A cancellation of
+        # the caller's own (it left) still ends the call.
+        task = asyncio.current_task(self._loop)  # given the loop: no getpid() call
+        if task is None:
+            return await self._send(decision, respond_by)
+        cancelling = task.cancelling()
+        self._first_tries.add(task)
         try:
-            async with scope:
-                return await self._send(decision, respond_by)
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            return None
+            return await self._send(decision, respond_by)
+        except asyncio.CancelledError:
+            if task in self._cut:
+                self._cut.discard(task)
+                if task.uncancel() <= cancelling:
+                    return None
+            raise
         finally:
-            self._first_tries.discard(scope)
+            self._first_tries.discard(task)
 
     def _first_span(self, entry: NewEntry) -> contextlib.AbstractContextManager[trace.Span]:
         if not self._tracing:
@@ -394,7 +407,7 @@ class BackgroundDelivery:
                 claim.entry,
                 status=delivery_pb2.DELIVERY_STATUS_DELIVERED,
                 outcome=sent,
-                label=decision.datafly_event,
+                label="",  # the call sets its own, the decision's (nothing to scrub here)
                 reason="",
                 detail=sent.detail,
             )
@@ -414,10 +427,9 @@ class BackgroundDelivery:
         return result
 
     def _complete_later(self, claim: Claim, sent: SendOutcome) -> None:
-        completed = self.queue.complete_soon(
-            claim, attempts=sent.attempts, http_status=sent.http_status
+        self.queue.complete_soon(
+            claim, attempts=sent.attempts, http_status=sent.http_status, then=self._completed
         )
-        completed.add_done_callback(functools.partial(self._completed, claim))
 
     def _take_over(
         self, key: str, sent: SendOutcome | None, committed: asyncio.Future[list[EnqueueOutcome]]
@@ -442,10 +454,18 @@ class BackgroundDelivery:
         answers ``QUEUED``."""
         await self.queue.sync()
 
-    async def has_pending(self, ordering_key: str) -> bool:
-        """Whether the customer has events waiting (or being sent) in the queue."""
+    def pending_now(self, ordering_key: str) -> bool | None:
+        """:meth:`has_pending` without a coroutine, when memory can answer (a file this
+        process has alone); None when the queue must be asked (await :meth:`has_pending`)."""
         if ordering_key in self._early_keys:
             return True
+        return self.queue.pending_now(ordering_key)
+
+    async def has_pending(self, ordering_key: str) -> bool:
+        """Whether the customer has events waiting (or being sent) in the queue."""
+        known = self.pending_now(ordering_key)
+        if known is not None:
+            return known
         return await self.queue.has_pending(ordering_key)
 
     async def wait_for_key(self, ordering_key: str, respond_by: float) -> bool:
@@ -455,7 +475,10 @@ class BackgroundDelivery:
             if self._change is None:
                 self._change = self._loop.create_future()
             change = self._change
-            if not await self.has_pending(ordering_key):
+            pending = self.pending_now(ordering_key)
+            if pending is None:
+                pending = await self.queue.has_pending(ordering_key)
+            if not pending:
                 return True
             remaining = respond_by - self._clock()
             if remaining <= 0 or self._stopping:
@@ -639,11 +662,8 @@ class BackgroundDelivery:
         if self._observer is not None:
             self._observer.on_outcome(result, False)
 
-    def _completed(self, claim: Claim, done: asyncio.Future[bool]) -> None:
+    def _completed(self, claim: Claim, failure: BaseException | None, kept: bool) -> None:
         """A delivery's completion committed (or failed): count it, and let its customer go."""
-        if done.cancelled():
-            return
-        failure = done.exception()
         if isinstance(failure, StoreError):
             task = self._loop.create_task(self._store_failed(claim, failure), name="queue-retry")
             self._tasks.add(task)
@@ -651,7 +671,7 @@ class BackgroundDelivery:
             return
         if failure is not None:
             raise failure  # a bug: the loop's exception handler logs it
-        self._count("delivered" if done.result() else "stale")
+        self._count("delivered" if kept else "stale")
         self._changed()
 
     def _stamp(self, result: DeliveryResult, started: float) -> None:
@@ -904,7 +924,7 @@ class BackgroundDelivery:
         result = results.new_result(
             message_id=entry.message_id,
             status=status,
-            datafly_event=self._redactor.scrub(label),
+            datafly_event=self._redactor.scrub(label) if label else "",
             bluecore_event=entry.bluecore_event,
             reason=reason,
             detail=detail,

@@ -391,7 +391,8 @@ class Deliverer:
         if background is None:
             return await self._send(event, decision, respond_by, started, trace_id), False
         key = _ordering_key(decision)
-        if mode == Mode.DELIVERY_MODE_DIRECT:
+        # The module's constant, not the enum wrapper's (its __getattr__ is Python code).
+        if mode == delivery_pb2.DELIVERY_MODE_DIRECT:
             # Never queued, yet never ahead of what this customer has queued.
             if not await background.wait_for_key(key, respond_by):
                 return self._stamp(
@@ -425,7 +426,10 @@ class Deliverer:
         mode: int,
     ) -> DeliveryResult:
         """Commit the event to the queue; in WAIT mode, answer with its first try's outcome."""
-        behind = await background.has_pending(key)
+        # Memory answers for a file this process has alone: no coroutine for it.
+        behind = background.pending_now(key)
+        if behind is None:
+            behind = await background.has_pending(key)
         now = self._now()
         entry = NewEntry(
             message_id=event.message_id,

@@ -186,6 +186,10 @@ class QueueFull:
 
 EnqueueOutcome = Enqueued | Duplicate | QueueFull
 
+#: What :meth:`EventQueue.complete_soon` calls once a completion is settled: the claim, the
+#: error that stopped it (None when it committed) and whether the claim was still current.
+Completed = Callable[[Claim, BaseException | None, bool], None]
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DeadLetterFilter:
@@ -300,9 +304,11 @@ class EventQueue(Protocol):
         ...
 
     def complete_soon(
-        self, claim: Claim, *, attempts: int, http_status: int
-    ) -> asyncio.Future[bool]:
-        """:meth:`complete`, answered by the returned future (for a caller that does not wait)."""
+        self, claim: Claim, *, attempts: int, http_status: int, then: Completed
+    ) -> None:
+        """:meth:`complete` for a caller that does not wait: once the commit is in (or the
+        operation failed), ``then(claim, error, kept)`` is called on the event loop, with
+        ``error`` None and ``kept`` False when the claim was stale."""
         ...
 
     async def reschedule(
@@ -327,6 +333,11 @@ class EventQueue(Protocol):
 
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether the key has a pending or claimed entry, so a direct send must wait."""
+        ...
+
+    def pending_now(self, ordering_key: str) -> bool | None:
+        """:meth:`has_pending` when it can be answered from memory, without a coroutine;
+        None when the backend must be asked (await :meth:`has_pending` then)."""
         ...
 
     def may_have_due(self) -> bool:
@@ -512,6 +523,11 @@ _SHARED_WAIT: Final = 30.0
 #: How long a write nobody waits on (a completion) may wait for company before it is sent to
 #: the writer alone (seconds): it usually joins the next batch sooner.
 _LAZY_FLUSH: Final = 0.002
+#: With a file this process has alone, how long delivered entries' completions wait for
+#: more of them (seconds) before they are committed together. Nothing waits on them: the
+#: call has answered, and a customer they hold is let go at once when asked about
+#: (``pending_now``); any operation other than an enqueue takes them along too.
+_COMPLETION_WAIT: Final = 0.05
 #: With a file this process has alone, the writer thread checkpoints the WAL after this many
 #: commits (SQLite's automatic checkpoint is off there, see ``SqliteQueue._open_db``); a
 #: delivered event writes a few pages, so the WAL stays within a few MB.
@@ -636,7 +652,7 @@ class _StaleCompletion(Exception):
     """Completions that hold a stale claim: their operation runs again, one by one."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: internal, and 5 setattr calls cheaper
 class _Completion:
     """One delivered entry waiting for the commit that deletes it (``complete_soon``)."""
 
@@ -644,7 +660,9 @@ class _Completion:
     attempts: int
     http_status: int
     at: float
-    future: asyncio.Future[bool]
+    then: Completed
+    """Called with the answer: a plain callback, not a future (one object and one loop
+    callback fewer per delivered event)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -652,8 +670,12 @@ class _Completions:
     """The completions one write operation commits."""
 
     items: list[_Completion]
+    keys: set[str]
+    """The ordering keys of the items' entries (each holds its customer until committed)."""
     one_by_one: bool = False
     """Set when a stale claim is among them: each is then deleted by a statement of its own."""
+    submitted: bool = False
+    """Whether its operation is in the writer's line (items may still join until it runs)."""
 
     def answer(self, done: asyncio.Future[list[bool]]) -> None:
         """On the loop: hand each completion its answer, or the operation's error."""
@@ -663,7 +685,7 @@ class _Completions:
             error = done.exception()
         kept = done.result() if error is None else [False] * len(self.items)
         for item, ok in zip(self.items, kept, strict=True):
-            _settle(item.future, error, ok)
+            item.then(item.claim, error, ok)
 
 
 @dataclasses.dataclass(slots=True)
@@ -686,6 +708,13 @@ def _resolve(
         _settle(op.future, exc, value)
     if then is not None:
         then()
+
+
+def _settle_completed(
+    future: asyncio.Future[bool], claim: Claim, error: BaseException | None, kept: bool
+) -> None:
+    """A completion's answer for :meth:`SqliteQueue.complete`, which awaits it."""
+    _settle(future, error, kept)
 
 
 def _settle(future: asyncio.Future[Any], exc: BaseException | None, value: Any) -> None:
@@ -747,6 +776,8 @@ class SqliteQueue:
         self._ops_later: list[_Job] = []
         self._flush_due = False  # a _flush is scheduled with call_soon
         self._lazy_timer: asyncio.TimerHandle | None = None
+        # Not shared: when the waiting completions go to the writer (see complete_soon).
+        self._completion_timer: asyncio.TimerHandle | None = None
         # Keys given a live entry by the open transaction (their counts change at COMMIT).
         self._tx_keys: set[str] = set()
         self._answers: list[tuple[_Op, BaseException | None, Any]] = []
@@ -847,6 +878,7 @@ class SqliteQueue:
     async def close(self) -> None:
         """Stop the writer thread after the operations already submitted; idempotent."""
         if not self._closed:
+            self._submit_completions()  # the waiting ones are committed before the thread stops
             self._closed = True
             self._claiming = False
             reader, self._reader = self._reader, None
@@ -890,9 +922,15 @@ class SqliteQueue:
         on_error: Callable[[sqlite3.Error], T] | None = None,
         lazy: bool = False,
         synced: bool = True,
+        with_completions: bool = True,
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
+        batch = self._completions
+        if with_completions and batch is not None and not batch.submitted:
+            # Ahead of this operation, so that it sees them done (a read, a claim, the
+            # release at shutdown). Only enqueues leave them waiting for more company.
+            self._submit_completions()
         loop = self._loop
         future: asyncio.Future[T] = loop.create_future()
         self._outbox.append(_Op(fn, future, loop, write, on_error, synced=synced))
@@ -1564,7 +1602,9 @@ class SqliteQueue:
                 batch
             )
 
-        return self._submit_soon(run, write=True, on_error=refused, synced=synced)
+        return self._submit_soon(
+            run, write=True, on_error=refused, synced=synced, with_completions=False
+        )
 
     async def sync(self) -> None:
         """Return once every commit answered so far is on the disk.
@@ -1664,7 +1704,7 @@ class SqliteQueue:
         """
         if not self._shared:
             with self._lock:
-                return self._live[key] == 0 and key not in self._tx_keys
+                return key not in self._live and key not in self._tx_keys
         rows = conn.execute(
             "SELECT 1 FROM entries WHERE ordering_key = ? AND state < 2 LIMIT 1", (key,)
         ).fetchall()
@@ -1732,31 +1772,59 @@ class SqliteQueue:
 
     async def complete(self, claim: Claim, *, attempts: int, http_status: int) -> bool:
         """Delivered: delete the entry and remember its message id for the dedup window."""
-        return await self.complete_soon(claim, attempts=attempts, http_status=http_status)
+        future: asyncio.Future[bool] = self._loop.create_future()
+        self.complete_soon(
+            claim,
+            attempts=attempts,
+            http_status=http_status,
+            then=functools.partial(_settle_completed, future),
+        )
+        self._submit_completions(lazy=True)  # a caller waits: no _COMPLETION_WAIT for it
+        return await future
 
     def complete_soon(
-        self, claim: Claim, *, attempts: int, http_status: int
-    ) -> asyncio.Future[bool]:
-        """:meth:`complete`, answered by the returned future: False when the claim is stale.
+        self, claim: Claim, *, attempts: int, http_status: int, then: Completed
+    ) -> None:
+        """:meth:`complete` for a caller that does not wait: ``then(claim, error, kept)`` is
+        called on the loop once it committed (``kept`` False: the claim was stale) or failed.
 
         Nobody's answer waits on a completion, so completions wait for company: those that
         arrive before the next commit are one write operation, two statements for them all.
         """
         if self._closed:
             raise StoreClosed("the durable queue is closed")
-        future: asyncio.Future[bool] = self._loop.create_future()
-        item = _Completion(claim, attempts, http_status, self._clock(), future)
+        item = _Completion(claim, attempts, http_status, self._clock(), then)
+        key = claim.entry.ordering_key
         with self._lock:  # a shared file's operations run on the writer thread
             batch = self._completions
             if batch is not None:
                 batch.items.append(item)
-                return future
-            batch = self._completions = _Completions([item])
+                batch.keys.add(key)
+                return
+            self._completions = _Completions([item], {key})
+        if self._shared:
+            # Other processes read the file to see whether the customer is free: the
+            # completion rides with the next operation, or goes alone a moment later.
+            self._submit_completions(lazy=True)
+        else:
+            # Enqueues pass them by: up to _COMPLETION_WAIT's worth commit as one operation.
+            self._completion_timer = self._loop.call_later(
+                _COMPLETION_WAIT, self._submit_completions
+            )
+
+    def _submit_completions(self, *, lazy: bool = False) -> None:
+        """Put the waiting completions in the writer's line, as one operation."""
+        timer, self._completion_timer = self._completion_timer, None
+        if timer is not None:
+            timer.cancel()
+        batch = self._completions
+        if batch is None or batch.submitted:
+            return
+        batch.submitted = True
         done = self._submit_soon(
-            functools.partial(self._complete_all, batch), write=True, lazy=True, synced=False
+            functools.partial(self._complete_all, batch), write=True, lazy=lazy, synced=False
         )
         done.add_done_callback(batch.answer)
-        return future
 
     def _complete_all(self, batch: _Completions, conn: sqlite3.Connection, tx: _Tx) -> list[bool]:
         with self._lock:
@@ -1872,15 +1940,33 @@ class SqliteQueue:
         At every open, the claims of processes that are gone are released too."""
         return await self._submit(self._release, write=True)
 
+    def pending_now(self, ordering_key: str) -> bool | None:
+        """Whether ``ordering_key`` has a pending or claimed entry, from memory; None for a
+        shared file, whose other processes queue and deliver entries of the key unseen."""
+        if self._shared:
+            return None
+        with self._lock:
+            if ordering_key not in self._live:
+                return False
+        batch = self._completions
+        if batch is None or ordering_key not in batch.keys:
+            return True
+        # The key's live entry may be one that was delivered and waits for its completion's
+        # commit: commit now (on the loop, unless the writer thread holds the connection).
+        self._submit_completions()
+        self._flush()
+        with self._lock:
+            return ordering_key in self._live
+
     async def has_pending(self, ordering_key: str) -> bool:
         """Whether ``ordering_key`` has a pending or claimed entry (memory only, no I/O).
 
         A shared file is read instead: other processes queue and deliver entries of the same
         key, which this process's count never sees.
         """
-        if not self._shared:
-            with self._lock:
-                return self._live[ordering_key] > 0
+        known = self.pending_now(ordering_key)
+        if known is not None:
+            return known
 
         def run(conn: sqlite3.Connection, tx: _Tx | None = None) -> bool:
             rows = conn.execute(
@@ -2174,7 +2260,7 @@ class SqliteQueue:
         self._pending += delta
 
     def _note_live(self, key: str, delta: int) -> None:
-        count = self._live[key] + delta
+        count = self._live.get(key, 0) + delta
         if count > 0:
             self._live[key] = count
         else:

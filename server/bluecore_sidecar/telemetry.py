@@ -619,9 +619,10 @@ class OutcomeRecorder:
     Per outcome it does only what the outcome needs: the metric children of each (status,
     Bluecore event) pair are looked up once and kept, and log fields are built only when
     their level is enabled. Lines wait up to :data:`LOG_FLUSH_SECONDS` (or until
-    :data:`LOG_PENDING_LINES` wait), then go out in one write per level, one JSON line each,
-    each with the time its outcome was recorded: the handler's lock, the write and the flush
-    are paid once per flush, not once per call. :meth:`flush` writes what is pending at once
+    :data:`LOG_PENDING_LINES` wait), then go out level by level in writes of whole lines of at
+    most :data:`ATOMIC_WRITE_BYTES`, one JSON line each, each with the time its outcome was
+    recorded: the handler's lock, the write and the flush are paid once per flush (and 4 kB),
+    not once per call. :meth:`flush` writes what is pending at once
     (shutdown).
     """
 
@@ -682,7 +683,7 @@ class OutcomeRecorder:
             self._metrics.dedup_hits.inc(hits)
 
     def flush(self) -> None:
-        """Write the pending lines now: one write per level, INFO before WARNING."""
+        """Write the pending lines now, level by level: INFO before WARNING."""
         pending, self._pending = self._pending, None
         timer, self._flush_timer = self._flush_timer, None
         self._pending_lines = 0

@@ -359,7 +359,7 @@ async def test_many_waiting_lines_go_out_in_writes_of_whole_lines_a_pipe_takes_w
 )
 def test_whole_line_pieces_keep_the_text_and_the_bound(lines, limit):
     text = "\n".join(lines) + "\n"
-    pieces = list(telemetry._whole_lines(text, limit))
+    pieces = list(telemetry._whole_lines(lines, limit))
     assert "".join(pieces) == text
     for piece in pieces:
         assert piece.endswith("\n")

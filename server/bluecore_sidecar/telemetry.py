@@ -74,7 +74,7 @@ class JsonFormatter(logging.Formatter):
         encoded = getattr(record, "json_lines", None)
         if isinstance(encoded, list) and self._cached_heads:
             members = self._head(record.levelname, record.name, record.getMessage())
-            return self._lines(record.created, members, encoded)
+            return "\n".join(self._lines(record.created, members, encoded))
         head: dict[str, Any] = {
             "time": self._time(record.created),
             "level": record.levelname,
@@ -94,20 +94,22 @@ class JsonFormatter(logging.Formatter):
 
     def json_lines(
         self, level: str, logger: str, message: str, groups: Iterable[tuple[float, list[str]]]
-    ) -> str | None:
-        """What :meth:`format` makes of one record with these fields per group, its
-        ``json_lines`` the group's lines and ``created`` its time, joined by newlines; None
-        when the static fields hold a "time" (then only :meth:`format` writes them)."""
+    ) -> list[str] | None:
+        """The lines :meth:`format` makes of one record with these fields per group, its
+        ``json_lines`` the group's lines and ``created`` its time, each without its newline;
+        None when the static fields hold a "time" (then only :meth:`format` writes them)."""
         if not self._cached_heads:
             return None
         head = self._head(level, logger, message)
-        return "\n".join(self._lines(created, head, lines) for created, lines in groups)
+        out: list[str] = []
+        for created, lines in groups:
+            out.extend(self._lines(created, head, lines))
+        return out
 
-    def _lines(self, created: float, head: str, lines: list[str]) -> str:
+    def _lines(self, created: float, head: str, lines: list[str]) -> list[str]:
+        """One JSON line (without its newline) per entry of ``lines``, at ``created``."""
         start = f'{{"time":"{self._time(created)}",{head}'
-        if len(lines) == 1:  # a single call's outcome: the usual case
-            return f"{start},{lines[0]}}}"
-        return "\n".join(f"{start},{members}}}" for members in lines)
+        return [f"{start},{members}}}" for members in lines]
 
     def _head(self, level: str, logger: str, message: str) -> str:
         """The encoded members after "time" (level, logger, message, static fields)."""
@@ -585,21 +587,19 @@ LOG_PENDING_LINES = 1024
 ATOMIC_WRITE_BYTES = select.PIPE_BUF
 
 
-def _whole_lines(text: str, limit: int) -> Iterator[str]:
-    """``text`` (ASCII lines, each ending in a newline) in pieces of whole lines of at most
-    ``limit`` characters; a longer line is a piece of its own."""
-    if len(text) <= limit:
-        yield text
-        return
+def _whole_lines(lines: list[str], limit: int) -> Iterator[str]:
+    """``lines`` (ASCII, without their newlines), each ended by a newline, in pieces of whole
+    lines of at most ``limit`` characters; a longer line is a piece of its own."""
     piece: list[str] = []
     size = 0
-    for line in text[:-1].split("\n"):  # only "\n" ends a line: other breaks are escaped
+    for line in lines:
         if piece and size + len(line) + 1 > limit:
             yield "\n".join(piece) + "\n"
             piece, size = [], 0
         piece.append(line)
         size += len(line) + 1
-    yield "\n".join(piece) + "\n"
+    if piece:
+        yield "\n".join(piece) + "\n"
 
 
 #: Texts the recorder keeps scrubbed and encoded (longer ones, or more combinations of them,
@@ -720,18 +720,18 @@ class OutcomeRecorder:
             or not isinstance(formatter, JsonFormatter)
         ):
             return False
-        text = formatter.json_lines(_LEVEL_NAMES[level], logger.name, _OUTCOME, groups)
-        if text is None or handler.lock is None or handler.terminator != "\n":
+        lines = formatter.json_lines(_LEVEL_NAMES[level], logger.name, _OUTCOME, groups)
+        if lines is None or handler.lock is None or handler.terminator != "\n":
             return False
         stream = handler.stream
         with handler.lock:  # what Handler.handle holds around emit; flush() would take it again
             try:
-                for piece in _whole_lines(text + handler.terminator, ATOMIC_WRITE_BYTES):
+                for piece in _whole_lines(lines, ATOMIC_WRITE_BYTES):
                     stream.write(piece)
                     stream.flush()
             except Exception:  # noqa: BLE001 - as StreamHandler.emit: report, never raise
-                created, lines = groups[0]
-                handler.handleError(self._record(level, lines, created))
+                created, first = groups[0]
+                handler.handleError(self._record(level, first, created))
         return True
 
     def _record(self, level: int, lines: list[str], now: float) -> logging.LogRecord:

@@ -368,13 +368,12 @@ class BackgroundDelivery:
         try:
             return await self._send(decision, respond_by)
         except asyncio.CancelledError:
-            if task in self._cut:
-                self._cut.discard(task)
-                if task.uncancel() <= cancelling:
-                    return None
+            if task in self._cut and task.uncancel() <= cancelling:
+                return None
             raise
         finally:
             self._first_tries.discard(task)
+            self._cut.discard(task)  # also when the cut's cancellation never reached the send
 
     def _first_span(self, entry: NewEntry) -> contextlib.AbstractContextManager[trace.Span]:
         if not self._tracing:
@@ -475,10 +474,7 @@ class BackgroundDelivery:
             if self._change is None:
                 self._change = self._loop.create_future()
             change = self._change
-            pending = self.pending_now(ordering_key)
-            if pending is None:
-                pending = await self.queue.has_pending(ordering_key)
-            if not pending:
+            if not await self.has_pending(ordering_key):
                 return True
             remaining = respond_by - self._clock()
             if remaining <= 0 or self._stopping:

@@ -944,39 +944,58 @@ async def test_a_wait_event_the_full_queue_refuses_answers_delivered_if_its_try_
     assert len(sandbox.received) == 1  # ENQUEUE never sends what it could not queue
 
 
-async def test_a_wait_delivery_costs_two_commits_however_many_calls_share_them(start, sandbox):
-    """Enqueue (with its claim) and completion are the only writes of a delivered WAIT event:
-    no claim of its own, no write when nothing is pending."""
-    running = await start()
-    queue = running.sidecar.background.queue  # type: ignore[union-attr]
-    before = (await queue.stats()).operations
-    result = await running.deliver(make_event(messageId="two-1"), WAIT)
-    assert result.status == Status.DELIVERY_STATUS_DELIVERED
-
-    async def settled() -> int | None:
-        stats = await queue.stats()
-        return stats.operations if stats.depth == 0 else None
-
-    after = await eventually(settled, timeout=10.0, interval=0.02)
-    assert after - before == 2
-
-
-async def test_a_delivered_wait_event_waits_for_no_fsync(start, sandbox):
-    """Its enqueue and its completion commit unsynced: DELIVERED does not depend on them
-    (a power cut would at worst send the event once more). Both are on the file."""
+async def test_a_wait_event_delivered_within_the_linger_is_never_queued(start, sandbox):
+    """A first try that delivers before its lingering enqueue was committed takes the
+    enqueue back: one write in all (the delivered id, unsynced), no entry ever on disk, and
+    the id still known to the store (and after a restart, see the dedup tests)."""
     running = await start()
     queue = running.sidecar.background.queue  # type: ignore[union-attr]
     before = await queue.stats()
-    result = await running.deliver(make_event(messageId="nf-1"), WAIT)
+    result = await running.deliver(make_event(messageId="two-1"), WAIT)
     assert result.status == Status.DELIVERY_STATUS_DELIVERED
 
     async def settled() -> Any:
         stats = await queue.stats()
-        return stats if stats.depth == 0 and stats.operations - before.operations == 2 else None
+        return stats if stats.operations > before.operations else None
 
     after = await eventually(settled, timeout=10.0, interval=0.02)
+    assert after.operations - before.operations == 1
+    assert after.synced_commits == before.synced_commits  # DELIVERED needs no fsync
+    assert after.depth == 0
+    record = await queue.lookup("two-1")
+    assert record is not None
+    assert record.state == "delivered"
+    again = await running.deliver(make_event(messageId="two-1"), WAIT)
+    assert again.status == Status.DELIVERY_STATUS_SKIPPED_DUPLICATE
+    assert len(sandbox.received) == 1
+
+
+async def test_a_wait_event_whose_send_outlasts_the_linger_is_on_disk_while_it_is_sent(
+    start, sandbox
+):
+    """Bluecore slower than the linger: the entry is committed (claimed) while its first
+    try is out, and the completion removes it: two writes, neither synced."""
+    running = await start()
+    queue = running.sidecar.background.queue  # type: ignore[union-attr]
+    sandbox.delay(0.5)
+    before = await queue.stats()
+    call = asyncio.create_task(running.deliver(make_event(messageId="slow-1"), WAIT, timeout=10))
+    await until(lambda: len(sandbox.received) >= 1)
+    await asyncio.sleep(0.1)  # far past the linger, well before the answer
+    during = await queue.stats()
+    assert (during.depth, during.claimed) == (1, 1)
+    result = await call
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+
+    async def settled() -> Any:
+        stats = await queue.stats()
+        return stats if stats.depth == 0 else None
+
+    after = await eventually(settled, timeout=10.0, interval=0.02)
+    # The enqueue and the completion; stats() calls are reads, not counted.
+    assert after.operations - before.operations == 2
     assert after.synced_commits == before.synced_commits
-    record = await queue.lookup("nf-1")
+    record = await queue.lookup("slow-1")
     assert record is not None
     assert record.state == "delivered"
 

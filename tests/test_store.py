@@ -261,6 +261,101 @@ async def test_lookups_fall_back_to_the_database_past_the_memory_front(db, clock
         await q.close()
 
 
+async def test_memory_that_knows_every_id_answers_misses_without_reading(db, clock):
+    """A file whose ids all fit the memory front is loaded at open; from then on a lookup of
+    an unknown id reads nothing, and the known ones (queued, delivered) answer as before."""
+    q = await SqliteQueue.open(db, clock=clock)
+    await q.enqueue([entry("queued"), entry("done", key=JOHN)])
+    (claim,) = [c for c in await q.claim_due(10) if c.entry.message_id == "done"]
+    assert await q.complete(claim, attempts=1, http_status=202)
+    await q.remember(store.DedupRecord("direct", "delivered", "search", 1, 202, clock.now - 5))
+    await q.close()
+
+    q = await SqliteQueue.open(db, clock=clock)
+    try:
+        statements: list[str] = []
+        assert q._reader is not None
+        q._reader.set_trace_callback(statements.append)
+        found = {m: await q.lookup(m) for m in ("queued", "done", "direct", "never-seen")}
+        assert {m: r.state if r else None for m, r in found.items()} == {
+            "queued": "queued",
+            "done": "delivered",
+            "direct": "delivered",
+            "never-seen": None,
+        }
+        assert found["direct"] is not None
+        assert found["direct"].bluecore_event == "search"
+        q.prefetch(["never-seen", "other"])
+        assert statements == []  # neither the lookups nor the prefetch read the file
+        # A delivery older than the window is forgotten, in memory as in the file.
+        clock.now += 24 * 3600.0 + 1
+        assert await q.lookup("direct") is None
+    finally:
+        await q.close()
+
+
+async def test_memory_that_lets_an_id_go_reads_the_file_again(db, clock):
+    """Past the memory front's size (at open, or by an eviction later), misses read the
+    file, and no id the file knows is taken for new."""
+    q = await SqliteQueue.open(db, clock=clock, lru_size=3)
+    try:
+        await q.enqueue([entry(f"m{i}", key=f"k{i}") for i in range(2)])
+        assert q._complete  # 2 ids, room for 3
+        await q.enqueue([entry(f"m{i}", key=f"k{i}") for i in range(2, 5)])
+        assert not q._complete  # m0 and m1 were let go
+        assert [(await q.lookup(f"m{i}")) is not None for i in range(5)] == [True] * 5
+    finally:
+        await q.close()
+    q = await SqliteQueue.open(db, clock=clock, lru_size=3)
+    try:
+        assert not q._complete  # 5 ids do not fit in 3
+        assert [(await q.lookup(f"m{i}")) is not None for i in range(5)] == [True] * 5
+        assert await q.lookup("never-seen") is None
+    finally:
+        await q.close()
+
+
+async def test_lingering_enqueues_share_one_commit_and_hurry_sends_it(queue):
+    """First tries' enqueues (linger=True) arriving in separate loop turns commit together;
+    hurry() commits them at once, and one nobody hurries commits within the linger."""
+    before = queue.commits
+    first = queue.enqueue_soon([entry("a", key="ka")], claim=True, synced=False, linger=True)
+    await asyncio.sleep(0)
+    second = queue.enqueue_soon([entry("b", key="kb")], claim=True, synced=False, linger=True)
+    await asyncio.sleep(0)
+    assert not first.done()  # waiting for company
+    assert not second.done()
+    queue.hurry(first)
+    assert not first.done()  # the second's send is still out: it waits for that one
+    queue.hurry(second)
+    assert first.done()  # committed on the loop, in this call
+    assert second.done()
+    assert queue.commits - before == 1
+    assert all(isinstance(o, Enqueued) and o.claim for o in (*first.result(), *second.result()))
+    alone = queue.enqueue_soon([entry("c", key="kc")], claim=True, synced=False, linger=True)
+    outcome = await asyncio.wait_for(alone, 5 * store._ENQUEUE_LINGER + 1.0)
+    assert isinstance(outcome[0], Enqueued)
+    assert queue.commits - before == 2
+
+
+async def test_a_lingering_enqueue_keeps_its_place_before_later_writes(queue):
+    """An entry submitted after a lingering one of the same customer is numbered after it,
+    even though the later one is not lingering and goes at once."""
+    first = queue.enqueue_soon([entry("optin-1")], claim=True, synced=False, linger=True)
+    later = queue.enqueue_soon([entry("unsub-2", event="unsubscribe")])
+    [behind] = await later
+    assert first.done()  # it rode along, ahead of the later one
+    [enqueued] = first.result()
+    assert isinstance(enqueued, Enqueued)  # the key's head
+    assert enqueued.claim is not None
+    assert isinstance(behind, Enqueued)
+    assert behind.claim is None
+    assert await queue.claim_due(10) == []  # the unsubscribe waits behind the optin
+    assert await queue.complete(enqueued.claim, attempts=1, http_status=202)
+    (head,) = await queue.claim_due(10)
+    assert head.entry.message_id == "unsub-2"
+
+
 async def test_reprs_carry_no_email_and_no_event(queue):
     """Entries and claims may end up in a log line: their repr hides the key and the payload."""
     new = entry("m1")
@@ -372,7 +467,10 @@ async def test_prefetch_reads_a_batch_of_ids_once_and_the_lookups_stay_right(que
     assert queue._reader is not None
     queue._reader.set_trace_callback(statements.append)
     ids = ["queued", "done", "new", "later"]
-    queue._lru.clear()  # as after a restart: nothing of these in memory
+    # As after a restart on a file with more ids than the memory front holds: none of these
+    # is in memory, and memory no longer knows every id of the file.
+    queue._lru.clear()
+    queue._complete = False
     queue.prefetch(ids)
     assert len(statements) == 1
     assert isinstance(await enqueue_one(queue, entry("later", key="k9")), Enqueued)

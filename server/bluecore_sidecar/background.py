@@ -44,6 +44,7 @@ from .redaction import Redactor
 from .retry import RetryPolicy, Verdict, backoff_delay, deadline_margin
 from .store import (
     Claim,
+    DedupRecord,
     DedupStore,
     Duplicate,
     Enqueued,
@@ -51,6 +52,7 @@ from .store import (
     EventQueue,
     NewEntry,
     QueuedEntry,
+    StoreClosed,
     StoreError,
 )
 from .telemetry import Metrics
@@ -130,10 +132,11 @@ def _time_out(future: asyncio.Future[DeliveryResult | None]) -> None:
 
 
 class FirstTry(NamedTuple):
-    """What :meth:`BackgroundDelivery.try_first` did: the enqueue's outcome, and the first
-    try's result (None when shutdown cut the try short: the entry waits in the queue)."""
+    """What :meth:`BackgroundDelivery.try_first` did: the enqueue's outcome (None when the
+    try delivered before the entry was written, which then never was), and the first try's
+    result (None when shutdown cut the try short: the entry waits in the queue)."""
 
-    enqueued: EnqueueOutcome
+    enqueued: EnqueueOutcome | None
     result: DeliveryResult | None
 
 
@@ -312,7 +315,9 @@ class BackgroundDelivery:
         for at the same time; the customer is held in memory (``has_pending``) until the
         commit has counted the entry, so nothing of theirs overtakes it. The commit skips the
         fsync (``synced=False``): a delivery's answer needs none, and a caller that answers
-        ``QUEUED`` instead calls :meth:`sync` first.
+        ``QUEUED`` instead calls :meth:`sync` first. It also lingers (``linger=True``): the
+        enqueues of calls arriving while sends are out share one transaction, committed when
+        the last of their sends ends (``hurry``) or a few milliseconds on, whichever is first.
 
         A delivered try's completion commits later, with others (the answer need not wait).
         Any other outcome is settled (rescheduled or a dead letter) before this returns.
@@ -324,20 +329,32 @@ class BackgroundDelivery:
         key = entry.ordering_key
         # Submitted before anything else of this loop turn: its sequence number is below that
         # of any later event of the customer.
-        committed = self.queue.enqueue_soon([entry], claim=True, synced=False)
+        committed = self.queue.enqueue_soon([entry], claim=True, synced=False, linger=True)
         self._early_keys.add(key)
         sent: SendOutcome | None = None
         settling = False
         try:
             with self._first_span(entry) as span:
                 sent = await self._send_first(decision, respond_by)
+                enqueued: EnqueueOutcome | None = None
                 if committed.done():
                     [enqueued] = committed.result()
+                elif (
+                    sent is not None
+                    and sent.verdict is Verdict.DELIVERED
+                    and self.queue.withdraw(committed)
+                ):
+                    # Delivered before its enqueue left the line: nothing to queue, and the
+                    # store learns the id as of a direct delivery (soon, not awaited).
+                    settling = True
+                    result: DeliveryResult | None = self._delivered_first(entry, sent)
                 else:
+                    self.queue.hurry(committed)  # it may linger for company: the answer waits
                     # Shielded: a caller that leaves must not cancel the commit's answer.
                     [enqueued] = await asyncio.shield(committed)
-                settling = True  # from here on the entry is settled whatever the caller does
-                result = await self._first_outcome(entry, enqueued, decision, sent)
+                if enqueued is not None:
+                    settling = True  # from here on the entry is settled whatever the caller does
+                    result = await self._first_outcome(entry, enqueued, decision, sent)
                 if result is not None and span.is_recording():
                     span.set_attributes(_span_attributes(result, 0, self._redactor))
                     if result.status not in _ANSWERED_WELL:
@@ -382,6 +399,30 @@ class BackgroundDelivery:
         return self._tracer.start_as_current_span(
             BACKGROUND_SPAN, links=_links(entry.traceparent), record_exception=False
         )
+
+    def _delivered_first(self, entry: NewEntry, sent: SendOutcome) -> DeliveryResult:
+        """The result of a first try that delivered before its entry was written."""
+        result = self._result(
+            entry,
+            status=delivery_pb2.DELIVERY_STATUS_DELIVERED,
+            outcome=sent,
+            label="",  # the call sets its own
+            reason="",
+            detail=sent.detail,
+        )
+        with contextlib.suppress(StoreClosed):  # closed under it: only dedup after a restart
+            self.queue.remember_soon(
+                DedupRecord(
+                    entry.message_id,
+                    "delivered",
+                    entry.bluecore_event,
+                    result.attempts,
+                    result.http_status,
+                    self._wall_clock(),
+                )
+            )
+        self._count("delivered")
+        return result
 
     async def _first_outcome(
         self, entry: NewEntry, enqueued: EnqueueOutcome, decision: Send, sent: SendOutcome | None

@@ -282,13 +282,34 @@ class EventQueue(Protocol):
         ...
 
     def enqueue_soon(
-        self, entries: Sequence[NewEntry], *, claim: bool = False, synced: bool = True
+        self,
+        entries: Sequence[NewEntry],
+        *,
+        claim: bool = False,
+        synced: bool = True,
+        linger: bool = False,
     ) -> asyncio.Future[list[EnqueueOutcome]]:
         """:meth:`enqueue`, submitted before this call returns (so ahead of anything queued
         after it), answered by the returned future.
 
         ``synced=False``: the answer may come before the commit is safe from a power cut (it
-        is safe from a crash); whoever then says ``QUEUED`` calls :meth:`sync` first."""
+        is safe from a crash); whoever then says ``QUEUED`` calls :meth:`sync` first.
+        ``linger=True``: the commit may wait a few milliseconds for company; call
+        :meth:`hurry` before awaiting the future."""
+        ...
+
+    def hurry(self, future: asyncio.Future[Any]) -> None:
+        """``future`` (of ``enqueue_soon(linger=True)``) is awaited now: commit it soon."""
+        ...
+
+    def withdraw(self, future: asyncio.Future[Any]) -> bool:
+        """Take back the lingering enqueue of ``future`` if it has not run yet (its first
+        try delivered first); True when it was taken back and nothing of it is written."""
+        ...
+
+    def remember_soon(self, record: DedupRecord) -> None:
+        """:meth:`DedupStore.remember` for a caller that does not wait: committed with the
+        next write, or alone a moment later."""
         ...
 
     async def sync(self) -> None:
@@ -523,6 +544,13 @@ _SHARED_WAIT: Final = 30.0
 #: How long a write nobody waits on (a completion) may wait for company before it is sent to
 #: the writer alone (seconds): it usually joins the next batch sooner.
 _LAZY_FLUSH: Final = 0.002
+#: How long the enqueue of a first try (``enqueue_soon(linger=True)``) may wait for other
+#: enqueues to share its commit (seconds). Its caller asks for the commit (``hurry``) when
+#: its send is done; the commit goes then if no other lingering enqueue's send is still out,
+#: else when the last of them asks, or when this much time has passed. Under load, the calls
+#: that arrive while sends are out share one transaction instead of one each; an event is
+#: on disk at most this long after its send began, and always before any answer about it.
+_ENQUEUE_LINGER: Final = 0.005
 #: With a file this process has alone, how long delivered entries' completions wait for
 #: more of them (seconds) before they are committed together. Nothing waits on them: the
 #: call has answered, and a customer they hold is let go at once when asked about
@@ -770,6 +798,11 @@ class SqliteQueue:
         # COMMIT (the fsync) to the thread, which owns the connection until it gives it back.
         self._thread_owns = False
         self._outbox: list[_Op] = []
+        # The futures of lingering enqueues in the outbox whose callers have not asked for
+        # the commit yet (see enqueue_soon and hurry).
+        self._unhurried: set[asyncio.Future[Any]] = set()
+        # Deliveries remember_soon() holds for its next operation (guarded by the lock).
+        self._remembering: list[DedupRecord] = []
         # The loop that opened the queue, which every caller runs on. Kept, because
         # asyncio.get_running_loop() costs a getpid() system call on every call.
         self._loop = loop
@@ -798,6 +831,9 @@ class SqliteQueue:
         self._lru: collections.OrderedDict[str, DedupRecord] = collections.OrderedDict()
         # Ids prefetch() read and did not find, until a lookup takes the mark (see prefetch).
         self._absent: set[str] = set()
+        # Whether the LRU holds every id the file knows (see _load): then a miss is an answer
+        # and lookups read nothing. False for a shared file, and from the first eviction on.
+        self._complete = False
         self._depth = 0
         self._bytes = 0
         self._seq = 0
@@ -923,6 +959,7 @@ class SqliteQueue:
         lazy: bool = False,
         synced: bool = True,
         with_completions: bool = True,
+        linger: float = _LAZY_FLUSH,
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
@@ -938,9 +975,15 @@ class SqliteQueue:
             return future  # a COMMIT is in flight: the connection's release flushes this
         if lazy:
             # Nobody waits for it to answer a call: it rides along with the next batch, or
-            # goes alone a moment later, instead of paying a commit cycle of its own.
-            if not self._flush_due and self._lazy_timer is None:
-                self._lazy_timer = loop.call_later(_LAZY_FLUSH, self._flush)
+            # goes alone a moment later, instead of paying a commit cycle of its own. The
+            # timer is the earliest that its operations allow.
+            if not self._flush_due:
+                timer = self._lazy_timer
+                due = loop.time() + linger
+                if timer is None or due < timer.when():
+                    if timer is not None:
+                        timer.cancel()
+                    self._lazy_timer = loop.call_at(due, self._flush)
         elif not self._flush_due:
             # Whatever else this loop turn submits travels with it: one hand-off per turn.
             self._flush_due = True
@@ -958,12 +1001,18 @@ class SqliteQueue:
             # Shared: BEGIN may wait for another process's transaction, which must not block
             # the event loop, so the thread does all. Closing: the thread takes what is left.
             ops, self._outbox = self._outbox, []
+            self._unhurried.clear()
             self._ops.put(ops)
             return
         if self._thread_owns:
             return  # a COMMIT is in flight: what arrives meanwhile goes in the next one
         ops = self._outbox[: self._max_group]
         del self._outbox[: self._max_group]
+        if self._unhurried:
+            if self._outbox:
+                self._unhurried.intersection_update(op.future for op in self._outbox)
+            else:
+                self._unhurried.clear()
         live = [op for op in ops if not op.future.cancelled()]
         writes = [op for op in live if op.write]
         reads = [op for op in live if not op.write]
@@ -1547,9 +1596,46 @@ class SqliteQueue:
             live[key] = count
         (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
         (pending,) = conn.execute("SELECT COUNT(*) FROM entries WHERE state = 0").fetchone()
+        records = self._known_ids(conn)
         with self._lock:
             self._depth, self._bytes, self._live, self._seq = depth, nbytes, live, seq
             self._pending = pending
+            if records is not None:
+                self._cache_all(records)
+                self._complete = True
+
+    def _known_ids(self, conn: sqlite3.Connection) -> list[DedupRecord] | None:
+        """Every id a lookup could find in the file, oldest first, when they fit the LRU;
+        None when they do not, or when the file is shared (other processes add ids unseen).
+
+        With all of them in memory, and every write caching what it adds (their effects),
+        a lookup that misses the LRU is answered without reading: the id is not in the file.
+        The first eviction ends that (``_cache``).
+        """
+        if self._shared:
+            return None
+        cutoff = self._clock() - self._window
+        (live,) = conn.execute("SELECT COUNT(*) FROM entries WHERE state < 2").fetchone()
+        (recent,) = conn.execute(
+            "SELECT COUNT(*) FROM delivered WHERE delivered_at >= ?", (cutoff,)
+        ).fetchone()
+        if live + recent > self._lru_size:
+            return None
+        rows = conn.execute(
+            "SELECT 1, message_id, bluecore_event, attempts, http_status, delivered_at"
+            " FROM delivered WHERE delivered_at >= ?"
+            " UNION ALL SELECT 0, message_id, bluecore_event, attempts, last_http_status,"
+            " enqueued_at FROM entries WHERE state < 2",
+            (cutoff,),
+        ).fetchall()
+        # A live entry's record wins over a delivery of the same id (as in _lookup_all):
+        # queued rows come last, so theirs is the one cached.
+        return [
+            DedupRecord(message_id, "delivered" if kind else "queued", event, attempts, status, at)
+            for kind, message_id, event, attempts, status, at in sorted(
+                rows, key=lambda row: (-row[0], row[5])
+            )
+        ]
 
     def _release(self, conn: sqlite3.Connection, tx: _Tx) -> int:
         released = conn.execute(
@@ -1577,13 +1663,23 @@ class SqliteQueue:
         return await self.enqueue_soon(entries, claim=claim)
 
     def enqueue_soon(
-        self, entries: Sequence[NewEntry], *, claim: bool = False, synced: bool = True
+        self,
+        entries: Sequence[NewEntry],
+        *,
+        claim: bool = False,
+        synced: bool = True,
+        linger: bool = False,
     ) -> asyncio.Future[list[EnqueueOutcome]]:
         """:meth:`enqueue`, in the writer's line before this returns; await the future.
 
         ``synced=False`` (a WAIT event whose first try is under way): its commit may skip the
         fsync, like a completion's (see ``_begin``), since a delivered try's answer does not
         depend on it; any ``QUEUED`` answer for it must come after :meth:`sync`.
+
+        ``linger=True`` (also a first try's): the commit waits up to :data:`_ENQUEUE_LINGER`
+        for other operations to share it, unless :meth:`hurry` sends it earlier. It keeps
+        its place in the writer's line all the same: whatever is submitted after it commits
+        after it, or in the same transaction behind it.
         """
         batch = tuple(entries)
         if not batch:
@@ -1591,6 +1687,10 @@ class SqliteQueue:
             done.set_result([])
             return done
         now = self._clock()
+        # Whether claiming runs is asked now, not at the commit: an entry that lingers past
+        # stop_claiming() is still its first try's to settle, and the release at shutdown,
+        # submitted after it, puts it back if the try is cut.
+        claim = claim and self._claiming
 
         def run(conn: sqlite3.Connection, tx: _Tx) -> list[EnqueueOutcome]:
             return [self._enqueue_one(conn, tx, entry, now, claim) for entry in batch]
@@ -1602,9 +1702,94 @@ class SqliteQueue:
                 batch
             )
 
+        if linger:
+            future = self._submit_soon(
+                run,
+                write=True,
+                on_error=refused,
+                synced=synced,
+                with_completions=False,
+                lazy=True,
+                linger=_ENQUEUE_LINGER,
+            )
+            if not future.done():
+                self._unhurried.add(future)
+            return future
         return self._submit_soon(
             run, write=True, on_error=refused, synced=synced, with_completions=False
         )
+
+    def withdraw(self, future: asyncio.Future[Any]) -> bool:
+        """Take the lingering enqueue of ``future`` out of the writer's line, if it is still
+        there (not run, not handed to the thread): its first try delivered before the commit
+        went, so there is nothing to queue. The future is cancelled; True when taken back."""
+        if future.done():
+            return False
+        for index, op in enumerate(self._outbox):
+            if op.future is future:
+                del self._outbox[index]
+                self._unhurried.discard(future)
+                future.cancel()
+                return True
+        return False
+
+    def remember_soon(self, record: DedupRecord) -> None:
+        """Record a delivery whose entry was never written (see :meth:`withdraw`), without
+        waiting: the records of a loop's worth of calls go as one operation, which rides
+        with the next write or goes alone after :data:`_COMPLETION_WAIT`.
+
+        A crash before that commit forgets the ids (a resend would deliver them again),
+        as one before a completion's commit sends its entry again: at least once."""
+        if record.state != "delivered":
+            raise ValueError("remember_soon() records deliveries")
+        if self._closed:
+            raise StoreClosed("the durable queue is closed")
+        with self._lock:
+            waiting = self._remembering
+            waiting.append(record)
+        if len(waiting) > 1:
+            return  # the operation already in line takes it along
+
+        def run(conn: sqlite3.Connection, tx: _Tx) -> None:
+            with self._lock:
+                records, self._remembering = self._remembering, []
+            conn.executemany(
+                "INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?, ?)",
+                [
+                    (r.message_id, r.bluecore_event, r.attempts, r.http_status, r.at)
+                    for r in records
+                ],
+            )
+            tx.effects.append(functools.partial(self._cache_all, records))
+
+        def failed(exc: sqlite3.Error) -> None:
+            # Delivered all the same; only a resend after a restart could slip through.
+            _log.warning(
+                "durable queue: delivered ids not recorded (%s)", _cause(exc), exc_info=False
+            )
+
+        self._submit_soon(
+            run,
+            write=True,
+            on_error=failed,
+            lazy=True,
+            synced=False,
+            with_completions=False,
+            linger=_COMPLETION_WAIT,
+        )
+
+    def hurry(self, future: asyncio.Future[Any]) -> None:
+        """``future``'s caller waits for its commit (see :meth:`enqueue_soon`): commit the
+        lingering operations now, on the loop, unless another lingering enqueue's caller is
+        still sending (the last of them, or the linger's timer, commits them all).
+
+        Nothing to do either when a flush is already due this turn, or the writer thread
+        holds the connection (its release flushes what waits)."""
+        self._unhurried.discard(future)
+        if self._unhurried or future.done():
+            return
+        if self._outbox and not self._flush_due and not self._thread_owns:
+            self._flush()
 
     async def sync(self) -> None:
         """Return once every commit answered so far is on the disk.
@@ -1638,8 +1823,9 @@ class SqliteQueue:
         self._seq = self._next_seq(conn, entry.ordering_key)
         due = now if entry.next_due is None else entry.next_due
         # Claimed at once only as the key's head (nothing else live, in this transaction's
-        # view, which includes other processes' commits), and only while claiming runs.
-        claimed = claim and self._claiming and due <= now and self._alone(conn, entry.ordering_key)
+        # view, which includes other processes' commits), and only if claiming ran when the
+        # entry was submitted (see enqueue_soon).
+        claimed = claim and due <= now and self._alone(conn, entry.ordering_key)
         # The duplicate check is part of the insert: a live entry of the id is refused by
         # its unique index (OR IGNORE), a delivered one by the NOT EXISTS. One statement.
         inserted = conn.execute(
@@ -2051,6 +2237,8 @@ class SqliteQueue:
         stale = self._shared and cached is not None and cached.state == "queued"
         if cached is not None and self._fresh(cached, at) and not stale:
             return cached
+        if self._complete:
+            return None  # memory holds every id of the file (see _known_ids)
         reader = self._reader
         if reader is not None:
             try:
@@ -2084,7 +2272,7 @@ class SqliteQueue:
         gets no marks; a failed read leaves the lookups to read for themselves.
         """
         reader = self._reader
-        if self._shared or reader is None or len(message_ids) < 2:
+        if self._shared or self._complete or reader is None or len(message_ids) < 2:
             return
         at = self._clock() if now is None else now
         with self._lock:
@@ -2276,6 +2464,7 @@ class SqliteQueue:
         while len(self._lru) > self._lru_size:
             evicted, _ = self._lru.popitem(last=False)
             self._absent.discard(evicted)  # its record may be younger than its mark
+            self._complete = False  # the file knows an id that memory has let go
 
     def _uncache(self, message_id: str) -> None:
         self._lru.pop(message_id, None)

@@ -315,9 +315,13 @@ async def test_memory_that_lets_an_id_go_reads_the_file_again(db, clock):
         await q.close()
 
 
-async def test_lingering_enqueues_share_one_commit_and_hurry_sends_it(queue):
+async def test_lingering_enqueues_share_one_commit_and_hurry_sends_it(queue, monkeypatch):
     """First tries' enqueues (linger=True) arriving in separate loop turns commit together;
-    hurry() commits them at once, and one nobody hurries commits within the linger."""
+    hurry() commits them at once, and one nobody hurries commits within the linger.
+
+    The linger is stretched while the first two wait, so a VM pause longer than 5 ms cannot
+    commit them early, and shortened again for the one left alone."""
+    monkeypatch.setattr(store, "_ENQUEUE_LINGER", 30.0)
     before = queue.commits
     first = queue.enqueue_soon([entry("a", key="ka")], claim=True, synced=False, linger=True)
     await asyncio.sleep(0)
@@ -332,8 +336,9 @@ async def test_lingering_enqueues_share_one_commit_and_hurry_sends_it(queue):
     assert second.done()
     assert queue.commits - before == 1
     assert all(isinstance(o, Enqueued) and o.claim for o in (*first.result(), *second.result()))
+    monkeypatch.setattr(store, "_ENQUEUE_LINGER", 0.05)
     alone = queue.enqueue_soon([entry("c", key="kc")], claim=True, synced=False, linger=True)
-    outcome = await asyncio.wait_for(alone, 5 * store._ENQUEUE_LINGER + 1.0)
+    outcome = await asyncio.wait_for(alone, 10.0)
     assert isinstance(outcome[0], Enqueued)
     assert queue.commits - before == 2
 

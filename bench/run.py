@@ -1694,7 +1694,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="after the phases, record py-spy on the tracing-off sidecar under Deliver load",
+        help="after the phases, record py-spy on a sidecar (--profile-server) under load",
+    )
+    parser.add_argument(
+        "--profile-server",
+        default="sidecar",
+        metavar="NAME",
+        help="--profile: which server, by its name in this script (sidecar, sidecar-durable, "
+        "sidecar-trace10, ...; default sidecar, the tracing-off one)",
+    )
+    parser.add_argument(
+        "--profile-call",
+        choices=("deliver", "batch"),
+        default="deliver",
+        help="--profile: the load while py-spy records, Deliver calls or DeliverBatch calls",
     )
     parser.add_argument(
         "--profile-format",
@@ -1983,7 +1996,14 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
     if scaling:
         needed.update(SCALING_SERVERS)
     if args.profile:
-        needed.add("sidecar")
+        if args.profile_server not in LABELS or args.profile_server == "forwarder":
+            raise BenchError(
+                f"--profile-server {args.profile_server}: not a sidecar of this script "
+                f"(one of {', '.join(n for n in LABELS if n != 'forwarder')})"
+            )
+        if args.profile_server.endswith("-base") and not args.compare_rev:
+            raise BenchError(f"--profile-server {args.profile_server} needs --compare-rev REV")
+        needed.add(args.profile_server)
     args.all_servers = [name for name in SERVERS if name in needed]
     children: list[Child] = []
     sink: grpc.aio.Server | None = None
@@ -2063,7 +2083,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
                     )
         if args.profile:
             profile_out = await record_profile(
-                args, servers["sidecar"], upstream, workdir, stamp, phases
+                args, servers[args.profile_server], upstream, workdir, stamp, phases
             )
         # SIGTERM makes each sidecar flush its spans; the sink stays up until they are in.
         await asyncio.gather(*(close_watchers(s) for s in servers.values()))
@@ -2117,7 +2137,10 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
             if args.profile_format == "raw"
             else f"written to {profile_out}"
         )
-        sections.append((f"py-spy profile of {LABELS['sidecar']}", summary))
+        call = "Deliver" if args.profile_call == "deliver" else f"DeliverBatch x{args.batch_size}"
+        sections.append(
+            (f"py-spy profile of {LABELS[args.profile_server]} under {call} load", summary)
+        )
     sections.append(("Notes", render_notes(rows, upstream, args.batch_size, spans)))
     summary_table = render_summary(rows, args.batch_size)
     targets = render_targets(phases)
@@ -2207,28 +2230,30 @@ async def record_profile(
     stamp: str,
     phases: list[dict[str, Any]],
 ) -> Path:
-    """A py-spy recording of ``server`` while it serves closed-loop Deliver calls (unmeasured).
+    """A py-spy recording of ``server`` while it serves closed-loop calls (unmeasured):
+    ``Deliver`` calls, or ``DeliverBatch`` calls with ``--profile-call batch``.
 
     The load stops a second after the recording (py-spy pauses the process for each
     sample, so the sidecar is slower than unprofiled), and every sample is taken under load.
     """
     pid = server.child.proc.pid
     cmd, out = profile_command(args, pid, stamp)
+    mode = args.profile_call
     rates = [
-        p["deliveries_per_s"]
-        for p in phases
-        if p["server"] == server.name and p["mode"] == "deliver"
+        p["deliveries_per_s"] for p in phases if p["server"] == server.name and p["mode"] == mode
     ]
     rate = statistics.median(rates) if rates else 1000.0
-    calls = int(2 * rate * (args.profile + 5))  # more than it can answer in that time
+    per_call = 1 if mode == "deliver" else args.batch_size
+    # More calls than it can answer in that time.
+    calls = max(1, int(2 * rate * (args.profile + 5) / per_call))
     print(
-        f"bench: profiling {server.name} (pid {pid}) under Deliver load: " + " ".join(cmd),
+        f"bench: profiling {server.name} (pid {pid}) under {mode} load: " + " ".join(cmd),
         flush=True,
     )
     phase = await run_phase(
         args,
         server,
-        "deliver",
+        mode,
         0,
         upstream,
         workdir,

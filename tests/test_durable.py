@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -977,19 +978,23 @@ async def test_a_wait_event_delivered_within_the_linger_is_never_queued(
 
 
 async def test_a_wait_event_whose_send_outlasts_the_linger_is_on_disk_while_it_is_sent(
-    start, sandbox
+    start, sandbox, monkeypatch, tmp_path
 ):
     """Bluecore slower than the linger: the entry is committed (claimed) while its first
-    try is out, and the completion removes it: two writes, neither synced."""
+    try is out, and the completion removes it: two writes, neither synced. (The linger is
+    shortened to 50 ms here, well inside the upstream's 0.5 s.)"""
+    monkeypatch.setattr(store, "_ENQUEUE_LINGER", 0.05)
     running = await start()
     queue = running.sidecar.background.queue  # type: ignore[union-attr]
     sandbox.delay(0.5)
     before = await queue.stats()
     call = asyncio.create_task(running.deliver(make_event(messageId="slow-1"), WAIT, timeout=10))
     await until(lambda: len(sandbox.received) >= 1)
-    await asyncio.sleep(0.1)  # far past the linger, well before the answer
-    during = await queue.stats()
-    assert (during.depth, during.claimed) == (1, 1)
+    await asyncio.sleep(0.2)  # far past the linger, well before the answer
+    # Read from the file by another connection: a stats() call would take the entry along.
+    with contextlib.closing(sqlite3.connect(tmp_path / "queue.db")) as peer:
+        on_disk = peer.execute("SELECT message_id, state FROM entries").fetchall()
+    assert on_disk == [("slow-1", 1)]  # committed, claimed by its first try
     result = await call
     assert result.status == Status.DELIVERY_STATUS_DELIVERED
 
@@ -1004,6 +1009,33 @@ async def test_a_wait_event_whose_send_outlasts_the_linger_is_on_disk_while_it_i
     record = await queue.lookup("slow-1")
     assert record is not None
     assert record.state == "delivered"
+
+
+async def test_a_wait_event_delivered_within_the_linger_is_not_on_disk_while_it_is_sent(
+    start, sandbox, tmp_path
+):
+    """With the default linger, a send that takes 0.2 s (well inside it) and delivers never
+    writes its entry: during the send the file has no entry, afterwards only the delivered
+    id. Read by another connection, so no read of ours takes the entry along."""
+    assert store._ENQUEUE_LINGER >= 0.4  # the premise: the send ends well within it
+    running = await start()
+    sandbox.delay(0.2)
+    call = asyncio.create_task(running.deliver(make_event(messageId="ok-1"), WAIT, timeout=10))
+    await until(lambda: len(sandbox.received) >= 1)
+    with contextlib.closing(sqlite3.connect(tmp_path / "queue.db")) as peer:
+        assert peer.execute("SELECT count(*) FROM entries").fetchone() == (0,)
+    result = await call
+    assert result.status == Status.DELIVERY_STATUS_DELIVERED
+
+    def delivered_on_disk() -> bool:
+        with contextlib.closing(sqlite3.connect(tmp_path / "queue.db")) as peer:
+            return peer.execute(
+                "SELECT count(*) FROM delivered WHERE message_id = 'ok-1'"
+            ).fetchone() == (1,)
+
+    await until(delivered_on_disk)
+    with contextlib.closing(sqlite3.connect(tmp_path / "queue.db")) as peer:
+        assert peer.execute("SELECT count(*) FROM entries").fetchone() == (0,)
 
 
 async def test_a_wait_event_answered_queued_at_shutdown_was_synced_first(sandbox, tmp_path):

@@ -315,32 +315,59 @@ async def test_memory_that_lets_an_id_go_reads_the_file_again(db, clock):
         await q.close()
 
 
-async def test_lingering_enqueues_share_one_commit_and_hurry_sends_it(queue, monkeypatch):
-    """First tries' enqueues (linger=True) arriving in separate loop turns commit together;
-    hurry() commits them at once, and one nobody hurries commits within the linger.
+async def test_lingering_enqueues_wait_while_other_commits_pass_them(queue, clock, monkeypatch):
+    """First tries' enqueues (linger=True) stay in line while their sends are out: a commit
+    of delivered ids passes them by; hurry() commits one at once and leaves the other;
+    withdraw() takes one back unwritten; one nobody asks about commits when its linger ends.
 
-    The linger is stretched while the first two wait, so a VM pause longer than 5 ms cannot
-    commit them early, and shortened again for the one left alone."""
+    The linger is stretched while the first two wait, so a VM pause cannot end it early,
+    and shortened again for the one left alone."""
     monkeypatch.setattr(store, "_ENQUEUE_LINGER", 30.0)
     before = queue.commits
     first = queue.enqueue_soon([entry("a", key="ka")], claim=True, synced=False, linger=True)
     await asyncio.sleep(0)
     second = queue.enqueue_soon([entry("b", key="kb")], claim=True, synced=False, linger=True)
-    await asyncio.sleep(0)
-    assert not first.done()  # waiting for company
+    queue.remember_soon(store.DedupRecord("d1", "delivered", "search", 1, 202, clock.now))
+    await asyncio.sleep(store._COMPLETION_WAIT + 0.2)  # the delivered id's commit has gone
+
+    async def remembered() -> object:
+        return await queue.lookup("d1")
+
+    assert await asyncio.wait_for(remembered(), 5.0) is not None
+    assert queue.commits - before == 1
+    assert not first.done()  # both still wait for their sends
     assert not second.done()
     queue.hurry(first)
-    assert not first.done()  # the second's send is still out: it waits for that one
-    queue.hurry(second)
     assert first.done()  # committed on the loop, in this call
-    assert second.done()
-    assert queue.commits - before == 1
-    assert all(isinstance(o, Enqueued) and o.claim for o in (*first.result(), *second.result()))
+    assert not second.done()  # its send is still out: it stays in line
+    assert queue.commits - before == 2
+    [enqueued] = first.result()
+    assert isinstance(enqueued, Enqueued)
+    assert enqueued.claim is not None
+    assert queue.withdraw(second)  # its send delivered: nothing of it is written
+    assert second.cancelled()
+    assert await queue.lookup("b") is None
     monkeypatch.setattr(store, "_ENQUEUE_LINGER", 0.05)
     alone = queue.enqueue_soon([entry("c", key="kc")], claim=True, synced=False, linger=True)
     outcome = await asyncio.wait_for(alone, 10.0)
     assert isinstance(outcome[0], Enqueued)
-    assert queue.commits - before == 2
+    assert queue.commits - before == 3
+
+
+async def test_a_lingering_enqueue_goes_with_an_operation_that_may_depend_on_it(queue, monkeypatch):
+    """Anything but delivered ids and completions behind a lingering enqueue (here another
+    customer's plain enqueue) takes it along in the same transaction: nothing overtakes it."""
+    monkeypatch.setattr(store, "_ENQUEUE_LINGER", 30.0)
+    before = queue.commits
+    lingering = queue.enqueue_soon([entry("a", key="ka")], claim=True, synced=False, linger=True)
+    await asyncio.sleep(0)
+    [plain] = await queue.enqueue([entry("z", key="kz")])
+    assert isinstance(plain, Enqueued)
+    assert lingering.done()
+    assert queue.commits - before == 1
+    [enqueued] = lingering.result()
+    assert isinstance(enqueued, Enqueued)
+    assert enqueued.id < plain.id
 
 
 async def test_a_lingering_enqueue_keeps_its_place_before_later_writes(queue):

@@ -315,9 +315,10 @@ class BackgroundDelivery:
         for at the same time; the customer is held in memory (``has_pending``) until the
         commit has counted the entry, so nothing of theirs overtakes it. The commit skips the
         fsync (``synced=False``): a delivery's answer needs none, and a caller that answers
-        ``QUEUED`` instead calls :meth:`sync` first. It also lingers (``linger=True``): the
-        enqueues of calls arriving while sends are out share one transaction, committed when
-        the last of their sends ends (``hurry``) or a few milliseconds on, whichever is first.
+        ``QUEUED`` instead calls :meth:`sync` first. It also lingers (``linger=True``): it
+        waits in the writer's line while the send is out, is taken back if the send
+        delivers, and is committed when the send ends otherwise (``hurry``), or once the
+        linger is over (:data:`~.store._ENQUEUE_LINGER`), whichever is first.
 
         A delivered try's completion commits later, with others (the answer need not wait).
         Any other outcome is settled (rescheduled or a dead letter) before this returns.
@@ -362,8 +363,9 @@ class BackgroundDelivery:
                 return FirstTry(enqueued, result)
         except BaseException:
             if not settling:
-                # The call left (cancelled) or failed before its entry was settled: once the
-                # commit is in, a background try takes the entry over.
+                # The call left (cancelled) or failed before its entry was settled: the entry
+                # is committed now, and then a background try takes it over.
+                self.queue.hurry(committed)
                 committed.add_done_callback(functools.partial(self._take_over, key, sent))
             raise
         finally:

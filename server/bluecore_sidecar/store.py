@@ -294,8 +294,8 @@ class EventQueue(Protocol):
 
         ``synced=False``: the answer may come before the commit is safe from a power cut (it
         is safe from a crash); whoever then says ``QUEUED`` calls :meth:`sync` first.
-        ``linger=True``: the commit may wait a few milliseconds for company; call
-        :meth:`hurry` before awaiting the future."""
+        ``linger=True``: the commit may wait while the caller's send is out (up to a bound);
+        call :meth:`hurry` before awaiting the future, or :meth:`withdraw` if it delivered."""
         ...
 
     def hurry(self, future: asyncio.Future[Any]) -> None:
@@ -544,13 +544,13 @@ _SHARED_WAIT: Final = 30.0
 #: How long a write nobody waits on (a completion) may wait for company before it is sent to
 #: the writer alone (seconds): it usually joins the next batch sooner.
 _LAZY_FLUSH: Final = 0.002
-#: How long the enqueue of a first try (``enqueue_soon(linger=True)``) may wait for other
-#: enqueues to share its commit (seconds). Its caller asks for the commit (``hurry``) when
-#: its send is done; the commit goes then if no other lingering enqueue's send is still out,
-#: else when the last of them asks, or when this much time has passed. Under load, the calls
-#: that arrive while sends are out share one transaction instead of one each; an event is
-#: on disk at most this long after its send began, and always before any answer about it.
-_ENQUEUE_LINGER: Final = 0.005
+#: How long the enqueue of a first try (``enqueue_soon(linger=True)``) may stay in the
+#: writer's line while its send is out (seconds). A try that delivers within it takes the
+#: enqueue back (``withdraw``): the entry is never written. One that fails asks for the
+#: commit at once (``hurry``). Other commits meanwhile pass it by, unless something behind
+#: it in line could depend on it. So an event is on disk at most this long after its send
+#: began unless it was delivered first, and always before any answer about it.
+_ENQUEUE_LINGER: Final = 0.5
 #: With a file this process has alone, how long delivered entries' completions wait for
 #: more of them (seconds) before they are committed together. Nothing waits on them: the
 #: call has answered, and a customer they hold is let go at once when asked about
@@ -671,6 +671,12 @@ class _Op:
     synced: bool = True
     """Whether its commit must be on the disk before it answers; False for completions and
     for ``enqueue_soon(synced=False)`` (see ``SqliteQueue._begin``)."""
+    hold_until: float = 0.0
+    """A lingering enqueue's: until when (loop time) it may stay in line while later
+    operations commit; 0 for every other operation."""
+    independent: bool = False
+    """True for operations no lingering enqueue's entry can matter to (delivered ids,
+    completions of entries already on disk): a lingering enqueue may stay behind them."""
 
 
 _STOP: Final = object()
@@ -960,6 +966,8 @@ class SqliteQueue:
         synced: bool = True,
         with_completions: bool = True,
         linger: float = _LAZY_FLUSH,
+        holds: bool = False,
+        independent: bool = False,
     ) -> asyncio.Future[T]:
         if self._closed:
             raise StoreClosed("the durable queue is closed")
@@ -970,7 +978,10 @@ class SqliteQueue:
             self._submit_completions()
         loop = self._loop
         future: asyncio.Future[T] = loop.create_future()
-        self._outbox.append(_Op(fn, future, loop, write, on_error, synced=synced))
+        op = _Op(fn, future, loop, write, on_error, synced=synced, independent=independent)
+        if holds:
+            op.hold_until = loop.time() + linger
+        self._outbox.append(op)
         if self._thread_owns:
             return future  # a COMMIT is in flight: the connection's release flushes this
         if lazy:
@@ -1006,13 +1017,9 @@ class SqliteQueue:
             return
         if self._thread_owns:
             return  # a COMMIT is in flight: what arrives meanwhile goes in the next one
-        ops = self._outbox[: self._max_group]
-        del self._outbox[: self._max_group]
-        if self._unhurried:
-            if self._outbox:
-                self._unhurried.intersection_update(op.future for op in self._outbox)
-            else:
-                self._unhurried.clear()
+        ops = self._take()
+        if not ops:
+            return  # only lingering enqueues wait: their timer (armed by _take) sends them
         live = [op for op in ops if not op.future.cancelled()]
         writes = [op for op in live if op.write]
         reads = [op for op in live if not op.write]
@@ -1042,6 +1049,55 @@ class SqliteQueue:
             self._ops.put(_Job([], [], self._released, live[0].loop))
         else:
             self._ops.put(_Job(done, reads, self._released, live[0].loop))
+
+    def _take(self) -> list[_Op]:
+        """Out of the writer's line, the operations of the next transaction, in order.
+
+        That is the first ``max_group`` of them, except lingering enqueues whose sends are
+        still out (not hurried, linger not over): those stay in line, and the lazy timer is
+        set for the first of them to end. One may only stay if everything after it in line
+        is independent of it (``_Op.independent``, or another lingering enqueue: a customer
+        with a lingering entry has nothing else queued, see ``BackgroundDelivery``). If
+        anything else is behind it, it goes now, so that nothing overtakes it.
+        """
+        outbox = self._outbox
+        unhurried = self._unhurried
+        limit = self._max_group
+        if not unhurried or len(outbox) > limit:
+            ops = outbox[:limit]
+            del outbox[:limit]
+            if unhurried:
+                if outbox:
+                    unhurried.intersection_update(op.future for op in outbox)
+                else:
+                    unhurried.clear()
+            return ops
+        # Everything up to the last operation that may depend on a lingering one goes.
+        cut = len(outbox)
+        while cut and (outbox[cut - 1].independent or outbox[cut - 1].hold_until):
+            cut -= 1
+        now = self._loop.time()
+        taken = outbox[:cut]
+        kept: list[_Op] = []
+        soonest = 0.0
+        for op in outbox[cut:]:
+            if op.hold_until > now and op.future in unhurried:
+                kept.append(op)
+                if not soonest or op.hold_until < soonest:
+                    soonest = op.hold_until
+            else:
+                taken.append(op)
+        self._outbox = kept
+        if kept:
+            unhurried.intersection_update(op.future for op in kept)
+            timer = self._lazy_timer
+            if timer is None or soonest < timer.when():
+                if timer is not None:
+                    timer.cancel()
+                self._lazy_timer = self._loop.call_at(soonest, self._flush)
+        else:
+            unhurried.clear()
+        return taken
 
     def _released(self) -> None:
         """On the loop: the thread gave the connection back; start the next batch."""
@@ -1676,10 +1732,11 @@ class SqliteQueue:
         fsync, like a completion's (see ``_begin``), since a delivered try's answer does not
         depend on it; any ``QUEUED`` answer for it must come after :meth:`sync`.
 
-        ``linger=True`` (also a first try's): the commit waits up to :data:`_ENQUEUE_LINGER`
-        for other operations to share it, unless :meth:`hurry` sends it earlier. It keeps
-        its place in the writer's line all the same: whatever is submitted after it commits
-        after it, or in the same transaction behind it.
+        ``linger=True`` (also a first try's): the enqueue stays in the writer's line for up
+        to :data:`_ENQUEUE_LINGER` while the try's send is out, unless :meth:`hurry` sends
+        it earlier or :meth:`withdraw` takes it back. Commits of delivered ids and
+        completions may go meanwhile; anything else submitted after it commits after it, or
+        in the same transaction behind it.
         """
         batch = tuple(entries)
         if not batch:
@@ -1711,6 +1768,7 @@ class SqliteQueue:
                 with_completions=False,
                 lazy=True,
                 linger=_ENQUEUE_LINGER,
+                holds=True,
             )
             if not future.done():
                 self._unhurried.add(future)
@@ -1776,17 +1834,18 @@ class SqliteQueue:
             synced=False,
             with_completions=False,
             linger=_COMPLETION_WAIT,
+            independent=True,
         )
 
     def hurry(self, future: asyncio.Future[Any]) -> None:
-        """``future``'s caller waits for its commit (see :meth:`enqueue_soon`): commit the
-        lingering operations now, on the loop, unless another lingering enqueue's caller is
-        still sending (the last of them, or the linger's timer, commits them all).
+        """``future``'s caller waits for its commit (see :meth:`enqueue_soon`): commit it now,
+        on the loop, with whatever else is in line but the lingering enqueues whose sends
+        are still out (they stay, see ``_take``).
 
-        Nothing to do either when a flush is already due this turn, or the writer thread
-        holds the connection (its release flushes what waits)."""
+        Nothing to do when a flush is already due this turn, or the writer thread holds
+        the connection (its release flushes what waits)."""
         self._unhurried.discard(future)
-        if self._unhurried or future.done():
+        if future.done():
             return
         if self._outbox and not self._flush_due and not self._thread_owns:
             self._flush()
@@ -2008,7 +2067,11 @@ class SqliteQueue:
             return
         batch.submitted = True
         done = self._submit_soon(
-            functools.partial(self._complete_all, batch), write=True, lazy=lazy, synced=False
+            functools.partial(self._complete_all, batch),
+            write=True,
+            lazy=lazy,
+            synced=False,
+            independent=True,
         )
         done.add_done_callback(batch.answer)
 

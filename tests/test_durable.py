@@ -120,6 +120,13 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
     await eventually(predicate, timeout=timeout)
 
 
+def in_file(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` read through a connection of its own: what is committed to the file,
+    without an operation of the sidecar's store (which could take lingering entries along)."""
+    with contextlib.closing(sqlite3.connect(db)) as peer:
+        return peer.execute(sql).fetchall()
+
+
 async def dead_letters_appear(
     running: Running, count: int = 1, **filters: Any
 ) -> list[delivery_pb2.DeadLetter]:
@@ -992,8 +999,7 @@ async def test_a_wait_event_whose_send_outlasts_the_linger_is_on_disk_while_it_i
     await until(lambda: len(sandbox.received) >= 1)
     await asyncio.sleep(0.2)  # far past the linger, well before the answer
     # Read from the file by another connection: a stats() call would take the entry along.
-    with contextlib.closing(sqlite3.connect(tmp_path / "queue.db")) as peer:
-        on_disk = peer.execute("SELECT message_id, state FROM entries").fetchall()
+    on_disk = in_file(tmp_path / "queue.db", "SELECT message_id, state FROM entries")
     assert on_disk == [("slow-1", 1)]  # committed, claimed by its first try
     result = await call
     assert result.status == Status.DELIVERY_STATUS_DELIVERED
@@ -1022,20 +1028,14 @@ async def test_a_wait_event_delivered_within_the_linger_is_not_on_disk_while_it_
     sandbox.delay(0.2)
     call = asyncio.create_task(running.deliver(make_event(messageId="ok-1"), WAIT, timeout=10))
     await until(lambda: len(sandbox.received) >= 1)
-    with contextlib.closing(sqlite3.connect(tmp_path / "queue.db")) as peer:
-        assert peer.execute("SELECT count(*) FROM entries").fetchone() == (0,)
+    db = tmp_path / "queue.db"
+    assert in_file(db, "SELECT count(*) FROM entries") == [(0,)]
     result = await call
     assert result.status == Status.DELIVERY_STATUS_DELIVERED
-
-    def delivered_on_disk() -> bool:
-        with contextlib.closing(sqlite3.connect(tmp_path / "queue.db")) as peer:
-            return peer.execute(
-                "SELECT count(*) FROM delivered WHERE message_id = 'ok-1'"
-            ).fetchone() == (1,)
-
-    await until(delivered_on_disk)
-    with contextlib.closing(sqlite3.connect(tmp_path / "queue.db")) as peer:
-        assert peer.execute("SELECT count(*) FROM entries").fetchone() == (0,)
+    await until(
+        lambda: in_file(db, "SELECT count(*) FROM delivered WHERE message_id = 'ok-1'") == [(1,)]
+    )
+    assert in_file(db, "SELECT count(*) FROM entries") == [(0,)]
 
 
 async def test_a_wait_event_answered_queued_at_shutdown_was_synced_first(sandbox, tmp_path):

@@ -979,8 +979,9 @@ class SqliteQueue:
         loop = self._loop
         future: asyncio.Future[T] = loop.create_future()
         op = _Op(fn, future, loop, write, on_error, synced=synced, independent=independent)
+        due = loop.time() + linger if lazy or holds else 0.0
         if holds:
-            op.hold_until = loop.time() + linger
+            op.hold_until = due
         self._outbox.append(op)
         if self._thread_owns:
             return future  # a COMMIT is in flight: the connection's release flushes this
@@ -989,17 +990,20 @@ class SqliteQueue:
             # goes alone a moment later, instead of paying a commit cycle of its own. The
             # timer is the earliest that its operations allow.
             if not self._flush_due:
-                timer = self._lazy_timer
-                due = loop.time() + linger
-                if timer is None or due < timer.when():
-                    if timer is not None:
-                        timer.cancel()
-                    self._lazy_timer = loop.call_at(due, self._flush)
+                self._flush_by(due)
         elif not self._flush_due:
             # Whatever else this loop turn submits travels with it: one hand-off per turn.
             self._flush_due = True
             loop.call_soon(self._flush)
         return future
+
+    def _flush_by(self, due: float) -> None:
+        """Make the lazy timer flush at ``due`` (loop time) at the latest."""
+        timer = self._lazy_timer
+        if timer is None or due < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._lazy_timer = self._loop.call_at(due, self._flush)
 
     def _flush(self) -> None:
         self._flush_due = False
@@ -1090,11 +1094,7 @@ class SqliteQueue:
         self._outbox = kept
         if kept:
             unhurried.intersection_update(op.future for op in kept)
-            timer = self._lazy_timer
-            if timer is None or soonest < timer.when():
-                if timer is not None:
-                    timer.cancel()
-                self._lazy_timer = self._loop.call_at(soonest, self._flush)
+            self._flush_by(soonest)
         else:
             unhurried.clear()
         return taken

@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Image of the bluecore-sidecar. Two stages:
-#   build    makes wheels of the project and of its generated client package (which owns the
+#   build    makes wheels of the project (its delivery hot path compiled with mypyc, see
+#            setup.py) and of its generated client package (which owns the
 #            datafly.bluecore.v1 modules) and installs them, with the dependencies pinned
 #            (by hash) in requirements.lock, into a virtualenv without pip;
 #   runtime  the same slim Python base, that virtualenv, a non-root user and nothing else.
@@ -23,27 +24,36 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore \
     BUILD_VENV=/opt/build-venv \
     APP_VENV=/opt/bluecore-sidecar \
-    WHEELS=/tmp/wheels
+    WHEELS=/tmp/wheels \
+    BLUECORE_COMPILE=1
 
 WORKDIR /src
 
-# Build tools (pip, setuptools, wheel), pinned by hash; they stay in this stage.
+# A C compiler for mypyc's output, in this stage only (the slim base has none). The stage is
+# thrown away, so neither pinned Debian versions nor a cleaned apt cache would reach the image.
+# hadolint ignore=DL3008,DL3009
+RUN command -v gcc >/dev/null || { apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev; }
+
+# Build tools (pip, setuptools, wheel, mypy for mypyc), pinned by hash; they stay in this stage.
 COPY deploy/docker/build-requirements.lock deploy/docker/
 RUN python -m venv "$BUILD_VENV" \
  && "$BUILD_VENV/bin/python" -m pip install --require-hashes --no-deps \
         -r deploy/docker/build-requirements.lock
 
 # Runtime dependencies, exactly as locked. The virtualenv gets no pip of its own: the build
-# stage's pip installs into it through --python.
+# stage's pip installs into it through --python. The build virtualenv gets them too: mypyc
+# compiles against their types.
 COPY requirements.lock ./
 RUN python -m venv --without-pip "$APP_VENV" \
  && "$BUILD_VENV/bin/pip" --python "$APP_VENV/bin/python" install \
-        --require-hashes --no-deps -r requirements.lock
+        --require-hashes --no-deps -r requirements.lock \
+ && "$BUILD_VENV/bin/pip" install --require-hashes --no-deps -r requirements.lock
 
 # The project and bluecore-sidecar-client (not on PyPI, so not in the hashed lock: built from
 # this same context), as wheels, without touching the dependencies installed above. pip check
 # proves the sidecar's dependency on the client, and everything else, is met.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY client_stubs/python/pyproject.toml client_stubs/python/README.md client_stubs/python/
 COPY client_stubs/python/src/ client_stubs/python/src/
 COPY server/ server/

@@ -15,7 +15,7 @@ CI ?=
 # Where quiet steps keep their output; it is printed only when the step fails.
 LOGS := .cache/logs
 
-.PHONY: help venv demo run test check lint typecheck e2e bench clean lock toolchains
+.PHONY: help venv demo run test compiled test-compiled check lint typecheck e2e bench clean lock toolchains
 
 help: ## list the make targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -50,10 +50,18 @@ test: venv check ## the Python checks and the pytest suite (+ checks whose toolc
 	@echo "==> pytest (branch coverage; the floor is fail_under in pyproject.toml)"
 	@$(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
+COMPILED_SITE := .cache/compiled/site
+compiled: venv ## build the sidecar as the image ships it (hot modules compiled with mypyc) into .cache/compiled
+	@$(PY) tools/compile.py >/dev/null
+
+test-compiled: compiled ## the pytest suite against the compiled build (no coverage: the source is measured by make test)
+	@echo "==> pytest against the compiled modules ($(COMPILED_SITE))"
+	@BLUECORE_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED_SITE) $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
 lint: venv
 	@echo "==> ruff"
-	@$(VENV)/bin/ruff check server tests bench tools deploy
-	@$(VENV)/bin/ruff format --check server tests bench tools deploy
+	@$(VENV)/bin/ruff check server tests bench tools deploy setup.py
+	@$(VENV)/bin/ruff format --check server tests bench tools deploy setup.py
 
 typecheck: venv
 	@echo "==> mypy --strict"

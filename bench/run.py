@@ -435,8 +435,12 @@ def server_env(
     extra: list[str],
     workdir: Path,
     durable_mode: str = "wait",
+    site: Path | None = None,
 ) -> dict[str, str]:
-    """The environment of one sidecar: ours only, nothing inherited from SIDECAR_/OTEL_."""
+    """The environment of one sidecar: ours only, nothing inherited from SIDECAR_/OTEL_.
+
+    ``site``: the compiled build of this work tree, first on the path (``None``: the source).
+    """
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "BLUECORE_", "OTEL_"))
     }
@@ -472,6 +476,9 @@ def server_env(
         # The extracted revision's package comes first on the path (before the editable
         # install of this work tree).
         env["PYTHONPATH"] = str(workdir / "base" / "server")
+    elif site is not None:
+        # This work tree as the image ships it: the hot modules compiled (tools/compile.py).
+        env["PYTHONPATH"] = str(site)
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep:
@@ -497,7 +504,14 @@ async def start_servers(
             child = spawn(name, pinned(args, SERVER_CPU, cmd), workdir)
         else:
             env = server_env(
-                name, address, upstream.url, sink_port, args.sidecar_env, workdir, args.durable_mode
+                name,
+                address,
+                upstream.url,
+                sink_port,
+                args.sidecar_env,
+                workdir,
+                args.durable_mode,
+                args.site,
             )
             if name == "sidecar-watch500":
                 # The proof is at --watchers streams, above the default cap (100); a cap set
@@ -1729,6 +1743,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"plain sidecar{' (default: on)' if on else ''}",
         )
     parser.add_argument(
+        "--pure",
+        action="store_true",
+        help="run this work tree's sidecars from the Python source instead of the build the "
+        "image ships (hot modules compiled with mypyc, tools/compile.py)",
+    )
+    parser.add_argument(
         "--compare-rev",
         metavar="REV",
         help="also run the sidecar of git revision REV (tracing off and parent-based 10%%) "
@@ -1782,7 +1802,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "sidecar-workers2" in args.hooks and "sidecar-workers2" not in args.latency_servers:
         # What two workers do to latency at the same offered rate, beside one worker.
         args.latency_servers.append("sidecar-workers2")
+    # This work tree's sidecars run as the image ships them unless --pure (the build is made
+    # once for a source tree and reused: tools/compile.py).
+    args.site = None if args.pure else _compiled_site()
     return args
+
+
+def _compiled_site() -> Path:
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import compile as compiled_build  # noqa: PLC0415 - tools/compile.py, only when needed
+    finally:
+        sys.path.pop(0)
+    site: Path = compiled_build.build()
+    return site
 
 
 def extract_revision(rev: str, into: Path) -> None:
@@ -2290,6 +2323,13 @@ def write_markdown(
         + "` runs; it took "
         + _took(report["started"], report["finished"]),
         f"- commit: `{git['commit'][:12]}`{dirty}",
+        "- build: "
+        + (
+            "this work tree's sidecars from the Python source (`--pure`)"
+            if args.site is None
+            else "this work tree's sidecars as the image ships them, the hot modules compiled "
+            "with mypyc (tools/compile.py)"
+        ),
         f"- machine: {facts['nproc']} CPUs, {facts['cpu_model']}, Python {facts['python']}, "
         f"grpcio {facts['grpcio']}, aiohttp {facts['aiohttp']}, load average at start "
         f"{', '.join(f'{x:.2f}' for x in facts['loadavg_at_start'])}",

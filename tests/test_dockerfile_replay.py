@@ -489,6 +489,30 @@ def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
     assert not (image.app_venv / "bin" / "pip").exists()
 
 
+def test_image_runs_the_hot_modules_compiled(image: Image) -> None:
+    """The build stage compiled the modules pyproject.toml lists (setup.py, BLUECORE_COMPILE):
+    the image's interpreter loads each of them from an extension module, not its source."""
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    names = settings["tool"]["bluecore-sidecar"]["compiled-modules"]
+    script = (
+        "import importlib, json, sys;"
+        "print(json.dumps({n: importlib.import_module('bluecore_sidecar.' + n).__file__"
+        " for n in sys.argv[1:]}))"
+    )
+    done = subprocess.run(
+        [str(image.app_venv / "bin" / "python"), "-c", script, *names],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": DEFAULT_PATH},
+    )
+    origins = json.loads(done.stdout)
+    assert sorted(origins) == sorted(names)
+    for name, origin in origins.items():
+        assert origin.endswith(".so"), f"{name} comes from {origin}"
+        assert origin.startswith(str(image.app_venv)), f"{name} comes from {origin}"
+
+
 async def _child_pid(parent: int) -> int:
     """The pid of ``parent``'s only child (unshare --fork's child, PID 1 inside)."""
     children = Path(f"/proc/{parent}/task/{parent}/children")

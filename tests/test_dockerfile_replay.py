@@ -489,6 +489,7 @@ def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
     assert not (image.app_venv / "bin" / "pip").exists()
 
 
+@pytest.mark.replay
 def test_image_runs_the_hot_modules_compiled(image: Image) -> None:
     """The build stage compiled the modules pyproject.toml lists (setup.py, BLUECORE_COMPILE):
     the image's interpreter loads each of them from an extension module, not its source."""

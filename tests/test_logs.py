@@ -7,7 +7,6 @@ import io
 import itertools
 import json
 import logging
-import types
 
 import pytest
 from bluecore_sidecar import telemetry
@@ -127,11 +126,11 @@ async def test_outcome_lines_wait_for_the_flush_then_go_out_in_one_write(monkeyp
     monkeypatch.setattr(telemetry, "LOG_FLUSH_SECONDS", 0.05)
     logger = configure_logging("INFO", stream)
     try:
-        recorder = OutcomeRecorder(Metrics(), logger)
         # The recorder's clock only (the loop keeps the real one): a quarter second per read.
         reads = itertools.count(1)
-        clock = types.SimpleNamespace(time=lambda: 1_800_000_000 + next(reads) / 4)
-        monkeypatch.setattr(telemetry, "time", clock)
+        recorder = OutcomeRecorder(
+            Metrics(), logger, wall_clock=lambda: 1_800_000_000 + next(reads) / 4
+        )
         delivered = Status.DELIVERY_STATUS_DELIVERED
         for n in range(2):
             recorder.on_outcome(

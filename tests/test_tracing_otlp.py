@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 from aiohttp import web
 from bluecore_sidecar.app import running_sidecar
-from bluecore_sidecar.tracing import encode_export_request, grpc_span_exporter, light_tracer
+from bluecore_sidecar.otlp_grpc import grpc_span_exporter
+from bluecore_sidecar.tracing import encode_export_request, light_tracer
 from datafly.bluecore.v1 import delivery_pb2, delivery_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans

@@ -34,8 +34,8 @@ def source_hash() -> str:
     digest = hashlib.sha256()
     files = sorted(p for p in (ROOT / "server").rglob("*") if p.is_file() and p.suffix != ".pyc")
     for path in [ROOT / "pyproject.toml", ROOT / "setup.py", *files]:
-        if "__pycache__" in path.parts:
-            continue
+        if "__pycache__" in path.parts or any(p.endswith(".egg-info") for p in path.parts):
+            continue  # byte code, and the editable install's metadata
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()

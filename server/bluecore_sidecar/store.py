@@ -549,8 +549,9 @@ _LAZY_FLUSH: Final = 0.002
 #: enqueue back (``withdraw``): the entry is never written. One that fails asks for the
 #: commit at once (``hurry``). Other commits meanwhile pass it by, unless something behind
 #: it in line could depend on it. So an event is on disk at most this long after its send
-#: began unless it was delivered first, and always before any answer about it.
-_ENQUEUE_LINGER: Final = 0.5
+#: began unless it was delivered first, and always before any answer about it. Not Final:
+#: tests shorten or stretch it, and mypyc would build a Final value into the compiled code.
+_ENQUEUE_LINGER = 0.5
 #: With a file this process has alone, how long delivered entries' completions wait for
 #: more of them (seconds) before they are committed together. Nothing waits on them: the
 #: call has answered, and a customer they hold is let go at once when asked about
@@ -826,7 +827,7 @@ class SqliteQueue:
         # the last committed state without waiting for the writer's transaction and fsync.
         self._reader: sqlite3.Connection | None = None
         self._opened: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._run, name="queue-writer", daemon=True)
+        self._writer = threading.Thread(target=self._run, name="queue-writer", daemon=True)
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._closed = False
@@ -895,7 +896,7 @@ class SqliteQueue:
             loop=asyncio.get_running_loop(),
             shared=shared,
         )
-        store._thread.start()
+        store._writer.start()
         try:
             await asyncio.wrap_future(store._opened)
         except BaseException:
@@ -928,7 +929,7 @@ class SqliteQueue:
                 reader.close()  # first, so that the writer's close checkpoints the file
             self._flush()
             self._ops.put(_STOP)
-        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self._writer.join)
 
     def stop_claiming(self) -> None:
         """From now on :meth:`claim_due` returns nothing: workers drain, then shutdown."""

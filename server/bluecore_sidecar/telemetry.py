@@ -16,7 +16,7 @@ import logging
 import select
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -223,7 +223,7 @@ def _otlp_exporter(env: Mapping[str, str]) -> SpanExporter | None:
         _setting(env, traces + "PROTOCOL") or _setting(env, "OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     ).lower()
     if protocol == "grpc":
-        from .tracing import grpc_span_exporter  # noqa: PLC0415 - loads the SDK's exporter
+        from .otlp_grpc import grpc_span_exporter  # noqa: PLC0415 - loads the SDK's exporter
 
         return grpc_span_exporter()
     if protocol == "http/protobuf":
@@ -627,9 +627,17 @@ class OutcomeRecorder:
     """
 
     def __init__(
-        self, metrics: Metrics, logger: logging.Logger, redactor: Redactor | None = None
+        self,
+        metrics: Metrics,
+        logger: logging.Logger,
+        redactor: Redactor | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._metrics = metrics
+        # The time a line records (a parameter: a test's clock; the module's imports are
+        # bound when the compiled module loads, so patching them would not reach it).
+        self._wall_clock = wall_clock
         self._logger = logger
         self._redactor = redactor or Redactor()
         # Keyed by (status, bluecore_event): both come from closed sets (the enum and the
@@ -757,7 +765,7 @@ class OutcomeRecorder:
 
     def _queue(self, level: int, lines: list[str]) -> None:
         """Add ``lines`` (encoded members) at ``level``, recorded now, to those waiting."""
-        group = (time.time(), lines)
+        group = (self._wall_clock(), lines)
         pending = self._pending
         if pending is None:
             pending = self._pending = {level: [group]}

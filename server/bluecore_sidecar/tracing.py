@@ -7,7 +7,7 @@ header that goes with it, with the stable HTTP attribute names (``http.request.m
 ``TraceConfig`` signals saves the signal machinery that aiohttp runs around every request.
 
 :func:`encode_export_request` writes an OTLP ``ExportTraceServiceRequest`` straight to
-protobuf bytes; :class:`GrpcSpanExporter` is the SDK's OTLP/gRPC exporter using it. The SDK's
+protobuf bytes; :mod:`.otlp_grpc` holds the SDK's OTLP/gRPC exporter using it. The SDK's
 own encoder builds a protobuf object for every span, attribute and value, which made the
 export thread one of the largest costs of a traced delivery.
 """
@@ -29,7 +29,6 @@ from opentelemetry.util.types import Attributes
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 #: The span name of one HTTP try (the method, as the HTTP conventions ask).
@@ -911,47 +910,3 @@ def encode_export_request(spans: Sequence[ReadableSpan]) -> bytes:
             parts.append(_field(b"\x1a", resource.schema_url.encode()))
         out.append(_field(b"\x0a", b"".join(parts)))
     return b"".join(out)
-
-
-def grpc_span_exporter() -> SpanExporter:
-    """The SDK's OTLP/gRPC span exporter (it reads its own settings), encoding with ours."""
-    import grpc  # noqa: PLC0415 - with the exporter
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
-        OTLPSpanExporter,
-    )
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: PLC0415
-        ExportTraceServiceResponse as Response,
-    )
-
-    class BytesStub:
-        """The ``TraceService`` client stub, for a request that is already its bytes.
-
-        The generated stub serialises a request message; ours is written as bytes, which
-        grpc sends as they are when the method has no request serializer.
-        """
-
-        def __init__(self, channel: grpc.Channel) -> None:
-            self.Export = channel.unary_unary(
-                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                request_serializer=None,
-                response_deserializer=Response.FromString,
-                _registered_method=True,
-            )
-
-    class GrpcSpanExporter(OTLPSpanExporter):
-        """OTLP over gRPC; the request is written by :func:`encode_export_request`.
-
-        Endpoint, headers, TLS, compression, retries, timeouts and reconnecting stay the
-        SDK's; only the request goes out as our bytes, neither parsed into a message nor
-        serialised again (two passes of upb over every span).
-        """
-
-        def _initialize_channel_and_stub(self) -> None:
-            # Called at start and again when the SDK reconnects after UNAVAILABLE.
-            super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
-            self._client = BytesStub(self._channel)  # type: ignore[assignment]
-
-        def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:  # type: ignore[override]
-            return encode_export_request(data)
-
-    return GrpcSpanExporter()

@@ -47,7 +47,7 @@ def build() -> Path:
     if SITE.is_dir() and STAMP.is_file() and STAMP.read_text().strip() == wanted:
         print(f"compile: {SITE} is up to date", file=sys.stderr)
         return SITE
-    print("compile: building the wheel with mypyc (one to three minutes on 2 cores)", file=sys.stderr)
+    print("compile: building the wheel with mypyc (1-3 minutes on 2 cores)", file=sys.stderr)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bluecore-compile-") as tmp:
         wheels = Path(tmp)

@@ -561,6 +561,14 @@ async def open_watchers(server: Server, count: int, workdir: Path) -> None:
     )
 
 
+async def reopen_watchers(server: Server, count: int, workdir: Path) -> None:
+    """Fresh streams for ``server``'s next phase, unless those of the start are still unused."""
+    proc = server.watchers
+    if proc is not None and proc.returncode is None:
+        return
+    await open_watchers(server, count, workdir)
+
+
 async def close_watchers(server: Server) -> None:
     """Tell the watchers' process to cancel its streams, and wait for it."""
     proc = server.watchers
@@ -2056,11 +2064,19 @@ async def bench(args: argparse.Namespace, workdir: Path) -> int:
         servers = await start_servers(args, workdir, upstream, sink_port, children)
         for round_no, order in rounds_order(list(closed), args.rounds):
             for name in order:
+                watched = servers[name].watchers is not None
+                if watched:
+                    await reopen_watchers(servers[name], args.watchers, workdir)
                 for mode in closed[name]:
                     await clear_sandbox(upstream)
                     phases.append(
                         await run_phase(args, servers[name], mode, round_no, upstream, workdir)
                     )
+                if watched:
+                    # Streams that never read still take the outcomes of that phase, at the
+                    # bus's pace (500 a second, about 0.2 cores), for minutes after it: left
+                    # open, they would load the machine under every phase that follows.
+                    await close_watchers(servers[name])
             for name in order_of(ghz_servers, round_no):
                 await clear_sandbox(upstream)
                 phase = await run_ghz_phase(args, servers[name], round_no, upstream, workdir, ghz)

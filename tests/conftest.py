@@ -27,6 +27,7 @@ import os
 import socket
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -341,7 +342,15 @@ async def stub(sidecar: Sidecar) -> AsyncIterator[delivery_pb2_grpc.DeliveryServ
         yield delivery_pb2_grpc.DeliveryServiceStub(channel)
 
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+PROJECT = Path(__file__).resolve().parent.parent
+BENCH = PROJECT / "bench"
+
+
+def compiled_modules() -> list[str]:
+    """The modules pyproject.toml has setup.py compile with mypyc (``compiled-modules``)."""
+    settings = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))
+    names: list[str] = settings["tool"]["bluecore-sidecar"]["compiled-modules"]
+    return names
 
 
 def load_bench(name: str, file: str) -> ModuleType:

@@ -4,23 +4,16 @@ mypyc-compiled build the image ships under ``make test-compiled`` (which sets
 
 import importlib
 import os
-import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def compiled_modules() -> list[str]:
-    settings = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    names: list[str] = settings["tool"]["bluecore-sidecar"]["compiled-modules"]
-    return names
+from .conftest import PROJECT, compiled_modules
 
 
 def test_the_compiled_list_names_modules_of_the_package():
     names = compiled_modules()
     assert names, "pyproject.toml lists no compiled module"
     for name in names:
-        assert (ROOT / "server" / "bluecore_sidecar" / f"{name}.py").is_file(), name
+        assert (PROJECT / "server" / "bluecore_sidecar" / f"{name}.py").is_file(), name
 
 
 def test_the_hot_modules_come_from_the_expected_build():

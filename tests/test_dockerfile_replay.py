@@ -35,7 +35,7 @@ from bluecore_sidecar.app import SERVICE_NAME
 from bluecore_sidecar.config import SETTINGS, split_address
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .conftest import eventually, free_port
+from .conftest import compiled_modules, eventually, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -493,8 +493,7 @@ def test_image_venv_holds_exactly_the_locked_packages(image: Image) -> None:
 def test_image_runs_the_hot_modules_compiled(image: Image) -> None:
     """The build stage compiled the modules pyproject.toml lists (setup.py, BLUECORE_COMPILE):
     the image's interpreter loads each of them from an extension module, not its source."""
-    settings = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    names = settings["tool"]["bluecore-sidecar"]["compiled-modules"]
+    names = compiled_modules()
     script = (
         "import importlib, json, sys;"
         "print(json.dumps({n: importlib.import_module('bluecore_sidecar.' + n).__file__"

@@ -89,6 +89,12 @@ def server_command(
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "BLUECORE_", "OTEL_"))
     }
+    if env.get("PYTHONPATH"):
+        # The servers run in a work directory of their own: a relative entry (such as
+        # .cache/compiled/site, the compiled build) must still name the same directory.
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(Path(entry).resolve()) for entry in env["PYTHONPATH"].split(os.pathsep) if entry
+        )
     name, sampler = _tracing(name)
     if sampler:
         assert sink is not None

@@ -285,3 +285,21 @@ async def test_delivered_ids_are_kept_where_the_garbage_collector_does_not_walk(
     assert isinstance(again, Existing)
     assert again.record == Record.of(delivered("id-7"))
     assert isinstance(dedup.claim("id-busy"), InFlight)
+
+
+@pytest.mark.parametrize(
+    "datafly_event",
+    [
+        "Product Viewed",
+        "",
+        "Produkt angesehen \u00fc",
+        "\u8cfc\u5165\u5b8c\u4e86",
+        "cart \U0001f6d2",
+    ],
+)
+def test_a_records_size_is_its_tuple_and_strings_as_sys_getsizeof_counts_them(datafly_event):
+    # ASCII texts are counted without calling sys.getsizeof; every kind must agree with it.
+    record = Record(datafly_event, "viewed_product", 202, 1, "0af7651916cd43dd8448eb211c80319c")
+    strings = (record.datafly_event, record.bluecore_event, record.trace_id)
+    expected = sys.getsizeof(Record("", "", 0, 0)) + sum(sys.getsizeof(s) for s in strings)
+    assert record.size() == expected

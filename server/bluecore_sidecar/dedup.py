@@ -32,6 +32,9 @@ from .store import DedupRecord, DedupStore, StoreError
 _log = logging.getLogger("bluecore_sidecar")
 
 Status = delivery_pb2.DeliveryStatus
+#: The module's constant: ``Status.DELIVERY_STATUS_DELIVERED`` goes through the enum
+#: wrapper's ``__getattr__``, Python code that costs about a microsecond per read.
+_DELIVERED = delivery_pb2.DELIVERY_STATUS_DELIVERED
 DeliveryResult = delivery_pb2.DeliveryResult
 
 
@@ -53,29 +56,11 @@ class Record(NamedTuple):
     @classmethod
     def of(cls, result: DeliveryResult) -> Record:
         """The record of a delivered ``result``."""
-        # Results are bounded where they are built; cutting again keeps any caller honest.
-        datafly_event, bluecore_event, trace_id = (
-            result.datafly_event,
-            result.bluecore_event,
-            result.trace_id,
-        )
-        limit = MAX_TEXT_CHARS  # `clip` only for what could be too long
-        return cls(
-            datafly_event if len(datafly_event) <= limit else clip(datafly_event),
-            bluecore_event if len(bluecore_event) <= limit else clip(bluecore_event),
-            result.http_status,
-            result.attempts,
-            trace_id if len(trace_id) <= limit else clip(trace_id),
-        )
+        return _delivered_record(result)
 
     def size(self) -> int:
         """Bytes this record holds: the object and its strings (ints this small are shared)."""
-        return (
-            _RECORD_TUPLE_BYTES
-            + sys.getsizeof(self.datafly_event)
-            + sys.getsizeof(self.bluecore_event)
-            + sys.getsizeof(self.trace_id)
-        )
+        return _record_size(self)
 
 
 #: Bytes of a record's own tuple: the same for every record (five slots).
@@ -95,8 +80,49 @@ ENTRY_OVERHEAD = 140
 _Kept: TypeAlias = tuple[float, int, str, str, int, int, str]
 
 
-def _kept(expires: float, size: int, record: Record) -> _Kept:
-    return (expires, size, *record)
+def _delivered_record(result: DeliveryResult) -> Record:
+    return Record(*_delivered_texts(result))
+
+
+def _delivered_texts(result: DeliveryResult) -> tuple[str, str, int, int, str]:
+    """What a record keeps of a delivered ``result``, in the order of :class:`Record`."""
+    # Results are bounded where they are built; cutting again keeps any caller honest.
+    datafly_event, bluecore_event, trace_id = (
+        result.datafly_event,
+        result.bluecore_event,
+        result.trace_id,
+    )
+    limit = MAX_TEXT_CHARS  # `clip` only for what could be too long
+    return (
+        datafly_event if len(datafly_event) <= limit else clip(datafly_event),
+        bluecore_event if len(bluecore_event) <= limit else clip(bluecore_event),
+        result.http_status,
+        result.attempts,
+        trace_id if len(trace_id) <= limit else clip(trace_id),
+    )
+
+
+def _record_size(record: Record) -> int:
+    return _texts_size(record.datafly_event, record.bluecore_event, record.trace_id)
+
+
+def _texts_size(datafly_event: str, bluecore_event: str, trace_id: str) -> int:
+    """Bytes of a record with these texts: its tuple and the strings."""
+    return (
+        _RECORD_TUPLE_BYTES
+        + _str_bytes(datafly_event)
+        + _str_bytes(bluecore_event)
+        + _str_bytes(trace_id)
+    )
+
+
+#: Bytes of an empty ``str``; an ASCII one holds one more per character.
+_EMPTY_STR_BYTES = sys.getsizeof("")
+
+
+def _str_bytes(text: str) -> int:
+    """``sys.getsizeof(text)``; for ASCII text (event names, trace ids) without the call."""
+    return _EMPTY_STR_BYTES + len(text) if text.isascii() else sys.getsizeof(text)
 
 
 def _record_of(kept: _Kept) -> Record:
@@ -233,15 +259,15 @@ class DedupTable:
         entry = claim._entry
         if entry.done is not None:
             self._wake(entry, result)
-        if result.status == Status.DELIVERY_STATUS_DELIVERED:
-            self._keep(claim, Record.of(result))
+        if result.status == _DELIVERED:
+            self._keep(claim, *_delivered_texts(result))
         else:
             self._forget(claim)
 
     def settle(self, claim: Claimed, record: Record) -> None:
         """End the claim with a delivery known from elsewhere (the durable store)."""
         self._wake(claim._entry, None)  # waiters claim again and find the record
-        self._keep(claim, record)
+        self._keep(claim, *record)
 
     def abandon(self, claim: Claimed) -> None:
         """Give the claim up without a result (cancelled): waiters are told to claim again."""
@@ -251,14 +277,28 @@ class DedupTable:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _keep(self, claim: Claimed, record: Record) -> None:
-        """The claimed id is delivered: keep ``record`` for the window, as a tuple."""
+    def _keep(  # noqa: PLR0917 - a record's fields, without making the record
+        self,
+        claim: Claimed,
+        datafly_event: str,
+        bluecore_event: str,
+        http_status: int,
+        attempts: int,
+        trace_id: str,
+    ) -> None:
+        """The claimed id is delivered: keep its record for the window, as a tuple."""
         entry = claim._entry
         if self._entries.get(claim.message_id) is not entry:
             return  # trimmed while in flight: nothing to keep it in
-        grown = record.size()
-        self._entries[claim.message_id] = _kept(
-            self._clock() + self._window, entry.size + grown, record
+        grown = _texts_size(datafly_event, bluecore_event, trace_id)
+        self._entries[claim.message_id] = (
+            self._clock() + self._window,
+            entry.size + grown,
+            datafly_event,
+            bluecore_event,
+            http_status,
+            attempts,
+            trace_id,
         )
         self._bytes += grown
         if len(self._entries) > self._max or self._bytes > self._max_bytes:
@@ -374,7 +414,7 @@ class DurableDedup:
         """Record ``result``; a delivery the store does not know yet (``stored=False``) is
         written to it before the caller is answered, so a restart still knows the id."""
         self._table.finish(claim, result)
-        if stored or result.status != Status.DELIVERY_STATUS_DELIVERED:
+        if stored or result.status != _DELIVERED:
             return
         await remember_delivered(self._store, result, self._wall_clock())
 

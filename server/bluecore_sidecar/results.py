@@ -131,6 +131,19 @@ def new_result(
     return result
 
 
+#: Each status's short name ("DELIVERED"), built once: ``DeliveryStatus.Name`` is Python code
+#: of the enum wrapper, a microsecond or two per call.
+_STATUS_NAMES = {
+    value.number: value.name.removeprefix("DELIVERY_STATUS_")
+    for value in delivery_pb2.DeliveryStatus.DESCRIPTOR.values
+}
+
+
+def _status_name(number: int) -> str:
+    """A status number the table lacks (a newer proto's), as the enum wrapper names it."""
+    return delivery_pb2.DeliveryStatus.Name(number).removeprefix("DELIVERY_STATUS_")
+
+
 def span_attributes(
     result: delivery_pb2.DeliveryResult, scrub: Callable[[str], str]
 ) -> dict[str, str | int | bool]:
@@ -138,9 +151,7 @@ def span_attributes(
     attributes: dict[str, str | int | bool] = {
         "datafly.message_id": scrub(result.message_id),
         "bluecore.event": result.bluecore_event,
-        "delivery.status": delivery_pb2.DeliveryStatus.Name(result.status).removeprefix(
-            "DELIVERY_STATUS_"
-        ),
+        "delivery.status": _STATUS_NAMES.get(result.status) or _status_name(result.status),
         "delivery.attempts": result.attempts,
     }
     if result.reason:

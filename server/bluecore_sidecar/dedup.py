@@ -31,8 +31,7 @@ from .store import DedupRecord, DedupStore, StoreError
 
 _log = logging.getLogger("bluecore_sidecar")
 
-Status = delivery_pb2.DeliveryStatus
-#: The module's constant: ``Status.DELIVERY_STATUS_DELIVERED`` goes through the enum
+#: The module's constant: ``DeliveryStatus.DELIVERY_STATUS_DELIVERED`` goes through the enum
 #: wrapper's ``__getattr__``, Python code that costs about a microsecond per read.
 _DELIVERED = delivery_pb2.DELIVERY_STATUS_DELIVERED
 DeliveryResult = delivery_pb2.DeliveryResult

@@ -26,6 +26,7 @@ from google.protobuf import json_format
 from .config import Settings
 from .envparse import parse_duration
 from .errors import ConfigError
+from .results import status_name
 from .store import StoreError
 from .telemetry import configure_logging
 
@@ -198,7 +199,7 @@ def _preview(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             )
         )
     else:
-        verdict = "WOULD SEND" if would_send else _short(result.status)
+        verdict = "WOULD SEND" if would_send else status_name(result.status)
         mapped = result.bluecore_event or "-"
         print(f"decision: {verdict}  {result.datafly_event or '?'} -> {mapped}")
         if result.reason:
@@ -257,7 +258,7 @@ def _watch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         if not full.startswith("DELIVERY_STATUS_"):
             full = "DELIVERY_STATUS_" + full
         if full not in Status.keys():  # noqa: SIM118 - an enum wrapper, not a dict
-            choices = ", ".join(_short(v) for v in Status.values() if v)
+            choices = ", ".join(status_name(v) for v in Status.values() if v)
             raise UsageError(f"unknown status {name!r}; choose from {choices}")
         statuses.append(Status.Value(full))
     return asyncio.run(_watch_stream(args.target, statuses, args.json))
@@ -286,7 +287,7 @@ async def _watch_stream(target: str, statuses: list[int], as_json: bool) -> int:
             print(
                 f"{datetime.now(UTC):%H:%M:%S}  {result.message_id[:24]:24}  "
                 f"{result.datafly_event[:22]:22}  {result.bluecore_event[:16]:16}  "
-                f"{_short(result.status):18}  {result.http_status or '':>4}  "
+                f"{status_name(result.status):18}  {result.http_status or '':>4}  "
                 f"{result.attempts:>3}  {ms:7.1f}  {result.reason}",
                 flush=True,
             )
@@ -451,10 +452,6 @@ def _read_jsonl(path: Path) -> Iterator[delivery_pb2.DataflyEvent]:
 
 def _result_dict(result: delivery_pb2.DeliveryResult) -> dict[str, Any]:
     return json_format.MessageToDict(result, preserving_proto_field_name=True)
-
-
-def _short(status: int) -> str:
-    return Status.Name(status).removeprefix("DELIVERY_STATUS_")
 
 
 if __name__ == "__main__":

@@ -139,9 +139,15 @@ _STATUS_NAMES = {
 }
 
 
-def _status_name(number: int) -> str:
-    """A status number the table lacks (a newer proto's), as the enum wrapper names it."""
-    return delivery_pb2.DeliveryStatus.Name(number).removeprefix("DELIVERY_STATUS_")
+def status_name(number: int) -> str:
+    """A status's short name, as in log lines, metrics and spans: ``DELIVERED``.
+
+    A number the table lacks (a newer proto's) is named by the enum wrapper, which raises
+    ``ValueError`` for a number no proto defines.
+    """
+    return _STATUS_NAMES.get(number) or delivery_pb2.DeliveryStatus.Name(number).removeprefix(
+        "DELIVERY_STATUS_"
+    )
 
 
 def span_attributes(
@@ -151,7 +157,7 @@ def span_attributes(
     attributes: dict[str, str | int | bool] = {
         "datafly.message_id": scrub(result.message_id),
         "bluecore.event": result.bluecore_event,
-        "delivery.status": _STATUS_NAMES.get(result.status) or _status_name(result.status),
+        "delivery.status": status_name(result.status),
         "delivery.attempts": result.attempts,
     }
     if result.reason:

@@ -25,6 +25,7 @@ from datafly.bluecore.v1 import delivery_pb2
 from . import __version__
 from .errors import ConfigError
 from .redaction import Redactor
+from .results import status_name
 
 if TYPE_CHECKING:
     # The SDK, its exporters and prometheus_client load only when `serve` builds them: the
@@ -844,7 +845,7 @@ class OutcomeRecorder:
         )
 
     def _children_of(self, status_code: int, bluecore_event: str) -> _OutcomeChildren:
-        status = delivery_pb2.DeliveryStatus.Name(status_code).removeprefix("DELIVERY_STATUS_")
+        status = status_name(status_code)
         return _OutcomeChildren(
             status=status,
             members=f'"bluecore_event":{_json_str(bluecore_event)},"status":{_json_str(status)}',

@@ -55,11 +55,11 @@ class Record(NamedTuple):
     @classmethod
     def of(cls, result: DeliveryResult) -> Record:
         """The record of a delivered ``result``."""
-        return _delivered_record(result)
+        return cls(*_delivered_texts(result))
 
     def size(self) -> int:
         """Bytes this record holds: the object and its strings (ints this small are shared)."""
-        return _record_size(self)
+        return _texts_size(self.datafly_event, self.bluecore_event, self.trace_id)
 
 
 #: Bytes of a record's own tuple: the same for every record (five slots).
@@ -77,10 +77,6 @@ ENTRY_OVERHEAD = 140
 #: were the bulk of what every older-generation collection walked, pausing the loop for
 #: 15-40 ms at 100,000 ids (docs/decisions.md, "GC pauses and the dedup table").
 _Kept: TypeAlias = tuple[float, int, str, str, int, int, str]
-
-
-def _delivered_record(result: DeliveryResult) -> Record:
-    return Record(*_delivered_texts(result))
 
 
 def _delivered_texts(result: DeliveryResult) -> tuple[str, str, int, int, str]:
@@ -101,10 +97,6 @@ def _delivered_texts(result: DeliveryResult) -> tuple[str, str, int, int, str]:
     )
 
 
-def _record_size(record: Record) -> int:
-    return _texts_size(record.datafly_event, record.bluecore_event, record.trace_id)
-
-
 def _texts_size(datafly_event: str, bluecore_event: str, trace_id: str) -> int:
     """Bytes of a record with these texts: its tuple and the strings."""
     return (
@@ -120,7 +112,7 @@ _EMPTY_STR_BYTES = sys.getsizeof("")
 
 
 def _str_bytes(text: str) -> int:
-    """``sys.getsizeof(text)``; for ASCII text (event names, trace ids) without the call."""
+    """``sys.getsizeof(text)``; for ASCII text (ids, event names) without the call."""
     return _EMPTY_STR_BYTES + len(text) if text.isascii() else sys.getsizeof(text)
 
 
@@ -245,7 +237,7 @@ class DedupTable:
             if isinstance(entry, tuple):
                 return Existing(_record_of(entry))
             return entry.waiter()
-        fresh = _Entry(self._clock() + self._window, ENTRY_OVERHEAD + sys.getsizeof(message_id))
+        fresh = _Entry(self._clock() + self._window, ENTRY_OVERHEAD + _str_bytes(message_id))
         # New, so it goes last: an expired entry of the same id was dropped by _live.
         self._entries[message_id] = fresh
         self._bytes += fresh.size
